@@ -1,0 +1,268 @@
+/**
+ * One peer connection speaking the frame protocol (frames.ts) in both directions: this node's
+ * requests to the peer and the peer's requests to this node.
+ *
+ * Contract:
+ *  - `ready` resolves once the peer's HELLO arrived with the expected proof; a wrong proof, a bad
+ *    version or a malformed frame destroys the connection.
+ *  - `request` keeps at most min(our maxInflight, the peer's) requests in flight; extra callers
+ *    wait for a slot. Whatever happens (slot wait, slow answer, peer gone, BUSY/NOT_FOUND/ERROR) it
+ *    settles within `timeoutMs`, rejecting with SourceUnavailableError; a timed-out request is
+ *    CANCELled. It resolves only with exactly `length` bytes (never checked for content here).
+ *  - Incoming requests beyond our advertised maxInflight, or beyond the node-wide serve limit,
+ *    are answered BUSY at once instead of queued (load shedding).
+ *  - Writes honour backpressure: a frame is written only after the previous write drained.
+ */
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { SourceUnavailableError } from '../fetch/source';
+import {
+  encodeFrame, Frame, FrameReader, FrameType, MAX_FRAME, PROTOCOL_VERSION, ProtocolError, Request, Status,
+} from './frames';
+
+/** Node-wide bound on concurrent serves, shared by all channels. */
+export interface ServeLimiter {
+  tryAcquire(): boolean;
+  release(): void;
+}
+
+export class CountingLimiter implements ServeLimiter {
+  private active = 0;
+  constructor(private readonly max: number) {}
+  tryAcquire(): boolean {
+    if (this.active >= this.max) return false;
+    this.active++;
+    return true;
+  }
+  release(): void {
+    this.active--;
+  }
+}
+
+/** Answers a peer's request with the bytes of the range; rejecting with NotFoundError answers NOT_FOUND. */
+export type RequestHandler = (req: Request, signal: AbortSignal) => Promise<Buffer>;
+
+export class NotFoundError extends Error {}
+
+/** Why a peer request failed, for metrics; the error still is a SourceUnavailableError. */
+export type PeerFailureReason = 'timeout' | 'busy' | 'not_found' | 'gone' | 'error';
+
+export class PeerUnavailableError extends SourceUnavailableError {
+  constructor(peer: string, readonly reason: PeerFailureReason, detail: string) {
+    super('peer', `${peer}: ${detail}`);
+  }
+}
+
+export interface ChannelOptions {
+  /** Name of the peer for errors and logs (short hex key). */
+  peer: string;
+  maxInflight: number;
+  proofToSend: Buffer;
+  proofExpected: Buffer;
+  handler?: RequestHandler;
+  limiter: ServeLimiter;
+}
+
+interface Pending {
+  resolve(b: Buffer): void;
+  reject(e: Error): void;
+  length: number;
+}
+
+export class PeerChannel extends EventEmitter {
+  readonly ready: Promise<void>;
+  closed = false;
+  /** Why the connection was closed by this side (protocol violation), if it was. */
+  closeError?: Error;
+  private readonly reader = new FrameReader();
+  private readonly pending = new Map<number, Pending>();
+  private readonly serving = new Map<number, AbortController>();
+  private remoteMaxInflight = 1;
+  private nextId = 1;
+  private inflight = 0;
+  private readonly slotWaiters: (() => void)[] = [];
+  private writeChain: Promise<void> = Promise.resolve();
+  private markReady!: () => void;
+
+  constructor(private readonly socket: Duplex, private readonly opts: ChannelOptions) {
+    super();
+    this.ready = new Promise<void>((resolve, reject) => {
+      this.markReady = resolve;
+      this.once('close', () => reject(new SourceUnavailableError('peer', `${opts.peer} closed before HELLO`)));
+    });
+    this.ready.catch(() => undefined);
+    socket.on('data', (d: Buffer) => this.onData(d));
+    socket.on('error', () => this.close());
+    socket.on('close', () => this.close());
+    this.write(encodeFrame({
+      type: FrameType.Hello, version: PROTOCOL_VERSION, maxInflight: opts.maxInflight, maxFrame: MAX_FRAME, proof: opts.proofToSend,
+    }));
+  }
+
+  /** Asks the peer for a blob range; see the class contract. */
+  async request(req: Omit<Request, 'type' | 'reqId'>, timeoutMs: number, signal?: AbortSignal): Promise<Buffer> {
+    const deadline = Date.now() + timeoutMs;
+    const unavailable = (why: string, reason: PeerFailureReason = 'gone') => new PeerUnavailableError(this.opts.peer, reason, why);
+    await this.acquireSlot(deadline, signal, unavailable);
+    const reqId = this.nextId;
+    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
+    try {
+      return await new Promise<Buffer>((resolve, reject) => {
+        const fail = (e: Error) => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
+          this.pending.delete(reqId);
+          reject(e);
+        };
+        const cancel = (why: string, reason: PeerFailureReason) => {
+          fail(unavailable(why, reason));
+          if (!this.closed) this.write(encodeFrame({ type: FrameType.Cancel, reqId }));
+        };
+        const onAbort = () => cancel('aborted', 'error');
+        const timer = setTimeout(() => cancel(`no answer within ${timeoutMs} ms`, 'timeout'), Math.max(1, deadline - Date.now()));
+        signal?.addEventListener('abort', onAbort, { once: true });
+        this.pending.set(reqId, {
+          length: req.length,
+          resolve: (b) => {
+            clearTimeout(timer);
+            signal?.removeEventListener('abort', onAbort);
+            this.pending.delete(reqId);
+            resolve(b);
+          },
+          reject: fail,
+        });
+        if (this.closed) return fail(unavailable('connection closed'));
+        this.write(encodeFrame({ type: FrameType.Request, reqId, ...req }));
+      });
+    } finally {
+      this.releaseSlot();
+    }
+  }
+
+  close(err?: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeError = err;
+    for (const p of [...this.pending.values()]) p.reject(new PeerUnavailableError(this.opts.peer, 'gone', 'connection closed'));
+    for (const c of this.serving.values()) c.abort();
+    this.serving.clear();
+    for (const w of this.slotWaiters.splice(0)) w();
+    this.socket.destroy(err);
+    this.emit('close');
+  }
+
+  private async acquireSlot(
+    deadline: number, signal: AbortSignal | undefined, unavailable: (w: string, r?: PeerFailureReason) => Error,
+  ): Promise<void> {
+    for (let waited = 0; ; waited++) {
+      if (this.closed) throw unavailable('connection closed');
+      if (signal?.aborted) throw unavailable('aborted', 'error');
+      if (this.inflight < Math.min(this.opts.maxInflight, this.remoteMaxInflight)) {
+        this.inflight++;
+        return;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw unavailable('no free request slot before the timeout', 'timeout');
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, left);
+        function done() {
+          clearTimeout(t);
+          resolve();
+        }
+        this.slotWaiters.push(done);
+      });
+    }
+  }
+
+  private releaseSlot(): void {
+    this.inflight--;
+    this.slotWaiters.shift()?.();
+  }
+
+  /** Serialised writes: each frame waits until the stream drained the previous one. */
+  private write(buf: Buffer): void {
+    this.writeChain = this.writeChain.then(() => new Promise<void>((resolve) => {
+      if (this.closed) return resolve();
+      if (this.socket.write(buf)) return resolve();
+      const done = () => {
+        this.socket.off('drain', done);
+        this.off('close', done);
+        resolve();
+      };
+      this.socket.on('drain', done);
+      this.once('close', done);
+    }));
+  }
+
+  private onData(d: Buffer): void {
+    let frames: Frame[];
+    try {
+      frames = this.reader.push(d);
+    } catch (e) {
+      this.close(e as Error);
+      return;
+    }
+    for (const f of frames) {
+      try {
+        this.onFrame(f);
+      } catch (e) {
+        this.close(e as Error);
+        return;
+      }
+    }
+  }
+
+  private onFrame(f: Frame): void {
+    switch (f.type) {
+      case FrameType.Hello:
+        if (f.version !== PROTOCOL_VERSION) throw new ProtocolError(`${this.opts.peer} speaks version ${f.version}`);
+        if (!f.proof.equals(this.opts.proofExpected)) throw new ProtocolError(`${this.opts.peer} does not know the cluster secret`);
+        this.remoteMaxInflight = Math.max(1, f.maxInflight);
+        this.markReady();
+        for (const w of this.slotWaiters.splice(0)) w();
+        return;
+      case FrameType.Response: {
+        const p = this.pending.get(f.reqId);
+        if (!p) return; // answer to a cancelled or timed-out request
+        if (f.status === Status.Ok) {
+          if (f.payload.length === p.length) p.resolve(Buffer.from(f.payload));
+          else p.reject(new PeerUnavailableError(this.opts.peer, 'error', `sent ${f.payload.length} bytes, asked ${p.length}`));
+        } else {
+          const reason: PeerFailureReason = f.status === Status.Busy ? 'busy' : f.status === Status.NotFound ? 'not_found' : 'error';
+          p.reject(new PeerUnavailableError(this.opts.peer, reason, `${Status[f.status] ?? f.status}: ${f.payload.toString('utf8')}`));
+        }
+        return;
+      }
+      case FrameType.Cancel:
+        this.serving.get(f.reqId)?.abort();
+        this.serving.delete(f.reqId);
+        return;
+      case FrameType.Request:
+        this.serve(f);
+        return;
+    }
+  }
+
+  private serve(req: Request): void {
+    const answer = (status: Status, payload: Buffer) => {
+      if (!this.closed) this.write(encodeFrame({ type: FrameType.Response, reqId: req.reqId, status, payload }));
+    };
+    const { handler, limiter } = this.opts;
+    if (!handler) return answer(Status.Error, Buffer.from('not serving'));
+    if (this.serving.has(req.reqId)) return answer(Status.Error, Buffer.from('duplicate request id'));
+    if (this.serving.size >= this.opts.maxInflight || !limiter.tryAcquire()) return answer(Status.Busy, Buffer.from('busy'));
+    const ac = new AbortController();
+    this.serving.set(req.reqId, ac);
+    handler(req, ac.signal).then(
+      (bytes) => {
+        if (!ac.signal.aborted) answer(Status.Ok, bytes);
+      },
+      (e: Error) => {
+        if (!ac.signal.aborted) answer(e instanceof NotFoundError ? Status.NotFound : Status.Error, Buffer.from(e.message.slice(0, 200)));
+      },
+    ).finally(() => {
+      limiter.release();
+      if (this.serving.get(req.reqId) === ac) this.serving.delete(req.reqId);
+    });
+  }
+}
