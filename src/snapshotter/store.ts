@@ -1,0 +1,191 @@
+/**
+ * Snapshot metadata in an embedded transactional store (SQLite through better-sqlite3, WAL,
+ * synchronous=FULL): every change is one transaction, so a kill -9 leaves either the state before
+ * or the state after it, never a half-written record.
+ *
+ * The store knows snapshots (key, parent key, kind, labels, timestamps, stored usage) and gives
+ * each a numeric id that names its directory `snapshots/<id>`; the id survives Commit, which only
+ * renames the key. It also keeps the daemon manager's records (daemons and rafs instances) so they
+ * can be found again after a restart. It enforces the same invariants as containerd's
+ * `snapshots/storage` (unique keys, committed parents, no removal of a parent).
+ */
+import Database from 'better-sqlite3';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from './errors';
+
+export type Kind = 'VIEW' | 'ACTIVE' | 'COMMITTED';
+
+export interface SnapshotInfo {
+  name: string;
+  parent: string;
+  kind: Kind;
+  labels: Record<string, string>;
+  /** Milliseconds since the epoch. */
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface SnapshotRecord extends SnapshotInfo {
+  id: number;
+  /** Usage stored at Commit (bytes, inodes); zero for active snapshots. */
+  size: number;
+  inodes: number;
+}
+
+interface Row {
+  id: number;
+  key: string;
+  parent: string;
+  kind: Kind;
+  labels: string;
+  created_ms: number;
+  updated_ms: number;
+  size: number;
+  inodes: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS snapshots (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  key TEXT NOT NULL UNIQUE,
+  parent TEXT NOT NULL DEFAULT '',
+  kind TEXT NOT NULL,
+  labels TEXT NOT NULL DEFAULT '{}',
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  size INTEGER NOT NULL DEFAULT 0,
+  inodes INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent);
+CREATE TABLE IF NOT EXISTS records (
+  kind TEXT NOT NULL,
+  id TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY (kind, id)
+);
+`;
+
+function toRecord(r: Row): SnapshotRecord {
+  return {
+    id: r.id,
+    name: r.key,
+    parent: r.parent,
+    kind: r.kind,
+    labels: JSON.parse(r.labels) as Record<string, string>,
+    createdAt: r.created_ms,
+    updatedAt: r.updated_ms,
+    size: r.size,
+    inodes: r.inodes,
+  };
+}
+
+export class MetaStore {
+  private readonly db: Database.Database;
+
+  constructor(file: string) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    this.db.exec(SCHEMA);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Runs `fn` in one transaction; an exception rolls everything back. */
+  tx<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  get(key: string): SnapshotRecord | undefined {
+    const r = this.db.prepare('SELECT * FROM snapshots WHERE key = ?').get(key) as Row | undefined;
+    return r ? toRecord(r) : undefined;
+  }
+
+  mustGet(key: string): SnapshotRecord {
+    const r = this.get(key);
+    if (!r) throw notFound(`snapshot ${key} does not exist: not found`);
+    return r;
+  }
+
+  /** The snapshot and its ancestors, nearest first. */
+  chain(key: string): SnapshotRecord[] {
+    const out: SnapshotRecord[] = [];
+    let cur: string = key;
+    // Bounded: a chain can't be longer than the table; guards against a corrupted cycle.
+    const limit = (this.db.prepare('SELECT COUNT(*) AS n FROM snapshots').get() as { n: number }).n + 1;
+    while (cur && out.length < limit) {
+      const r = this.mustGet(cur);
+      out.push(r);
+      cur = r.parent;
+    }
+    return out;
+  }
+
+  all(): SnapshotRecord[] {
+    return (this.db.prepare('SELECT * FROM snapshots ORDER BY id').all() as Row[]).map(toRecord);
+  }
+
+  ids(): Set<number> {
+    return new Set((this.db.prepare('SELECT id FROM snapshots').all() as { id: number }[]).map((r) => r.id));
+  }
+
+  /** Creates an ACTIVE or VIEW snapshot; checks key uniqueness and that the parent is committed. */
+  create(kind: 'ACTIVE' | 'VIEW', key: string, parent: string, labels: Record<string, string>): SnapshotRecord {
+    if (!key) throw invalidArgument('snapshot key must not be empty: invalid argument');
+    if (this.get(key)) throw alreadyExists(`snapshot ${key}: already exists`);
+    if (parent) {
+      const p = this.get(parent);
+      if (!p) throw notFound(`missing parent ${JSON.stringify(parent)}: not found`);
+      if (p.kind !== 'COMMITTED') throw invalidArgument(`parent ${JSON.stringify(parent)} is not committed snapshot: invalid argument`);
+    }
+    const now = Date.now();
+    this.db
+      .prepare('INSERT INTO snapshots (key, parent, kind, labels, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(key, parent, kind, JSON.stringify(labels), now, now);
+    return this.mustGet(key);
+  }
+
+  /** Turns active `key` into committed `name`, keeping its id; labels are replaced. */
+  commit(key: string, name: string, labels: Record<string, string>, size: number, inodes: number): SnapshotRecord {
+    const r = this.mustGet(key);
+    if (r.kind !== 'ACTIVE') throw failedPrecondition(`snapshot ${key} is not active: failed precondition`);
+    if (this.get(name)) throw alreadyExists(`snapshot ${name}: already exists`);
+    const now = Date.now();
+    this.db
+      .prepare("UPDATE snapshots SET key = ?, kind = 'COMMITTED', labels = ?, updated_ms = ?, size = ?, inodes = ? WHERE id = ?")
+      .run(name, JSON.stringify(labels), now, size, inodes, r.id);
+    return this.mustGet(name);
+  }
+
+  /** Deletes a snapshot that no other snapshot uses as parent. */
+  remove(key: string): SnapshotRecord {
+    const r = this.mustGet(key);
+    const child = this.db.prepare('SELECT key FROM snapshots WHERE parent = ? LIMIT 1').get(key) as { key: string } | undefined;
+    if (child) throw failedPrecondition(`cannot remove snapshot ${key} with child ${child.key}: failed precondition`);
+    this.db.prepare('DELETE FROM snapshots WHERE id = ?').run(r.id);
+    return r;
+  }
+
+  setLabels(key: string, labels: Record<string, string>): SnapshotRecord {
+    const r = this.mustGet(key);
+    this.db.prepare('UPDATE snapshots SET labels = ?, updated_ms = ? WHERE id = ?').run(JSON.stringify(labels), Date.now(), r.id);
+    return this.mustGet(key);
+  }
+
+  // --- daemon manager records (daemons, rafs instances): JSON values by kind and id ---
+
+  putRecord(kind: string, id: string, value: unknown): void {
+    this.db.prepare('INSERT OR REPLACE INTO records (kind, id, value) VALUES (?, ?, ?)').run(kind, id, JSON.stringify(value));
+  }
+
+  deleteRecord(kind: string, id: string): void {
+    this.db.prepare('DELETE FROM records WHERE kind = ? AND id = ?').run(kind, id);
+  }
+
+  records<T>(kind: string): T[] {
+    return (this.db.prepare('SELECT value FROM records WHERE kind = ? ORDER BY id').all(kind) as { value: string }[]).map(
+      (r) => JSON.parse(r.value) as T,
+    );
+  }
+}
