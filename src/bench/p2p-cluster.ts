@@ -1,0 +1,215 @@
+/**
+ * In-process cluster for the p2p tests (test/p2p.*) and benchmark (p2p.ts): a "blob" built from real files (the Debian
+ * fixture's python3 library) cut into chunks named by sha256, one rate-limited origin serving that
+ * blob from a local directory, and N nodes, each with its own verifying fetcher and chunk cache:
+ *
+ *   reader -> node cache -> fetcher: [peer source, origin], every chunk sha256-checked,
+ *             bad bytes -> source.rejected(range), next source
+ *
+ * The fetcher plays the role the daemon's ChunkPipeline plays in production: it, not the peer
+ * source, decides what is good.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import createTestnet from 'hyperdht/testnet';
+import HyperDHT, { KeyPair } from 'hyperdht';
+import type { BlobRange, ChunkSource, ReadContext } from '../fetch/source';
+import { parseP2PConfig, P2PConfig } from '../p2p/config';
+import { PeerNode, PeerNodeOptions } from '../p2p/node';
+import type { UpstreamFetch } from '../p2p/server';
+
+export interface Chunk { digest: string; offset: number; length: number }
+export interface FileEntry { rel: string; size: number; chunks: Chunk[] }
+export interface FileSet { dir: string; blobId: string; blobPath: string; files: FileEntry[]; bytes: number; root: string }
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** Cuts up to `maxBytes` of regular files under `root/sub` into chunks of one blob in a temp dir. */
+export function buildFileSet(root: string, sub: string, maxBytes: number, chunkSize: number): FileSet {
+  const files: FileEntry[] = [];
+  const parts: Buffer[] = [];
+  let offset = 0;
+  const walk = (rel: string) => {
+    for (const name of fs.readdirSync(path.join(root, rel)).sort()) {
+      if (offset >= maxBytes) return;
+      const r = path.join(rel, name);
+      const st = fs.lstatSync(path.join(root, r));
+      if (st.isDirectory()) walk(r);
+      else if (st.isFile() && st.size > 0) {
+        const data = fs.readFileSync(path.join(root, r));
+        const chunks: Chunk[] = [];
+        for (let o = 0; o < data.length; o += chunkSize) {
+          const c = data.subarray(o, o + chunkSize);
+          chunks.push({ digest: sha256(c), offset, length: c.length });
+          parts.push(c);
+          offset += c.length;
+        }
+        files.push({ rel: r, size: data.length, chunks });
+      }
+    }
+  };
+  walk(sub);
+  const blob = Buffer.concat(parts);
+  const blobId = sha256(blob);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-origin-'));
+  const blobPath = path.join(dir, blobId);
+  fs.writeFileSync(blobPath, blob);
+  return { dir, blobId, blobPath, files, bytes: offset, root };
+}
+
+/** The origin: serves ranges of blob files from a directory, at most `bytesPerSec` for all callers. */
+export class RateLimitedOrigin implements ChunkSource {
+  readonly name = 'origin';
+  bytesSent = 0;
+  private nextFree = 0;
+
+  constructor(private readonly dir: string, private readonly bytesPerSec: number) {}
+
+  async read(range: BlobRange): Promise<Buffer> {
+    const fd = await fs.promises.open(path.join(this.dir, range.blobId), 'r');
+    try {
+      const buf = Buffer.alloc(range.length);
+      const { bytesRead } = await fd.read(buf, 0, range.length, range.offset);
+      if (bytesRead !== range.length) throw new Error(`origin: short read ${bytesRead}/${range.length}`);
+      // One shared link: each answer occupies it for length/rate seconds after the previous one.
+      const now = Date.now();
+      this.nextFree = Math.max(now, this.nextFree) + (range.length / this.bytesPerSec) * 1000;
+      await new Promise((r) => setTimeout(r, this.nextFree - now));
+      this.bytesSent += range.length;
+      return buf;
+    } finally {
+      await fd.close();
+    }
+  }
+}
+
+/** Tries sources in order and returns only bytes whose every chunk matched its sha256. */
+export class VerifyingFetcher {
+  digestFailures = 0;
+  constructor(public sources: ChunkSource[], private readonly chunksAt: Map<number, Chunk>) {}
+
+  async fetch(range: BlobRange, ctx: ReadContext = {}): Promise<Buffer> {
+    const errors: string[] = [];
+    for (const s of this.sources) {
+      let bytes: Buffer;
+      try {
+        bytes = await s.read(range, ctx);
+      } catch (e) {
+        errors.push((e as Error).message);
+        continue;
+      }
+      if (this.verify(range, bytes)) return bytes;
+      this.digestFailures++;
+      s.rejected?.(range);
+      errors.push(`${s.name}: digest mismatch`);
+    }
+    throw new Error(`no source delivered ${range.offset}+${range.length}: ${errors.join('; ')}`);
+  }
+
+  private verify(range: BlobRange, bytes: Buffer): boolean {
+    if (bytes.length !== range.length) return false;
+    for (let o = 0; o < range.length;) {
+      const c = this.chunksAt.get(range.offset + o);
+      if (!c || o + c.length > range.length) return false;
+      if (sha256(bytes.subarray(o, o + c.length)) !== c.digest) return false;
+      o += c.length;
+    }
+    return true;
+  }
+}
+
+export interface TestNode {
+  peer: PeerNode;
+  fetcher: VerifyingFetcher;
+  cache: Map<string, Buffer>;
+  /** Reads every file through cache and fetcher; returns the files whose bytes differ from disk. */
+  readAll(set: FileSet, concurrency: number, onChunk?: (n: number) => void): Promise<string[]>;
+}
+
+export function chunkIndex(set: FileSet): Map<number, Chunk> {
+  const m = new Map<number, Chunk>();
+  for (const f of set.files) for (const c of f.chunks) m.set(c.offset, c);
+  return m;
+}
+
+export function makeNode(peer: PeerNode, origin: ChunkSource, set: FileSet, opts: { upstreamOverride?: UpstreamFetch } = {}): TestNode {
+  const index = chunkIndex(set);
+  const fetcher = new VerifyingFetcher([peer.source, origin], index);
+  // The owner-side upstream: the same verification, over the origin only (never over peers).
+  const upstream = new VerifyingFetcher([origin], index);
+  peer.setUpstream(opts.upstreamOverride ?? ((range, ctx) => upstream.fetch(range, ctx)));
+  const cache = new Map<string, Buffer>();
+  const inflight = new Map<string, Promise<Buffer>>();
+  const getChunk = (c: Chunk): Promise<Buffer> => {
+    const hit = cache.get(c.digest);
+    if (hit) return Promise.resolve(hit);
+    let p = inflight.get(c.digest);
+    if (!p) {
+      p = fetcher.fetch({ blobId: set.blobId, offset: c.offset, length: c.length }, { chunkDigests: [c.digest] })
+        .then((b) => (cache.set(c.digest, b), b))
+        .finally(() => inflight.delete(c.digest));
+      inflight.set(c.digest, p);
+    }
+    return p;
+  };
+  return {
+    peer, fetcher, cache,
+    async readAll(fs_: FileSet, concurrency: number, onChunk?: (n: number) => void) {
+      const bad: string[] = [];
+      let next = 0;
+      let done = 0;
+      const worker = async () => {
+        while (next < fs_.files.length) {
+          const f = fs_.files[next++];
+          const parts = await Promise.all(f.chunks.map(async (c) => {
+            const b = await getChunk(c);
+            onChunk?.(++done);
+            return b;
+          }));
+          const data = Buffer.concat(parts);
+          if (!data.equals(fs.readFileSync(path.join(fs_.root, f.rel)))) bad.push(f.rel);
+        }
+      };
+      await Promise.all(Array.from({ length: concurrency }, worker));
+      return bad;
+    },
+  };
+}
+
+export interface Cluster {
+  bootstrap: string[];
+  destroy(): Promise<void>;
+}
+
+/** A private DHT on loopback (hyperdht's testnet): never the public bootstrap nodes. */
+export async function startDht(): Promise<Cluster> {
+  const tn = await createTestnet(3, { host: '127.0.0.1' });
+  return { bootstrap: tn.bootstrap.map((b) => `${b.host}:${b.port}`), destroy: () => tn.destroy() };
+}
+
+export function keyPairs(n: number, salt: string): KeyPair[] {
+  return Array.from({ length: n }, (_, i) => HyperDHT.keyPair(createHash('sha256').update(`${salt}/${i}`).digest()));
+}
+
+export function p2pConfig(bootstrap: string[], extra: Record<string, unknown> = {}): P2PConfig {
+  const cfg = parseP2PConfig({
+    enable: true, cluster_secret: 'test-cluster-secret-0123456789', bootstrap, host: '127.0.0.1',
+    request_timeout_ms: 2000, ...extra,
+  }, 'test');
+  if (!cfg) throw new Error('p2p config unexpectedly disabled');
+  return cfg;
+}
+
+export async function startNodes(
+  cfg: P2PConfig, keys: KeyPair[], opts: Omit<PeerNodeOptions, 'keyPair'> = {},
+): Promise<PeerNode[]> {
+  const nodes: PeerNode[] = [];
+  for (const kp of keys) nodes.push(await PeerNode.start(cfg, { ...opts, keyPair: kp }));
+  return nodes;
+}
+
+export async function closeAll(nodes: (PeerNode | undefined)[]): Promise<void> {
+  await Promise.allSettled(nodes.map((n) => n?.close()));
+}
