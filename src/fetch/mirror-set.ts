@@ -144,6 +144,10 @@ export async function getRange(
   throw new HttpRangeError(source, 0, 'too many redirects');
 }
 
+function rangeKey(r: BlobRange): string {
+  return `${r.blobId}:${r.offset}:${r.length}`;
+}
+
 /** Parses `Bearer realm="...",service="...",scope="..."` (or `Basic realm=...`). */
 function parseChallenge(h: string): { scheme: string; params: Record<string, string> } | undefined {
   const m = /^\s*(\w+)\s+(.*)$/.exec(h);
@@ -159,6 +163,12 @@ export class MirrorSource implements ChunkSource {
   private readonly dispatcher: Agent;
   /** auth_through mirrors only: Authorization obtained from the mirror's own challenge. */
   private mirrorAuth?: string;
+  /**
+   * The last answer that arrived whole but is not yet known to be right. It resets the failure
+   * count only once the next read starts without `rejected()` having named it, so a mirror that
+   * always sends wrong bytes still reaches `failureLimit`.
+   */
+  private unconfirmed?: string;
 
   constructor(
     readonly config: MirrorConfig,
@@ -193,12 +203,16 @@ export class MirrorSource implements ChunkSource {
       throw new SourceUnavailableError(this.name, `marked down (${this.health.snapshot().lastError ?? 'failures'}); probing ${this.config.pingUrl}`);
     }
     this.health.touch();
+    if (this.unconfirmed !== undefined) {
+      this.unconfirmed = undefined;
+      this.health.recordSuccess();
+    }
     const headers: Record<string, string> = { ...this.config.headers };
     const auth = this.config.authThrough ? this.mirrorAuth : await this.origin.authorization();
     if (auth) headers.authorization = auth;
     try {
       const buf = await getRange(this.name, this.blobUrl(range.blobId), range, headers, this.dispatcher, ctx.signal);
-      this.health.recordSuccess();
+      this.unconfirmed = rangeKey(range);
       return buf;
     } catch (e) {
       if (ctx.signal?.aborted || !(e instanceof HttpRangeError)) throw e;
@@ -248,6 +262,7 @@ export class MirrorSource implements ChunkSource {
   }
 
   rejected(range: BlobRange): void {
+    if (this.unconfirmed === rangeKey(range)) this.unconfirmed = undefined;
     log.warn({ source: this.name, blob: range.blobId, offset: range.offset }, 'mirror bytes failed verification');
     this.health.recordFailure(`digest mismatch at ${range.blobId.slice(0, 12)}+${range.offset}`);
   }
