@@ -295,7 +295,9 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
     if (proc.exitCode === null) {
       const exited = new Promise((r) => proc.once('exit', r));
       proc.kill('SIGTERM');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([exited, new Promise((r) => { timer = setTimeout(r, 5000); })]);
+      clearTimeout(timer);
       if (proc.exitCode === null) proc.kill('SIGKILL');
     }
     await recorder?.close();
