@@ -1,7 +1,8 @@
 /**
- * In-process cluster for the p2p tests (test/p2p.*) and benchmark (p2p.ts): a "blob" built from real files (the Debian
- * fixture's python3 library) cut into chunks named by sha256, one rate-limited origin serving that
- * blob from a local directory, and N nodes, each with its own verifying fetcher and chunk cache:
+ * Benchmark of issue 7 (acceptance 5) and the in-process cluster it shares with test/p2p.*: a "blob"
+ * built from real files (the Debian fixture's python3 library) cut into chunks named by sha256, one
+ * rate-limited origin serving that blob from a local directory, and N nodes, each with its own
+ * verifying fetcher and chunk cache:
  *
  *   reader -> node cache -> fetcher: [peer source, origin], every chunk sha256-checked,
  *             bad bytes -> source.rejected(range), next source
@@ -120,12 +121,15 @@ export class VerifyingFetcher {
   }
 }
 
-export interface TestNode {
-  peer: PeerNode;
+export interface Reader {
   fetcher: VerifyingFetcher;
   cache: Map<string, Buffer>;
   /** Reads every file through cache and fetcher; returns the files whose bytes differ from disk. */
   readAll(set: FileSet, concurrency: number, onChunk?: (n: number) => void): Promise<string[]>;
+}
+
+export interface TestNode extends Reader {
+  peer: PeerNode;
 }
 
 export function chunkIndex(set: FileSet): Map<number, Chunk> {
@@ -134,12 +138,9 @@ export function chunkIndex(set: FileSet): Map<number, Chunk> {
   return m;
 }
 
-export function makeNode(peer: PeerNode, origin: ChunkSource, set: FileSet, opts: { upstreamOverride?: UpstreamFetch } = {}): TestNode {
-  const index = chunkIndex(set);
-  const fetcher = new VerifyingFetcher([peer.source, origin], index);
-  // The owner-side upstream: the same verification, over the origin only (never over peers).
-  const upstream = new VerifyingFetcher([origin], index);
-  peer.setUpstream(opts.upstreamOverride ?? ((range, ctx) => upstream.fetch(range, ctx)));
+/** A node's read path without the swarm: cache (by chunk digest, in-flight dedup) over `sources`. */
+export function makeReader(set: FileSet, sources: ChunkSource[]): Reader {
+  const fetcher = new VerifyingFetcher(sources, chunkIndex(set));
   const cache = new Map<string, Buffer>();
   const inflight = new Map<string, Promise<Buffer>>();
   const getChunk = (c: Chunk): Promise<Buffer> => {
@@ -155,27 +156,33 @@ export function makeNode(peer: PeerNode, origin: ChunkSource, set: FileSet, opts
     return p;
   };
   return {
-    peer, fetcher, cache,
-    async readAll(fs_: FileSet, concurrency: number, onChunk?: (n: number) => void) {
+    fetcher, cache,
+    async readAll(fset: FileSet, concurrency: number, onChunk?: (n: number) => void) {
       const bad: string[] = [];
       let next = 0;
       let done = 0;
       const worker = async () => {
-        while (next < fs_.files.length) {
-          const f = fs_.files[next++];
+        while (next < fset.files.length) {
+          const f = fset.files[next++];
           const parts = await Promise.all(f.chunks.map(async (c) => {
             const b = await getChunk(c);
             onChunk?.(++done);
             return b;
           }));
-          const data = Buffer.concat(parts);
-          if (!data.equals(fs.readFileSync(path.join(fs_.root, f.rel)))) bad.push(f.rel);
+          if (!Buffer.concat(parts).equals(fs.readFileSync(path.join(fset.root, f.rel)))) bad.push(f.rel);
         }
       };
       await Promise.all(Array.from({ length: concurrency }, worker));
       return bad;
     },
   };
+}
+
+/** A swarm node: reads go [peer source, origin]; as an owner it fetches from the origin only. */
+export function makeNode(peer: PeerNode, origin: ChunkSource, set: FileSet, opts: { upstreamOverride?: UpstreamFetch } = {}): TestNode {
+  const upstream = new VerifyingFetcher([origin], chunkIndex(set));
+  peer.setUpstream(opts.upstreamOverride ?? ((range, ctx) => upstream.fetch(range, ctx)));
+  return { peer, ...makeReader(set, [peer.source, origin]) };
 }
 
 export interface Cluster {
@@ -212,4 +219,75 @@ export async function startNodes(
 
 export async function closeAll(nodes: (PeerNode | undefined)[]): Promise<void> {
   await Promise.allSettled(nodes.map((n) => n?.close()));
+}
+
+/** One bench run: `nodes` readers at once through one origin; with `p2p` they form a swarm. */
+async function runOnce(set: FileSet, nodes: number, rate: number, p2p: boolean, dht?: Cluster) {
+  const origin = new RateLimitedOrigin(set.dir, rate);
+  let peers: PeerNode[] = [];
+  try {
+    let readers: Reader[];
+    if (p2p && dht) {
+      peers = await startNodes(p2pConfig(dht.bootstrap), keyPairs(nodes, `bench-${Date.now()}`));
+      await Promise.all(peers.map((n) => n.membership.waitForPeers(nodes - 1, 30_000)));
+      readers = peers.map((n) => makeNode(n, origin, set));
+    } else {
+      readers = Array.from({ length: nodes }, () => makeReader(set, [origin]));
+    }
+    const t0 = process.hrtime.bigint();
+    const bad = await Promise.all(readers.map((r) => r.readAll(set, 8)));
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    const wrong = bad.flat();
+    if (wrong.length) throw new Error(`bench: ${wrong.length} files read wrong, e.g. ${wrong[0]}`);
+    return { seconds, originBytes: origin.bytesSent, peerBytes: peers.reduce((a, n) => a + n.metrics.bytesFromPeers, 0) };
+  } finally {
+    await closeAll(peers);
+  }
+}
+
+async function main(): Promise<void> {
+  const root = path.join(process.env.NYDUS_FIXTURES ?? '/var/tmp/nydus-ts-fixtures', 'debian-rootfs');
+  if (!fs.existsSync(path.join(root, 'usr/lib/python3.11'))) {
+    throw new Error(`${root}: Debian fixture missing; run: bash scripts/fixtures.sh debian`);
+  }
+  const NODES = 4;
+  const RATE = 32 * 1024 * 1024;
+  const CHUNK = 1024 * 1024;
+  const set = buildFileSet(root, 'usr/lib/python3.11', 24 * 1024 * 1024, CHUNK);
+  const dht = await startDht();
+  try {
+    const mib = (b: number) => (b / 1048576).toFixed(1);
+    const base = await runOnce(set, NODES, RATE, false);
+    const swarm = await runOnce(set, NODES, RATE, true, dht);
+    const md = [
+      '## P2P: four nodes read one file set through a rate-limited origin',
+      '',
+      `${NODES} in-process nodes, each with its own cache and digest-verifying fetcher, read ${set.files.length} files ` +
+        `(${mib(set.bytes)} MiB of /usr/lib/python3.11 from the Debian fixture, ${CHUNK / 1024} KiB chunks) at the same time ` +
+        `through one origin limited to ${RATE / 1048576} MiB/s. P2P: hyperswarm on a loopback DHT, each chunk owned by one ` +
+        'node (rendezvous hashing), which fetches it upstream once and serves the others.',
+      '',
+      '| run | total time (s) | origin bytes (MiB) | origin bytes / one node\'s | bytes from peers (MiB) |',
+      '|---|---|---|---|---|',
+      `| without P2P | ${base.seconds.toFixed(2)} | ${mib(base.originBytes)} | ${(base.originBytes / (base.originBytes / NODES)).toFixed(2)} | 0 |`,
+      `| with P2P | ${swarm.seconds.toFixed(2)} | ${mib(swarm.originBytes)} | ${(swarm.originBytes / (base.originBytes / NODES)).toFixed(2)} | ${mib(swarm.peerBytes)} |`,
+      '',
+      `Ratios (with / without P2P): time **${(swarm.seconds / base.seconds).toFixed(2)}x**, origin bytes ` +
+        `**${(swarm.originBytes / base.originBytes).toFixed(2)}x**.`,
+      '',
+    ].join('\n');
+    fs.mkdirSync('bench-out', { recursive: true });
+    fs.writeFileSync(path.join('bench-out', 'p2p.md'), md);
+    process.stdout.write(md);
+  } finally {
+    await dht.destroy();
+    fs.rmSync(set.dir, { recursive: true, force: true });
+  }
+}
+
+if (require.main === module) {
+  main().catch((e: Error) => {
+    process.stderr.write(`bench p2p: error: ${e.message}\n`);
+    process.exit(1);
+  });
 }
