@@ -1,0 +1,331 @@
+/**
+ * nydusd: a process serving one or more rafs instances over FUSE, with an HTTP API.
+ *
+ * Lifecycle (the states `GET /api/v1/daemon` reports, after upstream's state machine):
+ *   INIT     API socket up, nothing mounted yet
+ *   READY    the command-line image is mounted, prefetch not yet started
+ *   RUNNING  serving; a shared daemon (no --bootstrap) goes straight here and mounts through the API
+ *   STOPPED  shutting down: prefetch stopped, FUSE unmounted, chunk maps flushed
+ *
+ * Contract: `mount` is all-or-nothing (a failed mount leaves no FUSE mount and no instance);
+ * mountpoints are unique; `umount` of one instance never disturbs the others; `shutdown` is
+ * idempotent and always flushes every cache it opened.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { BlobCacheManager } from '../cache/blob-cache';
+import { ChunkPipeline } from '../fetch/pipeline';
+import { FetchMetrics, SourceStats } from '../fetch/metrics';
+import type { ChunkSource } from '../fetch/source';
+import { logger, setLogLevel } from '../util/log';
+import { ApiFault, ApiServer, ApiRequest } from './api';
+import { ConfigError, NydusdConfig, parseNydusdConfig, parseNydusdConfigText } from './config';
+import { FuseMount } from './fuse';
+import { cleanStaleMount } from './mounts';
+import { Prefetcher } from './prefetch';
+import { RafsInstance } from './rafs';
+import { buildSources, SourceDeps } from './sources';
+import { prometheusText } from './prom';
+
+const log = logger('nydusd');
+
+export type DaemonState = 'INIT' | 'READY' | 'RUNNING' | 'STOPPED';
+
+export const VERSION = { package_ver: '0.1.0', git_commit: 'nydus-ts', build_time: '', profile: 'release', rustc: `node ${process.version}` };
+
+export interface MountedInstance {
+  mountpoint: string;
+  bootstrap: string;
+  config: NydusdConfig;
+  rafs: RafsInstance;
+  fuse: FuseMount;
+  pipeline: ChunkPipeline;
+  metrics: FetchMetrics;
+  cache: BlobCacheManager;
+  prefetcher: Prefetcher;
+  mountedAt: Date;
+}
+
+export interface DaemonOptions {
+  id: string;
+  apisock?: string;
+  /** Config used by API mounts that bring none. */
+  defaultConfig?: NydusdConfig;
+  deps?: Partial<SourceDeps>;
+}
+
+export class Daemon {
+  state: DaemonState = 'INIT';
+  readonly api = new ApiServer();
+  readonly instances = new Map<string, MountedInstance>();
+  private readonly caches = new Map<string, BlobCacheManager>();
+  private stopping?: Promise<void>;
+
+  constructor(readonly opts: DaemonOptions) {
+    this.routes();
+  }
+
+  async listen(): Promise<void> {
+    if (this.opts.apisock) {
+      fs.mkdirSync(path.dirname(this.opts.apisock), { recursive: true });
+      await this.api.listen(this.opts.apisock);
+    }
+  }
+
+  private cacheFor(workDir: string): BlobCacheManager {
+    const dir = path.resolve(workDir);
+    let c = this.caches.get(dir);
+    if (!c) {
+      c = new BlobCacheManager(dir);
+      this.caches.set(dir, c);
+    }
+    return c;
+  }
+
+  /** Mounts `bootstrap` at `mountpoint` with `config`; prefetch starts when `startPrefetch` is set. */
+  async mount(mountpoint: string, bootstrap: string, config: NydusdConfig, prefetchFiles?: string[], startPrefetch = true): Promise<MountedInstance> {
+    const mp = path.resolve(mountpoint);
+    if (this.instances.has(mp)) throw new ApiFault(409, 'AlreadyExists', `${mp}: already mounted by this daemon`);
+    if (this.state === 'STOPPED') throw new ApiFault(503, 'Stopping', 'daemon is shutting down');
+    if (!fs.existsSync(bootstrap)) throw new ApiFault(400, 'InvalidSource', `${bootstrap}: bootstrap file not found`);
+    const metrics = new FetchMetrics();
+    const cache = this.cacheFor(config.cache.workDir);
+    const sources = buildSources(config, { metrics, ...this.opts.deps });
+    const pipeline = new ChunkPipeline({ cache, sources, metrics, amplifyIo: config.amplifyIo, validateCache: config.digestValidate || config.cache.validate });
+    let rafs: RafsInstance;
+    try {
+      rafs = RafsInstance.load(bootstrap, pipeline);
+    } catch (e) {
+      await closeSources(sources);
+      throw new ApiFault(400, 'InvalidBootstrap', `${bootstrap}: ${(e as Error).message}`);
+    }
+    if (cleanStaleMount(mp) === 'live') {
+      await closeSources(sources);
+      throw new ApiFault(409, 'MountpointBusy', `${mp}: something is already mounted there`);
+    }
+    const fuse = new FuseMount(rafs, mp);
+    try {
+      await fuse.mount();
+    } catch (e) {
+      await closeSources(sources);
+      throw e;
+    }
+    const prefetcher = new Prefetcher(rafs, config.fsPrefetch, prefetchFiles);
+    const inst: MountedInstance = { mountpoint: mp, bootstrap: path.resolve(bootstrap), config, rafs, fuse, pipeline, metrics, cache, prefetcher, mountedAt: new Date() };
+    this.instances.set(mp, inst);
+    log.info({ mountpoint: mp, bootstrap, files: rafs.fileCount, blobs: rafs.blobs.length, backend: config.backend.type }, 'rafs instance mounted');
+    if (startPrefetch) prefetcher.start();
+    return inst;
+  }
+
+  async umount(mountpoint: string): Promise<void> {
+    const mp = path.resolve(mountpoint);
+    const inst = this.instances.get(mp);
+    if (!inst) throw new ApiFault(404, 'NotFound', `${mp}: not mounted by this daemon`);
+    this.instances.delete(mp);
+    await inst.prefetcher.stop();
+    await inst.fuse.unmount();
+    await inst.cache.flush();
+    await closeSources(inst.pipeline.sources());
+    log.info({ mountpoint: mp }, 'rafs instance unmounted');
+  }
+
+  /** Starts prefetch of every mounted instance and moves to RUNNING. */
+  run(): void {
+    for (const i of this.instances.values()) i.prefetcher.start();
+    this.state = 'RUNNING';
+  }
+
+  shutdown(): Promise<void> {
+    this.stopping ??= this.doShutdown();
+    return this.stopping;
+  }
+
+  private async doShutdown(): Promise<void> {
+    this.state = 'STOPPED';
+    for (const mp of [...this.instances.keys()]) {
+      await this.umount(mp).catch((e) => log.error({ mountpoint: mp, err: (e as Error).message }, 'unmount failed'));
+    }
+    for (const c of this.caches.values()) await c.close().catch((e) => log.error({ err: (e as Error).message }, 'cache close failed'));
+    await this.api.close();
+    if (this.opts.apisock) fs.rmSync(this.opts.apisock, { force: true });
+  }
+
+  /** Instances named by `?id=` (a mountpoint), or all of them. */
+  select(q: URLSearchParams): MountedInstance[] {
+    const id = q.get('id');
+    if (!id) return [...this.instances.values()];
+    const inst = this.instances.get(path.resolve(id));
+    if (!inst) throw new ApiFault(404, 'NotFound', `${id}: no such rafs instance`);
+    return [inst];
+  }
+
+  info(): object {
+    const backends: Record<string, object> = {};
+    for (const i of this.instances.values()) {
+      backends[i.mountpoint] = {
+        mountpoint: i.mountpoint,
+        fs_type: 'rafs',
+        bootstrap: i.bootstrap,
+        mounted_time: i.mountedAt.toISOString(),
+        backend_type: i.config.backend.type,
+        mode: 'direct',
+        prefetch: i.config.fsPrefetch.enable,
+      };
+    }
+    return { id: this.opts.id, version: VERSION, state: this.state, supervisor: '', backend_collection: backends };
+  }
+
+  backendMetrics(insts: MountedInstance[]): object {
+    const sources: Record<string, SourceStats> = {};
+    for (const i of insts) {
+      for (const [name, s] of Object.entries(i.metrics.snapshot())) {
+        const t = sources[name];
+        if (!t) sources[name] = s;
+        else {
+          t.requests += s.requests;
+          t.bytes += s.bytes;
+          t.errors += s.errors;
+          t.digestFailures += s.digestFailures;
+          t.unavailable += s.unavailable;
+          t.latencyMsTotal += s.latencyMsTotal;
+          s.latencyDist.forEach((c, k) => (t.latencyDist[k] += c));
+        }
+      }
+    }
+    const all = Object.values(sources);
+    const sum = (f: (s: SourceStats) => number) => all.reduce((a, s) => a + f(s), 0);
+    return {
+      id: insts.length === 1 ? insts[0].mountpoint : '',
+      backend_type: [...new Set(insts.map((i) => i.config.backend.type))].join(','),
+      read_count: sum((s) => s.requests),
+      read_errors: sum((s) => s.errors),
+      read_amount_total: sum((s) => s.bytes),
+      read_cumulative_latency_millis_total: Math.round(sum((s) => s.latencyMsTotal)),
+      digest_failures: sum((s) => s.digestFailures),
+      sources,
+    };
+  }
+
+  private routes(): void {
+    const a = this.api;
+    a.addRoute('GET', '/api/v1/daemon', () => this.info());
+    a.addRoute('PUT', '/api/v1/daemon', (r) => {
+      const lvl = (r.body as { log_level?: unknown } | undefined)?.log_level;
+      if (typeof lvl !== 'string' || !['trace', 'debug', 'info', 'warn', 'error'].includes(lvl)) throw new ApiFault(400, 'InvalidBody', 'log_level: expected trace, debug, info, warn or error');
+      setLogLevel(lvl);
+      return undefined;
+    });
+    a.addRoute('PUT', '/api/v1/daemon/exit', () => {
+      setImmediate(() => void this.shutdown().then(() => process.exit(0)));
+      return undefined;
+    });
+    a.addRoute('GET', '/api/v1/daemon/backend', () =>
+      [...this.instances.values()].map((i) => ({ mountpoint: i.mountpoint, type: i.config.backend.type, host: i.config.backend.type === 'registry' ? i.config.backend.config.host : undefined, repo: i.config.backend.type === 'registry' ? i.config.backend.config.repo : undefined })),
+    );
+    a.addRoute('POST', '/api/v1/mount', (r) => this.apiMount(r));
+    a.addRoute('DELETE', '/api/v1/mount', async (r) => {
+      await this.umount(requireMountpoint(r));
+      return undefined;
+    });
+    a.addRoute('GET', '/api/v1/metrics', (r) => {
+      const insts = this.select(r.query);
+      const s = insts.map((i) => i.rafs.stats);
+      const sum = (f: (x: (typeof s)[number]) => number) => s.reduce((acc, x) => acc + f(x), 0);
+      const dist = s.reduce<number[]>((acc, x) => acc.map((v, k) => v + x.readLatencyDist[k]), new Array(s[0]?.readLatencyDist.length ?? 0).fill(0));
+      return {
+        id: insts.length === 1 ? insts[0].mountpoint : '',
+        files_account_enabled: true,
+        measure_latency: true,
+        data_read: sum((x) => x.readBytes),
+        read_count: sum((x) => x.reads),
+        read_errors: sum((x) => x.readErrors),
+        read_latency_millis_total: Math.round(sum((x) => x.readLatencyMsTotal)),
+        read_latency_dist: dist,
+        nr_opens: sum((x) => x.opens),
+      };
+    });
+    a.addRoute('GET', '/api/v1/metrics/backend', (r) => this.backendMetrics(this.select(r.query)));
+    a.addRoute('GET', '/api/v1/metrics/blobcache', async (r) => {
+      const insts = this.select(r.query);
+      const caches = [...new Set(insts.map((i) => i.cache))];
+      const st = { hits: 0, misses: 0, hitBytes: 0, writtenBytes: 0, corrupt: 0 };
+      let entries = 0;
+      let ready = 0;
+      let total = 0;
+      for (const c of caches) {
+        for (const k of Object.keys(st) as (keyof typeof st)[]) st[k] += c.stats[k];
+        for (const f of await c.openFiles()) {
+          entries++;
+          ready += f.map.readyCount();
+          total += f.map.chunkCount;
+        }
+      }
+      const pf = insts.map((i) => i.prefetcher.progress);
+      return {
+        id: insts.length === 1 ? insts[0].mountpoint : '',
+        store_path: caches.map((c) => c.workDir).join(','),
+        underlying_files: entries,
+        entries_count: entries,
+        hits: st.hits,
+        misses: st.misses,
+        hit_bytes: st.hitBytes,
+        written_bytes: st.writtenBytes,
+        corrupt_chunks: st.corrupt,
+        total: st.hits + st.misses,
+        chunks_ready: ready,
+        chunks_total: total,
+        data_all_ready: total > 0 && ready === total,
+        prefetch_data_amount: insts.reduce((s, i) => s + i.pipeline.prefetchBytes, 0),
+        prefetch_requests_count: insts.reduce((s, i) => s + i.pipeline.prefetchRequests, 0),
+        prefetch_workers: insts.reduce((s, i) => s + (i.config.fsPrefetch.enable ? i.config.fsPrefetch.threadsCount : 0), 0),
+        prefetch_begin_time_millis: Math.min(...pf.map((p) => p.beginMs || Infinity)) === Infinity ? 0 : Math.min(...pf.map((p) => p.beginMs || Infinity)),
+        prefetch_end_time_millis: pf.some((p) => p.beginMs && !p.endMs) ? 0 : Math.max(0, ...pf.map((p) => p.endMs)),
+        prefetch_errors: pf.reduce((s, p) => s + p.errors, 0),
+      };
+    });
+    a.addRoute('GET', '/api/v1/metrics/files', (r) =>
+      this.select(r.query).flatMap((i) => i.rafs.accessPattern().map((f) => ({ mountpoint: i.mountpoint, path: f.path, ino: f.ino, nr_read: f.nrRead, bytes: f.bytes }))),
+    );
+    a.addRoute('GET', '/api/v1/metrics/pattern', (r) =>
+      this.select(r.query).flatMap((i) =>
+        i.rafs.accessPattern().map((f) => ({ mountpoint: i.mountpoint, ino: f.ino, path: f.path, nr_read: f.nrRead, first_access_time_secs: f.firstSecs, first_access_time_nanos: f.firstNanos })),
+      ),
+    );
+    a.addRoute('GET', '/metrics', async () => ({ raw: await prometheusText(this), contentType: 'text/plain; version=0.0.4' }));
+  }
+
+  private async apiMount(r: ApiRequest): Promise<undefined> {
+    const mp = requireMountpoint(r);
+    const body = r.body as { source?: unknown; fs_type?: unknown; config?: unknown; prefetch_files?: unknown } | undefined;
+    if (!body || typeof body !== 'object') throw new ApiFault(400, 'InvalidBody', 'body: expected {source, fs_type, config}');
+    if (typeof body.source !== 'string' || !body.source) throw new ApiFault(400, 'InvalidBody', 'source: expected the bootstrap path');
+    if (body.fs_type !== undefined && body.fs_type !== 'rafs') throw new ApiFault(400, 'InvalidBody', `fs_type: only "rafs" is supported, got ${JSON.stringify(body.fs_type)}`);
+    let config = this.opts.defaultConfig;
+    try {
+      if (typeof body.config === 'string' && body.config.trim()) config = parseNydusdConfigText(body.config, 'config').config;
+      else if (body.config && typeof body.config === 'object') config = parseNydusdConfig(body.config, 'config').config;
+    } catch (e) {
+      throw new ApiFault(400, 'InvalidConfig', (e as ConfigError).message);
+    }
+    if (!config) throw new ApiFault(400, 'InvalidBody', 'config: required (the daemon has no default config)');
+    let files: string[] | undefined;
+    if (body.prefetch_files !== undefined) {
+      if (!Array.isArray(body.prefetch_files) || body.prefetch_files.some((f) => typeof f !== 'string')) throw new ApiFault(400, 'InvalidBody', 'prefetch_files: expected an array of paths');
+      files = body.prefetch_files as string[];
+    }
+    await this.mount(mp, body.source, config, files);
+    return undefined;
+  }
+}
+
+function requireMountpoint(r: ApiRequest): string {
+  const mp = r.query.get('mountpoint');
+  if (!mp) throw new ApiFault(400, 'InvalidQuery', 'mountpoint: query parameter required');
+  if (!path.isAbsolute(mp)) throw new ApiFault(400, 'InvalidQuery', `mountpoint: must be an absolute path, got ${mp}`);
+  return mp;
+}
+
+async function closeSources(sources: readonly ChunkSource[]): Promise<void> {
+  for (const s of sources) await s.close?.().catch(() => undefined);
+}

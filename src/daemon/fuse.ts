@@ -1,0 +1,166 @@
+/**
+ * The FUSE face of a rafs instance, on fuse-native (libfuse 2, path based). Read-only; the image is
+ * immutable, so the kernel is told to keep entries, attributes and pages for a day (`kernel_cache`,
+ * long entry/attr timeouts): a second read of a file never reaches this process. Inode numbers are
+ * the image's (`use_ino`), so hard links share one.
+ */
+import Fuse from 'fuse-native';
+import type { Inode, InodeKind } from '../format/model';
+import { RafsInstance } from './rafs';
+import { ChunkFetchError } from '../fetch/pipeline';
+import { logger } from '../util/log';
+
+const log = logger('fuse');
+
+const S_IF: Record<InodeKind, number> = {
+  file: 0o100000,
+  dir: 0o040000,
+  symlink: 0o120000,
+  chardev: 0o020000,
+  blockdev: 0o060000,
+  fifo: 0o010000,
+  socket: 0o140000,
+};
+
+/** One day: the image never changes under a mount. */
+const CACHE_TIMEOUT_S = 86400;
+/** fuse-native answers ETIMEDOUT after this; sources bound their own attempts well below it. */
+const OP_TIMEOUT_MS = 300_000;
+
+type Cb<T = void> = (err: number, value?: T) => void;
+
+export interface StatLike {
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  nlink: number;
+  ino: number;
+  rdev: number;
+  blksize: number;
+  blocks: number;
+  mtime: number;
+  atime: number;
+  ctime: number;
+}
+
+export function statOf(rafs: RafsInstance, inode: Inode): StatLike {
+  const ms = inode.mtime * 1000 + Math.floor(inode.mtimeNsec / 1e6);
+  return {
+    mode: S_IF[inode.kind] | inode.mode,
+    uid: inode.uid,
+    gid: inode.gid,
+    size: inode.size,
+    nlink: rafs.nlink.get(inode) ?? 1,
+    ino: rafs.inodeNumber(inode),
+    rdev: inode.rdev,
+    blksize: 4096,
+    blocks: Math.ceil(inode.size / 512),
+    mtime: ms,
+    atime: ms,
+    ctime: ms,
+  };
+}
+
+export class FuseMount {
+  private fuse?: Fuse;
+  private readonly handles = new Map<number, Inode>();
+  private nextFd = 1;
+
+  constructor(
+    public readonly rafs: RafsInstance,
+    public readonly mountpoint: string,
+  ) {}
+
+  private ops(): Fuse.OPERATIONS {
+    const rafs = this.rafs;
+    const find = (p: string): Inode | undefined => rafs.lookup(p);
+    return {
+      getattr: (p: string, cb: Cb<StatLike>) => {
+        const n = find(p);
+        if (!n) return cb(Fuse.ENOENT);
+        cb(0, statOf(rafs, n));
+      },
+      readdir: (p: string, cb: (err: number, names?: string[]) => void) => {
+        const n = find(p);
+        if (!n) return cb(Fuse.ENOENT);
+        if (n.kind !== 'dir') return cb(Fuse.ENOTDIR);
+        cb(0, [...(n.children?.keys() ?? [])]);
+      },
+      open: (p: string, flags: number, cb: Cb<number>) => {
+        const n = find(p);
+        if (!n) return cb(Fuse.ENOENT);
+        if ((flags & 3) !== 0) return cb(Fuse.EROFS);
+        const fd = this.nextFd++;
+        this.handles.set(fd, n);
+        rafs.stats.opens++;
+        cb(0, fd);
+      },
+      release: (_p: string, fd: number, cb: Cb) => {
+        this.handles.delete(fd);
+        cb(0);
+      },
+      read: (p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+        const n = this.handles.get(fd) ?? find(p);
+        if (!n) return cb(Fuse.ENOENT);
+        rafs.read(n, pos, len).then(
+          (data) => cb(data.copy(buf, 0, 0, Math.min(len, data.length))),
+          (e: Error) => {
+            log.error({ path: p, offset: pos, length: len, err: e.message }, e instanceof ChunkFetchError ? 'read failed: chunk not verified' : 'read failed');
+            cb(Fuse.EIO);
+          },
+        );
+      },
+      readlink: (p: string, cb: Cb<string>) => {
+        const n = find(p);
+        if (!n) return cb(Fuse.ENOENT);
+        if (n.kind !== 'symlink') return cb(Fuse.EINVAL);
+        cb(0, n.target ?? '');
+      },
+      getxattr: (p: string, name: string, _pos: number, cb: Cb<Buffer | null>) => {
+        const n = find(p);
+        if (!n) return cb(Fuse.ENOENT);
+        cb(0, n.xattrs.get(name) ?? null);
+      },
+      listxattr: (p: string, cb: Cb<string[]>) => {
+        const n = find(p);
+        if (!n) return cb(Fuse.ENOENT);
+        cb(0, [...n.xattrs.keys()]);
+      },
+      statfs: (_p: string, cb: Cb<object>) => {
+        cb(0, { bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: rafs.byPath.size, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 });
+      },
+    } as unknown as Fuse.OPERATIONS;
+  }
+
+  mount(): Promise<void> {
+    const fuse = new Fuse(this.mountpoint, this.ops(), {
+      force: true,
+      mkdir: true,
+      allowOther: true,
+      kernelCache: true,
+      entryTimeout: CACHE_TIMEOUT_S,
+      attrTimeout: CACHE_TIMEOUT_S,
+      // fuse-native has no switches for these libfuse options; they ride along in the -o list.
+      fsname: 'nydus,ro,use_ino,readdir_ino,negative_timeout=' + CACHE_TIMEOUT_S,
+      subtype: 'rafs',
+      timeout: OP_TIMEOUT_MS,
+    } as Fuse.OPTIONS);
+    return new Promise((resolve, reject) => {
+      fuse.mount((err?: Error | null) => {
+        if (err) return reject(new Error(`mount ${this.mountpoint}: ${err.message}`));
+        this.fuse = fuse;
+        resolve();
+      });
+    });
+  }
+
+  unmount(): Promise<void> {
+    const fuse = this.fuse;
+    this.fuse = undefined;
+    if (!fuse) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      fuse.unmount((err?: Error | null) => (err ? reject(new Error(`unmount ${this.mountpoint}: ${err.message}`)) : resolve()));
+    });
+  }
+}
