@@ -1,0 +1,64 @@
+/**
+ * Reads chunks back from local blob files (`<blobDir>/<blobId>`), decompresses them and verifies
+ * each chunk's digest before returning it: bytes that do not verify are an error, never data.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CHUNK_COMPRESSED, ChunkInfo, RafsImage } from '../format/model';
+import { chunkDigest } from '../format/digest';
+import { decompressChunk } from '../format/codec';
+import { BuildError, errorMessage } from './errors';
+
+export class BlobReader {
+  private readonly fds = new Map<number, { fd: number; size: number }>();
+
+  constructor(
+    private readonly image: RafsImage,
+    private readonly blobDir: string,
+  ) {}
+
+  /** The verified uncompressed bytes of `chunk`. */
+  read(chunk: ChunkInfo): Buffer {
+    const blob = this.image.blobs[chunk.blobIndex];
+    if (!blob) throw new BuildError(`chunk #${chunk.index}`, `blob index ${chunk.blobIndex} is not in the blob table`);
+    const where = `blob ${blob.blobId} chunk #${chunk.index} at offset ${chunk.compressedOffset}`;
+    const { fd, size } = this.open(chunk.blobIndex, blob.blobId);
+    if (chunk.compressedOffset + chunk.compressedSize > size) throw new BuildError(where, `chunk ends beyond the blob file (${size} bytes)`);
+    const raw = Buffer.allocUnsafe(chunk.compressedSize);
+    let got = 0;
+    while (got < raw.length) {
+      const n = fs.readSync(fd, raw, got, raw.length - got, chunk.compressedOffset + got);
+      if (n === 0) throw new BuildError(where, 'blob file is truncated');
+      got += n;
+    }
+    let data: Buffer;
+    try {
+      data = decompressChunk(blob.compressor, raw, chunk.uncompressedSize, (chunk.flags & CHUNK_COMPRESSED) !== 0);
+    } catch (err) {
+      throw new BuildError(where, `cannot decompress: ${errorMessage(err)}`);
+    }
+    if (data.length !== chunk.uncompressedSize) throw new BuildError(where, `decompressed to ${data.length} bytes, expected ${chunk.uncompressedSize}`);
+    if (!chunkDigest(blob.digester, data).equals(chunk.digest)) throw new BuildError(where, `${blob.digester} digest mismatch`);
+    return data;
+  }
+
+  close(): void {
+    for (const { fd } of this.fds.values()) fs.closeSync(fd);
+    this.fds.clear();
+  }
+
+  private open(index: number, blobId: string): { fd: number; size: number } {
+    let entry = this.fds.get(index);
+    if (!entry) {
+      const file = path.join(this.blobDir, blobId);
+      try {
+        const fd = fs.openSync(file, 'r');
+        entry = { fd, size: fs.fstatSync(fd).size };
+      } catch (err) {
+        throw new BuildError(`blob ${blobId}`, `cannot open ${file}: ${errorMessage(err)}`);
+      }
+      this.fds.set(index, entry);
+    }
+    return entry;
+  }
+}

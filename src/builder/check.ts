@@ -1,0 +1,180 @@
+/**
+ * `checkBootstrap`: decode (which validates every on-disk structure), then check the model's
+ * invariants (chunk counts and sizes per file, blob indexes, offsets inside each blob), and with a
+ * blob directory read and digest-verify every distinct chunk.
+ * `inspectBootstrap`: superblock-level facts, the blob table, counts, sizes and the tree listing.
+ */
+import * as fs from 'node:fs';
+import { BlobInfo, Inode, InodeKind, RafsImage } from '../format/model';
+import { decodeBootstrap } from '../format/decode';
+import { BlobReader } from './blob-reader';
+import { byBytes } from './dir-source';
+import { BuildError, errorMessage } from './errors';
+
+export interface CheckReport {
+  bootstrap: string;
+  inodes: number;
+  files: number;
+  /** Distinct chunks referenced by the tree. */
+  chunks: number;
+  /** Chunks whose bytes were read and digest-verified (0 without a blob dir). */
+  verifiedChunks: number;
+  blobs: Array<{ blobId: string; compressor: string; digester: string; chunkCount: number; compressedSize: number }>;
+}
+
+export interface TreeEntry {
+  path: string;
+  kind: InodeKind;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  /** Number of names of this inode in the tree. */
+  nlink: number;
+  target?: string;
+  rdev?: number;
+  xattrs?: string[];
+  chunks?: number;
+}
+
+export interface InspectReport {
+  bootstrap: string;
+  bootstrapSize: number;
+  chunkSize: number;
+  digester: string;
+  compressor: string;
+  buildTime: number | null;
+  blobs: BlobInfo[];
+  counts: Record<InodeKind, number> & { inodes: number; entries: number; hardlinkedInodes: number; chunks: number; uniqueChunks: number };
+  /** Sum of regular file sizes (each inode once). */
+  fileBytes: number;
+  prefetch: string[];
+  tree: TreeEntry[];
+}
+
+export function loadBootstrap(file: string): { image: RafsImage; size: number } {
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(file);
+  } catch (err) {
+    throw new BuildError(file, errorMessage(err));
+  }
+  try {
+    return { image: decodeBootstrap(buf), size: buf.length };
+  } catch (err) {
+    throw new BuildError(file, errorMessage(err));
+  }
+}
+
+export async function checkBootstrap(file: string, blobDir?: string): Promise<CheckReport> {
+  const { image } = loadBootstrap(file);
+  const inodes = new Set<Inode>();
+  const chunks = new Set<string>();
+  let files = 0;
+  const reader = blobDir ? new BlobReader(image, blobDir) : null;
+  let verified = 0;
+  try {
+    for (const [p, inode] of entries(image.root)) {
+      if (inodes.has(inode)) continue;
+      inodes.add(inode);
+      if (inode.kind !== 'file') continue;
+      files++;
+      const want = Math.ceil(inode.size / image.chunkSize);
+      if (inode.chunks!.length !== want) throw new BuildError(`${file}: inode of '${p}'`, `${inode.chunks!.length} chunks for ${inode.size} bytes, expected ${want}`);
+      inode.chunks!.forEach((c, i) => {
+        const where = `${file}: chunk ${i} of '${p}'`;
+        const blob = image.blobs[c.blobIndex];
+        if (!blob) throw new BuildError(where, `blob index ${c.blobIndex} is not in the blob table (${image.blobs.length} blobs)`);
+        const size = Math.min(image.chunkSize, inode.size - i * image.chunkSize);
+        if (c.uncompressedSize !== size) throw new BuildError(where, `uncompressed size ${c.uncompressedSize}, expected ${size}`);
+        if (c.uncompressedOffset % 4096 !== 0) throw new BuildError(where, `uncompressed offset ${c.uncompressedOffset} is not 4 KiB aligned`);
+        if (blob.uncompressedSize && c.uncompressedOffset + c.uncompressedSize > blob.uncompressedSize) {
+          throw new BuildError(where, `uncompressed range ends beyond blob ${blob.blobId} (${blob.uncompressedSize} bytes)`);
+        }
+        if (blob.compressedSize && c.compressedOffset + c.compressedSize > blob.compressedSize && blob.ciOffset === 0) {
+          throw new BuildError(where, `compressed range ends beyond blob ${blob.blobId} (${blob.compressedSize} bytes)`);
+        }
+        const key = `${c.blobIndex}:${c.index}:${c.compressedOffset}`;
+        if (chunks.has(key)) return;
+        chunks.add(key);
+        if (reader) {
+          reader.read(c);
+          verified++;
+        }
+      });
+    }
+  } finally {
+    reader?.close();
+  }
+  return {
+    bootstrap: file,
+    inodes: inodes.size,
+    files,
+    chunks: chunks.size,
+    verifiedChunks: verified,
+    blobs: image.blobs.map((b) => ({ blobId: b.blobId, compressor: b.compressor, digester: b.digester, chunkCount: b.chunkCount, compressedSize: b.compressedSize })),
+  };
+}
+
+export function inspectBootstrap(file: string): InspectReport {
+  const { image, size } = loadBootstrap(file);
+  const counts: InspectReport['counts'] = {
+    file: 0, dir: 0, symlink: 0, chardev: 0, blockdev: 0, fifo: 0, socket: 0,
+    inodes: 0, entries: 0, hardlinkedInodes: 0, chunks: 0, uniqueChunks: 0,
+  };
+  const names = new Map<Inode, number>();
+  const all = [...entries(image.root)];
+  for (const [, inode] of all) names.set(inode, (names.get(inode) ?? 0) + 1);
+  const unique = new Set<string>();
+  let fileBytes = 0;
+  for (const [inode, n] of names) {
+    counts[inode.kind]++;
+    counts.inodes++;
+    if (n > 1) counts.hardlinkedInodes++;
+    if (inode.kind === 'file') {
+      fileBytes += inode.size;
+      counts.chunks += inode.chunks!.length;
+      for (const c of inode.chunks!) unique.add(`${c.blobIndex}:${c.index}:${c.compressedOffset}`);
+    }
+  }
+  counts.entries = all.length;
+  counts.uniqueChunks = unique.size;
+  const tree: TreeEntry[] = all.map(([p, inode]) => ({
+    path: p,
+    kind: inode.kind,
+    mode: inode.mode,
+    uid: inode.uid,
+    gid: inode.gid,
+    size: inode.kind === 'dir' ? 0 : inode.size,
+    nlink: names.get(inode)!,
+    ...(inode.target !== undefined ? { target: inode.target } : {}),
+    ...(inode.kind === 'chardev' || inode.kind === 'blockdev' ? { rdev: inode.rdev } : {}),
+    ...(inode.xattrs.size ? { xattrs: [...inode.xattrs.keys()] } : {}),
+    ...(inode.kind === 'file' ? { chunks: inode.chunks!.length } : {}),
+  }));
+  return {
+    bootstrap: file,
+    bootstrapSize: size,
+    chunkSize: image.chunkSize,
+    digester: image.digester,
+    compressor: image.compressor,
+    buildTime: image.buildTime ?? null,
+    blobs: image.blobs,
+    counts,
+    fileBytes,
+    prefetch: image.prefetch,
+    tree,
+  };
+}
+
+/** Every (path, inode) of the tree, parents first, names in byte order; root is `/`. */
+export function* entries(root: Inode): Generator<[string, Inode]> {
+  const stack: Array<[string, Inode]> = [['/', root]];
+  while (stack.length) {
+    const [p, inode] = stack.pop()!;
+    yield [p, inode];
+    if (inode.kind !== 'dir') continue;
+    const names = [...inode.children!.keys()].sort(byBytes).reverse();
+    for (const name of names) stack.push([p === '/' ? `/${name}` : `${p}/${name}`, inode.children!.get(name)!]);
+  }
+}

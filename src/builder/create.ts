@@ -1,0 +1,112 @@
+/**
+ * `createLayer`: one source (directory or layer tar stream) -> one data blob + one layer bootstrap.
+ *
+ *   source ──> tree (dir-source / tar-source) ──> FileChunker ──> BlobWriter (dedup, compress, sha256)
+ *                                                                     │
+ *   tree + blob table ──> encodeBootstrap ──> bootstrapPath           └─> temp file ─rename─> blob
+ *
+ * Nothing is written at the final paths until everything succeeded; a failed build leaves no blob
+ * and no bootstrap behind.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Inode, RafsImage } from '../format/model';
+import { encodeBootstrap } from '../format/encode';
+import { logger } from '../util/log';
+import { BlobTable } from './blob-table';
+import { BlobWriter } from './blob-writer';
+import { ChunkDict } from './chunk-dict';
+import { readDirectory } from './dir-source';
+import { readTar } from './tar-source';
+import { BuildError } from './errors';
+import { entryComponents } from './paths';
+import { CreateOptions, CreateResult, DEFAULT_CHUNK_SIZE, validateChunkSize } from './options';
+
+const log = logger('builder');
+
+export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
+  const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  validateChunkSize(chunkSize);
+  const compressor = opts.compressor ?? 'zstd';
+  const digester = opts.digester ?? 'sha256';
+  if (!opts.blobPath && !opts.blobDir) throw new Error('either a blob file or a blob directory is required');
+  const outDir = opts.blobDir ?? path.dirname(path.resolve(opts.blobPath!));
+  fs.mkdirSync(outDir, { recursive: true });
+  const tempPath = path.join(outDir, `.nydus-blob-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.tmp`);
+  const table = new BlobTable();
+  if (opts.chunkDict && opts.chunkDict.chunkSize !== chunkSize) {
+    throw new Error(`chunk dict has chunk size ${opts.chunkDict.chunkSize}, the build uses ${chunkSize}`);
+  }
+  const dict = opts.chunkDict ? new ChunkDict(opts.chunkDict, digester) : undefined;
+  const writer = new BlobWriter({ compressor, digester, chunkSize, tempPath, table, dict });
+  const ctx = { writer, chunkSize, onProgress: opts.onProgress };
+
+  let root: Inode;
+  try {
+    root = opts.source.kind === 'dir' ? readDirectory(opts.source.path, ctx) : await readTar(opts.source.stream, opts.source.gzip, ctx);
+  } catch (err) {
+    writer.abort();
+    throw err;
+  }
+  const written = writer.finish();
+  const image: RafsImage = {
+    root,
+    blobs: table.blobs,
+    chunkSize,
+    digester,
+    compressor,
+    prefetch: prefetchList(root, opts.prefetchFiles ?? []),
+    buildTime: Math.floor(Date.now() / 1000),
+  };
+  let blobPath: string | null = null;
+  try {
+    const boot = encodeBootstrap(image);
+    if (written) {
+      blobPath = opts.blobDir ? path.join(opts.blobDir, written.blob.blobId) : path.resolve(opts.blobPath!);
+      fs.renameSync(written.tempPath, blobPath);
+    }
+    writeFileAtomic(opts.bootstrapPath, boot);
+  } catch (err) {
+    fs.rmSync(tempPath, { force: true });
+    throw err;
+  }
+  const s = writer.stats;
+  log.info({ blobId: written?.blob.blobId ?? null, chunks: written?.blob.chunkCount ?? 0, inputBytes: s.inputBytes, dedupBytes: s.dedupBytes, dictBytes: s.dictBytes }, 'layer built');
+  return {
+    image,
+    bootstrapPath: opts.bootstrapPath,
+    blobId: written?.blob.blobId ?? null,
+    blobPath,
+    blobSize: written?.blob.compressedSize ?? 0,
+    uncompressedSize: written?.blob.uncompressedSize ?? 0,
+  };
+}
+
+/** Keeps the prefetch paths that exist in the tree, normalised; warns about the others. */
+function prefetchList(root: Inode, files: string[]): string[] {
+  const out: string[] = [];
+  for (const file of files) {
+    const parts = entryComponents(file.replace(/^\/+/, '') || '.', `prefetch path '${file}'`);
+    let node: Inode | undefined = root;
+    for (const p of parts) node = node?.kind === 'dir' ? node.children!.get(p) : undefined;
+    if (!node) {
+      log.warn({ path: file }, 'prefetch path not in the layer; skipped');
+      continue;
+    }
+    const abs = '/' + parts.join('/');
+    if (!out.includes(abs)) out.push(abs);
+  }
+  return out;
+}
+
+/** Writes via a temp file and rename, so readers never see half a bootstrap. */
+export function writeFileAtomic(file: string, data: Buffer): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    fs.writeFileSync(tmp, data);
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw new BuildError(file, (err as Error).message);
+  }
+}

@@ -1,0 +1,11 @@
+/** The builder's public API: build a layer, merge layers, unpack, check and inspect bootstraps. */
+export { createLayer } from './create';
+export type { CreateOptions, CreateResult, LayerSource } from './options';
+export { DEFAULT_CHUNK_SIZE } from './options';
+export { mergeLayers, mergeBootstraps } from './merge';
+export { unpackToTar } from './unpack';
+export { checkBootstrap, inspectBootstrap, loadBootstrap } from './check';
+export type { CheckReport, InspectReport, TreeEntry } from './check';
+export { BuildError } from './errors';
+export { TarWriter } from './tar-writer';
+export type { TarHeader, TarType } from './tar-writer';
