@@ -1,31 +1,83 @@
 /**
  * Wires one snapshotter process together: metadata store and snapshotter over the root dir, the
- * gRPC socket (bound first), then the daemon manager's recovery of running nydusd processes, the
- * mirrors watcher and the metrics endpoint. `close()` stops serving and leaves daemons running,
- * so containers keep their filesystems across a snapshotter restart.
+ * gRPC socket (bound first, so containerd never finds the snapshotter missing while daemons are
+ * being recovered), then the daemon manager's recovery, the certs.d watcher and the metrics
+ * endpoint. `close()` stops serving and leaves daemons running, so containers keep their
+ * filesystems across a snapshotter restart.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CertsWatcher } from '../mirrors/watcher';
 import { logger } from '../util/log';
-import type { SnapshotterConfig } from './config';
+import { ConfigError, SnapshotterConfig } from './config';
+import { DaemonManager } from './daemons';
 import { Metrics } from './metrics';
 import { serveSnapshots } from './server';
 import { Snapshotter } from './snapshotter';
+import { MetaStore } from './store';
 
 const log = logger('containerd-nydus-grpc');
 
 export interface RunningSnapshotter {
   snapshotter: Snapshotter;
+  daemons?: DaemonManager;
   address: string;
   metricsUrl?: string;
-  close(): Promise<void>;
+  /** Stops serving; daemons keep running unless `destroyDaemons`. */
+  close(destroyDaemons?: boolean): Promise<void>;
+}
+
+function readTemplate(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, '(file)', `cannot read nydusd config: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not a JSON object');
+    return v as Record<string, unknown>;
+  } catch (err) {
+    throw new ConfigError(file, '(json)', (err as Error).message);
+  }
 }
 
 export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSnapshotter> {
   fs.mkdirSync(cfg.root, { recursive: true, mode: 0o700 });
   const metrics = new Metrics();
-  const sn = new Snapshotter({ root: cfg.root });
+  const template = cfg.daemonMode === 'none' ? undefined : readTemplate(cfg.daemon.nydusdConfig);
+  let daemons: DaemonManager | undefined;
+  let watcher: CertsWatcher | undefined;
+  const store = new MetaStore(path.join(cfg.root, 'metadata.db'));
+  if (template && cfg.daemonMode !== 'none') {
+    if (cfg.mirrorsDir) {
+      watcher = new CertsWatcher(cfg.mirrorsDir, { onChange: () => daemons?.pushMirrors() });
+    }
+    daemons = new DaemonManager({
+      root: cfg.root,
+      store,
+      mode: cfg.daemonMode,
+      nydusdPath: cfg.daemon.nydusdPath,
+      template,
+      recoverPolicy: cfg.daemon.recoverPolicy,
+      cacheDir: cfg.cache.dir,
+      logLevel: cfg.daemon.logLevel,
+      logToStdout: cfg.log.logToStdout,
+      certs: watcher?.certs,
+      metrics,
+    });
+  }
+  const sn = new Snapshotter({
+    root: cfg.root,
+    store,
+    rafs: daemons,
+    cache: cfg.cache.disable ? undefined : { dir: cfg.cache.dir, maxBytes: cfg.cache.maxSizeMb * 1024 * 1024 },
+  });
   const grpcServer = await serveSnapshots(sn, cfg.address, metrics);
   log.info({ address: cfg.address, root: cfg.root, daemonMode: cfg.daemonMode }, 'serving snapshots');
+  await watcher?.start();
+  await daemons?.recover();
   let metricsServer: Awaited<ReturnType<Metrics['serve']>> | undefined;
   if (cfg.metrics.address) {
     metricsServer = await metrics.serve(cfg.metrics.address);
@@ -33,10 +85,14 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
   }
   return {
     snapshotter: sn,
+    daemons,
     address: cfg.address,
     metricsUrl: metricsServer?.url,
-    async close() {
+    async close(destroyDaemons = false) {
       await grpcServer.close();
+      await watcher?.close();
+      if (destroyDaemons) await daemons?.destroyAll();
+      else daemons?.close();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.server.close(() => resolve()) : resolve()));
       sn.close();
     },

@@ -35,6 +35,7 @@ import { alreadyExists, failedPrecondition, invalidArgument, SnapshotError } fro
 import { compileFilters } from './filters';
 import * as L from './labels';
 import { MetaStore, SnapshotInfo, SnapshotRecord } from './store';
+import { collectBlobCache } from './cache-gc';
 import { diskUsage, Usage } from './usage';
 
 const log = logger('snapshotter');
@@ -72,6 +73,10 @@ export interface SnapshotterOptions {
   root: string;
   /** Absent: nydus layers are unpacked like plain ones (no lazy loading). */
   rafs?: RafsMounter;
+  /** The metadata store to use (default: `<root>/metadata.db`); closed by close(). */
+  store?: MetaStore;
+  /** Blob cache collected on Cleanup once it is larger than maxBytes (0: never). */
+  cache?: { dir: string; maxBytes: number };
 }
 
 /** Where nydusify puts the bootstrap inside the metadata layer (current and legacy paths). */
@@ -81,23 +86,20 @@ export class Snapshotter {
   readonly root: string;
   private readonly store: MetaStore;
   private readonly rafs?: RafsMounter;
+  private readonly cache?: { dir: string; maxBytes: number };
   private readonly snapshotsDir: string;
 
   constructor(opts: SnapshotterOptions) {
     this.root = opts.root;
     this.rafs = opts.rafs;
+    this.cache = opts.cache;
     this.snapshotsDir = path.join(this.root, 'snapshots');
     fs.mkdirSync(this.snapshotsDir, { recursive: true, mode: 0o700 });
-    this.store = new MetaStore(path.join(this.root, 'metadata.db'));
+    this.store = opts.store ?? new MetaStore(path.join(this.root, 'metadata.db'));
   }
 
   close(): void {
     this.store.close();
-  }
-
-  /** The metadata store, shared with the daemon manager for its own records. */
-  get meta(): MetaStore {
-    return this.store;
   }
 
   private dir(id: number): string {
@@ -128,7 +130,8 @@ export class Snapshotter {
     const rec = this.store.mustGet(key);
     if (rec.kind !== 'ACTIVE') throw failedPrecondition(`snapshot ${key} is not active: failed precondition`);
     const usage = await diskUsage(path.join(this.dir(rec.id), 'fs'));
-    this.store.tx(() => this.store.commit(key, name, labels, usage.size, usage.inodes));
+    // The layer labels given at Prepare (nydus markers, image reference) stay unless Commit restates them.
+    this.store.tx(() => this.store.commit(key, name, { ...L.inherited(rec.labels), ...labels }, usage.size, usage.inodes));
     fs.rmSync(path.join(this.dir(rec.id), 'work'), { recursive: true, force: true });
   }
 
@@ -179,6 +182,15 @@ export class Snapshotter {
       if (/^\d+$/.test(name) && ids.has(Number(name))) continue;
       log.info({ dir: name }, 'cleanup: removing orphan snapshot directory');
       await fs.promises.rm(path.join(this.snapshotsDir, name), { recursive: true, force: true });
+    }
+    if (this.cache && this.cache.maxBytes > 0) {
+      // A nydus blob layer's digest is its blob id; blobs of snapshots still present are live.
+      const live = new Set<string>();
+      for (const r of this.store.all()) {
+        const digest = L.layerDigest(r.labels);
+        if (L.isNydusBlob(r.labels) && digest) live.add(digest.replace(/^sha256:/, ''));
+      }
+      await collectBlobCache(this.cache.dir, live, this.cache.maxBytes);
     }
   }
 

@@ -1,0 +1,371 @@
+/**
+ * The daemon manager: runs nydusd processes and the rafs instances in them, and implements the
+ * snapshotter's `RafsMounter`.
+ *
+ *  - shared mode (default): one nydusd for every image; dedicated: one per image. Either way an
+ *    instance is added with `POST /api/v1/mount?mountpoint=<root>/mnt/<snapshot id>`.
+ *  - A daemon is spawned detached (its own session), so it outlives a snapshotter that is stopped
+ *    or killed; containers keep their filesystems.
+ *  - Daemons and instances are recorded in the metadata store. After a snapshotter restart,
+ *    `recover()` adopts every recorded daemon that still answers RUNNING (its mounts untouched) and
+ *    restarts the others.
+ *  - Liveness is polled (pid + API); with recover_policy "restart" a dead daemon's stale FUSE mounts
+ *    are detached, it is spawned again and its instances are mounted again at the same paths.
+ *  - Mirror changes from the certs.d watcher are written into each instance's config, so a
+ *    remount or restart picks them up, and pushed live to every daemon.
+ */
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { NydusdClient } from '../daemon/client';
+import type { CertsDir } from '../mirrors/certs-dir';
+import { mirrorToJson } from '../mirrors/nydus-json';
+import { apiHost, parseReference } from '../registry/reference';
+import { logger } from '../util/log';
+import { failedPrecondition, unavailable } from './errors';
+import * as L from './labels';
+import type { Metrics } from './metrics';
+import type { MetaLayer, RafsMounter } from './snapshotter';
+import type { MetaStore } from './store';
+
+const log = logger('daemon-manager');
+
+export interface DaemonManagerOptions {
+  root: string;
+  store: MetaStore;
+  mode: 'shared' | 'dedicated';
+  nydusdPath: string;
+  /** The nydusd JSON template (already parsed JSON). */
+  template: Record<string, unknown>;
+  recoverPolicy: 'restart' | 'none';
+  cacheDir: string;
+  logLevel: string;
+  /** nydusd output to our stdout instead of <root>/logs/<id>/nydusd.log. */
+  logToStdout?: boolean;
+  certs?: CertsDir;
+  metrics?: Metrics;
+  /** Liveness poll period (ms). */
+  pollMs?: number;
+  /** How long a spawned daemon may take to reach RUNNING (ms). */
+  startTimeoutMs?: number;
+}
+
+/** What the store keeps per daemon. */
+interface DaemonRecord {
+  id: string;
+  pid: number;
+  apiSock: string;
+  /** Dedicated mode: the meta snapshot the daemon serves. */
+  owner?: string;
+}
+
+/** What the store keeps per rafs instance (the config may carry registry auth: never logged). */
+interface InstanceRecord {
+  snapshotId: string;
+  daemonId: string;
+  mountpoint: string;
+  bootstrap: string;
+  config: Record<string, unknown>;
+}
+
+interface Daemon {
+  rec: DaemonRecord;
+  client: NydusdClient;
+  proc?: ChildProcess;
+  /** Set while a restart is in progress, so reads of the daemon wait for it. */
+  restarting?: Promise<void>;
+}
+
+const SHARED_ID = 'shared';
+
+function pidAlive(pid: number, apiSock: string): boolean {
+  try {
+    process.kill(pid, 0);
+    // A recycled pid belongs to another program: check that it is our daemon.
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(apiSock);
+  } catch {
+    return false;
+  }
+}
+
+/** Detaches whatever is mounted at `dir` (a dead FUSE mount answers ENOTCONN until then). */
+function detach(dir: string): void {
+  for (const [cmd, args] of [['fusermount3', ['-uz', dir]], ['fusermount', ['-uz', dir]], ['umount', ['-l', dir]]] as const) {
+    try {
+      execFileSync(cmd, [...args], { stdio: 'ignore', timeout: 10_000 });
+      return;
+    } catch {
+      // Not mounted, or this helper is missing: try the next one.
+    }
+  }
+}
+
+function isLoopback(host: string): boolean {
+  const h = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\./.test(h);
+}
+
+export class DaemonManager implements RafsMounter {
+  private readonly daemons = new Map<string, Daemon>();
+  private readonly instances = new Map<string, InstanceRecord>();
+  /** Per-key serialisation of mounts and daemon starts. */
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private timer?: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(private readonly o: DaemonManagerOptions) {
+    for (const d of ['mnt', 'socket', 'logs']) fs.mkdirSync(path.join(o.root, d), { recursive: true, mode: 0o700 });
+    fs.mkdirSync(o.cacheDir, { recursive: true });
+  }
+
+  private serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const settled = next.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.locks.set(key, settled);
+    void settled.then(() => {
+      if (this.locks.get(key) === settled) this.locks.delete(key);
+    });
+    return next;
+  }
+
+  /** Finds recorded daemons again (adopting live ones, restarting dead ones) and starts the liveness poll. */
+  async recover(): Promise<void> {
+    for (const inst of this.o.store.records<InstanceRecord>('instance')) this.instances.set(inst.snapshotId, inst);
+    for (const rec of this.o.store.records<DaemonRecord>('daemon')) {
+      const d: Daemon = { rec, client: new NydusdClient(rec.apiSock, 10_000) };
+      this.daemons.set(rec.id, d);
+      const alive = pidAlive(rec.pid, rec.apiSock) && (await this.state(d)) === 'RUNNING';
+      if (alive) {
+        log.info({ daemon: rec.id, pid: rec.pid }, 'adopted running nydusd');
+        this.o.metrics?.daemonEvents.inc({ nydusd_event: 'recovered' });
+      } else if (this.o.recoverPolicy === 'restart') {
+        log.warn({ daemon: rec.id, pid: rec.pid }, 'recorded nydusd is gone: restarting it');
+        await this.restart(d).catch((err: Error) => log.error({ daemon: rec.id, err: err.message }, 'restart failed'));
+      }
+    }
+    this.updateGauges();
+    const poll = this.o.pollMs ?? 1000;
+    this.timer = setInterval(() => void this.checkLiveness(), poll);
+    this.timer.unref();
+  }
+
+  private async state(d: Daemon): Promise<string> {
+    try {
+      return (await d.client.daemonInfo()).state;
+    } catch {
+      return 'UNREACHABLE';
+    }
+  }
+
+  private updateGauges(): void {
+    this.o.metrics?.daemons.set(this.daemons.size);
+    this.o.metrics?.instances.set(this.instances.size);
+  }
+
+  private async checkLiveness(): Promise<void> {
+    if (this.closed) return;
+    for (const d of this.daemons.values()) {
+      if (d.restarting || pidAlive(d.rec.pid, d.rec.apiSock)) continue;
+      log.warn({ daemon: d.rec.id, pid: d.rec.pid }, 'nydusd died');
+      this.o.metrics?.daemonEvents.inc({ nydusd_event: 'died' });
+      if (this.o.recoverPolicy !== 'restart') continue;
+      d.restarting = this.serial(`daemon:${d.rec.id}`, () => this.restart(d))
+        .catch((err: Error) => log.error({ daemon: d.rec.id, err: err.message }, 'restart failed'))
+        .finally(() => (d.restarting = undefined));
+    }
+  }
+
+  /** Clears a dead daemon's leftovers, spawns it again and remounts its instances. */
+  private async restart(d: Daemon): Promise<void> {
+    const mine = [...this.instances.values()].filter((i) => i.daemonId === d.rec.id);
+    for (const i of mine) detach(i.mountpoint);
+    await this.spawnDaemon(d);
+    for (const i of mine) {
+      fs.mkdirSync(i.mountpoint, { recursive: true });
+      await d.client.mount(i.mountpoint, i.bootstrap, this.withMirrors(i.config));
+    }
+    this.o.metrics?.daemonEvents.inc({ nydusd_event: 'restarted' });
+    log.info({ daemon: d.rec.id, pid: d.rec.pid, instances: mine.length }, 'nydusd restarted');
+  }
+
+  /** Spawns nydusd for `d`, waits for RUNNING and records it. */
+  private async spawnDaemon(d: Daemon): Promise<void> {
+    fs.mkdirSync(path.dirname(d.rec.apiSock), { recursive: true, mode: 0o700 });
+    fs.rmSync(d.rec.apiSock, { force: true });
+    const args = ['--apisock', d.rec.apiSock, '--id', d.rec.id, '--log-level', this.o.logLevel];
+    let out: number | 'inherit' = 'inherit';
+    if (!this.o.logToStdout) {
+      const logDir = path.join(this.o.root, 'logs', d.rec.id);
+      fs.mkdirSync(logDir, { recursive: true });
+      out = fs.openSync(path.join(logDir, 'nydusd.log'), 'a');
+    }
+    const proc = spawn(this.o.nydusdPath, args, { stdio: ['ignore', out, out], detached: true });
+    if (typeof out === 'number') fs.closeSync(out);
+    proc.unref();
+    const spawnError = new Promise<never>((_, reject) => proc.once('error', (e) => reject(new Error(`spawn ${this.o.nydusdPath}: ${e.message}`))));
+    spawnError.catch(() => undefined);
+    d.proc = proc;
+    d.rec.pid = proc.pid ?? 0;
+    this.o.store.tx(() => this.o.store.putRecord('daemon', d.rec.id, d.rec));
+    const deadline = Date.now() + (this.o.startTimeoutMs ?? 30_000);
+    let last = 'not started';
+    for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
+      if (proc.exitCode !== null || proc.signalCode !== null) throw unavailable(`nydusd ${d.rec.id} exited (${proc.exitCode ?? proc.signalCode}) before RUNNING; see its log`);
+      last = await Promise.race([this.state(d), spawnError]);
+      if (last === 'RUNNING') {
+        this.o.metrics?.daemonEvents.inc({ nydusd_event: 'started' });
+        log.info({ daemon: d.rec.id, pid: d.rec.pid }, 'nydusd running');
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    proc.kill('SIGKILL');
+    throw unavailable(`nydusd ${d.rec.id} did not reach RUNNING within ${this.o.startTimeoutMs ?? 30_000} ms (last: ${last})`);
+  }
+
+  /** The daemon that serves `snapshotId`, started if needed. */
+  private daemonFor(snapshotId: string): Promise<Daemon> {
+    const id = this.o.mode === 'shared' ? SHARED_ID : `d${snapshotId}-${crypto.randomBytes(3).toString('hex')}`;
+    const existing = this.o.mode === 'shared' ? this.daemons.get(SHARED_ID) : [...this.daemons.values()].find((d) => d.rec.owner === snapshotId);
+    if (existing) return existing.restarting ? existing.restarting.then(() => existing) : Promise.resolve(existing);
+    return this.serial('daemon-start', async () => {
+      const again = this.o.mode === 'shared' ? this.daemons.get(SHARED_ID) : undefined;
+      if (again) return again;
+      const rec: DaemonRecord = { id, pid: 0, apiSock: path.join(this.o.root, 'socket', id, 'api.sock') };
+      if (this.o.mode === 'dedicated') rec.owner = snapshotId;
+      const d: Daemon = { rec, client: new NydusdClient(rec.apiSock, 30_000) };
+      await this.spawnDaemon(d);
+      this.daemons.set(id, d);
+      this.updateGauges();
+      return d;
+    });
+  }
+
+  /** The per-instance nydusd config: template + registry of the image + cache dir. */
+  private instanceConfig(meta: MetaLayer): Record<string, unknown> {
+    const ref = L.imageRef(meta.labels);
+    if (!ref) {
+      throw failedPrecondition(
+        `nydus image of snapshot ${meta.snapshotId} has no image reference label (${L.CRI_IMAGE_REF} or ${L.STARGZ_REFERENCE}): pull it with ctr-remote rpull, nerdctl, or CRI with disable_snapshot_annotations = false`,
+      );
+    }
+    const r = parseReference(ref);
+    const cfg = JSON.parse(JSON.stringify(this.o.template)) as Record<string, any>; // eslint-disable-line
+    cfg.device ??= {};
+    cfg.device.backend ??= { type: 'registry', config: {} };
+    const bc = (cfg.device.backend.config ??= {});
+    const host = apiHost(r.registry);
+    bc.host = host;
+    bc.repo = r.repository;
+    // containerd's own rule: registries on loopback speak plain HTTP.
+    if (isLoopback(host)) bc.scheme = 'http';
+    cfg.device.id = `/${meta.snapshotId}`;
+    cfg.device.cache ??= { type: 'blobcache' };
+    cfg.device.cache.config = { ...(cfg.device.cache.config ?? {}), work_dir: this.o.cacheDir };
+    return cfg;
+  }
+
+  /** The config with the certs.d mirrors for its registry in force now (if any are configured). */
+  private withMirrors(cfg: Record<string, unknown>): Record<string, unknown> {
+    const bc = (cfg as any).device?.backend?.config; // eslint-disable-line
+    if (!this.o.certs || !bc?.host) return cfg;
+    const mirrors = this.o.certs.mirrorsFor(bc.host);
+    if (mirrors.length === 0) return cfg;
+    const out = JSON.parse(JSON.stringify(cfg));
+    out.device.backend.config.mirrors = mirrors.map(mirrorToJson);
+    return out;
+  }
+
+  async mount(meta: MetaLayer): Promise<string> {
+    return this.serial(`instance:${meta.snapshotId}`, async () => {
+      const known = this.instances.get(meta.snapshotId);
+      if (known) {
+        const d = this.daemons.get(known.daemonId);
+        if (d?.restarting) await d.restarting;
+        return known.mountpoint;
+      }
+      const config = this.instanceConfig(meta);
+      const d = await this.daemonFor(meta.snapshotId);
+      const mountpoint = path.join(this.o.root, 'mnt', meta.snapshotId);
+      detach(mountpoint);
+      fs.mkdirSync(mountpoint, { recursive: true });
+      await d.client.mount(mountpoint, meta.bootstrap, this.withMirrors(config));
+      const inst: InstanceRecord = { snapshotId: meta.snapshotId, daemonId: d.rec.id, mountpoint, bootstrap: meta.bootstrap, config };
+      this.o.store.tx(() => this.o.store.putRecord('instance', meta.snapshotId, inst));
+      this.instances.set(meta.snapshotId, inst);
+      this.updateGauges();
+      log.info({ snapshot: meta.snapshotId, daemon: d.rec.id, mountpoint, image: L.imageRef(meta.labels) }, 'rafs instance mounted');
+      return mountpoint;
+    });
+  }
+
+  async umount(snapshotId: string): Promise<void> {
+    return this.serial(`instance:${snapshotId}`, async () => {
+      const inst = this.instances.get(snapshotId);
+      if (!inst) return;
+      const d = this.daemons.get(inst.daemonId);
+      if (d) await d.client.umount(inst.mountpoint).catch((err: Error) => log.warn({ snapshot: snapshotId, err: err.message }, 'umount via API failed; detaching'));
+      detach(inst.mountpoint);
+      fs.rmSync(inst.mountpoint, { recursive: true, force: true });
+      this.o.store.tx(() => this.o.store.deleteRecord('instance', snapshotId));
+      this.instances.delete(snapshotId);
+      // A dedicated daemon lives as long as its image.
+      if (d && d.rec.owner === snapshotId) await this.stopDaemon(d);
+      this.updateGauges();
+      log.info({ snapshot: snapshotId }, 'rafs instance unmounted');
+    });
+  }
+
+  mounted(): string[] {
+    return [...this.instances.keys()];
+  }
+
+  /** Daemons known now: id, pid, API socket. */
+  list(): DaemonRecord[] {
+    return [...this.daemons.values()].map((d) => ({ ...d.rec }));
+  }
+
+  private async stopDaemon(d: Daemon): Promise<void> {
+    try {
+      if (pidAlive(d.rec.pid, d.rec.apiSock)) process.kill(d.rec.pid, 'SIGTERM');
+    } catch {
+      // Already gone.
+    }
+    for (let i = 0; i < 100 && pidAlive(d.rec.pid, d.rec.apiSock); i++) await new Promise((r) => setTimeout(r, 50));
+    if (pidAlive(d.rec.pid, d.rec.apiSock)) process.kill(d.rec.pid, 'SIGKILL');
+    this.daemons.delete(d.rec.id);
+    this.o.store.tx(() => this.o.store.deleteRecord('daemon', d.rec.id));
+  }
+
+  /** Pushes the mirrors in force to every running daemon (called by the certs.d watcher). */
+  async pushMirrors(): Promise<void> {
+    for (const d of this.daemons.values()) {
+      const hosts = new Set([...this.instances.values()].filter((i) => i.daemonId === d.rec.id).map((i) => String((i.config as any).device?.backend?.config?.host))); // eslint-disable-line
+      for (const host of hosts) {
+        const mirrors = (this.o.certs?.mirrorsFor(host) ?? []).map(mirrorToJson);
+        await d.client
+          .call('PUT', '/api/v1/daemon/mirrors', { host, mirrors })
+          .then(() => log.info({ daemon: d.rec.id, host, mirrors: mirrors.length }, 'mirrors pushed to nydusd'))
+          .catch((err: Error) => log.warn({ daemon: d.rec.id, host, err: err.message }, 'pushing mirrors failed; they apply on the next mount'));
+      }
+    }
+  }
+
+  /** Stops the liveness poll; daemons keep running (containers depend on them). */
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** Unmounts every instance and stops every daemon (cleanup_on_close, tests). */
+  async destroyAll(): Promise<void> {
+    this.close();
+    for (const id of this.mounted()) await this.umount(id);
+    for (const d of [...this.daemons.values()]) await this.stopDaemon(d);
+  }
+}
