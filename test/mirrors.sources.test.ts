@@ -7,7 +7,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { Agent, request } from 'undici';
-import { HttpRangeError, MirrorSet, MirrorSource, OriginInfo } from '../src/fetch/mirror-set';
+import { HttpRangeError, MirrorSet, MirrorSource, OriginInfo, updateMirrors } from '../src/fetch/mirror-set';
 import { ProxySource, ProxyUnhealthyError } from '../src/fetch/proxy';
 import { BlobRange, ChunkSource, SourceUnavailableError } from '../src/fetch/source';
 import { mirrorFromJson, proxyFromJson } from '../src/mirrors/nydus-json';
@@ -98,7 +98,7 @@ afterAll(async () => {
 
 test('a docker-registry pull-through cache serves the range; the origin sees no blob request', async () => {
   origin.clearRequests();
-  const set = new MirrorSet(originInfo(origin), [mirrorFromJson({ host: cache.url }, 'm')]);
+  const set = new MirrorSet(originInfo(origin), [mirrorFromJson({ host: cache.url }, 'm')], directSource(origin));
   try {
     const [m] = set.sources;
     // first read: the cache fetches the whole blob from upstream and answers 200; later ones 206
@@ -244,4 +244,24 @@ test('proxy mode: absolute-form reads through dfdaemon; ping failing falls back 
     await fb.close();
     await nofb.close();
   }
+});
+
+test('updateMirrors swaps only the mirrors of a live list, keeping unchanged ones and their health', async () => {
+  const peer: ChunkSource = { name: 'peer', read: async () => Buffer.alloc(0) };
+  const tail = directSource(origin);
+  const a = mirrorFromJson({ host: 'http://127.0.0.1:1', failure_limit: 1 }, 'a');
+  const b = mirrorFromJson({ host: 'http://127.0.0.1:2' }, 'b');
+  const set = new MirrorSet(originInfo(origin), [a], tail);
+  let list: ChunkSource[] = [peer, ...set.chain()];
+  const target = { sources: () => list, setSources: (s: ChunkSource[]) => (list = s) };
+  const keptA = list[1] as MirrorSource;
+  await expect(keptA.read(range(0, 1))).rejects.toBeInstanceOf(HttpRangeError); // port 1: refused
+  expect(keptA.healthSnapshot().state).toBe('down');
+  expect(await updateMirrors(target, [b, a])).toBe(true);
+  expect(list.map((s) => s.name)).toEqual(['peer', 'mirror:127.0.0.1:2', 'mirror:127.0.0.1:1', 'origin']);
+  expect(list[2]).toBe(keptA);
+  expect(await updateMirrors(target, [])).toBe(true);
+  expect(list.map((s) => s.name)).toEqual(['peer', 'origin']);
+  expect(await updateMirrors({ sources: () => [peer], setSources: () => undefined }, [a])).toBe(false);
+  await set.close();
 });

@@ -16,7 +16,7 @@
  */
 import { Agent, Dispatcher, request } from 'undici';
 import * as fs from 'node:fs';
-import { MirrorConfig } from '../mirrors/types';
+import type { MirrorConfig } from '../mirrors/types';
 import { logger } from '../util/log';
 import { Health, HealthSnapshot, pingStatus } from './health';
 import { BlobRange, ChunkSource, ReadContext, SourceUnavailableError } from './source';
@@ -277,26 +277,47 @@ export class MirrorSource implements ChunkSource {
   }
 }
 
-/** The live, ordered mirror list of one image; `update()` swaps it on a config push. */
+/** Anything holding an ordered source list that can be swapped live (the ChunkPipeline). */
+export interface SourceList {
+  sources(): readonly ChunkSource[];
+  setSources(sources: ChunkSource[]): void;
+}
+
+/** Mirror sets by the source that follows them (origin or proxy), to find them in a live list. */
+const setsByTail = new WeakMap<ChunkSource, MirrorSet>();
+
+/**
+ * The live, ordered mirror list of one image, followed by `tail` (the origin, or the proxy wrapping
+ * it). `chain()` is what goes into the pipeline's source list; `updateMirrors()` swaps the mirrors
+ * in place later.
+ */
 export class MirrorSet {
-  private list: MirrorSource[] = [];
+  private list: MirrorSource[];
 
   constructor(
     private readonly origin: OriginInfo,
-    configs: MirrorConfig[] = [],
+    configs: MirrorConfig[],
+    readonly tail: ChunkSource,
   ) {
     this.list = configs.filter((c) => c.capabilities.includes('pull')).map((c) => new MirrorSource(c, origin));
+    setsByTail.set(tail, this);
   }
 
   get sources(): MirrorSource[] {
     return this.list.slice();
   }
 
+  /** Mirrors in order, then the tail. */
+  chain(): ChunkSource[] {
+    return [...this.list, this.tail];
+  }
+
   /**
-   * Replace the mirrors with `configs` (pull-capable ones, in order). Mirrors whose config did not
-   * change are kept with their health; the others are closed. Returns the new list.
+   * Make `configs` (pull-capable ones, in order) the mirrors. Mirrors whose config did not change
+   * are kept with their health. Returns the new list and the removed sources (for the caller to
+   * close once nothing reads from them).
    */
-  async update(configs: MirrorConfig[]): Promise<MirrorSource[]> {
+  update(configs: MirrorConfig[]): { next: MirrorSource[]; removed: MirrorSource[] } {
     const old = new Map(this.list.map((s) => [JSON.stringify(s.config), s]));
     const next: MirrorSource[] = [];
     for (const c of configs.filter((x) => x.capabilities.includes('pull'))) {
@@ -306,13 +327,35 @@ export class MirrorSet {
       next.push(kept ?? new MirrorSource(c, this.origin));
     }
     this.list = next;
-    await Promise.all([...old.values()].map((s) => s.close()));
-    log.info({ mirrors: next.map((s) => s.name) }, 'mirror set updated');
-    return next.slice();
+    log.info({ repo: this.origin.repo, mirrors: next.map((s) => s.name) }, 'mirror set updated');
+    return { next: next.slice(), removed: [...old.values()] };
   }
 
   async close(): Promise<void> {
     await Promise.all(this.list.map((s) => s.close()));
     this.list = [];
   }
+}
+
+/**
+ * Swap the mirrors of a live source list holding a `MirrorSet.chain()`, keeping everything else (peers,
+ * proxy, origin) in place. Returns false when the list has no mirror set (e.g. a localfs backend).
+ */
+export async function updateMirrors(target: SourceList, configs: MirrorConfig[]): Promise<boolean> {
+  const current = target.sources();
+  const set = current.map((s) => setsByTail.get(s)).find((s): s is MirrorSet => s !== undefined);
+  if (!set) return false;
+  const before = new Set<ChunkSource>(set.sources);
+  const { next, removed } = set.update(configs);
+  const rest = current.filter((s) => !before.has(s));
+  rest.splice(rest.indexOf(set.tail), 0, ...next);
+  target.setSources(rest);
+  // Reads already running keep their list; dispatcher.close() lets their requests finish.
+  await Promise.all(removed.map((s) => s.close()));
+  return true;
+}
+
+/** The mirror sources in a live list, for metrics and health reports. */
+export function mirrorSourcesOf(list: readonly ChunkSource[]): MirrorSource[] {
+  return list.filter((s): s is MirrorSource => s instanceof MirrorSource);
 }

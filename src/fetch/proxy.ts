@@ -13,7 +13,7 @@
  *    "proxy is not healthy and fallback is disabled".
  */
 import { Agent } from 'undici';
-import { ProxyConfig } from '../mirrors/types';
+import type { ProxyConfig } from '../mirrors/types';
 import { logger } from '../util/log';
 import { Health, HealthSnapshot, pingStatus } from './health';
 import { getRange, HttpRangeError, makeDispatcher, MIRROR_HTTP_DEFAULTS, OriginInfo } from './mirror-set';
