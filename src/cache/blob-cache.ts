@@ -7,7 +7,8 @@
  *  - `write(chunk, data)` stores bytes the caller has already verified, then marks the chunk ready;
  *    the mark is on disk before the promise resolves, so a restarted daemon finds it.
  *  - `read(chunk)` returns the cached bytes of a ready chunk, or null; it does not verify them: the
- *    caller checks the digest and calls `invalidate(chunk)` when they are wrong.
+ *    caller checks the digest, then calls `markVerified(chunk)` (so later reads in this process may
+ *    skip the check) or `invalidate(chunk)` when they are wrong.
  *  - The cache never evicts: the snapshotter removes whole cache files with the image.
  */
 import * as fs from 'node:fs';
@@ -29,13 +30,18 @@ export interface CacheStats {
 }
 
 export class BlobCacheFile {
+  /** Chunks whose cached bytes this process has digest-checked (or written after checking). */
+  private readonly checked: Uint8Array;
+
   private constructor(
     public readonly blob: BlobInfo,
     public readonly dataPath: string,
     private readonly fh: fs.promises.FileHandle,
     public readonly map: PersistentChunkMap,
     private readonly stats: CacheStats,
-  ) {}
+  ) {
+    this.checked = new Uint8Array(map.chunkCount);
+  }
 
   static async open(workDir: string, blob: BlobInfo, stats: CacheStats): Promise<BlobCacheFile> {
     const dataPath = path.join(workDir, `${blob.blobId}.blob.data`);
@@ -73,7 +79,16 @@ export class BlobCacheFile {
     this.stats.writtenBytes += data.length;
   }
 
+  verified(chunk: ChunkInfo): boolean {
+    return this.checked[chunk.index] === 1;
+  }
+
+  markVerified(chunk: ChunkInfo): void {
+    if (chunk.index < this.checked.length) this.checked[chunk.index] = 1;
+  }
+
   invalidate(chunk: ChunkInfo): void {
+    if (chunk.index < this.checked.length) this.checked[chunk.index] = 0;
     this.map.clear(chunk.index);
     this.stats.corrupt++;
   }

@@ -35,8 +35,6 @@ export const MIN_AMPLIFY = 128 * 1024;
 export class BlobChunks {
   /** Position in `ordered` of each chunk index. */
   private readonly pos: Int32Array;
-  /** Chunks already digest-checked after a cache read in this process. */
-  readonly verified: Uint8Array;
 
   constructor(
     public readonly blob: BlobInfo,
@@ -46,7 +44,6 @@ export class BlobChunks {
     for (const c of ordered) if (c.index >= n) n = c.index + 1;
     this.pos = new Int32Array(n).fill(-1);
     ordered.forEach((c, i) => (this.pos[c.index] = i));
-    this.verified = new Uint8Array(n);
   }
 
   /** Builds the table from every chunk the image references in this blob (duplicates collapse). */
@@ -173,10 +170,9 @@ export class ChunkPipeline {
 
   private async readCached(bc: BlobChunks, cf: BlobCacheFile, c: ChunkInfo, ro: ReadOptions): Promise<Buffer> {
     const data = await cf.read(c);
-    const pos = c.index;
-    if (data && !this.opts.validateCache && bc.verified[pos]) return this.hit(data);
+    if (data && !this.opts.validateCache && cf.verified(c)) return this.hit(data);
     if (data && hex(chunkDigest(bc.blob.digester, data)) === hex(c.digest)) {
-      bc.verified[pos] = 1;
+      cf.markVerified(c);
       return this.hit(data);
     }
     log.warn({ blob: bc.blob.blobId, chunk: c.index }, 'cached chunk failed verification, refetching');
@@ -317,7 +313,7 @@ export class ChunkPipeline {
   private async deliver(bc: BlobChunks, cf: BlobCacheFile, c: ChunkInfo, data: Buffer, ro: ReadOptions): Promise<void> {
     try {
       await cf.write(c, data);
-      bc.verified[c.index] = 1;
+      cf.markVerified(c);
     } catch (e) {
       // The bytes are verified; a full disk costs a refetch later, not this read.
       log.warn({ blob: bc.blob.blobId, chunk: c.index, err: (e as Error).message }, 'cache write failed');

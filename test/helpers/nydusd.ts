@@ -137,3 +137,61 @@ export async function startNydusd(opts: StartOptions): Promise<NydusdHandle> {
   await handle.cleanup();
   throw new Error(`nydusd did not reach RUNNING (${gone ? 'exited' : last}); log:\n${log.slice(-4000)}`);
 }
+
+/**
+ * A blob made in memory for pipeline and FUSE tests: `datas` become chunks (zstd unless
+ * `compressor: 'none'`), laid out back to back in the returned `bytes` (the blob file).
+ */
+export interface TestBlob {
+  blob: import('../../src/format/model').BlobInfo;
+  chunks: import('../../src/format/model').ChunkInfo[];
+  bytes: Buffer;
+}
+
+export function makeTestBlob(datas: Buffer[], opts: { compressor?: 'none' | 'zstd'; blobIndex?: number; chunkSize?: number } = {}): TestBlob {
+  // Loaded lazily so helpers that only spawn nydusd do not need the format module.
+  const { compressChunk } = require('../../src/format/codec') as typeof import('../../src/format/codec');
+  const { chunkDigest } = require('../../src/format/digest') as typeof import('../../src/format/digest');
+  const { createHash } = require('node:crypto') as typeof import('node:crypto');
+  const compressor = opts.compressor ?? 'zstd';
+  const parts: Buffer[] = [];
+  const chunks: TestBlob['chunks'] = [];
+  let coff = 0;
+  let uoff = 0;
+  datas.forEach((d, index) => {
+    const c = compressChunk(compressor, d);
+    chunks.push({
+      digest: chunkDigest('sha256', d),
+      blobIndex: opts.blobIndex ?? 0,
+      index,
+      flags: c.compressed ? 1 : 0,
+      compressedOffset: coff,
+      compressedSize: c.data.length,
+      uncompressedOffset: uoff,
+      uncompressedSize: d.length,
+    });
+    parts.push(c.data);
+    coff += c.data.length;
+    uoff += Math.ceil(d.length / 4096) * 4096;
+  });
+  const bytes = Buffer.concat(parts);
+  const blobId = createHash('sha256').update(bytes).digest('hex');
+  return {
+    blob: {
+      blobId,
+      compressor,
+      digester: 'sha256',
+      chunkSize: opts.chunkSize ?? Math.max(4096, ...datas.map((d) => d.length)),
+      chunkCount: datas.length,
+      compressedSize: coff,
+      uncompressedSize: uoff,
+      features: 0,
+      ciOffset: 0,
+      ciCompressedSize: 0,
+      ciUncompressedSize: 0,
+      ciCompressor: 'none',
+    },
+    chunks,
+    bytes,
+  };
+}
