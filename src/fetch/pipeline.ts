@@ -14,8 +14,8 @@
  *     good chunks are cached and served, bad ones count a digest failure, `source.rejected(range)`
  *     is called and only the bad chunks move on to the next source;
  *  5. a chunk no source could deliver with the right digest rejects with `ChunkFetchError`
- *     (`digestMismatch` set when some source did answer, wrongly). Unverified bytes are never
- *     returned or cached.
+ *     (`digestMismatch` set when some source did answer, wrongly) and, in that case, keeps failing
+ *     without new requests for POISON_HOLD_MS. Unverified bytes are never returned or cached.
  */
 import type { BlobInfo, ChunkInfo } from '../format/model';
 import { CHUNK_COMPRESSED } from '../format/model';
@@ -30,6 +30,11 @@ const log = logger('pipeline');
 
 /** Read amplification never goes below this (upstream's floor for user_io_batch_size). */
 export const MIN_AMPLIFY = 128 * 1024;
+/**
+ * A chunk every source answered wrongly fails fast for this long: the kernel retries a failed
+ * readahead page by page, and those retries should not hammer the backend or recount the failure.
+ */
+export const POISON_HOLD_MS = 5000;
 
 /** A blob plus all its chunks in compressed-offset order: what amplification walks along. */
 export class BlobChunks {
@@ -115,6 +120,8 @@ function hex(b: Buffer): string {
 export class ChunkPipeline {
   private sourceList: ChunkSource[];
   private readonly inflight = new Map<string, Deferred>();
+  /** Chunks no source delivered correctly, until when to fail them without asking again. */
+  private readonly poisoned = new Map<string, { until: number; error: ChunkFetchError }>();
   /** Uncompressed bytes delivered for prefetch reads (blobcache metrics). */
   prefetchBytes = 0;
   prefetchRequests = 0;
@@ -149,7 +156,10 @@ export class ChunkPipeline {
       const c = wanted[i];
       const key = `${bc.blob.blobId}:${c.index}`;
       const running = this.inflight.get(key);
-      if (running) {
+      const bad = this.poisoned.get(key);
+      if (bad && bad.until > Date.now()) {
+        out[i] = Promise.reject(bad.error);
+      } else if (running) {
         out[i] = running.promise;
       } else if (cf.isReady(c)) {
         out[i] = this.readCached(bc, cf, c, ro);
@@ -298,8 +308,9 @@ export class ChunkPipeline {
       pending = bad;
     }
     for (const c of pending) {
-      const d = this.take(blobId, c);
-      d?.reject(new ChunkFetchError(`blob ${blobId} chunk ${c.index}: ${mismatch ? 'no source delivered bytes matching the digest' : 'no source could serve it'} (last: ${lastError})`, mismatch));
+      const err = new ChunkFetchError(`blob ${blobId} chunk ${c.index}: ${mismatch ? 'no source delivered bytes matching the digest' : 'no source could serve it'} (last: ${lastError})`, mismatch);
+      if (mismatch) this.poisoned.set(`${blobId}:${c.index}`, { until: Date.now() + POISON_HOLD_MS, error: err });
+      this.take(blobId, c)?.reject(err);
     }
   }
 
@@ -322,6 +333,7 @@ export class ChunkPipeline {
       this.prefetchBytes += data.length;
       this.prefetchRequests++;
     }
+    this.poisoned.delete(`${bc.blob.blobId}:${c.index}`);
     this.take(bc.blob.blobId, c)?.resolve(data);
   }
 }
