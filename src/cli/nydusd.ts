@@ -26,11 +26,12 @@ async function main(): Promise<void> {
     .option('--apisock <path>', 'unix socket for the HTTP API')
     .option('--id <id>', 'daemon id reported by the API')
     .option('--prefetch-files <paths>', 'comma-separated files to prefetch instead of the image table')
+    .option('--mirrors-dir <dir>', 'certs.d directory (<registry>/hosts.toml) watched for mirrors, applied live')
     .option('--log-level <level>', 'trace, debug, info, warn or error', 'info')
     .argument('[mode]', 'fuse (the only mode; accepted for compatibility)')
     .showHelpAfterError()
     .parse();
-  const o = program.opts<{ config?: string; mountpoint?: string; bootstrap?: string; apisock?: string; id?: string; prefetchFiles?: string; logLevel: string }>();
+  const o = program.opts<{ config?: string; mountpoint?: string; bootstrap?: string; apisock?: string; id?: string; prefetchFiles?: string; logLevel: string; mirrorsDir?: string }>();
   const mode = program.args[0];
   if (mode && mode !== 'fuse') fail(`unsupported mode ${JSON.stringify(mode)} (only fuse)`);
   if (!['trace', 'debug', 'info', 'warn', 'error'].includes(o.logLevel)) fail(`--log-level: expected trace, debug, info, warn or error, got ${o.logLevel}`);
@@ -54,7 +55,7 @@ async function main(): Promise<void> {
     }
   }
   if (o.bootstrap && !config) fail('--config is required with --bootstrap');
-  const daemon = new Daemon({ id: o.id ?? config?.id ?? randomUUID(), apisock: o.apisock, defaultConfig: config });
+  const daemon = new Daemon({ id: o.id ?? config?.id ?? randomUUID(), apisock: o.apisock, defaultConfig: config, mirrorsDir: o.mirrorsDir });
   let stopping = false;
   const stop = (sig: string) => {
     if (stopping) return;

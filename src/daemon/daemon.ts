@@ -24,7 +24,10 @@ import { FuseMount } from './fuse';
 import { cleanStaleMount } from './mounts';
 import { Prefetcher } from './prefetch';
 import { RafsInstance } from './rafs';
-import { buildSources, SourceDeps } from './sources';
+import { applyCertsDir, applyMirrorsUpdate, buildSources, SourceDeps } from './sources';
+import { CertsWatcher } from '../mirrors/watcher';
+import { mirrorSourcesOf } from '../fetch/mirror-set';
+import { ProxySource } from '../fetch/proxy';
 import { prometheusText } from './prom';
 
 const log = logger('nydusd');
@@ -52,6 +55,8 @@ export interface DaemonOptions {
   /** Config used by API mounts that bring none. */
   defaultConfig?: NydusdConfig;
   deps?: Partial<SourceDeps>;
+  /** certs.d directory to watch; its mirrors are applied live to every instance (default off). */
+  mirrorsDir?: string;
 }
 
 export class Daemon {
@@ -60,12 +65,17 @@ export class Daemon {
   readonly instances = new Map<string, MountedInstance>();
   private readonly caches = new Map<string, BlobCacheManager>();
   private stopping?: Promise<void>;
+  private mirrorsWatch?: CertsWatcher;
 
   constructor(readonly opts: DaemonOptions) {
     this.routes();
   }
 
   async listen(): Promise<void> {
+    if (this.opts.mirrorsDir && !this.mirrorsWatch) {
+      this.mirrorsWatch = new CertsWatcher(this.opts.mirrorsDir, { onChange: (c) => applyCertsDir(this.instances.values(), c) });
+      await this.mirrorsWatch.start();
+    }
     if (this.opts.apisock) {
       fs.mkdirSync(path.dirname(this.opts.apisock), { recursive: true });
       await this.api.listen(this.opts.apisock);
@@ -90,7 +100,7 @@ export class Daemon {
     if (!fs.existsSync(bootstrap)) throw new ApiFault(400, 'InvalidSource', `${bootstrap}: bootstrap file not found`);
     const metrics = new FetchMetrics();
     const cache = this.cacheFor(config.cache.workDir);
-    const sources = buildSources(config, { metrics, ...this.opts.deps });
+    const sources = buildSources(config, { metrics, certs: this.mirrorsWatch?.certs, ...this.opts.deps });
     const pipeline = new ChunkPipeline({ cache, sources, metrics, amplifyIo: config.amplifyIo, validateCache: config.digestValidate || config.cache.validate });
     let rafs: RafsInstance;
     try {
@@ -143,6 +153,7 @@ export class Daemon {
 
   private async doShutdown(): Promise<void> {
     this.state = 'STOPPED';
+    await this.mirrorsWatch?.close();
     for (const mp of [...this.instances.keys()]) {
       await this.umount(mp).catch((e) => log.error({ mountpoint: mp, err: (e as Error).message }, 'unmount failed'));
     }
@@ -222,6 +233,19 @@ export class Daemon {
     });
     a.addRoute('GET', '/api/v1/daemon/backend', () =>
       [...this.instances.values()].map((i) => ({ mountpoint: i.mountpoint, type: i.config.backend.type, host: i.config.backend.type === 'registry' ? i.config.backend.config.host : undefined, repo: i.config.backend.type === 'registry' ? i.config.backend.config.repo : undefined })),
+    );
+    a.addRoute('PUT', '/api/v1/daemon/mirrors', (r) => applyMirrorsUpdate(this.instances.values(), r.body));
+    a.addRoute('GET', '/api/v1/daemon/mirrors', (r) =>
+      this.select(r.query).map((i) => {
+        const srcs = i.pipeline.sources();
+        const proxy = srcs.find((s): s is ProxySource => s instanceof ProxySource);
+        return {
+          mountpoint: i.mountpoint,
+          sources: srcs.map((s) => s.name),
+          mirrors: mirrorSourcesOf(srcs).map((m) => ({ name: m.name, host: m.config.host, ...m.healthSnapshot() })),
+          proxy: proxy ? { name: proxy.name, url: proxy.config.url, fallback: proxy.config.fallback, ...proxy.stats() } : undefined,
+        };
+      }),
     );
     a.addRoute('POST', '/api/v1/mount', (r) => this.apiMount(r));
     a.addRoute('DELETE', '/api/v1/mount', async (r) => {

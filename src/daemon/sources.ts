@@ -9,12 +9,20 @@ import { FetchMetrics } from '../fetch/metrics';
 import { LocalFsSource } from '../fetch/localfs';
 import { OriginSource, BlobRangeReader } from '../fetch/origin';
 import { RegistryClient } from '../registry/client';
+import { MirrorSet, OriginInfo, SourceList, updateMirrors } from '../fetch/mirror-set';
+import { withProxy } from '../fetch/proxy';
+import { CertsDir, effectiveMirrors, hostDirCandidates } from '../mirrors/certs-dir';
+import { mirrorsFromJson, proxyFromJson } from '../mirrors/nydus-json';
+import { MirrorConfigError } from '../mirrors/types';
+import { ApiFault } from './api';
 import type { NydusdConfig, RegistryBackendConfig } from './config';
 
 export interface SourceDeps {
   metrics: FetchMetrics;
   /** Makes the registry client for the origin; tests and the daemon may share one. */
   registryClient?: (cfg: RegistryBackendConfig) => BlobRangeReader;
+  /** certs.d mirrors (nydusd --mirrors-dir); they replace the config's mirrors when they have any. */
+  certs?: CertsDir;
 }
 
 export function defaultRegistryClient(cfg: RegistryBackendConfig): RegistryClient {
@@ -34,5 +42,68 @@ export function buildSources(config: NydusdConfig, deps: SourceDeps): ChunkSourc
   const b = config.backend;
   if (b.type === 'localfs') return [new LocalFsSource({ dir: b.config.dir, altDirs: b.config.altDirs, blobFile: b.config.blobFile })];
   const client = (deps.registryClient ?? defaultRegistryClient)(b.config);
-  return [new OriginSource(client, b.config.repo)];
+  return registryChain(b.config, client, new OriginSource(client, b.config.repo), deps.certs);
+}
+
+/** `[...mirrors, proxy(origin) | origin]` for a registry backend; the mirror set can be swapped live. */
+function registryChain(cfg: RegistryBackendConfig, client: BlobRangeReader, origin: ChunkSource, certs?: CertsDir): ChunkSource[] {
+  const authz = (client as Partial<Pick<RegistryClient, 'authorization'>>).authorization?.bind(client);
+  const info: OriginInfo = {
+    url: `${cfg.scheme}://${cfg.host}`,
+    repo: cfg.repo,
+    basicAuth: process.env.IMAGE_PULL_AUTH || cfg.auth,
+    // Tokens always come from the origin (never through a mirror or the proxy).
+    authorization: () => (authz ? authz(cfg.repo, ['pull']) : Promise.resolve(undefined)),
+  };
+  try {
+    const mirrors = effectiveMirrors(mirrorsFromJson(cfg.mirrors, 'device.backend.config.mirrors'), certs?.mirrorsFor(cfg.host) ?? []);
+    const proxy = proxyFromJson(cfg.proxy, 'device.backend.config.proxy');
+    return new MirrorSet(info, mirrors, proxy ? withProxy(proxy, info)(origin) : origin).chain();
+  } catch (e) {
+    if (e instanceof MirrorConfigError) throw new ApiFault(400, 'InvalidConfig', e.message);
+    throw e;
+  }
+}
+
+/** What the mirrors API needs of a mounted instance. */
+export interface MirrorTarget {
+  config: NydusdConfig;
+  pipeline: SourceList;
+}
+
+/**
+ * `PUT /api/v1/daemon/mirrors` body `{registry?, mirrors: [...]}` (nydusd mirror JSON): applies the
+ * mirrors, without remount, to every registry instance of `registry` (all when absent). An empty
+ * list puts each instance's own config mirrors back. Returns how many instances changed.
+ */
+export async function applyMirrorsUpdate(instances: Iterable<MirrorTarget>, body: unknown): Promise<{ updated: number }> {
+  const b = body as { registry?: unknown; mirrors?: unknown } | undefined;
+  if (!b || typeof b !== 'object' || !Array.isArray(b.mirrors)) throw new ApiFault(400, 'InvalidBody', 'body: expected {registry?, mirrors: [...]}');
+  if (b.registry !== undefined && typeof b.registry !== 'string') throw new ApiFault(400, 'InvalidBody', 'registry: expected a registry host');
+  let pushed;
+  try {
+    pushed = mirrorsFromJson(b.mirrors, 'mirrors');
+  } catch (e) {
+    throw new ApiFault(400, 'InvalidBody', (e as Error).message);
+  }
+  const names = b.registry ? hostDirCandidates(b.registry).filter((n) => n !== '_default') : undefined;
+  let updated = 0;
+  for (const inst of instances) {
+    const be = inst.config.backend;
+    if (be.type !== 'registry') continue;
+    if (names && !names.includes(be.config.host.toLowerCase())) continue;
+    const own = mirrorsFromJson(be.config.mirrors, 'device.backend.config.mirrors');
+    if (await updateMirrors(inst.pipeline, effectiveMirrors(own, pushed))) updated++;
+  }
+  return { updated };
+}
+
+/** The certs.d mirrors for every registry instance, re-applied after the directory changed. */
+export async function applyCertsDir(instances: Iterable<MirrorTarget>, certs: CertsDir): Promise<void> {
+  for (const inst of instances) {
+    const be = inst.config.backend;
+    if (be.type !== 'registry') continue;
+    const own = mirrorsFromJson(be.config.mirrors, 'device.backend.config.mirrors');
+    await updateMirrors(inst.pipeline, effectiveMirrors(own, certs.mirrorsFor(be.config.host)));
+  }
 }

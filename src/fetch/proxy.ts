@@ -112,6 +112,7 @@ export class ProxySource implements ChunkSource {
   async close(): Promise<void> {
     await this.health.close();
     await this.dispatcher.close();
+    await this.directSource.close?.();
   }
 }
 
