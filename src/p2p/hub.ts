@@ -70,7 +70,7 @@ export class InstancePeerSource implements ChunkSource {
   readonly name = 'peer';
   private detach?: () => void;
 
-  constructor(private readonly hub: PeerHub) {}
+  constructor(readonly hub: PeerHub) {}
 
   /** Registers the instance's blobs and its non-peer sources as this node's upstream for them. */
   attach(blobs: readonly BlobChunks[], sources: readonly ChunkSource[]): void {
