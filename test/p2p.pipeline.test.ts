@@ -90,7 +90,7 @@ interface Node { peer: InstancePeerSource; pipeline: ChunkPipeline; metrics: Fet
 async function startNode(name: string, origin: RateLimitedOrigin, extra: Record<string, unknown> = {}): Promise<Node> {
   const peer = peerSourceFor(p2pConfig(dht.bootstrap, { key_file: path.join(tmp, name, 'p2p.key'), ...extra }));
   const sources = [peer, origin];
-  peer.attach([img.bc], sources);
+  peer.attach([img.bc], () => sources);
   const metrics = new FetchMetrics();
   const cache = new BlobCacheManager(path.join(tmp, name, 'cache'));
   const pipeline = new ChunkPipeline({ cache, sources, metrics, amplifyIo: 0 });

@@ -25,6 +25,7 @@ import { cleanStaleMount } from './mounts';
 import { Prefetcher } from './prefetch';
 import { RafsInstance } from './rafs';
 import { applyCertsDir, applyMirrorsUpdate, buildSources, SourceDeps } from './sources';
+import { attachPeers, closeAllHubs, p2pMetrics } from '../p2p/hub';
 import { CertsWatcher } from '../mirrors/watcher';
 import { mirrorSourcesOf } from '../fetch/mirror-set';
 import { ProxySource } from '../fetch/proxy';
@@ -105,6 +106,7 @@ export class Daemon {
     let rafs: RafsInstance;
     try {
       rafs = RafsInstance.load(bootstrap, pipeline);
+      attachPeers(sources, rafs.blobs, () => pipeline.sources());
     } catch (e) {
       await closeSources(sources);
       throw new ApiFault(400, 'InvalidBootstrap', `${bootstrap}: ${(e as Error).message}`);
@@ -158,6 +160,7 @@ export class Daemon {
       await this.umount(mp).catch((e) => log.error({ mountpoint: mp, err: (e as Error).message }, 'unmount failed'));
     }
     for (const c of this.caches.values()) await c.close().catch((e) => log.error({ err: (e as Error).message }, 'cache close failed'));
+    await closeAllHubs();
     await this.api.close();
     if (this.opts.apisock) fs.rmSync(this.opts.apisock, { force: true });
   }
@@ -270,6 +273,7 @@ export class Daemon {
       };
     });
     a.addRoute('GET', '/api/v1/metrics/backend', (r) => this.backendMetrics(this.select(r.query)));
+    a.addRoute('GET', '/api/v1/metrics/p2p', () => p2pMetrics());
     a.addRoute('GET', '/api/v1/metrics/blobcache', async (r) => {
       const insts = this.select(r.query);
       const caches = [...new Set(insts.map((i) => i.cache))];

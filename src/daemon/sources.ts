@@ -14,6 +14,8 @@ import { withProxy } from '../fetch/proxy';
 import { CertsDir, effectiveMirrors, hostDirCandidates } from '../mirrors/certs-dir';
 import { mirrorsFromJson, proxyFromJson } from '../mirrors/nydus-json';
 import { MirrorConfigError } from '../mirrors/types';
+import { parseP2PConfig, P2PConfigError } from '../p2p/config';
+import { peerSourceFor } from '../p2p/hub';
 import { ApiFault } from './api';
 import type { NydusdConfig, RegistryBackendConfig } from './config';
 
@@ -39,6 +41,22 @@ export function defaultRegistryClient(cfg: RegistryBackendConfig): RegistryClien
 }
 
 export function buildSources(config: NydusdConfig, deps: SourceDeps): ChunkSource[] {
+  const peers = peerSources(config);
+  return [...peers, ...backendSources(config, deps)];
+}
+
+/** The swarm's source when the top-level `p2p` section enables it (asked before any mirror). */
+function peerSources(config: NydusdConfig): ChunkSource[] {
+  try {
+    const p2p = parseP2PConfig(config.p2p, 'config');
+    return p2p ? [peerSourceFor(p2p)] : [];
+  } catch (e) {
+    if (e instanceof P2PConfigError) throw new ApiFault(400, 'InvalidConfig', e.message);
+    throw e;
+  }
+}
+
+function backendSources(config: NydusdConfig, deps: SourceDeps): ChunkSource[] {
   const b = config.backend;
   if (b.type === 'localfs') return [new LocalFsSource({ dir: b.config.dir, altDirs: b.config.altDirs, blobFile: b.config.blobFile })];
   const client = (deps.registryClient ?? defaultRegistryClient)(b.config);

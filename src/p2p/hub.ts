@@ -6,7 +6,7 @@
  *
  *   const peer = peerSourceFor(cfg);            // in buildSources, before the mirrors
  *   ... after the bootstrap is loaded:
- *   peer.attach(rafs.blobs, otherSources);      // this node can now own and serve those blobs
+ *   peer.attach(rafs.blobs, () => pipeline.sources());   // this node can now own and serve those blobs
  *   await peer.close();                         // on umount: detaches; the node lives on
  *
  * The node starts in the background; until it has joined, `read` is unavailable (the pipeline
@@ -22,7 +22,7 @@ import { fetchVerified } from './verify';
 
 const log = logger('p2p');
 
-interface Attachment { blobs: Map<string, BlobChunks>; sources: readonly ChunkSource[] }
+interface Attachment { blobs: Map<string, BlobChunks>; sources: () => readonly ChunkSource[] }
 
 export class PeerHub {
   node?: PeerNode;
@@ -56,7 +56,7 @@ export class PeerHub {
   private upstream(range: BlobRange, ctx: ReadContext): Promise<Buffer> {
     for (const a of this.attached) {
       const bc = a.blobs.get(range.blobId);
-      if (bc) return fetchVerified(bc, a.sources, range, ctx);
+      if (bc) return fetchVerified(bc, a.sources(), range, ctx);
     }
     return Promise.reject(new NotFoundError(`blob ${range.blobId} is not mounted here`));
   }
@@ -72,10 +72,13 @@ export class InstancePeerSource implements ChunkSource {
 
   constructor(readonly hub: PeerHub) {}
 
-  /** Registers the instance's blobs and its non-peer sources as this node's upstream for them. */
-  attach(blobs: readonly BlobChunks[], sources: readonly ChunkSource[]): void {
+  /**
+   * Registers the instance's blobs, and its live source list (mirrors can change at run time),
+   * whose non-peer sources become this node's upstream for those blobs.
+   */
+  attach(blobs: readonly BlobChunks[], sources: () => readonly ChunkSource[]): void {
     this.detach?.();
-    const others = sources.filter((s) => s !== this && !(s instanceof InstancePeerSource));
+    const others = () => sources().filter((s) => !(s instanceof InstancePeerSource));
     this.detach = this.hub.attach({ blobs: new Map(blobs.map((b) => [b.blob.blobId, b])), sources: others });
   }
 
@@ -100,6 +103,11 @@ export class InstancePeerSource implements ChunkSource {
   }
 }
 
+/** Attaches the instance to its peer source, if its source list has one (p2p enabled). */
+export function attachPeers(sources: readonly ChunkSource[], blobs: readonly BlobChunks[], live: () => readonly ChunkSource[]): void {
+  for (const s of sources) if (s instanceof InstancePeerSource) s.attach(blobs, live);
+}
+
 const hubs = new Map<string, PeerHub>();
 
 /** The process-wide hub for `cfg` (created on first use), and a peer source for one instance. */
@@ -111,6 +119,11 @@ export function peerSourceFor(cfg: P2PConfig): InstancePeerSource {
     hubs.set(key, hub);
   }
   return hub.source();
+}
+
+/** Counters of every swarm this process joined, for `GET /api/v1/metrics/p2p`. */
+export function p2pMetrics(): ({ publicKey: string } & ReturnType<PeerNode['metrics']['snapshot']>)[] {
+  return [...hubs.values()].flatMap((h) => (h.node ? [{ publicKey: h.node.publicKey, ...h.node.metrics.snapshot() }] : []));
 }
 
 /** Leaves every swarm this process joined (daemon shutdown, tests). */
