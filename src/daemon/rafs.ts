@@ -61,7 +61,7 @@ export class RafsInstance {
       this.byPath.set(p, inode);
       if (seen) return;
       this.pathOf.set(inode, p);
-      if (!this.inos.has(inode)) this.inos.set(inode, inode.ino ?? this.nextIno++);
+      if (!this.inos.has(inode)) this.inos.set(inode, inode.ino || this.nextIno++);
       if (inode.kind === 'file') {
         files++;
         for (const c of inode.chunks ?? []) perBlob[c.blobIndex]?.push(c);

@@ -211,7 +211,8 @@ export class ChunkPipeline {
       const cEnd = c.compressedOffset + c.compressedSize;
       if (cEnd - start > target) break;
       const key = `${bc.blob.blobId}:${c.index}`;
-      if (cf.isReady(c) || this.inflight.has(key)) break;
+      // A chunk that failed verification is fetched again only when a read asks for it.
+      if (cf.isReady(c) || this.inflight.has(key) || this.poisoned.has(key)) break;
       const d = deferred();
       this.inflight.set(key, d);
       extra.push(c);
