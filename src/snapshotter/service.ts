@@ -119,7 +119,7 @@ export function snapshotsHandlers(sn: Snapshotter, metrics?: Metrics): grpc.Unty
         const code = grpcCode(err);
         log.info({ op: 'list', err: (err as Error).message }, 'rpc error');
         metrics?.observe('list', started, grpc.status[code]);
-        call.destroy(Object.assign(new Error((err as Error).message), { code, details: (err as Error).message }));
+        call.emit('error', { code, details: (err as Error).message });
       }
     },
   };
