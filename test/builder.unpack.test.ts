@@ -1,0 +1,93 @@
+/**
+ * Acceptance 3: a zstd build, unpacked back to a tar, reproduces the source (compared after GNU tar
+ * extracts both). Also blake3 digests, tar.gz sources through the CLI, and unpack refusing a blob
+ * whose bytes do not verify.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { checkBootstrap, createLayer, unpackToTar } from '../src/builder';
+import { debianRootfsDir, debianRootfsTar, IS_ROOT, REPO_ROOT } from './helpers/fixtures';
+import { everyKindEntries, writeTar } from './helpers/tars';
+import { gnuExtract, snapshotTree } from './builder.trees';
+
+jest.setTimeout(15 * 60_000);
+const rootOnly = IS_ROOT ? test : test.skip;
+const NYDUS_IMAGE = path.join(REPO_ROOT, 'bin', 'nydus-image');
+
+let work: string;
+beforeAll(() => {
+  work = fs.mkdtempSync(path.join(os.tmpdir(), 'builder-unpack-'));
+});
+afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+async function unpackTo(image: Parameters<typeof unpackToTar>[0], blobDir: string, tarFile: string): Promise<void> {
+  const out = fs.createWriteStream(tarFile);
+  const closed = new Promise((resolve) => out.on('close', resolve));
+  await unpackToTar(image, blobDir, out);
+  await closed;
+}
+
+rootOnly('crafted tar, zstd + sha256: unpack reproduces the source', async () => {
+  const src = path.join(work, 'crafted.tar');
+  await writeTar(src, everyKindEntries());
+  const blobDir = path.join(work, 'blobs');
+  const res = await createLayer({ source: { kind: 'tar', stream: fs.createReadStream(src), gzip: false }, bootstrapPath: path.join(work, 'crafted.boot'), blobDir });
+  expect(res.image.blobs[0].compressor).toBe('zstd');
+  // Compressible content (3 MiB of zeros, text) made the blob smaller than its address space.
+  expect(res.blobSize).toBeLessThan(res.uncompressedSize);
+  const out = path.join(work, 'crafted.out.tar');
+  await unpackTo(res.image, blobDir, out);
+  gnuExtract(src, path.join(work, 'crafted.want'));
+  gnuExtract(out, path.join(work, 'crafted.got'));
+  const got = snapshotTree(path.join(work, 'crafted.got'));
+  expect(got['/xattr/binary'].xattrs?.['security.capability']).toBe('0x0100000200200000000000000000000000000000');
+  expect(got).toEqual(snapshotTree(path.join(work, 'crafted.want')));
+});
+
+rootOnly('Debian tar.gz through the CLI, zstd + blake3: unpack reproduces the source tree', async () => {
+  const gz = path.join(work, 'debian.tar.gz');
+  execFileSync('bash', ['-c', `gzip -1 -c ${debianRootfsTar()} > ${gz}`]);
+  const boot = path.join(work, 'debian.boot');
+  const blobDir = path.join(work, 'debian-blobs');
+  const json = path.join(work, 'debian.json');
+  execFileSync(NYDUS_IMAGE, ['create', '--type', 'targz-rafs', '--digester', 'blake3', '--bootstrap', boot, '--blob-dir', blobDir, '--output-json', json, gz]);
+  const summary = JSON.parse(fs.readFileSync(json, 'utf8'));
+  expect(fs.readdirSync(blobDir)).toEqual([summary.blob_id]);
+  expect(fs.statSync(path.join(blobDir, summary.blob_id)).size).toBe(summary.blob_size);
+
+  const check = JSON.parse(execFileSync(NYDUS_IMAGE, ['check', '--bootstrap', boot, '--blob-dir', blobDir, '--json']).toString());
+  expect(check.verifiedChunks).toBe(check.chunks);
+  expect(check.blobs[0].digester).toBe('blake3');
+
+  const out = path.join(work, 'debian.out.tar');
+  execFileSync(NYDUS_IMAGE, ['unpack', '--bootstrap', boot, '--blob-dir', blobDir, '--output', out]);
+  const got = path.join(work, 'debian.got');
+  gnuExtract(out, got);
+  const tree = snapshotTree(got, { skipRootAttrs: true });
+  expect(tree['/usr/bin/python3.11']?.type).toBe('file');
+  expect(tree).toEqual(snapshotTree(debianRootfsDir(), { skipRootAttrs: true }));
+});
+
+test('unpack and check refuse a blob whose bytes were changed, naming blob and chunk', async () => {
+  const src = path.join(work, 'small.tar');
+  await writeTar(src, everyKindEntries(0x10000));
+  const blobDir = path.join(work, 'corrupt-blobs');
+  const boot = path.join(work, 'small.boot');
+  const res = await createLayer({ source: { kind: 'tar', stream: fs.createReadStream(src), gzip: false }, bootstrapPath: boot, blobDir, chunkSize: 0x10000, compressor: 'none' });
+  await expect(checkBootstrap(boot, blobDir)).resolves.toMatchObject({ verifiedChunks: res.image.blobs[0].chunkCount });
+  const blob = res.blobPath!;
+  const fd = fs.openSync(blob, 'r+');
+  const b = Buffer.alloc(1);
+  fs.readSync(fd, b, 0, 1, 3);
+  b[0] ^= 0x55;
+  fs.writeSync(fd, b, 0, 1, 3);
+  fs.closeSync(fd);
+  await expect(checkBootstrap(boot, blobDir)).rejects.toThrow(new RegExp(`blob ${res.blobId} chunk #0 at offset 0: sha256 digest mismatch`));
+  const out = path.join(work, 'never.tar');
+  const r = spawnSync(NYDUS_IMAGE, ['unpack', '--bootstrap', boot, '--blob-dir', blobDir, '--output', out], { encoding: 'utf8' });
+  expect(r.status).not.toBe(0);
+  expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^nydus-image: error: .*digest mismatch$/)]);
+  expect(fs.existsSync(out)).toBe(false);
+});
