@@ -184,9 +184,16 @@ export class RegistryClient {
 
   /** Whether `repo` has blob `digest` (HEAD). */
   async hasBlob(repo: string, digest: string): Promise<boolean> {
+    return (await this.blobSize(repo, digest)) !== undefined;
+  }
+
+  /** The blob's size from a HEAD request, or undefined when `repo` does not have it. */
+  async blobSize(repo: string, digest: string): Promise<number | undefined> {
     const res = await this.call({ repo, actions: ['pull'], op: `HEAD blob ${digest}`, method: 'HEAD', path: `/v2/${repo}/blobs/${digest}`, ok: [200, 404] });
     await res.body.dump();
-    return res.statusCode === 200;
+    if (res.statusCode === 404) return undefined;
+    const len = Number(header(res.headers, 'content-length'));
+    return Number.isFinite(len) ? len : -1;
   }
 
   /**

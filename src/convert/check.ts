@@ -1,0 +1,157 @@
+/**
+ * nydusify check: is the target a well-formed nydus image with the same files as the source?
+ *  1. the manifest's layout (nydus-manifest.ts) and the config's diff_ids;
+ *  2. the bootstrap layer: digest, diff_id, `image/image.boot` that decodes, every blob of its blob
+ *     table present as a layer;
+ *  3. every blob: downloaded, size and sha256 checked, then every chunk decompressed and
+ *     digest-verified against the bootstrap (builder's checkBootstrap);
+ *  4. the file tree: the nydus image unpacked to a tar (library, no FUSE) against the source layers
+ *     applied with their whiteouts; types, modes, owners, sizes, contents, link targets, devices,
+ *     xattrs.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { PassThrough, Transform, pipeline } from 'node:stream';
+import { pipeline as pipelineAsync } from 'node:stream/promises';
+import { checkBootstrap, unpackToTar } from '../builder';
+import { decodeBootstrap } from '../format/decode';
+import type { RafsImage } from '../format/model';
+import type { RegistryClient } from '../registry/client';
+import { Descriptor, ImageConfig, ImageManifest, isGzipLayer, isPlainTarLayer } from '../registry/media';
+import { formatReference, referenceTarget } from '../registry/reference';
+import { logger } from '../util/log';
+import { unpackBootstrap } from './bootstrap-layer';
+import { ImageEndpoint, openEndpoint } from './endpoint';
+import { layoutProblems } from './nydus-manifest';
+import { FsTree, applyLayer, diffTrees } from './tar-tree';
+
+const log = logger('nydusify');
+
+export interface CheckOptions {
+  source: ImageEndpoint;
+  target: ImageEndpoint;
+  platform?: string;
+  workDir?: string;
+}
+
+export interface CheckResult {
+  ok: boolean;
+  /** One line per problem found; empty when ok. */
+  problems: string[];
+  target: string;
+  manifestDigest: string;
+  blobs: number;
+  verifiedChunks: number;
+  entries: number;
+}
+
+/** Streams a blob to `file`, checking its size and sha256 on the way. */
+async function downloadVerified(client: RegistryClient, repo: string, desc: Descriptor, file: string): Promise<void> {
+  const hash = createHash('sha256');
+  let size = 0;
+  const tap = new Transform({ transform(c: Buffer, _e, cb) { hash.update(c); size += c.length; cb(null, c); } });
+  await pipelineAsync(await client.getBlob(repo, desc.digest), tap, fs.createWriteStream(file));
+  const digest = `sha256:${hash.digest('hex')}`;
+  if (digest !== desc.digest || size !== desc.size) throw new Error(`blob ${desc.digest}: got ${size} bytes with digest ${digest}, the manifest says ${desc.size} bytes`);
+}
+
+async function sourceTree(client: RegistryClient, repo: string, manifest: ImageManifest): Promise<FsTree> {
+  const tree: FsTree = new Map();
+  for (const [i, desc] of manifest.layers.entries()) {
+    const where = `source layer ${i + 1} (${desc.digest})`;
+    const gzip = isGzipLayer(desc.mediaType);
+    if (!gzip && !isPlainTarLayer(desc.mediaType)) throw new Error(`${where}: unsupported layer media type ${desc.mediaType}`);
+    const hash = createHash('sha256');
+    const tap = new Transform({ transform(c: Buffer, _e, cb) { hash.update(c); cb(null, c); } });
+    const stream = pipeline(await client.getBlob(repo, desc.digest), tap, () => undefined);
+    await applyLayer(tree, stream, { gzip, whiteouts: true, where });
+    if (`sha256:${hash.digest('hex')}` !== desc.digest) throw new Error(`${where}: content does not match its digest`);
+  }
+  return tree;
+}
+
+async function nydusTree(image: RafsImage, blobDir: string): Promise<FsTree> {
+  const tree: FsTree = new Map();
+  const tar = new PassThrough();
+  const writing = unpackToTar(image, blobDir, tar).then(() => tar.end(), (e) => { tar.destroy(e); throw e; });
+  await Promise.all([writing, applyLayer(tree, tar, { gzip: false, whiteouts: false, where: 'nydus image' })]);
+  return tree;
+}
+
+export async function checkImage(opts: CheckOptions): Promise<CheckResult> {
+  const src = openEndpoint(opts.source);
+  const tgt = openEndpoint(opts.target);
+  const base = opts.workDir ?? os.tmpdir();
+  fs.mkdirSync(base, { recursive: true });
+  const work = fs.mkdtempSync(path.join(base, 'nydusify-check-'));
+  const problems: string[] = [];
+  const repo = tgt.ref.repository;
+  try {
+    const m = await tgt.client.getManifest(repo, referenceTarget(tgt.ref), { platform: opts.platform });
+    const manifest = m.json as ImageManifest;
+    const result: CheckResult = { ok: false, problems, target: formatReference(tgt.ref), manifestDigest: m.digest, blobs: 0, verifiedChunks: 0, entries: 0 };
+    if (!Array.isArray(manifest.layers) || !manifest.config) {
+      problems.push(`target manifest ${m.digest} is not an image manifest`);
+      return result;
+    }
+    const config = JSON.parse((await tgt.client.getBlobBuffer(repo, manifest.config.digest)).toString('utf8')) as ImageConfig;
+    const bootDesc = manifest.layers[manifest.layers.length - 1];
+    const layer = bootDesc ? await tgt.client.getBlobBuffer(repo, bootDesc.digest, 1 << 30) : undefined;
+    let unpacked: { bootstrap: Buffer; diffId: string } | undefined;
+    let unpackProblem: string | undefined;
+    if (layer) {
+      try {
+        unpacked = await unpackBootstrap(layer, `bootstrap layer ${bootDesc.digest}`);
+      } catch (e) {
+        unpackProblem = (e as Error).message;
+      }
+    }
+    problems.push(...layoutProblems(manifest, config, unpacked?.diffId));
+    if (unpackProblem) problems.push(unpackProblem);
+    if (!unpacked) return result;
+    let image: RafsImage;
+    try {
+      image = decodeBootstrap(unpacked.bootstrap);
+    } catch (e) {
+      problems.push(`bootstrap does not decode: ${(e as Error).message}`);
+      return result;
+    }
+    const bootPath = path.join(work, 'image.boot');
+    fs.writeFileSync(bootPath, unpacked.bootstrap);
+    const blobDir = path.join(work, 'blobs');
+    fs.mkdirSync(blobDir);
+    const byDigest = new Map(manifest.layers.slice(0, -1).map((l) => [l.digest, l]));
+    for (const b of image.blobs) {
+      const desc = byDigest.get(`sha256:${b.blobId}`);
+      if (!desc) {
+        problems.push(`bootstrap blob ${b.blobId} is not a layer of the manifest`);
+        continue;
+      }
+      try {
+        await downloadVerified(tgt.client, repo, desc, path.join(blobDir, b.blobId));
+        result.blobs++;
+      } catch (e) {
+        problems.push((e as Error).message);
+      }
+    }
+    if (problems.length) return result;
+    try {
+      result.verifiedChunks = (await checkBootstrap(bootPath, blobDir)).verifiedChunks;
+    } catch (e) {
+      problems.push(`bootstrap or blobs inconsistent: ${(e as Error).message}`);
+      return result;
+    }
+    const srcManifest = (await src.client.getManifest(src.ref.repository, referenceTarget(src.ref), { platform: opts.platform })).json as ImageManifest;
+    const [want, have] = await Promise.all([sourceTree(src.client, src.ref.repository, srcManifest), nydusTree(image, blobDir)]);
+    result.entries = have.size;
+    problems.push(...diffTrees(want, have, ['source', 'nydus image']));
+    result.ok = problems.length === 0;
+    log.info({ target: result.target, ok: result.ok, blobs: result.blobs, chunks: result.verifiedChunks, entries: result.entries }, 'checked');
+    return result;
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+    await Promise.all([src.client.close(), tgt.client.close()]);
+  }
+}
