@@ -33,6 +33,8 @@ export interface RegistryBackendConfig {
   retryLimit: number;
   mirrors?: unknown;
   proxy?: unknown;
+  /** PEM CA files trusted for the registry and its token server (nydusd `ca_cert_files`). */
+  caCertFiles?: string[];
 }
 
 export interface LocalfsBackendConfig {
@@ -181,9 +183,10 @@ export function parseNydusdConfig(raw: unknown, file?: string): ParseResult {
         retryLimit: bconf.num('retry_limit', 0),
         mirrors: bconf.passthrough('mirrors', 'array'),
         proxy: bconf.passthrough('proxy', 'object'),
+        caCertFiles: bconf.strList('ca_cert_files'),
       },
     };
-    bconf.accept('ca_cert_files', 'blob_url_scheme', 'blob_redirected_host');
+    bconf.accept('blob_url_scheme', 'blob_redirected_host');
   } else if (btype === 'localfs') {
     const dir = bconf.str('dir');
     const blobFile = bconf.str('blob_file');

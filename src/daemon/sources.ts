@@ -4,6 +4,7 @@
  * then mirrors, then the dfdaemon proxy wrapping the origin, then the origin itself — the order the
  * pipeline asks them in.
  */
+import * as fs from 'node:fs';
 import type { ChunkSource } from '../fetch/source';
 import { FetchMetrics } from '../fetch/metrics';
 import { LocalFsSource } from '../fetch/localfs';
@@ -36,8 +37,17 @@ export function defaultRegistryClient(cfg: RegistryBackendConfig): RegistryClien
     timeoutMs: Math.max(cfg.timeout, cfg.connectTimeout, 1) * 1000,
     retryLimit: cfg.retryLimit,
     credentials: auth ? { auth } : undefined,
+    ca: cfg.caCertFiles?.length ? cfg.caCertFiles.map(readCaFile).join('\n') : undefined,
     noDockerConfig: true,
   });
+}
+
+function readCaFile(f: string): string {
+  try {
+    return fs.readFileSync(f, 'utf8');
+  } catch (e) {
+    throw new ApiFault(400, 'InvalidConfig', `device.backend.config.ca_cert_files: ${f}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
 }
 
 export function buildSources(config: NydusdConfig, deps: SourceDeps): ChunkSource[] {
