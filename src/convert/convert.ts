@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { mergeLayers, DEFAULT_CHUNK_SIZE } from '../builder';
+import { validateChunkSize } from '../builder/options';
 import { decodeBootstrap } from '../format/decode';
 import { encodeBootstrap } from '../format/encode';
 import type { RafsImage } from '../format/model';
@@ -101,6 +102,8 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
     chunkDict: opts.chunkDictPath ? readChunkDict(opts.chunkDictPath) : undefined,
     prefetchFiles: opts.prefetchPatternsPath ? readPrefetchPatterns(opts.prefetchPatternsPath) : undefined,
   };
+  // Bad settings fail here, before any network traffic.
+  validateChunkSize(build.chunkSize);
   const progress = opts.onProgress ?? (() => undefined);
   const base = opts.workDir ?? os.tmpdir();
   fs.mkdirSync(base, { recursive: true });
