@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
+import { NydusdClient } from '../src/daemon/client';
 import { Containerd, startContainerd } from './helpers/containerd';
 import { debianRootfsTar, FIXTURES_DIR, IS_ROOT, REPO_ROOT } from './helpers/fixtures';
 import { startRegistry, TestRegistry } from './helpers/registry';
@@ -165,6 +166,7 @@ d('nydus image through containerd-nydus-grpc', () => {
     reg = await startRegistry();
     ref = `${reg.host}/nydus/debian:latest`;
     await run('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${image.layout}:latest`, `docker://${ref}`], { timeout: 10 * 60_000 });
+    fs.mkdirSync(path.join(dir, 'certs.d'));
     const configPath = path.join(dir, 'config.toml');
     fs.writeFileSync(
       configPath,
@@ -175,6 +177,8 @@ daemon_mode = "shared"
 [daemon]
 nydusd_config = "${path.join(REPO_ROOT, 'config', 'nydusd.json')}"
 recover_policy = "restart"
+[remote.mirrors_config]
+dir = "${dir}/certs.d"
 [log]
 level = "debug"
 `,
@@ -224,8 +228,12 @@ level = "debug"
 
   test('kill -9 of the snapshotter: the running container keeps running, new containers start', async () => {
     await ctd!.ctr(['run', '-d', '--snapshotter', 'nydus', ref, 'long-1', 'sleep', '600']);
+    const before = daemonPids();
     await snp!.kill9();
     await snp!.start();
+    // The restarted snapshotter adopted the running nydusd instead of replacing it.
+    expect(daemonPids()).toEqual(before);
+    expect(process.kill(before[0], 0)).toBe(true);
     const tasks = await ctd!.ctr(['tasks', 'ls']);
     expect(tasks.stdout).toMatch(/long-1\s+\d+\s+RUNNING/);
     const ex = await ctd!.ctr(['tasks', 'exec', '--exec-id', 'e1', 'long-1', 'python3', '-c', 'print(open("/etc/debian_version").read().strip() != "")']);
@@ -264,5 +272,27 @@ level = "debug"
         });
     }
     expect(out.trim()).toBe('2d711642');
+  });
+
+  test('a certs.d change is pushed to the running nydusd', async () => {
+    const apiSock = (() => {
+      const db = new Database(path.join(root, 'metadata.db'), { readonly: true });
+      try {
+        return JSON.parse((db.prepare("SELECT value FROM records WHERE kind = 'daemon'").get() as { value: string }).value).apiSock as string;
+      } finally {
+        db.close();
+      }
+    })();
+    const client = new NydusdClient(apiSock, 5000);
+    const hostDir = path.join(dir, 'certs.d', reg!.host);
+    fs.mkdirSync(hostDir, { recursive: true });
+    fs.writeFileSync(path.join(hostDir, 'hosts.toml'), `server = "${reg!.url}"\n[host."http://127.0.0.1:9"]\n  capabilities = ["pull"]\n`);
+    let hosts: string[] = [];
+    for (let i = 0; i < 100 && !hosts.includes('http://127.0.0.1:9'); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const insts = await client.call<{ mirrors: { host: string }[] }[]>('GET', '/api/v1/daemon/mirrors');
+      hosts = insts.flatMap((x) => x.mirrors.map((m) => m.host));
+    }
+    expect(hosts).toContain('http://127.0.0.1:9');
   });
 });

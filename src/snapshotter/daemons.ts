@@ -11,16 +11,16 @@
  *    restarts the others.
  *  - Liveness is polled (pid + API); with recover_policy "restart" a dead daemon's stale FUSE mounts
  *    are detached, it is spawned again and its instances are mounted again at the same paths.
- *  - Mirror changes from the certs.d watcher are written into each instance's config, so a
- *    remount or restart picks them up, and pushed live to every daemon.
+ *  - The certs.d mirrors in force are written into each instance's config at mount (and remount
+ *    after a restart); later changes are pushed live to every daemon by the mirrors sync.
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { NydusdClient } from '../daemon/client';
-import type { CertsDir } from '../mirrors/certs-dir';
 import { mirrorToJson } from '../mirrors/nydus-json';
+import type { MirrorsSync } from '../mirrors/push';
 import { apiHost, parseReference } from '../registry/reference';
 import { logger } from '../util/log';
 import { failedPrecondition, unavailable } from './errors';
@@ -43,7 +43,8 @@ export interface DaemonManagerOptions {
   logLevel: string;
   /** nydusd output to our stdout instead of <root>/logs/<id>/nydusd.log. */
   logToStdout?: boolean;
-  certs?: CertsDir;
+  /** The certs.d watcher: mirrors for new instances, and live pushes to daemons when it changes. */
+  mirrors?: MirrorsSync;
   metrics?: Metrics;
   /** Liveness poll period (ms). */
   pollMs?: number;
@@ -147,6 +148,9 @@ export class DaemonManager implements RafsMounter {
         log.warn({ daemon: rec.id, pid: rec.pid }, 'recorded nydusd is gone: restarting it');
         await this.restart(d).catch((err: Error) => log.error({ daemon: rec.id, err: err.message }, 'restart failed'));
       }
+      // Keep the daemon's mirrors in step with certs.d from now on.
+      const hosts = new Set([...this.instances.values()].filter((i) => i.daemonId === rec.id).map((i) => String((i.config as any).device?.backend?.config?.host))); // eslint-disable-line
+      for (const registry of hosts) await this.o.mirrors?.add({ apiSock: rec.apiSock, registry });
     }
     this.updateGauges();
     const poll = this.o.pollMs ?? 1000;
@@ -273,8 +277,8 @@ export class DaemonManager implements RafsMounter {
   /** The config with the certs.d mirrors for its registry in force now (if any are configured). */
   private withMirrors(cfg: Record<string, unknown>): Record<string, unknown> {
     const bc = (cfg as any).device?.backend?.config; // eslint-disable-line
-    if (!this.o.certs || !bc?.host) return cfg;
-    const mirrors = this.o.certs.mirrorsFor(bc.host);
+    if (!this.o.mirrors || !bc?.host) return cfg;
+    const mirrors = this.o.mirrors.certs.mirrorsFor(bc.host);
     if (mirrors.length === 0) return cfg;
     const out = JSON.parse(JSON.stringify(cfg));
     out.device.backend.config.mirrors = mirrors.map(mirrorToJson);
@@ -294,11 +298,20 @@ export class DaemonManager implements RafsMounter {
       const mountpoint = path.join(this.o.root, 'mnt', meta.snapshotId);
       detach(mountpoint);
       fs.mkdirSync(mountpoint, { recursive: true });
-      await d.client.mount(mountpoint, meta.bootstrap, this.withMirrors(config));
+      try {
+        await d.client.mount(mountpoint, meta.bootstrap, this.withMirrors(config));
+      } catch (err) {
+        // The daemon may still hold an instance there from before a snapshotter crash: replace it.
+        log.warn({ snapshot: meta.snapshotId, err: (err as Error).message }, 'mount refused; replacing a stale instance');
+        await d.client.umount(mountpoint).catch(() => undefined);
+        detach(mountpoint);
+        await d.client.mount(mountpoint, meta.bootstrap, this.withMirrors(config));
+      }
       const inst: InstanceRecord = { snapshotId: meta.snapshotId, daemonId: d.rec.id, mountpoint, bootstrap: meta.bootstrap, config };
       this.o.store.tx(() => this.o.store.putRecord('instance', meta.snapshotId, inst));
       this.instances.set(meta.snapshotId, inst);
       this.updateGauges();
+      await this.o.mirrors?.add({ apiSock: d.rec.apiSock, registry: String((config as any).device.backend.config.host) }); // eslint-disable-line
       log.info({ snapshot: meta.snapshotId, daemon: d.rec.id, mountpoint, image: L.imageRef(meta.labels) }, 'rafs instance mounted');
       return mountpoint;
     });
@@ -339,21 +352,8 @@ export class DaemonManager implements RafsMounter {
     for (let i = 0; i < 100 && pidAlive(d.rec.pid, d.rec.apiSock); i++) await new Promise((r) => setTimeout(r, 50));
     if (pidAlive(d.rec.pid, d.rec.apiSock)) process.kill(d.rec.pid, 'SIGKILL');
     this.daemons.delete(d.rec.id);
+    this.o.mirrors?.remove(d.rec.apiSock);
     this.o.store.tx(() => this.o.store.deleteRecord('daemon', d.rec.id));
-  }
-
-  /** Pushes the mirrors in force to every running daemon (called by the certs.d watcher). */
-  async pushMirrors(): Promise<void> {
-    for (const d of this.daemons.values()) {
-      const hosts = new Set([...this.instances.values()].filter((i) => i.daemonId === d.rec.id).map((i) => String((i.config as any).device?.backend?.config?.host))); // eslint-disable-line
-      for (const host of hosts) {
-        const mirrors = (this.o.certs?.mirrorsFor(host) ?? []).map(mirrorToJson);
-        await d.client
-          .call('PUT', '/api/v1/daemon/mirrors', { host, mirrors })
-          .then(() => log.info({ daemon: d.rec.id, host, mirrors: mirrors.length }, 'mirrors pushed to nydusd'))
-          .catch((err: Error) => log.warn({ daemon: d.rec.id, host, err: err.message }, 'pushing mirrors failed; they apply on the next mount'));
-      }
-    }
   }
 
   /** Stops the liveness poll; daemons keep running (containers depend on them). */

@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CertsWatcher } from '../mirrors/watcher';
+import { MirrorsSync } from '../mirrors/push';
 import { logger } from '../util/log';
 import { ConfigError, SnapshotterConfig } from './config';
 import { DaemonManager } from './daemons';
@@ -48,11 +48,11 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
   const metrics = new Metrics();
   const template = cfg.daemonMode === 'none' ? undefined : readTemplate(cfg.daemon.nydusdConfig);
   let daemons: DaemonManager | undefined;
-  let watcher: CertsWatcher | undefined;
+  let watcher: MirrorsSync | undefined;
   const store = new MetaStore(path.join(cfg.root, 'metadata.db'));
   if (template && cfg.daemonMode !== 'none') {
     if (cfg.mirrorsDir) {
-      watcher = new CertsWatcher(cfg.mirrorsDir, { onChange: () => daemons?.pushMirrors() });
+      watcher = new MirrorsSync(cfg.mirrorsDir);
     }
     daemons = new DaemonManager({
       root: cfg.root,
@@ -64,7 +64,7 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
       cacheDir: cfg.cache.dir,
       logLevel: cfg.daemon.logLevel,
       logToStdout: cfg.log.logToStdout,
-      certs: watcher?.certs,
+      mirrors: watcher,
       metrics,
     });
   }
