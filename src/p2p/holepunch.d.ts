@@ -47,7 +47,7 @@ declare module 'hyperswarm' {
   }
   export default class Hyperswarm extends EventEmitter {
     constructor(opts?: {
-      keyPair?: KeyPair; dht?: HyperDHT; maxPeers?: number;
+      keyPair?: KeyPair; dht?: HyperDHT; maxPeers?: number; maxParallel?: number;
       firewall?: (remotePublicKey: Buffer, payload: unknown) => boolean;
       backoffs?: number[]; jitter?: number;
     });

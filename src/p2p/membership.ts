@@ -6,8 +6,8 @@
  *
  * hyperswarm may deliver two connections for one peer (both sides dialled); state is keyed by the
  * remote public key and the newest live channel is the one used. Peers that join at the same
- * moment can miss each other's announce, so discovery is refreshed right after the first announce
- * and then periodically.
+ * moment can miss each other's announce, so discovery is refreshed right after the first announce,
+ * a few more times in the first seconds, and then periodically.
  */
 import { EventEmitter } from 'node:events';
 import HyperDHT, { KeyPair } from 'hyperdht';
@@ -21,6 +21,8 @@ import type { P2PMetrics } from './metrics';
 
 const log = logger('p2p');
 const REFRESH_MS = 15_000;
+const STARTUP_REFRESH_MS = [500, 1000, 2000, 4000, 8000];
+const MAX_PARALLEL_DIALS = 16;
 
 export interface MembershipOptions {
   keyPair: KeyPair;
@@ -48,6 +50,9 @@ export class Membership extends EventEmitter {
       dht: this.dht,
       keyPair: opts.keyPair,
       maxPeers: cfg.maxPeers,
+      // Announce records of crashed nodes live on in the DHT for a while; dialling more than
+      // hyperswarm's default 3 at once keeps dead records from delaying the live peers.
+      maxParallel: MAX_PARALLEL_DIALS,
       firewall: (remote) => {
         const refuse = allow.size > 0 && !allow.has(remote.toString('hex'));
         if (refuse) {
@@ -65,7 +70,16 @@ export class Membership extends EventEmitter {
     this.discovery = this.swarm.join(clusterTopic(this.cfg.clusterSecret), { server: true, client: true });
     await this.discovery.flushed();
     await this.refresh();
-    this.timer = setInterval(() => void this.refresh(), REFRESH_MS);
+    this.scheduleRefresh(0);
+  }
+
+  /** Refreshes quickly while the cluster forms (nodes start together), then every REFRESH_MS. */
+  private scheduleRefresh(round: number): void {
+    if (this.closed) return;
+    const delay = round < STARTUP_REFRESH_MS.length ? STARTUP_REFRESH_MS[round] : REFRESH_MS;
+    this.timer = setTimeout(() => {
+      void this.refresh().finally(() => this.scheduleRefresh(round + 1));
+    }, delay);
     this.timer.unref();
   }
 
@@ -95,7 +109,7 @@ export class Membership extends EventEmitter {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.timer);
+    clearTimeout(this.timer);
     for (const list of this.channels.values()) for (const ch of [...list]) ch.close();
     await this.swarm.destroy();
   }

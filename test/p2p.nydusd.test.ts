@@ -1,0 +1,179 @@
+/**
+ * Issue 7 with real daemons: four nydusd processes (four FUSE mounts, four blob caches) mount the
+ * same nydus image from a real docker-registry behind a rate-limited counting front, and share
+ * chunks over hyperswarm on a loopback DHT run by this test. Needs root (FUSE) and `npm run build`.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { Cluster, startDht } from '../src/bench/p2p';
+import { debianRootfsDir, IS_ROOT, REPO_ROOT } from './helpers/fixtures';
+import { NydusdHandle, startNydusd } from './helpers/nydusd';
+import { startRegistry, TestRegistry } from './helpers/registry';
+
+const run = promisify(execFile);
+const maybe = IS_ROOT ? describe : describe.skip;
+const REPO = 'p2p/python';
+const SECRET = 'nydusd-p2p-test-cluster-secret';
+
+/** An HTTP front that forwards to `target`, sends blob bodies at `bytesPerSec` overall and counts them. */
+async function throttledFront(target: string, bytesPerSec: number) {
+  let nextFree = 0;
+  let blobBytes = 0;
+  const server = http.createServer((req, res) => {
+    const up = http.request(new URL(req.url ?? '/', target), { method: req.method, headers: { ...req.headers, host: new URL(target).host } }, (ur) => {
+      res.writeHead(ur.statusCode ?? 502, ur.headers);
+      const isBlob = req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '');
+      ur.on('data', (d: Buffer) => {
+        if (!isBlob) return void res.write(d);
+        ur.pause();
+        const now = Date.now();
+        nextFree = Math.max(now, nextFree) + (d.length / bytesPerSec) * 1000;
+        setTimeout(() => {
+          blobBytes += d.length;
+          res.write(d);
+          ur.resume();
+        }, nextFree - now);
+      });
+      ur.on('end', () => setTimeout(() => res.end(), Math.max(0, nextFree - Date.now())));
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  return {
+    host: `127.0.0.1:${port}`,
+    bytes: () => blobBytes,
+    reset: () => (blobBytes = 0),
+    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
+  };
+}
+
+async function pushBlob(reg: TestRegistry, file: string): Promise<string> {
+  const data = fs.readFileSync(file);
+  const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+  const start = await fetch(`${reg.url}/v2/${REPO}/blobs/uploads/`, { method: 'POST' });
+  if (start.status !== 202) throw new Error(`upload start: ${start.status}`);
+  const loc = new URL(start.headers.get('location') as string, reg.url);
+  loc.searchParams.set('digest', digest);
+  const put = await fetch(loc, { method: 'PUT', body: data, headers: { 'content-type': 'application/octet-stream' } });
+  if (put.status !== 201) throw new Error(`upload put: ${put.status}`);
+  return digest;
+}
+
+maybe('p2p between real nydusd daemons', () => {
+  let tmp: string;
+  let src: string;
+  let bootstrap: string;
+  let blobSize: number;
+  let reg: TestRegistry;
+  let front: Awaited<ReturnType<typeof throttledFront>>;
+  let dht: Cluster;
+  let daemons: NydusdHandle[] = [];
+
+  beforeAll(async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-nydusd-'));
+    src = path.join(tmp, 'src');
+    fs.mkdirSync(src);
+    const py = path.join(debianRootfsDir(), 'usr/lib/python3.11');
+    for (const d of ['email', 'json', 'asyncio', 'http', 'logging', 'xml', 'concurrent', 'importlib']) {
+      execFileSync('cp', ['-a', path.join(py, d), path.join(src, d)]);
+    }
+    bootstrap = path.join(tmp, 'image.boot');
+    const out = path.join(tmp, 'out.json');
+    execFileSync(path.join(REPO_ROOT, 'bin', 'nydus-image'), ['create', '--bootstrap', bootstrap, '--blob-dir', path.join(tmp, 'blobs'),
+      '--chunk-size', '0x40000', '--output-json', out, src]);
+    const res = JSON.parse(fs.readFileSync(out, 'utf8')) as { blob_path: string; blob_size: number };
+    blobSize = res.blob_size;
+    reg = await startRegistry();
+    await pushBlob(reg, res.blob_path);
+    front = await throttledFront(reg.url, 8 * 1024 * 1024);
+    dht = await startDht();
+  });
+
+  afterAll(async () => {
+    await Promise.allSettled(daemons.map((d) => d.cleanup()));
+    await front?.close();
+    await reg?.stop();
+    await dht?.destroy();
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  async function startFour(tag: string): Promise<NydusdHandle[]> {
+    const ds = await Promise.all([0, 1, 2, 3].map((i) => {
+      const dir = path.join(tmp, `${tag}-${i}`);
+      fs.mkdirSync(dir, { recursive: true });
+      return startNydusd({
+        bootstrap,
+        mountpoint: path.join(dir, 'mnt'),
+        logLevel: 'warn',
+        config: {
+          device: {
+            backend: { type: 'registry', config: { scheme: 'http', host: front.host, repo: REPO, timeout: 30 } },
+            cache: { type: 'blobcache', config: { work_dir: path.join(dir, 'cache') } },
+          },
+          mode: 'direct',
+          p2p: {
+            enable: true, cluster_secret: `${SECRET}-${tag}`, bootstrap: dht.bootstrap, host: '127.0.0.1',
+            key_file: path.join(dir, 'p2p.key'), request_timeout_ms: 1500,
+          },
+        },
+      });
+    }));
+    daemons.push(...ds);
+    // Every daemon sees the three others.
+    let peers: (number | undefined)[] = [];
+    for (let i = 0; i < 300; i++) {
+      const m = await Promise.all(ds.map((d) => p2p(d)));
+      peers = m.map((x) => x?.peers);
+      if (peers.every((x) => x === 3)) return ds;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`daemons did not form a full mesh within 30 s: peers ${JSON.stringify(peers)}`);
+  }
+
+  async function p2p(d: NydusdHandle): Promise<{ peers: number; chunksServed: number; bytesFromPeers: number; failures: Record<string, number> } | undefined> {
+    const r = await d.client.call<unknown[]>('GET', '/api/v1/metrics/p2p').catch(() => undefined);
+    return r?.[0] as never;
+  }
+
+  async function diffTree(d: NydusdHandle): Promise<string> {
+    const mnt = [...d.mountpoints][0];
+    const r = await run('diff', ['-r', '--no-dereference', src, mnt], { maxBuffer: 1 << 20 }).then(() => '', (e: { stdout?: string; message: string }) => e.stdout || e.message);
+    return r;
+  }
+
+  test('four daemons read the same image: the origin sends at most 1.3x one node\'s bytes and every tree is correct', async () => {
+    front.reset();
+    const ds = await startFour('a1');
+    const diffs = await Promise.all(ds.map(diffTree));
+    expect(diffs).toEqual(['', '', '', '']);
+    expect(front.bytes()).toBeGreaterThan(0);
+    expect(front.bytes()).toBeLessThanOrEqual(1.3 * blobSize);
+    const m = await Promise.all(ds.map(p2p));
+    expect(m.reduce((a, x) => a + (x?.chunksServed ?? 0), 0)).toBeGreaterThan(0);
+    expect(m.reduce((a, x) => a + (x?.failures.digest ?? 0), 0)).toBe(0);
+    // A clean stop leaves the swarm (unannounces) and exits 0.
+    expect(await Promise.all(ds.map((d) => d.stop()))).toEqual([0, 0, 0, 0]);
+    await Promise.all(ds.map((d) => d.cleanup()));
+  });
+
+  test('kill -9 of a chunk owner mid-read: reads complete from the others or the origin', async () => {
+    const ds = await startFour('a2');
+    const victim = ds[3];
+    const reads = ds.slice(0, 3).map(diffTree);
+    for (let i = 0; i < 300; i++) {
+      if (((await p2p(victim))?.chunksServed ?? 0) > 0) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect((await p2p(victim))?.chunksServed).toBeGreaterThan(0);
+    await victim.kill9();
+    expect(await Promise.all(reads)).toEqual(['', '', '']);
+    await Promise.all(ds.map((d) => d.cleanup()));
+  });
+});
