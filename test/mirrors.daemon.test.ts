@@ -7,16 +7,17 @@
  * Mirrors go back to the origin's registry process directly (not through its recording front), so
  * the origin's request log shows only what nydusd itself sent.
  */
+import { execFileSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Agent, request } from 'undici';
 import { createLayer } from '../src/builder';
-import { pushMirrors } from '../src/mirrors/push';
+import { MirrorsSync, pushMirrors } from '../src/mirrors/push';
 import { Dfdaemon, startDfdaemon } from './helpers/dfdaemon';
 import { debianRootfsDir, IS_ROOT } from './helpers/fixtures';
-import { NydusdHandle, startNydusd } from './helpers/nydusd';
+import { nydusdBin, NydusdHandle, startNydusd } from './helpers/nydusd';
 import { pullThroughCache, startRegistry, TestRegistry } from './helpers/registry';
 
 const REPO = 'mirrors/python';
@@ -232,13 +233,29 @@ maybe('mirrors through nydusd', () => {
     expect((await mirrorsView(d)).sources).toEqual([`mirror:127.0.0.1:${df.port}`, 'origin']);
 
     // 2: mirror killed during reads: no error reaches the reader, the origin serves
-    await df.stop();
+    df.clearRequests();
+    df.setDelayMs(500); // answers are held, so the kill below cuts transfers in flight
+    const during = [fresh(), fresh(), fresh()];
+    const reads = during.map((x) => readSha(d, x));
+    try {
+      await waitFor('reads reaching the mirror', 5000, () => df.requests().length > 0 || undefined);
+      await df.stop();
+    } finally {
+      df.setDelayMs(0);
+    }
+    expect(await Promise.all(reads)).toEqual(during.map((x) => x.sha));
+    // the kill did cut mirror reads, and the pipeline took them to the origin
+    expect(d.log()).toMatch(new RegExp(`"source":"mirror:127\\.0\\.0\\.1:${df.port}".*"msg":"source read failed"`));
     for (let i = 0; i < 3; i++) {
       f = fresh();
       expect(await readSha(d, f)).toBe(f.sha);
     }
     expect(blobGets(origin).length).toBeGreaterThan(0);
     expect((await mirrorsView(d)).mirrors[0].state).toBe('down');
+    // nydusctl backend shows where the data came from and the mirror's health
+    const ctl = execFileSync(nydusdBin('nydusctl'), ['--sock', d.apisock, 'backend'], { encoding: 'utf8' });
+    expect(ctl).toMatch(new RegExp(`mirror:127\\.0\\.0\\.1:${df.port}\\s.*\\sdown\\s*$`, 'm'));
+    expect(ctl).toMatch(/^origin\s+[1-9]\d*\s/m);
     await df.start();
     await waitFor('the mirror to pass its health check', 10_000, async () => (await mirrorsView(d)).mirrors[0].state === 'up' || undefined);
     df.clearRequests();
@@ -265,13 +282,25 @@ maybe('mirrors through nydusd', () => {
     expect(await readSha(d, f)).toBe(f.sha);
     expect(df2.requests().length).toBeGreaterThan(0);
 
-    // the push API the snapshotter uses: PUT /api/v1/daemon/mirrors
-    await pushMirrors(d.apisock, { registry: origin.host, mirrors: [{ host: df.url, headers: { 'X-Dragonfly-Registry': origin.directUrl } }] });
-    expect((await mirrorsView(d)).sources).toEqual([`mirror:127.0.0.1:${df.port}`, 'origin']);
-    df.clearRequests();
-    f = fresh();
-    expect(await readSha(d, f)).toBe(f.sha);
-    expect(df.requests().length).toBeGreaterThan(0);
+    // the push path the snapshotter uses: a MirrorsSync watching its own certs.d pushes
+    // PUT /api/v1/daemon/mirrors to the daemon, at once and after each change
+    const certs2 = path.join(tmp, 'certs2.d');
+    fs.mkdirSync(path.join(certs2, origin.host), { recursive: true });
+    fs.writeFileSync(path.join(certs2, origin.host, 'hosts.toml'), dragonfly(df));
+    const sync = new MirrorsSync(certs2, { debounceMs: 100 });
+    try {
+      await sync.start();
+      await sync.add({ apiSock: d.apisock, registry: origin.host });
+      expect((await mirrorsView(d)).sources).toEqual([`mirror:127.0.0.1:${df.port}`, 'origin']);
+      df.clearRequests();
+      f = fresh();
+      expect(await readSha(d, f)).toBe(f.sha);
+      expect(df.requests().length).toBeGreaterThan(0);
+      fs.writeFileSync(path.join(certs2, origin.host, 'hosts.toml'), dragonfly(df2));
+      await waitFor('the pushed mirror set', 2000, async () => (await mirrorsView(d)).sources[0] === `mirror:127.0.0.1:${df2.port}` || undefined);
+    } finally {
+      await sync.close();
+    }
     await expect(pushMirrors(d.apisock, { mirrors: [{ host: 'ftp://x' }] } as never)).rejects.toThrow(/HTTP 400: .*mirrors\[0\]\.host: unsupported scheme ftp:/);
   });
 

@@ -42,8 +42,8 @@ function human(what: string, b: any): string {
     case 'metrics':
       return [`Reads:        ${b.read_count} (${mib(b.data_read)})`, `Read errors:  ${b.read_errors}`, `Opens:        ${b.nr_opens}`, `Avg latency:  ${b.read_count ? (b.read_latency_millis_total / b.read_count).toFixed(2) : '0'} ms`].join('\n');
     case 'backend': {
-      const rows = Object.entries(b.sources as Obj).map(([n, s]: [string, Obj]) => [n, s.requests, mib(s.bytes), s.errors, s.digestFailures, s.requests ? (s.latencyMsTotal / s.requests).toFixed(1) : '0']);
-      return [`Backend: ${b.backend_type}   requests ${b.read_count}   ${mib(b.read_amount_total)}   errors ${b.read_errors}   digest failures ${b.digest_failures}`, table([['SOURCE', 'REQUESTS', 'BYTES', 'ERRORS', 'DIGEST_FAIL', 'AVG_MS'], ...rows])].join('\n');
+      const rows = Object.entries(b.sources as Obj).map(([n, s]: [string, Obj]) => [n, s.requests, mib(s.bytes), s.errors, s.digestFailures, s.requests ? (s.latencyMsTotal / s.requests).toFixed(1) : '0', (b.health as Obj | undefined)?.[n] ?? '-']);
+      return [`Backend: ${b.backend_type}   requests ${b.read_count}   ${mib(b.read_amount_total)}   errors ${b.read_errors}   digest failures ${b.digest_failures}`, table([['SOURCE', 'REQUESTS', 'BYTES', 'ERRORS', 'DIGEST_FAIL', 'AVG_MS', 'HEALTH'], ...rows])].join('\n');
     }
     case 'cache': {
       const dur = b.prefetch_end_time_millis && b.prefetch_begin_time_millis ? (b.prefetch_end_time_millis - b.prefetch_begin_time_millis) / 1000 : 0;

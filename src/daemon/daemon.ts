@@ -218,6 +218,7 @@ export class Daemon {
       read_cumulative_latency_millis_total: Math.round(sum((s) => s.latencyMsTotal)),
       digest_failures: sum((s) => s.digestFailures),
       sources,
+      health: sourceHealth(insts),
     };
   }
 
@@ -352,6 +353,19 @@ function requireMountpoint(r: ApiRequest): string {
   if (!mp) throw new ApiFault(400, 'InvalidQuery', 'mountpoint: query parameter required');
   if (!path.isAbsolute(mp)) throw new ApiFault(400, 'InvalidQuery', `mountpoint: must be an absolute path, got ${mp}`);
   return mp;
+}
+
+/** up/down of every source that tracks health (mirrors, the proxy), by source name. */
+function sourceHealth(insts: MountedInstance[]): Record<string, 'up' | 'down'> {
+  const out: Record<string, 'up' | 'down'> = {};
+  for (const i of insts) {
+    for (const s of i.pipeline.sources()) {
+      const h = s instanceof ProxySource ? s.health : mirrorSourcesOf([s])[0]?.health;
+      // One name may serve several instances: report down if any of them has it down.
+      if (h && out[s.name] !== 'down') out[s.name] = h.up ? 'up' : 'down';
+    }
+  }
+  return out;
 }
 
 async function closeSources(sources: readonly ChunkSource[]): Promise<void> {

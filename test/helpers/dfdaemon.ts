@@ -40,6 +40,8 @@ export interface Dfdaemon {
   clearRequests(): void;
   setPingHealthy(ok: boolean): void;
   setFault(f: DfFault): void;
+  /** Hold blob answers this long before relaying them (to kill the daemon mid-transfer). */
+  setDelayMs(ms: number): void;
   /** Close the proxy port (refusing connections), keeping the health port. */
   stop(): Promise<void>;
   /** Listen again on the same port. */
@@ -71,9 +73,19 @@ export async function startDfdaemon(opts: { defaultRegistry?: string } = {}): Pr
   const records: DfRequest[] = [];
   let fault: DfFault = 'none';
   let pingOk = true;
+  let delayMs = 0;
   const agent = new http.Agent({ keepAlive: true });
 
   const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (delayMs > 0 && /\/blobs\/sha256:/.test(req.url ?? '')) {
+      const ms = delayMs;
+      setTimeout(() => relay(req, res), ms);
+      return;
+    }
+    relay(req, res);
+  };
+
+  const relay = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const raw = req.url ?? '/';
     const isProxy = /^https?:\/\//i.test(raw);
     let upstream: URL;
@@ -182,6 +194,9 @@ export async function startDfdaemon(opts: { defaultRegistry?: string } = {}): Pr
     },
     setFault: (f) => {
       fault = f;
+    },
+    setDelayMs: (ms) => {
+      delayMs = ms;
     },
     stop: () => closeServer(proxyServer),
     start: async () => {
