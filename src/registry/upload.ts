@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import { Readable } from 'node:stream';
 import type { RegistryClient } from './client';
 import { RegistryError } from './errors';
-import { header, isRetryable, withRetry } from './transport';
+import { backoffMs, header, isRetryable, withRetry } from './transport';
 
 export type PushSource = string | Readable;
 
@@ -90,14 +90,20 @@ async function pushMonolithic(client: RegistryClient, repo: string, digest: stri
   await withRetry(() => once(false), { retryLimit: client.transport.retryLimit, onRetry: (e, n) => client.logRetry({ op, repo }, e, n) });
 }
 
-/** How many bytes the upload session holds (Range: 0-N), and its current location. */
-async function uploadStatus(client: RegistryClient, repo: string, loc: string): Promise<{ received: number; location: string }> {
+/**
+ * How many bytes the upload session holds (Range: 0-N), and its current location. distribution
+ * answers "0-0" both for an empty session and for one byte; `expect` (what we believe it holds)
+ * breaks the tie toward the empty session when we expect nothing.
+ */
+async function uploadStatus(client: RegistryClient, repo: string, loc: string, expect: number): Promise<{ received: number; location: string }> {
   const res = await client.call({ repo, actions: ['pull', 'push'], op: 'upload status', method: 'GET', path: loc, ok: [204] });
   await res.body.dump();
   const range = header(res.headers, 'range');
-  const m = range ? /^(?:bytes=)?0-(\d+)$/.exec(range) : null;
+  const m = range ? /^(?:bytes=)?0-(-?\d+)$/.exec(range) : null;
+  const end = m ? Number(m[1]) : -1;
+  const received = end < 0 || (end === 0 && expect === 0) ? 0 : end + 1;
   const next = header(res.headers, 'location');
-  return { received: m ? Number(m[1]) + 1 : 0, location: next ? new URL(next, client.baseUrl).toString() : loc };
+  return { received, location: next ? new URL(next, client.baseUrl).toString() : loc };
 }
 
 async function pushChunked(client: RegistryClient, repo: string, digest: string, source: PushSource, size: number, chunkSize: number): Promise<void> {
@@ -108,25 +114,29 @@ async function pushChunked(client: RegistryClient, repo: string, digest: string,
     for (let offset = 0; offset < size; ) {
       const n = Math.min(chunkSize, size - offset);
       const chunk = fd ? await readFileRange(fd, offset, n) : await reader!.read(n);
-      const op = `PATCH blob ${digest} bytes ${offset}-${offset + n - 1}`;
-      for (let attempt = 0; ; attempt++) {
+      // `at` is how much of this chunk the session holds; a failed PATCH may have stored a part.
+      for (let at = 0, attempt = 0; at < n; attempt++) {
+        const from = offset + at;
+        const op = `PATCH blob ${digest} bytes ${from}-${offset + n - 1}`;
         try {
+          const part = chunk.subarray(at);
           const res = await client.attempt({
             repo, actions: ['pull', 'push'], op, method: 'PATCH', path: loc,
-            headers: { 'content-type': 'application/octet-stream', 'content-range': `${offset}-${offset + n - 1}`, 'content-length': String(n) },
-            body: () => chunk, ok: [202],
+            headers: { 'content-type': 'application/octet-stream', 'content-range': `${from}-${offset + n - 1}`, 'content-length': String(part.length) },
+            body: () => part, ok: [202],
           });
           await res.body.dump();
           const next = header(res.headers, 'location');
           if (next) loc = new URL(next, client.baseUrl).toString();
-          break;
+          at = n;
         } catch (e) {
           if (!isRetryable(e) || attempt >= client.transport.retryLimit) throw e;
           client.logRetry({ op, repo }, e, attempt);
-          const st = await uploadStatus(client, repo, loc);
+          await new Promise((r) => setTimeout(r, backoffMs(attempt)));
+          const st = await uploadStatus(client, repo, loc, from);
           loc = st.location;
-          if (st.received === offset + n) break; // the chunk arrived; only the answer was lost
-          if (st.received !== offset) throw new RegistryError(client.registry, repo, op, 0, `upload session holds ${st.received} bytes, expected ${offset}`);
+          if (st.received < offset || st.received > offset + n) throw new RegistryError(client.registry, repo, op, 0, `upload session holds ${st.received} bytes, expected ${offset} to ${offset + n}`);
+          at = st.received - offset;
         }
       }
       offset += n;

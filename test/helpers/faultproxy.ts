@@ -4,7 +4,8 @@
  *   reset     the connection is reset (TCP RST) before the request reaches the registry
  *   500       the proxy answers 500 itself; the registry never sees the request
  *   truncate  the request goes through, but the answer's body is cut off halfway by a reset
- *             (only for answers with a body of at least 2 bytes; otherwise passed through)
+ *             (GET answers with a body of at least 2 bytes; when the Nth request is not one, the
+ *             next one that is gets cut instead)
  * Faults rotate through `faults` in order. The Host header is passed on unchanged so the
  * registry builds upload Locations that point back at this proxy.
  */
@@ -28,6 +29,7 @@ export async function startFaultProxy(targetUrl: string, opts: { every: number; 
   const injected: Record<Fault, number> = { reset: 0, '500': 0, truncate: 0 };
   let count = 0;
   let faultIndex = 0;
+  let truncatePending = false;
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 
   const server = http.createServer((req, res) => {
@@ -49,7 +51,9 @@ export async function startFaultProxy(targetUrl: string, opts: { every: number; 
       host: target.hostname, port: Number(target.port), method: req.method, path: req.url, headers: req.headers, agent,
     }, (upRes) => {
       const len = Number(upRes.headers['content-length'] ?? 0);
-      if (fault === 'truncate' && len >= 2) {
+      if (fault === 'truncate') truncatePending = true;
+      if (truncatePending && req.method === 'GET' && len >= 2) {
+        truncatePending = false;
         injected.truncate++;
         res.writeHead(upRes.statusCode ?? 502, upRes.rawHeaders);
         let sent = 0;
