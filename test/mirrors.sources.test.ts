@@ -6,7 +6,7 @@
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import { Agent, request } from 'undici';
+import { Agent, getGlobalDispatcher, request } from 'undici';
 import { HttpRangeError, MirrorSet, MirrorSource, OriginInfo, updateMirrors } from '../src/fetch/mirror-set';
 import { ProxySource, ProxyUnhealthyError } from '../src/fetch/proxy';
 import { BlobRange, ChunkSource, SourceUnavailableError } from '../src/fetch/source';
@@ -93,6 +93,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
+  await getGlobalDispatcher().close();
   for (const c of closers.reverse()) await c().catch(() => undefined);
 });
 
@@ -226,6 +227,11 @@ test('proxy mode: absolute-form reads through dfdaemon; ping failing falls back 
     df.setFault('none');
     await healthy.close();
   }
+
+  // use_http: an https origin is asked for as http:// so dfdaemon sees plaintext
+  const plain = new ProxySource(proxyFromJson({ url: df.url, use_http: true })!, { ...originInfo(origin), url: 'https://registry.example:5000' }, direct);
+  expect(plain.proxiedUrl(BLOB_ID)).toBe(`http://registry.example:5000/v2/${REPO}/blobs/sha256:${BLOB_ID}`);
+  await plain.close();
 
   df.setPingHealthy(false);
   df.clearRequests();

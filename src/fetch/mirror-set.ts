@@ -199,10 +199,10 @@ export class MirrorSource implements ChunkSource {
   }
 
   private async attempt(range: BlobRange, ctx: ReadContext, mayReauth: boolean): Promise<Buffer> {
+    this.health.touch(); // reads keep the probe of a down mirror going
     if (!this.health.up) {
       throw new SourceUnavailableError(this.name, `marked down (${this.health.snapshot().lastError ?? 'failures'}); probing ${this.config.pingUrl}`);
     }
-    this.health.touch();
     if (this.unconfirmed !== undefined) {
       this.unconfirmed = undefined;
       this.health.recordSuccess();
