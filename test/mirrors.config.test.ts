@@ -138,7 +138,7 @@ describe('nydusd JSON', () => {
 
   test('proxy defaults and errors', () => {
     expect(proxyFromJson({ url: 'http://127.0.0.1:65001', ping_url: 'http://127.0.0.1:40901/server/ping' })).toEqual({
-      url: 'http://127.0.0.1:65001', pingUrl: 'http://127.0.0.1:40901/server/ping', fallback: true, checkInterval: 5, useHttp: false,
+      url: 'http://127.0.0.1:65001', pingUrl: 'http://127.0.0.1:40901/server/ping', fallback: true, checkInterval: 5, useHttp: false, checkPauseElapsed: 300,
     });
     expect(proxyFromJson({ url: '' })).toBeUndefined();
     expect(() => mirrorsFromJson([{ host: 'http://m', failure_limit: 0 }], 'device.backend.config.mirrors')).toThrow(

@@ -180,6 +180,7 @@ export class MirrorSource implements ChunkSource {
       name: this.name,
       failureLimit: config.failureLimit,
       intervalMs: config.healthCheckInterval * 1000,
+      pauseAfterIdleMs: config.healthCheckPauseElapsed * 1000,
       // nydusd: any answer below 500 means the mirror is back.
       probe: async () => {
         const st = await pingStatus(config.pingUrl, MIRROR_HTTP_DEFAULTS.connectTimeoutMs, this.dispatcher);

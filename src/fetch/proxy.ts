@@ -55,6 +55,7 @@ export class ProxySource implements ChunkSource {
       // Only the ping decides health in proxy mode; read failures fall back per request.
       failureLimit: Number.POSITIVE_INFINITY,
       intervalMs: config.checkInterval * 1000,
+      pauseAfterIdleMs: config.checkPauseElapsed * 1000,
       probeWhileUp: config.pingUrl !== '',
       probe: async () => {
         const st = await pingStatus(config.pingUrl, MIRROR_HTTP_DEFAULTS.connectTimeoutMs, this.dispatcher);

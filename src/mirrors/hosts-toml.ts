@@ -4,7 +4,8 @@
  * containerd keys: top-level `server`; `[host."URL"]` tables, tried in file order, with
  * `capabilities`, `skip_verify`, `ca`, `client`, `override_path` and a `[host."URL".header]` table
  * (string or string array; only the first value is sent, as nydus-snapshotter does).
- * nydus keys per host: `auth_through`, `health_check_interval`, `failure_limit`, `ping_url`.
+ * nydus keys per host: `auth_through`, `health_check_interval`, `failure_limit`, `ping_url`,
+ * `health_check_pause_elapsed`.
  * Relative `ca`/`client` paths are relative to the file. Every error is one line:
  * `<file>:<line>: <reason>`.
  */
@@ -17,7 +18,7 @@ type Obj = Record<string, unknown>;
 
 const HOST_KEYS = new Set([
   'capabilities', 'skip_verify', 'ca', 'client', 'override_path', 'header',
-  'auth_through', 'health_check_interval', 'failure_limit', 'ping_url',
+  'auth_through', 'health_check_interval', 'failure_limit', 'health_check_pause_elapsed', 'ping_url',
 ]);
 const CAPABILITIES = new Set(['pull', 'resolve', 'push']);
 
@@ -159,6 +160,7 @@ export function parseHostsToml(text: string, file: string): ParsedHosts {
       authThrough: boolKey('auth_through') ?? MIRROR_DEFAULTS.authThrough,
       healthCheckInterval: intKey('health_check_interval') ?? MIRROR_DEFAULTS.healthCheckInterval,
       failureLimit: intKey('failure_limit') ?? MIRROR_DEFAULTS.failureLimit,
+      healthCheckPauseElapsed: intKey('health_check_pause_elapsed') ?? MIRROR_DEFAULTS.healthCheckPauseElapsed,
       pingUrl: pingUrl ?? defaultPingUrl(host, overridePath),
       skipVerify: boolKey('skip_verify') ?? false,
       ca,

@@ -87,6 +87,7 @@ export function mirrorFromJson(raw: unknown, where: string): MirrorConfig {
     authThrough: bool(raw, 'auth_through', where) ?? MIRROR_DEFAULTS.authThrough,
     healthCheckInterval: posInt(raw, 'health_check_interval', where) ?? MIRROR_DEFAULTS.healthCheckInterval,
     failureLimit: posInt(raw, 'failure_limit', where) ?? MIRROR_DEFAULTS.failureLimit,
+    healthCheckPauseElapsed: posInt(raw, 'health_check_pause_elapsed', where) ?? MIRROR_DEFAULTS.healthCheckPauseElapsed,
     pingUrl: str(raw, 'ping_url', where) || defaultPingUrl(host, overridePath),
     skipVerify: bool(raw, 'skip_verify', where) ?? false,
     ca: (ca as string[] | undefined) ?? [],
@@ -115,6 +116,7 @@ export function proxyFromJson(raw: unknown, where = 'proxy'): ProxyConfig | unde
     pingUrl: ping ? normalizeHostUrl(ping, `${where}.ping_url`) : '',
     fallback: bool(raw, 'fallback', where) ?? PROXY_DEFAULTS.fallback,
     checkInterval: posInt(raw, 'check_interval', where) ?? PROXY_DEFAULTS.checkInterval,
+    checkPauseElapsed: posInt(raw, 'check_pause_elapsed', where) ?? PROXY_DEFAULTS.checkPauseElapsed,
     useHttp: bool(raw, 'use_http', where) ?? PROXY_DEFAULTS.useHttp,
   };
 }
@@ -127,6 +129,7 @@ export function mirrorToJson(m: MirrorConfig): MirrorJson {
     auth_through: m.authThrough,
     health_check_interval: m.healthCheckInterval,
     failure_limit: m.failureLimit,
+    health_check_pause_elapsed: m.healthCheckPauseElapsed,
     ping_url: m.pingUrl,
   };
   if (m.skipVerify) out.skip_verify = true;

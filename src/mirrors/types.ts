@@ -20,6 +20,8 @@ export interface MirrorConfig {
   healthCheckInterval: number;
   /** Consecutive failures that mark the mirror down. */
   failureLimit: number;
+  /** Seconds without reads after which probing pauses (nydus `health_check_pause_elapsed`). */
+  healthCheckPauseElapsed: number;
   /** URL probed while down; default `<host>/v2/` (`<host>/` with overridePath). */
   pingUrl: string;
   /** Disable TLS verification towards this mirror. */
@@ -44,6 +46,8 @@ export interface ProxyConfig {
   fallback: boolean;
   /** Seconds between ping probes. */
   checkInterval: number;
+  /** Seconds without reads after which probing pauses (nydus `check_pause_elapsed`). */
+  checkPauseElapsed: number;
   /** Rewrite `https://` to `http://` in proxied URLs so the proxy sees plaintext. */
   useHttp: boolean;
 }
@@ -64,6 +68,7 @@ export interface MirrorJson {
   auth_through?: boolean;
   health_check_interval?: number;
   failure_limit?: number;
+  health_check_pause_elapsed?: number;
   ping_url?: string;
   skip_verify?: boolean;
   ca_cert_files?: string[];
@@ -73,8 +78,8 @@ export interface MirrorJson {
 }
 
 /** Defaults of pre-v2.3.5 nydusd mirrors and of its proxy config. */
-export const MIRROR_DEFAULTS = { healthCheckInterval: 5, failureLimit: 5, authThrough: false } as const;
-export const PROXY_DEFAULTS = { fallback: true, checkInterval: 5, useHttp: false } as const;
+export const MIRROR_DEFAULTS = { healthCheckInterval: 5, failureLimit: 5, authThrough: false, healthCheckPauseElapsed: 300 } as const;
+export const PROXY_DEFAULTS = { fallback: true, checkInterval: 5, useHttp: false, checkPauseElapsed: 300 } as const;
 
 /** Bad mirror configuration; the message names the file (or JSON path), line when known, and reason. */
 export class MirrorConfigError extends Error {
