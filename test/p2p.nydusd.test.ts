@@ -10,7 +10,10 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+import HyperDHT from 'hyperdht';
 import { Cluster, startDht } from '../src/bench/p2p';
+import { parseP2PConfig } from '../src/p2p/config';
+import { PeerNode } from '../src/p2p/node';
 import { debianRootfsDir, IS_ROOT, REPO_ROOT } from './helpers/fixtures';
 import { NydusdHandle, startNydusd } from './helpers/nydusd';
 import { startRegistry, TestRegistry } from './helpers/registry';
@@ -75,6 +78,7 @@ maybe('p2p between real nydusd daemons', () => {
   let front: Awaited<ReturnType<typeof throttledFront>>;
   let dht: Cluster;
   let daemons: NydusdHandle[] = [];
+  let evil: PeerNode | undefined;
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-nydusd-'));
@@ -98,14 +102,26 @@ maybe('p2p between real nydusd daemons', () => {
 
   afterAll(async () => {
     await Promise.allSettled(daemons.map((d) => d.cleanup()));
+    await evil?.close();
     await front?.close();
     await reg?.stop();
     await dht?.destroy();
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  async function startFour(tag: string): Promise<NydusdHandle[]> {
-    const ds = await Promise.all([0, 1, 2, 3].map((i) => {
+  /** Key file with a known seed, so the test knows the daemon's public key. */
+  function keyFile(dir: string, seed: string): { file: string; publicKey: string } {
+    const file = path.join(dir, 'p2p.key');
+    const s = createHash('sha256').update(seed).digest();
+    fs.writeFileSync(file, s, { mode: 0o600 });
+    return { file, publicKey: HyperDHT.keyPair(s).publicKey.toString('hex') };
+  }
+
+  interface Spec { allow?: string[] }
+
+  /** Starts one nydusd per spec on the image; returns once daemon i sees `expectPeers[i]` peers. */
+  async function startDaemons(tag: string, specs: Spec[], expectPeers: number[], keys?: { file: string }[]): Promise<NydusdHandle[]> {
+    const ds = await Promise.all(specs.map((spec, i) => {
       const dir = path.join(tmp, `${tag}-${i}`);
       fs.mkdirSync(dir, { recursive: true });
       return startNydusd({
@@ -120,24 +136,25 @@ maybe('p2p between real nydusd daemons', () => {
           mode: 'direct',
           p2p: {
             enable: true, cluster_secret: `${SECRET}-${tag}`, bootstrap: dht.bootstrap, host: '127.0.0.1',
-            key_file: path.join(dir, 'p2p.key'), request_timeout_ms: 1500,
+            key_file: keys?.[i].file ?? path.join(dir, 'p2p.key'), request_timeout_ms: 1500, allow: spec.allow ?? [],
           },
         },
       });
     }));
     daemons.push(...ds);
-    // Every daemon sees the three others.
     let peers: (number | undefined)[] = [];
     for (let i = 0; i < 300; i++) {
       const m = await Promise.all(ds.map((d) => p2p(d)));
       peers = m.map((x) => x?.peers);
-      if (peers.every((x) => x === 3)) return ds;
+      if (peers.every((x, k) => x === expectPeers[k])) return ds;
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`daemons did not form a full mesh within 30 s: peers ${JSON.stringify(peers)}`);
+    throw new Error(`daemons did not reach peers ${JSON.stringify(expectPeers)} within 30 s: ${JSON.stringify(peers)}`);
   }
 
-  async function p2p(d: NydusdHandle): Promise<{ peers: number; chunksServed: number; bytesFromPeers: number; failures: Record<string, number> } | undefined> {
+  const startFour = (tag: string) => startDaemons(tag, [{}, {}, {}, {}], [3, 3, 3, 3]);
+
+  async function p2p(d: NydusdHandle): Promise<{ peers: number; refused: number; chunksServed: number; bytesFromPeers: number; failures: Record<string, number> } | undefined> {
     const r = await d.client.call<unknown[]>('GET', '/api/v1/metrics/p2p').catch(() => undefined);
     return r?.[0] as never;
   }
@@ -174,6 +191,52 @@ maybe('p2p between real nydusd daemons', () => {
     expect((await p2p(victim))?.chunksServed).toBeGreaterThan(0);
     await victim.kill9();
     expect(await Promise.all(reads)).toEqual(['', '', '']);
+    await Promise.all(ds.map((d) => d.cleanup()));
+  });
+
+  test('a peer serving corrupted bytes is detected (metric) and its bytes never reach a reader', async () => {
+    const tag = 'a3';
+    const blobFile = path.join(tmp, 'blobs', fs.readdirSync(path.join(tmp, 'blobs'))[0]);
+    const cfg = parseP2PConfig({ enable: true, cluster_secret: `${SECRET}-${tag}`, bootstrap: dht.bootstrap, host: '127.0.0.1' }, 'test');
+    evil = await PeerNode.start(cfg!, {
+      upstream: async (range) => {
+        const b = Buffer.alloc(range.length);
+        const fd = fs.openSync(blobFile, 'r');
+        fs.readSync(fd, b, 0, range.length, range.offset);
+        fs.closeSync(fd);
+        b[b.length >> 1] ^= 0x5a;
+        return b;
+      },
+    });
+    const ds = await startDaemons(tag, [{}, {}, {}], [3, 3, 3]);
+    expect(await Promise.all(ds.map(diffTree))).toEqual(['', '', '']);
+    expect(evil.metrics.chunksServed).toBeGreaterThan(0);
+    const m = await Promise.all(ds.map(p2p));
+    expect(m.reduce((a, x) => a + (x?.failures.digest ?? 0), 0)).toBeGreaterThan(0);
+    await Promise.all(ds.map((d) => d.cleanup()));
+  });
+
+  test('a node outside the allowlist gets no chunks', async () => {
+    const tag = 'a4';
+    const dirs = [0, 1, 2, 3].map((i) => path.join(tmp, `${tag}-${i}`));
+    dirs.forEach((d) => fs.mkdirSync(d, { recursive: true }));
+    const keys = dirs.map((d, i) => keyFile(d, `${tag}/${i}`));
+    const allow = keys.slice(0, 3).map((k) => k.publicKey);
+    // Members allow each other only; the outsider knows the secret and would accept anyone.
+    const ds = await startDaemons(tag, [{ allow }, { allow }, { allow }, {}], [2, 2, 2, 0], keys);
+    // Give the outsider time to find the members and be refused, then check it stayed alone.
+    for (let i = 0; i < 100; i++) {
+      const m = await Promise.all(ds.slice(0, 3).map(p2p));
+      if (m.reduce((a, x) => a + (x?.refused ?? 0), 0) > 0) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const members = await Promise.all(ds.slice(0, 3).map(p2p));
+    expect(members.reduce((a, x) => a + (x?.refused ?? 0), 0)).toBeGreaterThan(0);
+    expect(await diffTree(ds[3])).toBe('');
+    const outsider = await p2p(ds[3]);
+    expect(outsider?.peers).toBe(0);
+    expect(outsider?.bytesFromPeers).toBe(0);
+    expect((await Promise.all(ds.slice(0, 3).map(p2p))).reduce((a, x) => a + (x?.chunksServed ?? 0), 0)).toBe(0);
     await Promise.all(ds.map((d) => d.cleanup()));
   });
 });
