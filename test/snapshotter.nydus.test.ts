@@ -5,8 +5,7 @@
  * blob. Then the snapshotter is killed with SIGKILL while a container runs and restarted; then
  * nydusd is killed and restarted by the daemon manager.
  */
-import { execFile, execFileSync, spawn, ChildProcess } from 'node:child_process';
-import * as crypto from 'node:crypto';
+import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -14,91 +13,37 @@ import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { NydusdClient } from '../src/daemon/client';
 import { Containerd, startContainerd } from './helpers/containerd';
-import { debianRootfsTar, FIXTURES_DIR, IS_ROOT, REPO_ROOT } from './helpers/fixtures';
+import { IS_ROOT, REPO_ROOT } from './helpers/fixtures';
+import { DEBIAN_2LAYER_CHANGES, pushImage } from './helpers/images';
 import { startRegistry, TestRegistry } from './helpers/registry';
 
 const run = promisify(execFile);
 const d = IS_ROOT ? describe : describe.skip;
 
-const sha = (b: Buffer | string): string => crypto.createHash('sha256').update(b).digest('hex');
+interface Converted {
+  blobs: { digest: string; size: number }[];
+  bootDigest: string;
+}
 
-/**
- * A nydus image (blob layer + bootstrap layer, nydusify's manifest shape) as an OCI layout built
- * with ./bin/nydus-image from the Debian rootfs tar; cached between runs.
- */
-async function nydusDebianLayout(): Promise<{ layout: string; blobSize: number; blobDigest: string; bootDigest: string }> {
-  const dir = path.join(FIXTURES_DIR, 'nydus-oci', 'debian-snapshotter');
-  const infoFile = path.join(dir, 'info.json');
-  if (fs.existsSync(infoFile)) return JSON.parse(fs.readFileSync(infoFile, 'utf8'));
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'nydus-build-'));
+/** Pushes the two-layer Debian/python test image and converts it with ./bin/nydusify. */
+async function convertedImage(reg: TestRegistry): Promise<{ ref: string } & Converted> {
+  const src = await pushImage(reg, 'debian-2layer', 'oci/debian');
+  const ref = `${reg.host}/nydus/debian:latest`;
+  const out = path.join(os.tmpdir(), `nydusify-${process.pid}.json`);
   try {
-    const layout = path.join(work, 'layout');
-    const blobs = path.join(layout, 'blobs', 'sha256');
-    fs.mkdirSync(blobs, { recursive: true });
-    const boot = path.join(work, 'stage', 'image', 'image.boot');
-    fs.mkdirSync(path.dirname(boot), { recursive: true });
-    const out = path.join(work, 'out.json');
-    await run(path.join(REPO_ROOT, 'bin', 'nydus-image'), ['create', '--type', 'tar-rafs', '--bootstrap', boot, '--blob-dir', path.join(work, 'blob'), '--output-json', out, debianRootfsTar()], {
+    await run(path.join(REPO_ROOT, 'bin', 'nydusify'), ['convert', '--source', src, '--target', ref, '--source-insecure', '--target-insecure', '--output-json', out], {
       timeout: 15 * 60_000,
       maxBuffer: 1 << 24,
     });
-    const res = JSON.parse(fs.readFileSync(out, 'utf8')) as { blob_id: string; blob_path: string; blob_size: number };
-    const blobDigest = sha(fs.readFileSync(res.blob_path));
-    fs.renameSync(res.blob_path, path.join(blobs, blobDigest));
-    const bootTar = path.join(work, 'boot.tar');
-    execFileSync('tar', ['-C', path.join(work, 'stage'), '--owner=0', '--group=0', '-cf', bootTar, 'image/image.boot']);
-    const bootDiff = sha(fs.readFileSync(bootTar));
-    execFileSync('gzip', ['-n', bootTar]);
-    const bootGz = fs.readFileSync(`${bootTar}.gz`);
-    const bootDigest = sha(bootGz);
-    fs.writeFileSync(path.join(blobs, bootDigest), bootGz);
-    const config = Buffer.from(
-      JSON.stringify({
-        architecture: 'amd64',
-        os: 'linux',
-        config: { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'LANG=C.UTF-8'], Cmd: ['/usr/bin/python3'] },
-        rootfs: { type: 'layers', diff_ids: [`sha256:${blobDigest}`, `sha256:${bootDiff}`] },
-      }),
-    );
-    fs.writeFileSync(path.join(blobs, sha(config)), config);
-    const manifest = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${sha(config)}`, size: config.length },
-        layers: [
-          {
-            mediaType: 'application/vnd.oci.image.layer.nydus.blob.v1',
-            digest: `sha256:${blobDigest}`,
-            size: res.blob_size,
-            annotations: { 'containerd.io/snapshot/nydus-blob': 'true' },
-          },
-          {
-            mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
-            digest: `sha256:${bootDigest}`,
-            size: bootGz.length,
-            annotations: { 'containerd.io/snapshot/nydus-bootstrap': 'true' },
-          },
-        ],
-      }),
-    );
-    fs.writeFileSync(path.join(blobs, sha(manifest)), manifest);
-    fs.writeFileSync(path.join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-    fs.writeFileSync(
-      path.join(layout, 'index.json'),
-      JSON.stringify({
-        schemaVersion: 2,
-        manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${sha(manifest)}`, size: manifest.length, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }],
-      }),
-    );
-    fs.mkdirSync(path.dirname(dir), { recursive: true });
-    fs.rmSync(dir, { recursive: true, force: true });
-    fs.renameSync(layout, dir);
-    const info = { layout: dir, blobSize: res.blob_size, blobDigest, bootDigest };
-    fs.writeFileSync(infoFile, JSON.stringify(info));
-    return info;
+    const layers = (JSON.parse(fs.readFileSync(out, 'utf8')) as { manifest: { layers: { digest: string; size: number; annotations?: Record<string, string> }[] } }).manifest.layers;
+    const hex = (dg: string): string => dg.replace(/^sha256:/, '');
+    return {
+      ref,
+      blobs: layers.filter((l) => l.annotations?.['containerd.io/snapshot/nydus-blob'] === 'true').map((l) => ({ digest: hex(l.digest), size: l.size })),
+      bootDigest: hex(layers.find((l) => l.annotations?.['containerd.io/snapshot/nydus-bootstrap'] === 'true')!.digest),
+    };
   } finally {
-    fs.rmSync(work, { recursive: true, force: true });
+    fs.rmSync(out, { force: true });
   }
 }
 
@@ -141,6 +86,9 @@ class SnapshotterProcess {
   }
 }
 
+/** The test images' config sets only LANG, so PATH must come from the command line. */
+const ENV = ['--env', 'PATH=/usr/local/bin:/usr/bin:/bin'];
+
 d('nydus image through containerd-nydus-grpc', () => {
   let dir: string;
   let root: string;
@@ -148,7 +96,7 @@ d('nydus image through containerd-nydus-grpc', () => {
   let ctd: Containerd | undefined;
   let snp: SnapshotterProcess | undefined;
   let ref: string;
-  let image: Awaited<ReturnType<typeof nydusDebianLayout>>;
+  let image: Converted;
 
   const daemonPids = (): number[] => {
     const db = new Database(path.join(root, 'metadata.db'), { readonly: true });
@@ -160,12 +108,12 @@ d('nydus image through containerd-nydus-grpc', () => {
   };
 
   beforeAll(async () => {
-    image = await nydusDebianLayout();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'snn-'));
     root = path.join(dir, 'root');
     reg = await startRegistry();
-    ref = `${reg.host}/nydus/debian:latest`;
-    await run('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${image.layout}:latest`, `docker://${ref}`], { timeout: 10 * 60_000 });
+    const conv = await convertedImage(reg);
+    ref = conv.ref;
+    image = conv;
     fs.mkdirSync(path.join(dir, 'certs.d'));
     const configPath = path.join(dir, 'config.toml');
     fs.writeFileSync(
@@ -214,20 +162,26 @@ level = "debug"
     await reg?.stop();
   }, 120_000);
 
-  test('ctr-remote rpull is lazy; python3 runs from the rafs mount; the registry served a small fraction of the blob', async () => {
+  test('ctr-remote rpull is lazy; python3 runs from the rafs mount; the registry served a small fraction of the blobs', async () => {
+    expect(image.blobs.length).toBe(2);
     await ctd!.ctrRemote(['image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref]);
-    // Only the bootstrap layer was downloaded by the pull.
+    // The pull downloaded the bootstrap layer and none of the blobs.
     expect(blobBytes(reg!, image.bootDigest, 1)).toBeGreaterThan(0);
-    expect(blobBytes(reg!, image.blobDigest, image.blobSize)).toBe(0);
-    const { stdout } = await ctd!.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'py-1', 'python3', '-c', 'import json,sys; print(json.dumps({"sum": sum(range(10))}), sys.version_info[0])']);
-    expect(stdout.trim()).toBe('{"sum": 45} 3');
-    const served = blobBytes(reg!, image.blobDigest, image.blobSize);
-    expect(served).toBeGreaterThan(0);
-    expect(served).toBeLessThan(image.blobSize * 0.3);
+    const blobTotal = image.blobs.reduce((a, b) => a + b.size, 0);
+    const served = (): number => image.blobs.reduce((a, b) => a + blobBytes(reg!, b.digest, b.size), 0);
+    expect(served()).toBe(0);
+    const script = [
+      'import json, os, sys',
+      `print(json.dumps({"sum": sum(range(10)), "py": sys.version_info[0], "hello": open("${DEBIAN_2LAYER_CHANGES.bigFile.replace('big.bin', 'hello.txt')}").read(), "motd": os.path.exists("/etc/motd")}))`,
+    ].join('; ');
+    const { stdout } = await ctd!.ctr(['run', '--rm', ...ENV, '--snapshotter', 'nydus', ref, 'py-1', 'python3', '-c', script]);
+    expect(JSON.parse(stdout)).toEqual({ sum: 45, py: 3, hello: DEBIAN_2LAYER_CHANGES.added['/opt/nydus-test/hello.txt'], motd: false });
+    expect(served()).toBeGreaterThan(0);
+    expect(served()).toBeLessThan(blobTotal * 0.3);
   });
 
   test('kill -9 of the snapshotter: the running container keeps running, new containers start', async () => {
-    await ctd!.ctr(['run', '-d', '--snapshotter', 'nydus', ref, 'long-1', 'sleep', '600']);
+    await ctd!.ctr(['run', '-d', ...ENV, '--snapshotter', 'nydus', ref, 'long-1', 'sleep', '600']);
     const before = daemonPids();
     await snp!.kill9();
     await snp!.start();
@@ -236,13 +190,13 @@ level = "debug"
     expect(process.kill(before[0], 0)).toBe(true);
     const tasks = await ctd!.ctr(['tasks', 'ls']);
     expect(tasks.stdout).toMatch(/long-1\s+\d+\s+RUNNING/);
-    const ex = await ctd!.ctr(['tasks', 'exec', '--exec-id', 'e1', 'long-1', 'python3', '-c', 'print(open("/etc/debian_version").read().strip() != "")']);
+    const ex = await ctd!.ctr(['tasks', 'exec', '--exec-id', 'e1', 'long-1', '/usr/bin/python3', '-c', 'print(open("/etc/debian_version").read().strip() != "")']);
     expect(ex.stdout.trim()).toBe('True');
     // containerd reconnects to the new socket on its own (backoff <= 3 s); bounded retries.
     let out = '';
     for (let i = 0; i < 20 && !out; i++) {
       out = await ctd!
-        .ctr(['run', '--rm', '--snapshotter', 'nydus', ref, `py-2-${i}`, 'python3', '-c', 'print("after-restart")'])
+        .ctr(['run', '--rm', ...ENV, '--snapshotter', 'nydus', ref, `py-2-${i}`, 'python3', '-c', 'print("after-restart")'])
         .then((r) => r.stdout, async () => {
           await new Promise((r) => setTimeout(r, 500));
           return '';
@@ -265,7 +219,7 @@ level = "debug"
     let out = '';
     for (let i = 0; i < 20 && !out; i++) {
       out = await ctd!
-        .ctr(['run', '--rm', '--snapshotter', 'nydus', ref, `py-3-${i}`, 'python3', '-c', 'import hashlib; print(hashlib.sha256(b"x").hexdigest()[:8])'])
+        .ctr(['run', '--rm', ...ENV, '--snapshotter', 'nydus', ref, `py-3-${i}`, 'python3', '-c', 'import hashlib; print(hashlib.sha256(b"x").hexdigest()[:8])'])
         .then((r) => r.stdout, async () => {
           await new Promise((r) => setTimeout(r, 500));
           return '';
