@@ -18,7 +18,7 @@ import { BlobWriter } from './blob-writer';
 import { ChunkDict } from './chunk-dict';
 import { readDirectory } from './dir-source';
 import { readTar } from './tar-source';
-import { BuildError } from './errors';
+import { BuildError, errorMessage } from './errors';
 import { entryComponents } from './paths';
 import { CreateOptions, CreateResult, DEFAULT_CHUNK_SIZE, validateChunkSize } from './options';
 
@@ -60,7 +60,12 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
   };
   let blobPath: string | null = null;
   try {
-    const boot = encodeBootstrap(image);
+    let boot: Buffer;
+    try {
+      boot = encodeBootstrap(image);
+    } catch (err) {
+      throw new BuildError(`bootstrap ${opts.bootstrapPath}`, errorMessage(err));
+    }
     if (written) {
       blobPath = opts.blobDir ? path.join(opts.blobDir, written.blob.blobId) : path.resolve(opts.blobPath!);
       fs.renameSync(written.tempPath, blobPath);

@@ -1,10 +1,14 @@
 /**
- * Binary-safe PAX records for tar-stream.
+ * Hooks into tar-stream's header decoding, installed once:
  *
- * tar-stream decodes every PAX value as UTF-8, which destroys binary xattr values (GNU tar writes
- * `SCHILY.xattr.security.capability` as raw bytes). We wrap its PAX decoder once: the result is
- * unchanged for every other caller, plus a symbol-keyed map of each record's raw value bytes that
- * the tar source reads. (tar-stream's `exports` map hides headers.js, hence the resolved path.)
+ * - Binary-safe PAX records. tar-stream decodes every PAX value as UTF-8, which destroys binary
+ *   xattr values (GNU tar writes `SCHILY.xattr.security.capability` as raw bytes). The decoded
+ *   object is unchanged for every other caller, plus a symbol-keyed map of each record's raw bytes.
+ * - Header validation. A size field in an invalid base-256 form decodes to null, and a directory
+ *   with a nonzero size gets a data stream that never ends; tar-stream would wait forever on
+ *   both. We reject such headers so a corrupt tar is an error, never a hang.
+ *
+ * (tar-stream's `exports` map hides headers.js, hence the resolved path.)
  */
 import * as path from 'node:path';
 
@@ -13,20 +17,31 @@ export type RawPax = Map<string, Buffer>;
 
 interface HeadersModule {
   decodePax(buf: Buffer): Record<string | symbol, unknown>;
+  decode(buf: Buffer, ...rest: unknown[]): { size: unknown; type: unknown } | null;
 }
 
 let installed = false;
 
-export function installRawPax(): void {
+export function installTarHeaderHooks(): void {
   if (installed) return;
   installed = true;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const headers = require(path.join(path.dirname(require.resolve('tar-stream')), 'headers.js')) as HeadersModule;
-  const original = headers.decodePax;
+  const decodePax = headers.decodePax;
   headers.decodePax = (buf: Buffer) => {
-    const result = original(buf);
+    const result = decodePax(buf);
     result[RAW_PAX] = parseRawPax(buf);
     return result;
+  };
+  const decode = headers.decode;
+  headers.decode = (buf: Buffer, ...rest: unknown[]) => {
+    const h = decode(buf, ...rest);
+    if (h && !(typeof h.size === 'number' && Number.isSafeInteger(h.size) && h.size >= 0)) {
+      throw new Error(`invalid size field in tar header (${String(h.size)})`);
+    }
+    // tar-stream never ends the data stream of a directory entry that claims data.
+    if (h && h.type === 'directory' && h.size !== 0) throw new Error(`directory entry with a size of ${String(h.size)}`);
+    return h;
   };
 }
 

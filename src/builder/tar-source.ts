@@ -8,19 +8,20 @@ import { createGunzip } from 'node:zlib';
 import { Readable } from 'node:stream';
 import * as tarStream from 'tar-stream';
 import { Inode, InodeKind, newInode } from '../format/model';
-import { BuildError, errorMessage } from './errors';
+import { encodeXattrs } from '../format/xattr';
+import { BuildError, errorMessage, printable } from './errors';
 import { entryComponents } from './paths';
 import { encodeDev } from './devices';
 import { FileChunker } from './file-chunker';
 import { TreeBuilder } from './tree';
 import { SourceContext } from './dir-source';
-import { installRawPax, RAW_PAX, RawPax } from './pax-raw';
+import { installTarHeaderHooks, RAW_PAX, RawPax } from './tar-headers';
 import { SparseReader } from './tar-sparse';
 
 type Header = Omit<tarStream.Header, 'type' | 'pax'> & { type: string | null; pax?: Record<string | symbol, unknown> | null };
 
 export async function readTar(input: NodeJS.ReadableStream, gzip: boolean, ctx: SourceContext, label = gzip ? 'tar.gz' : 'tar'): Promise<Inode> {
-  installRawPax();
+  installTarHeaderHooks();
   const tree = new TreeBuilder();
   const extract = tarStream.extract();
   const source = input as Readable;
@@ -33,22 +34,78 @@ export async function readTar(input: NodeJS.ReadableStream, gzip: boolean, ctx: 
     upstream = source.pipe(gunzip);
   }
   upstream.pipe(extract as unknown as NodeJS.WritableStream);
+  let current: Readable | null = null;
+  let ended = false;
+  upstream.on('end', () => (ended = true));
+  const stall = new StallGuard(
+    () => ended || source.isPaused() || upstream.isPaused(),
+    () => {
+      const err = new Error('the tar parser stopped making progress (damaged archive)');
+      current?.destroy(err);
+      extract.destroy(err);
+    },
+  );
   let n = 0;
   let where = label;
   try {
     for await (const entry of extract) {
       n++;
       const header = entry.header as unknown as Header;
-      where = `${label} entry #${n} '${header.name}'`;
-      await addEntry(tree, header, entry as AsyncIterable<Buffer>, ctx, where);
+      where = `${label} entry #${n} '${printable(header.name)}'`;
+      current = entry as unknown as Readable;
+      await addEntry(tree, header, progress(entry as AsyncIterable<Buffer>, stall), ctx, where);
+      current = null;
+      stall.touch();
+      // Until the next header parses, a failure is the parser's, after this entry.
+      where = `${label} after entry #${n} '${printable(header.name)}'`;
     }
   } catch (err) {
     upstream.unpipe();
     source.destroy();
     if (err instanceof BuildError) throw err;
     throw new BuildError(where, describe(err));
+  } finally {
+    stall.stop();
   }
   return tree.root;
+}
+
+/**
+ * The extractor must keep making progress while input is waiting for it (the input ended, or is
+ * paused because the extractor stopped taking bytes). If it sits still for LIMIT_MS (a damaged
+ * archive can leave a parser waiting for bytes that will never come) the build fails instead of
+ * hanging. A slow input alone never trips it.
+ */
+class StallGuard {
+  static readonly LIMIT_MS = 5_000;
+  private last = Date.now();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(inputWaiting: () => boolean, onStall: () => void) {
+    this.timer = setInterval(() => {
+      if (!inputWaiting()) this.touch();
+      else if (Date.now() - this.last > StallGuard.LIMIT_MS) {
+        this.stop();
+        onStall();
+      }
+    }, 250);
+    this.timer.unref();
+  }
+
+  touch(): void {
+    this.last = Date.now();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
+async function* progress(data: AsyncIterable<Buffer>, stall: StallGuard): AsyncIterable<Buffer> {
+  for await (const buf of data) {
+    stall.touch();
+    yield buf;
+  }
 }
 
 async function addEntry(tree: TreeBuilder, h: Header, data: AsyncIterable<Buffer>, ctx: SourceContext, where: string): Promise<void> {
@@ -166,8 +223,11 @@ function xattrsOf(pax: Record<string | symbol, unknown>, raw: RawPax, where: str
       out.set(name, Buffer.from(String(pax[key]), 'base64'));
     }
   }
-  for (const name of out.keys()) {
-    if (name.length === 0 || Buffer.byteLength(name) > 255) throw new BuildError(where, `bad xattr name '${name}'`);
+  // The format's own encoder is the judge of what EROFS can store (name prefixes, sizes).
+  try {
+    encodeXattrs(out, where);
+  } catch (err) {
+    throw new BuildError(where, errorMessage(err).replace(`${where}: `, ''));
   }
   return out;
 }
