@@ -10,8 +10,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+import * as zlib from 'node:zlib';
+import * as grpc from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
 import { NydusdClient } from '../src/daemon/client';
+import { loadSnapshotsService } from '../src/snapshotter/service';
 import { Containerd, startContainerd } from './helpers/containerd';
 import { IS_ROOT, REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, pushImage } from './helpers/images';
@@ -248,5 +251,48 @@ level = "debug"
       hosts = insts.flatMap((x) => x.mirrors.map((m) => m.host));
     }
     expect(hosts).toContain('http://127.0.0.1:9');
+  });
+
+  test('CRI labels: blob layers are remote, the bootstrap layer mounts a rafs instance, Remove unmounts it', async () => {
+    const Ctor = grpc.makeGenericClientConstructor(loadSnapshotsService(), 'Snapshots');
+    const c = new Ctor(`unix://${snp!.address}`, grpc.credentials.createInsecure()) as unknown as Record<string, Function> & grpc.Client;
+    const call = (m: string, req: object): Promise<any> => new Promise((res, rej) => c[m](req, (e: Error | null, r: unknown) => (e ? rej(e) : res(r))));
+    const target = fs.mkdtempSync(path.join(dir, 'rootfs-'));
+    try {
+      const layers = [...image.blobs.map((b) => `sha256:${b.digest}`), `sha256:${image.bootDigest}`];
+      const cri = (i: number, chain: string): Record<string, string> => ({
+        'containerd.io/snapshot.ref': chain,
+        'containerd.io/snapshot/cri.image-ref': ref,
+        'containerd.io/snapshot/cri.layer-digest': layers[i],
+        'containerd.io/snapshot/cri.image-layers': layers.slice(i).join(','),
+      });
+      let parent = '';
+      for (let i = 0; i < image.blobs.length; i++) {
+        const err = await call('Prepare', { key: `k8s.io/${i}/extract ${i}`, parent, labels: { ...cri(i, `sha256:cri-${i}`), 'containerd.io/snapshot/nydus-blob': 'true' } }).catch((e) => e);
+        expect(err.code).toBe(grpc.status.ALREADY_EXISTS);
+        parent = `sha256:cri-${i}`;
+      }
+      // The bootstrap layer is unpacked like containerd would: into the upper dir it was given.
+      const boot = await call('Prepare', { key: 'k8s.io/10/extract boot', parent, labels: { ...cri(2, 'sha256:cri-boot'), 'containerd.io/snapshot/nydus-bootstrap': 'true' } });
+      const upper = (boot.mounts[0].options as string[]).find((o) => o.startsWith('upperdir='))!.slice('upperdir='.length);
+      const gz = Buffer.from(await (await fetch(`${reg!.url}/v2/nydus/debian/blobs/sha256:${image.bootDigest}`)).arrayBuffer());
+      execFileSync('tar', ['-x', '-C', upper], { input: zlib.gunzipSync(gz) });
+      await call('Commit', { name: 'sha256:cri-boot', key: 'k8s.io/10/extract boot' });
+      const ctrMounts = await call('Prepare', { key: 'k8s.io/11/pod-container', parent: 'sha256:cri-boot', labels: {} });
+      const opts: string[] = ctrMounts.mounts[0].options;
+      const lower = opts.find((o) => o.startsWith('lowerdir='))!.slice('lowerdir='.length);
+      expect(lower.startsWith(path.join(root, 'mnt'))).toBe(true);
+      execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', opts.join(','), target]);
+      try {
+        expect(fs.readFileSync(path.join(target, 'opt/nydus-test/hello.txt'), 'utf8')).toBe(DEBIAN_2LAYER_CHANGES.added['/opt/nydus-test/hello.txt']);
+      } finally {
+        execFileSync('umount', [target]);
+      }
+      await call('Remove', { key: 'k8s.io/11/pod-container' });
+      await call('Remove', { key: 'sha256:cri-boot' });
+      expect(fs.readFileSync('/proc/self/mounts', 'utf8')).not.toContain(`${lower} `);
+    } finally {
+      c.close();
+    }
   });
 });
