@@ -358,3 +358,36 @@ maybe('mirrors through nydusd', () => {
     expect((await backendSources(d)).origin.bytes).toBeGreaterThan(0);
   });
 });
+
+maybe('mirror config errors', () => {
+  test('a bad mirror or proxy entry stops nydusd with one line naming the key', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mirrors-badcfg-'));
+    try {
+      // The config is checked before the bootstrap is read, so an empty file will do.
+      const boot = path.join(dir, 'image.boot');
+      fs.writeFileSync(boot, '');
+      for (const [extra, msg] of [
+        [{ mirrors: [{ host: 'http://127.0.0.1:1', failure_limit: 0 }] }, 'device.backend.config.mirrors[0].failure_limit: expected a positive integer, got 0'],
+        [{ proxy: { url: 'http://127.0.0.1:1', fallback: 'no' } }, 'device.backend.config.proxy.fallback: expected true or false, got "no"'],
+      ] as const) {
+        const cfg = path.join(dir, 'config.json');
+        fs.writeFileSync(cfg, JSON.stringify({ device: { backend: { type: 'registry', config: { scheme: 'http', host: '127.0.0.1:1', repo: 'x/y', ...extra } } } }));
+        let stderr = '';
+        let code: number | null = 0;
+        try {
+          execFileSync(nydusdBin(), ['--config', cfg, '--bootstrap', boot, '--mountpoint', path.join(dir, 'mnt')], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'], timeout: 30_000 });
+        } catch (e) {
+          const err = e as { status: number | null; stderr: string };
+          code = err.status;
+          stderr = err.stderr;
+        }
+        expect(code).not.toBe(0);
+        const lines = stderr.split('\n').filter((l) => l.startsWith('nydusd: error:'));
+        expect(lines).toEqual([expect.stringContaining(msg)]);
+        expect(stderr).not.toMatch(/^\s+at /m);
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
