@@ -1,0 +1,432 @@
+/**
+ * Reads a RAFS v6 bootstrap (ours or upstream nydus-image's) into the image model.
+ *
+ * Contract: returns a complete model or throws FormatError naming the structure and byte offset.
+ * Every offset and count read from the input is checked against the buffer before it is used, so
+ * the work and memory are bounded by the input size: each directory is read once (a directory
+ * reached twice is a cycle), a non-directory nid reached twice is a hard link to the same Inode,
+ * and arrays are only allocated after their end was found inside the buffer.
+ */
+import { BlobInfo, ChunkInfo, Compressor, Digester, FormatError, Inode, InodeKind, RafsImage } from './model';
+import * as L from './layout';
+import { decodeXattrs, xattrSize } from './xattr';
+import { parseDir } from './dirent';
+
+const KIND_OF_IFMT = new Map<number, InodeKind>([
+  [L.S_IFREG, 'file'],
+  [L.S_IFDIR, 'dir'],
+  [L.S_IFLNK, 'symlink'],
+  [L.S_IFCHR, 'chardev'],
+  [L.S_IFBLK, 'blockdev'],
+  [L.S_IFIFO, 'fifo'],
+  [L.S_IFSOCK, 'socket'],
+]);
+const FT_OF_KIND: Record<InodeKind, number> = {
+  file: L.FT_REG_FILE, dir: L.FT_DIR, chardev: L.FT_CHRDEV, blockdev: L.FT_BLKDEV,
+  fifo: L.FT_FIFO, socket: L.FT_SOCK, symlink: L.FT_SYMLINK,
+};
+
+interface Super {
+  rootNid: number;
+  metaAddr: number;
+  buildTime: number;
+  buildTimeNsec: number;
+  chunkSize: number;
+  compressor: Compressor;
+  digester: Digester;
+  blobs: BlobInfo[];
+  chunks: Map<number, ChunkInfo>;
+  prefetchNids: number[];
+}
+
+export function decodeBootstrap(buf: Buffer): RafsImage {
+  const sb = readSuper(buf);
+  const tree = new TreeReader(buf, sb);
+  const root = tree.read();
+  const prefetch = sb.prefetchNids.map((nid, i) => {
+    const p = tree.pathOf.get(nid);
+    if (p === undefined) throw new FormatError(`nid ${nid} is not an inode of the tree`, `prefetch table entry ${i}`);
+    return p;
+  });
+  return {
+    root,
+    blobs: sb.blobs,
+    chunkSize: sb.chunkSize,
+    digester: sb.digester,
+    compressor: sb.compressor,
+    prefetch,
+    buildTime: sb.buildTime,
+  };
+}
+
+function u64(buf: Buffer, off: number, where: string): number {
+  const v = buf.readBigUInt64LE(off);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`value ${v} too large`, `${where} @${off}`);
+  return Number(v);
+}
+
+function within(buf: Buffer, off: number, size: number): boolean {
+  return off >= 0 && size >= 0 && off + size <= buf.length;
+}
+
+function readSuper(buf: Buffer): Super {
+  if (buf.length < L.BLOCK_SIZE || buf.length % L.BLOCK_SIZE !== 0) {
+    throw new FormatError(`size ${buf.length} is not a non-zero multiple of ${L.BLOCK_SIZE}`, 'bootstrap');
+  }
+  const s = L.SB_OFFSET;
+  const at = (f: number) => `superblock @${s + f}`;
+  if (buf.readUInt32LE(s + L.SB.magic) !== L.EROFS_MAGIC) throw new FormatError('bad EROFS magic', at(L.SB.magic));
+  if (buf.readUInt32LE(s + L.SB.checksum) !== 0) throw new FormatError('non-zero checksum', at(L.SB.checksum));
+  if ((buf.readUInt32LE(s + L.SB.featureCompat) & L.FEATURE_COMPAT_RAFS_V6) === 0) {
+    throw new FormatError('RAFS v6 compat feature missing', at(L.SB.featureCompat));
+  }
+  if (buf.readUInt8(s + L.SB.blkszbits) !== L.BLOCK_BITS) throw new FormatError('block size is not 4096', at(L.SB.blkszbits));
+  if (buf.readUInt8(s + L.SB.extslots) !== 0) throw new FormatError('extra superblock slots', at(L.SB.extslots));
+  if (buf.readUInt32LE(s + L.SB.featureIncompat) !== (L.FEATURE_INCOMPAT_CHUNKED_FILE | L.FEATURE_INCOMPAT_DEVICE_TABLE)) {
+    throw new FormatError('incompat features are not CHUNKED_FILE|DEVICE_TABLE', at(L.SB.featureIncompat));
+  }
+  if (buf.readUInt32LE(s + L.SB.xattrBlkaddr) !== 0) throw new FormatError('shared xattr area not supported', at(L.SB.xattrBlkaddr));
+  if (buf.readUInt16LE(s + L.SB.devtSlotoff) * L.DEVSLOT_SIZE !== L.DEVTABLE_OFFSET) {
+    throw new FormatError('device table not at 1408', at(L.SB.devtSlotoff));
+  }
+  const ndev = buf.readUInt16LE(s + L.SB.extraDevices);
+  if (ndev > L.MAX_BLOBS || !within(buf, L.DEVTABLE_OFFSET, ndev * L.DEVSLOT_SIZE)) {
+    throw new FormatError(`${ndev} devices`, at(L.SB.extraDevices));
+  }
+  const metaAddr = buf.readUInt32LE(s + L.SB.metaBlkaddr) * L.BLOCK_SIZE;
+  if (metaAddr >= buf.length) throw new FormatError('meta block address past the end', at(L.SB.metaBlkaddr));
+
+  const x = L.EXT_SB_OFFSET;
+  const xat = (f: number) => `extended superblock @${x + f}`;
+  const flags = Number(buf.readBigUInt64LE(x + L.EXT.flags) & 0xffffffffn);
+  const comp = ([
+    [L.SUPER_FLAGS.COMPRESSION_NONE, 'none'], [L.SUPER_FLAGS.COMPRESSION_LZ4, 'lz4_block'],
+    [L.SUPER_FLAGS.COMPRESSION_GZIP, 'gzip'], [L.SUPER_FLAGS.COMPRESSION_ZSTD, 'zstd'],
+  ] as const).filter(([bit]) => flags & bit);
+  if (comp.length !== 1) throw new FormatError('not exactly one compression flag', xat(L.EXT.flags));
+  const hash = ([[L.SUPER_FLAGS.HASH_BLAKE3, 'blake3'], [L.SUPER_FLAGS.HASH_SHA256, 'sha256']] as const).filter(([bit]) => flags & bit);
+  if (hash.length !== 1) throw new FormatError('not exactly one digest flag', xat(L.EXT.flags));
+  const chunkSize = buf.readUInt32LE(x + L.EXT.chunkSize);
+  if (chunkSize < L.BLOCK_SIZE || chunkSize > 16 << 20 || (chunkSize & (chunkSize - 1)) !== 0) {
+    throw new FormatError(`chunk size ${chunkSize}`, xat(L.EXT.chunkSize));
+  }
+  const devEnd = L.DEVTABLE_OFFSET + ndev * L.DEVSLOT_SIZE;
+  const btOff = u64(buf, x + L.EXT.blobTableOffset, 'extended superblock');
+  const btSize = buf.readUInt32LE(x + L.EXT.blobTableSize);
+  if (btOff % L.BLOCK_SIZE !== 0 || btOff < L.BLOCK_SIZE || btOff < devEnd || btSize % L.BLOB_ENTRY_SIZE !== 0 || !within(buf, btOff, btSize)) {
+    throw new FormatError(`blob table ${btOff}+${btSize}`, xat(L.EXT.blobTableOffset));
+  }
+  if (btSize / L.BLOB_ENTRY_SIZE !== ndev) throw new FormatError(`${btSize / L.BLOB_ENTRY_SIZE} blobs but ${ndev} devices`, xat(L.EXT.blobTableSize));
+  const ctOff = u64(buf, x + L.EXT.chunkTableOffset, 'extended superblock');
+  const ctSize = u64(buf, x + L.EXT.chunkTableSize, 'extended superblock');
+  if (ctSize > 0 && (ctOff % L.BLOCK_SIZE !== 0 || ctOff < devEnd || ctSize % L.CHUNK_INFO_SIZE !== 0 || !within(buf, ctOff, ctSize) ||
+    (ctOff < btOff + btSize && btOff < ctOff + ctSize))) {
+    throw new FormatError(`chunk table ${ctOff}+${ctSize}`, xat(L.EXT.chunkTableOffset));
+  }
+  const ptOff = u64(buf, x + L.EXT.prefetchTableOffset, 'extended superblock');
+  const ptSize = buf.readUInt32LE(x + L.EXT.prefetchTableSize);
+  const prefetchNids: number[] = [];
+  // Legacy images may have a size with a zero offset: that means no table.
+  if (ptSize > 0 && ptOff !== 0) {
+    if (ptOff < devEnd || ptSize % 4 !== 0 || !within(buf, ptOff, ptSize)) {
+      throw new FormatError(`prefetch table ${ptOff}+${ptSize}`, xat(L.EXT.prefetchTableOffset));
+    }
+    for (let p = ptOff; p < ptOff + ptSize; p += 4) prefetchNids.push(buf.readUInt32LE(p));
+  }
+
+  const blobs: BlobInfo[] = [];
+  for (let i = 0; i < ndev; i++) blobs.push(readBlob(buf, btOff + i * L.BLOB_ENTRY_SIZE, i, L.DEVTABLE_OFFSET + i * L.DEVSLOT_SIZE));
+  return {
+    rootNid: buf.readUInt16LE(s + L.SB.rootNid),
+    metaAddr,
+    buildTime: u64(buf, s + L.SB.buildTime, 'superblock'),
+    buildTimeNsec: buf.readUInt32LE(s + L.SB.buildTimeNsec),
+    chunkSize,
+    compressor: comp[0][1],
+    digester: hash[0][1],
+    blobs,
+    chunks: readChunkTable(buf, ctOff, ctSize, blobs),
+    prefetchNids,
+  };
+}
+
+function readBlob(buf: Buffer, e: number, i: number, slot: number): BlobInfo {
+  const where = `blob table entry ${i} @${e}`;
+  const id = buf.toString('latin1', e + L.BLOB.blobId, e + L.BLOB.blobId + 64);
+  if (!/^[0-9a-f]{64}$/.test(id)) throw new FormatError('blob id is not 64 lowercase hex chars', where);
+  const devId = buf.toString('latin1', slot + L.DEVSLOT.blobId, slot + L.DEVSLOT.blobId + 64);
+  if (devId !== id) throw new FormatError(`device slot blob id differs from blob table entry ${i}`, `device slot ${i} @${slot}`);
+  if (buf.readUInt32LE(e + L.BLOB.blobIndex) !== i) throw new FormatError('blob index differs from its position', where);
+  const algo = <T>(names: readonly T[], off: number, what: string): T => {
+    const v = buf.readUInt32LE(e + off);
+    if (v >= names.length) throw new FormatError(`unknown ${what} ${v}`, `${where} +${off}`);
+    return names[v];
+  };
+  return {
+    blobId: id,
+    compressor: algo(L.COMPRESSION_ALGOS, L.BLOB.compressionAlgo, 'compression algorithm'),
+    digester: algo(L.DIGEST_ALGOS, L.BLOB.digestAlgo, 'digest algorithm'),
+    chunkSize: buf.readUInt32LE(e + L.BLOB.chunkSize),
+    chunkCount: buf.readUInt32LE(e + L.BLOB.chunkCount),
+    compressedSize: u64(buf, e + L.BLOB.compressedSize, where),
+    uncompressedSize: u64(buf, e + L.BLOB.uncompressedSize, where),
+    features: buf.readUInt32LE(e + L.BLOB.features),
+    ciOffset: u64(buf, e + L.BLOB.ciOffset, where),
+    ciCompressedSize: u64(buf, e + L.BLOB.ciCompressedSize, where),
+    ciUncompressedSize: u64(buf, e + L.BLOB.ciUncompressedSize, where),
+    ciCompressor: algo(L.COMPRESSION_ALGOS, L.BLOB.ciCompressor, 'CI compressor'),
+  };
+}
+
+function chunkKey(blobIndex: number, index: number): number {
+  return blobIndex * L.MAX_CHUNK_INDEX + index;
+}
+
+function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[]): Map<number, ChunkInfo> {
+  const out = new Map<number, ChunkInfo>();
+  for (let r = off; r < off + size; r += L.CHUNK_INFO_SIZE) {
+    const where = `chunk info @${r}`;
+    const c: ChunkInfo = {
+      digest: Buffer.from(buf.subarray(r + L.CHUNK.digest, r + L.CHUNK.digest + 32)),
+      blobIndex: buf.readUInt32LE(r + L.CHUNK.blobIndex),
+      index: buf.readUInt32LE(r + L.CHUNK.index),
+      flags: buf.readUInt32LE(r + L.CHUNK.flags),
+      compressedOffset: u64(buf, r + L.CHUNK.compressedOffset, 'chunk info'),
+      compressedSize: buf.readUInt32LE(r + L.CHUNK.compressedSize),
+      uncompressedOffset: u64(buf, r + L.CHUNK.uncompressedOffset, 'chunk info'),
+      uncompressedSize: buf.readUInt32LE(r + L.CHUNK.uncompressedSize),
+    };
+    const blob = blobs[c.blobIndex];
+    if (!blob) throw new FormatError(`blob index ${c.blobIndex} not in the blob table`, where);
+    if (c.index >= L.MAX_CHUNK_INDEX) throw new FormatError(`chunk index ${c.index} exceeds 24 bits`, where);
+    if (c.uncompressedOffset % L.BLOCK_SIZE !== 0 || c.uncompressedOffset + c.uncompressedSize > blob.uncompressedSize) {
+      throw new FormatError(`uncompressed range ${c.uncompressedOffset}+${c.uncompressedSize} outside blob ${c.blobIndex}`, where);
+    }
+    if (c.compressedOffset + c.compressedSize > blob.compressedSize) {
+      throw new FormatError(`compressed range ${c.compressedOffset}+${c.compressedSize} outside blob ${c.blobIndex}`, where);
+    }
+    const key = chunkKey(c.blobIndex, c.index);
+    const prev = out.get(key);
+    if (prev && !(prev.digest.equals(c.digest) && prev.uncompressedOffset === c.uncompressedOffset &&
+      prev.compressedOffset === c.compressedOffset && prev.compressedSize === c.compressedSize &&
+      prev.uncompressedSize === c.uncompressedSize && prev.flags === c.flags)) {
+      throw new FormatError(`two different rows for chunk ${c.index} of blob ${c.blobIndex}`, where);
+    }
+    out.set(key, c);
+  }
+  return out;
+}
+
+interface RawInode {
+  inode: Inode;
+  layout: number;
+  /** i_u: raw block address, rdev or chunk format */
+  u: number;
+  /** offset of the first byte after the inode and its xattrs */
+  bodyOff: number;
+}
+
+class TreeReader {
+  /** nid -> first path it was reached by (for the prefetch table). */
+  readonly pathOf = new Map<number, string>();
+  private readonly leaves = new Map<number, Inode>();
+  private readonly dirsSeen = new Set<number>();
+
+  constructor(private readonly buf: Buffer, private readonly sb: Super) {}
+
+  read(): Inode {
+    const rootNid = this.sb.rootNid;
+    const root = this.readInode(rootNid);
+    if (root.inode.kind !== 'dir') throw new FormatError('root is not a directory', `inode nid ${rootNid}`);
+    this.pathOf.set(rootNid, '/');
+    this.dirsSeen.add(rootNid);
+    const queue: Array<[RawInode, number, number, string]> = [[root, rootNid, rootNid, '/']];
+    for (let q = 0; q < queue.length; q++) {
+      const [dir, nid, parentNid, path] = queue[q];
+      const entries = this.dirEntries(dir, nid);
+      const children = dir.inode.children!;
+      let sawDot = false;
+      let sawDotDot = false;
+      for (const e of entries) {
+        const name = e.name.toString('utf8');
+        const where = `dirent ${JSON.stringify(name)} of ${path} (nid ${nid})`;
+        if (name === '.' || name === '..') {
+          const want = name === '.' ? nid : parentNid;
+          if (e.nid !== want || (name === '.' ? sawDot : sawDotDot)) throw new FormatError(`${name} points to nid ${e.nid}`, where);
+          if (name === '.') sawDot = true;
+          else sawDotDot = true;
+          continue;
+        }
+        if (name.includes('/') || name.includes('\0')) throw new FormatError('name contains / or NUL', where);
+        if (children.has(name)) throw new FormatError('duplicate name', where);
+        const childPath = path === '/' ? `/${name}` : `${path}/${name}`;
+        let child: Inode;
+        const leaf = this.leaves.get(e.nid);
+        if (leaf) {
+          child = leaf;
+        } else {
+          if (this.dirsSeen.has(e.nid)) throw new FormatError(`directory nid ${e.nid} reached twice (cycle)`, where);
+          const raw = this.readInode(e.nid);
+          child = raw.inode;
+          if (child.kind === 'dir') {
+            this.dirsSeen.add(e.nid);
+            queue.push([raw, e.nid, nid, childPath]);
+          } else {
+            this.leaves.set(e.nid, child);
+          }
+          this.pathOf.set(e.nid, childPath);
+        }
+        if (e.fileType !== FT_OF_KIND[child.kind]) throw new FormatError(`file type ${e.fileType} but inode is ${child.kind}`, where);
+        children.set(name, child);
+      }
+      if (!sawDot || !sawDotDot) throw new FormatError('missing . or ..', `directory ${path} (nid ${nid})`);
+    }
+    return root.inode;
+  }
+
+  private readInode(nid: number): RawInode {
+    const buf = this.buf;
+    const off = this.sb.metaAddr + nid * L.INODE_SLOT_SIZE;
+    const where = `inode nid ${nid} @${off}`;
+    if (!within(buf, off, L.INODE_COMPACT_SIZE)) throw new FormatError('inode outside the bootstrap', where);
+    const format = buf.readUInt16LE(off);
+    if (format >> 4 !== 0) throw new FormatError(`unknown i_format bits 0x${format.toString(16)}`, where);
+    const extended = (format & 1) === 1;
+    const layout = (format >> 1) & 7;
+    const isize = extended ? L.INODE_EXTENDED_SIZE : L.INODE_COMPACT_SIZE;
+    if (!within(buf, off, isize)) throw new FormatError('inode outside the bootstrap', where);
+    let mode: number, size: number, u: number, ino: number, uid: number, gid: number, mtime: number, mtimeNsec: number;
+    const icount = buf.readUInt16LE(off + (extended ? L.EXTENDED.xattrIcount : L.COMPACT.xattrIcount));
+    if (extended) {
+      const F = L.EXTENDED;
+      mode = buf.readUInt16LE(off + F.mode);
+      size = u64(buf, off + F.size, where);
+      u = buf.readUInt32LE(off + F.u);
+      ino = buf.readUInt32LE(off + F.ino);
+      uid = buf.readUInt32LE(off + F.uid);
+      gid = buf.readUInt32LE(off + F.gid);
+      mtime = u64(buf, off + F.mtime, where);
+      mtimeNsec = buf.readUInt32LE(off + F.mtimeNsec);
+    } else {
+      const F = L.COMPACT;
+      mode = buf.readUInt16LE(off + F.mode);
+      size = buf.readUInt32LE(off + F.size);
+      u = buf.readUInt32LE(off + F.u);
+      ino = buf.readUInt32LE(off + F.ino);
+      uid = buf.readUInt16LE(off + F.uid);
+      gid = buf.readUInt16LE(off + F.gid);
+      mtime = this.sb.buildTime;
+      mtimeNsec = this.sb.buildTimeNsec;
+    }
+    if (mtimeNsec > 999_999_999) throw new FormatError(`mtime nsec ${mtimeNsec}`, where);
+    const kind = KIND_OF_IFMT.get(mode & L.S_IFMT);
+    if (!kind) throw new FormatError(`unknown file type in mode 0o${mode.toString(8)}`, where);
+    const xsize = xattrSize(icount);
+    const xattrs = decodeXattrs(buf, off + isize, xsize, where);
+    const inode: Inode = { kind, mode: mode & 0o7777, uid, gid, mtime, mtimeNsec, size, rdev: 0, xattrs, ino };
+    const raw: RawInode = { inode, layout, u, bodyOff: off + isize + xsize };
+    switch (kind) {
+      case 'file':
+        inode.chunks = this.fileChunks(raw, where);
+        break;
+      case 'dir':
+        inode.children = new Map();
+        this.checkFlat(raw, where);
+        break;
+      case 'symlink':
+        if (size === 0 || size > L.MAX_SYMLINK) throw new FormatError(`symlink size ${size}`, where);
+        this.checkFlat(raw, where);
+        inode.target = this.flatData(raw, where).toString('utf8');
+        break;
+      case 'chardev':
+      case 'blockdev':
+        inode.rdev = u;
+        if (size !== 0) throw new FormatError(`device with size ${size}`, where);
+        break;
+      default:
+        if (size !== 0) throw new FormatError(`${kind} with size ${size}`, where);
+    }
+    return raw;
+  }
+
+  private checkFlat(raw: RawInode, where: string): void {
+    if (raw.layout !== L.LAYOUT_FLAT_PLAIN && raw.layout !== L.LAYOUT_FLAT_INLINE) {
+      throw new FormatError(`data layout ${raw.layout} for a ${raw.inode.kind}`, where);
+    }
+    const size = raw.inode.size;
+    if (size > this.buf.length) throw new FormatError(`size ${size} larger than the bootstrap`, where);
+    const nblocks = Math.ceil(size / L.BLOCK_SIZE);
+    const plain = raw.layout === L.LAYOUT_FLAT_INLINE ? nblocks - 1 : nblocks;
+    if (plain > 0 && !within(this.buf, raw.u * L.BLOCK_SIZE, plain * L.BLOCK_SIZE)) {
+      throw new FormatError(`data blocks at ${raw.u} outside the bootstrap`, where);
+    }
+    if (raw.layout === L.LAYOUT_FLAT_INLINE) {
+      const tail = size - plain * L.BLOCK_SIZE;
+      if (tail <= 0 || (raw.bodyOff % L.BLOCK_SIZE) + tail > L.BLOCK_SIZE || !within(this.buf, raw.bodyOff, tail)) {
+        throw new FormatError(`inline tail of ${tail} bytes crosses a block boundary`, where);
+      }
+    }
+  }
+
+  /** Block i of a flat (plain or inline) inode's data; the tail block may be short. */
+  private flatBlock(raw: RawInode, i: number): Buffer {
+    const size = raw.inode.size;
+    const nblocks = Math.ceil(size / L.BLOCK_SIZE);
+    const len = Math.min(L.BLOCK_SIZE, size - i * L.BLOCK_SIZE);
+    const start = raw.layout === L.LAYOUT_FLAT_INLINE && i === nblocks - 1 ? raw.bodyOff : (raw.u + i) * L.BLOCK_SIZE;
+    return this.buf.subarray(start, start + len);
+  }
+
+  private flatData(raw: RawInode, where: string): Buffer {
+    const nblocks = Math.ceil(raw.inode.size / L.BLOCK_SIZE);
+    if (nblocks !== 1) throw new FormatError(`symlink of ${nblocks} blocks`, where);
+    return this.flatBlock(raw, 0);
+  }
+
+  private dirEntries(raw: RawInode, nid: number) {
+    const size = raw.inode.size;
+    if (size === 0) throw new FormatError('empty directory data', `inode nid ${nid}`);
+    return parseDir(
+      size,
+      (i) => this.flatBlock(raw, i),
+      (i) => `directory nid ${nid} block ${i}`,
+    );
+  }
+
+  private fileChunks(raw: RawInode, where: string): ChunkInfo[] {
+    const size = raw.inode.size;
+    if (raw.layout !== L.LAYOUT_CHUNK_BASED) {
+      if (size === 0 && (raw.layout === L.LAYOUT_FLAT_PLAIN || raw.layout === L.LAYOUT_FLAT_INLINE)) return [];
+      throw new FormatError(`data layout ${raw.layout} for a regular file`, where);
+    }
+    if ((raw.u & ~(L.CHUNK_FORMAT_INDEXES | L.CHUNK_FORMAT_BLKBITS_MASK)) !== 0 || (raw.u & L.CHUNK_FORMAT_INDEXES) === 0) {
+      throw new FormatError(`chunk format 0x${raw.u.toString(16)} is not an index array`, where);
+    }
+    // Entry count from the superblock chunk size; the per-inode chunk bits may be larger.
+    const count = Math.ceil(size / this.sb.chunkSize);
+    const start = raw.bodyOff + ((8 - (raw.bodyOff % 8)) % 8);
+    if (!within(this.buf, start, count * L.CHUNK_ADDR_SIZE)) {
+      throw new FormatError(`${count} chunk indexes run past the bootstrap`, where);
+    }
+    const chunks: ChunkInfo[] = new Array(count);
+    for (let i = 0; i < count; i++) {
+      const p = start + i * L.CHUNK_ADDR_SIZE;
+      const lo = this.buf.readUInt16LE(p + L.CHUNK_ADDR.blobAddrLo);
+      const hi = this.buf.readUInt16LE(p + L.CHUNK_ADDR.blobAddrHi);
+      const blk = this.buf.readUInt32LE(p + L.CHUNK_ADDR.blkAddr);
+      const at = `${where} chunk index ${i} @${p}`;
+      const dev = hi & 0xff;
+      if (dev === 0 || dev > this.sb.blobs.length) throw new FormatError(`device id ${dev} names no blob`, at);
+      const index = ((hi >> 8) << 16) | lo;
+      const row = this.sb.chunks.get(chunkKey(dev - 1, index));
+      if (!row) throw new FormatError(`chunk ${index} of blob ${dev - 1} missing from the chunk table`, at);
+      if (blk === L.NULL_ADDR || blk * L.BLOCK_SIZE !== row.uncompressedOffset) {
+        throw new FormatError(`block address ${blk} disagrees with the chunk table`, at);
+      }
+      const want = Math.min(this.sb.chunkSize, size - i * this.sb.chunkSize);
+      if (row.uncompressedSize !== want) throw new FormatError(`chunk of ${row.uncompressedSize} bytes, expected ${want}`, at);
+      chunks[i] = { ...row };
+    }
+    return chunks;
+  }
+}
