@@ -4,6 +4,7 @@
  */
 import * as path from 'node:path';
 import * as fs from 'node:fs';
+import { parse } from 'smol-toml';
 import { DEFAULT_ADDRESS, DEFAULT_ROOT, loadConfig, parseConfig } from '../src/snapshotter/config';
 import { REPO_ROOT } from './helpers/fixtures';
 
@@ -16,11 +17,35 @@ describe('config.toml', () => {
     expect(c.metrics.address).toBe('');
   });
 
-  test('the shipped config/config.toml and deploy ConfigMap values parse', () => {
+  test('the shipped config/config.toml and config/nydusd.json parse', () => {
     const c = loadConfig(path.join(REPO_ROOT, 'config', 'config.toml'));
     expect(c.daemonMode).toBe('shared');
     expect(c.daemon.nydusdConfig).toBe('/etc/nydus/nydusd.json');
     expect(JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'config', 'nydusd.json'), 'utf8')).device.backend.type).toBe('registry');
+  });
+
+  test('deploy/: the DaemonSet ConfigMaps, the containerd snippet and the systemd unit agree with the defaults', () => {
+    const yaml = fs.readFileSync(path.join(REPO_ROOT, 'deploy', 'kubernetes', 'nydus-snapshotter.yaml'), 'utf8');
+    // A literal block: the lines after `name: |`, indented four spaces.
+    const block = (name: string): string => {
+      const lines = yaml.split('\n');
+      const i = lines.findIndex((l) => l.trim() === `${name}: |`);
+      const out: string[] = [];
+      for (const l of lines.slice(i + 1)) {
+        if (l.trim() && !l.startsWith('    ')) break;
+        out.push(l.slice(4));
+      }
+      return out.join('\n');
+    };
+    fs.mkdirSync('/tmp/nydus-deploy-test-certs', { recursive: true }); // the mirrors dir must exist
+    const c = parseConfig(block('config.toml').replace('/etc/containerd/certs.d', '/tmp/nydus-deploy-test-certs'), 'configmap');
+    expect(c.address).toBe(DEFAULT_ADDRESS);
+    expect(c.metrics.address).toBe('0.0.0.0:9110');
+    expect(JSON.parse(block('nydusd.json')).device.backend.type).toBe('registry');
+    const snippet = parse(fs.readFileSync(path.join(REPO_ROOT, 'deploy', 'containerd-config.toml'), 'utf8')) as any;
+    expect(snippet.proxy_plugins.nydus).toEqual({ type: 'snapshot', address: DEFAULT_ADDRESS });
+    expect(snippet.plugins['io.containerd.grpc.v1.cri'].containerd.disable_snapshot_annotations).toBe(false);
+    expect(fs.readFileSync(path.join(REPO_ROOT, 'deploy', 'containerd-nydus-grpc.service'), 'utf8')).toMatch(/^KillMode=process$/m);
   });
 
   test('upstream keys and aliases', () => {
