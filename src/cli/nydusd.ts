@@ -55,6 +55,7 @@ async function main(): Promise<void> {
     }
   }
   if (o.bootstrap && !config) fail('--config is required with --bootstrap');
+  if (o.mirrorsDir && !fs.statSync(o.mirrorsDir, { throwIfNoEntry: false })?.isDirectory()) fail(`--mirrors-dir: ${o.mirrorsDir}: not a directory`);
   const daemon = new Daemon({ id: o.id ?? config?.id ?? randomUUID(), apisock: o.apisock, defaultConfig: config, mirrorsDir: o.mirrorsDir });
   let stopping = false;
   const stop = (sig: string) => {
