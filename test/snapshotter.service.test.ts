@@ -54,7 +54,7 @@ describe('snapshots service', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'snsvc-'));
     root = path.join(dir, 'root');
     // Shared mode: nydus blob layers are handled remotely; no nydusd is started unless an image is mounted.
-    const cfg = parseConfig('daemon_mode = "shared"', 'test', { root, address: path.join(dir, 'sn.sock') });
+    const cfg = parseConfig('daemon_mode = "shared"\n[metrics]\naddress = "127.0.0.1:0"', 'test', { root, address: path.join(dir, 'sn.sock') });
     sn = await runSnapshotter(cfg);
     const Ctor = grpc.makeGenericClientConstructor(loadSnapshotsService(), 'Snapshots');
     c = new Ctor(`unix://${cfg.address}`, grpc.credentials.createInsecure()) as unknown as Client;
@@ -175,6 +175,15 @@ describe('snapshots service', () => {
     // A plain layer with a target label is prepared normally (containerd downloads it).
     const plain = await call(c, 'Prepare', { key: 'default/22/extract-3', parent: '', labels: { 'containerd.io/snapshot.ref': 'sha256:plain' } });
     expect(plain.mounts[0].type).toBe('bind');
+  });
+
+  test('Prometheus metrics at /v1/metrics count the RPCs by operation and result', async () => {
+    expect(sn.metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1\/metrics$/);
+    const text = await (await fetch(sn.metricsUrl!)).text();
+    expect(text).toMatch(/snapshotter_snapshot_operation_elapsed_milliseconds_count\{operation="prepare",result="ok"\} [1-9]/);
+    expect(text).toMatch(/snapshotter_snapshot_operation_elapsed_milliseconds_count\{operation="prepare",result="ALREADY_EXISTS"\} [1-9]/);
+    expect(text).toContain('nydusd_counts 0');
+    expect((await fetch(sn.metricsUrl!.replace('/v1/metrics', '/'))).status).toBe(404);
   });
 
   test('Remove deletes the directory; Cleanup removes directories no record owns', async () => {
