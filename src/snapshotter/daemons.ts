@@ -266,8 +266,10 @@ export class DaemonManager implements RafsMounter {
     const host = apiHost(r.registry);
     bc.host = host;
     bc.repo = r.repository;
-    // containerd's own rule: registries on loopback speak plain HTTP.
-    if (isLoopback(host)) bc.scheme = 'http';
+    // containerd's rules: registries on loopback speak plain HTTP, and so does a registry whose
+    // certs.d hosts.toml names an http:// server.
+    const server = this.o.mirrors?.certs.hostsFor(r.registry)?.server;
+    if (isLoopback(host) || server?.startsWith('http://')) bc.scheme = 'http';
     cfg.device.id = `/${meta.snapshotId}`;
     cfg.device.cache ??= { type: 'blobcache' };
     cfg.device.cache.config = { ...(cfg.device.cache.config ?? {}), work_dir: this.o.cacheDir };

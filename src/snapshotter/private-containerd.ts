@@ -1,0 +1,160 @@
+/**
+ * A private containerd for tests, the demo and benchmarks: its own root, state, sockets and config
+ * in a temp dir, CRI disabled, and a `[proxy_plugins.<name>]` snapshotter pointing at a unix socket.
+ * It never touches the machine's own containerd (/run/containerd, /var/lib/containerd).
+ *
+ *   const ctd = await startContainerd({ snapshotterSocket: sock });
+ *   await ctd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'nydus', ref]);
+ *   await ctd.stop();   // kills tasks, stops containerd, unmounts and removes the temp dir
+ */
+import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export interface ContainerdOptions {
+  /** Unix socket of the proxy snapshotter. */
+  snapshotterSocket: string;
+  /** Plugin name, as given to `--snapshotter` (default `nydus`). */
+  snapshotterName?: string;
+  /** Directory for everything (default: a fresh temp dir, removed by stop()). */
+  dir?: string;
+}
+
+export interface CommandResult {
+  stdout: string;
+  stderr: string;
+}
+
+export interface Containerd {
+  /** containerd's gRPC socket. */
+  address: string;
+  dir: string;
+  namespace: string;
+  /** Runs `ctr --address … -n <namespace> ARGS`; rejects with stderr on a non-zero exit. */
+  ctr(args: string[], timeoutMs?: number): Promise<CommandResult>;
+  /** Runs `ctr-remote --address … -n <namespace> ARGS` (stargz-snapshotter's client, for rpull). */
+  ctrRemote(args: string[], timeoutMs?: number): Promise<CommandResult>;
+  /** containerd's own log so far. */
+  log(): string;
+  stop(): Promise<void>;
+}
+
+function run(bin: string, args: string[], timeoutMs: number): Promise<CommandResult> {
+  return new Promise((resolve, reject) => {
+    execFile(bin, args, { timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${path.basename(bin)} ${args.join(' ')}: ${stderr.trim() || err.message}`));
+      else resolve({ stdout, stderr });
+    });
+  });
+}
+
+function configToml(dir: string, name: string, sock: string): string {
+  return `version = 2
+root = "${dir}/root"
+state = "${dir}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "${dir}/containerd.sock"
+
+[ttrpc]
+  address = "${dir}/containerd.sock.ttrpc"
+
+[debug]
+  address = ""
+  level = "info"
+
+[proxy_plugins]
+  [proxy_plugins.${name}]
+    type = "snapshot"
+    address = "${sock}"
+`;
+}
+
+/** Mounts below `dir`, deepest first. */
+function mountsUnder(dir: string): string[] {
+  return fs
+    .readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[1])
+    .filter((m) => m && (m === dir || m.startsWith(dir + '/')))
+    .sort((a, b) => b.length - a.length);
+}
+
+async function waitReady(address: string, proc: ChildProcess, logFile: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (let i = 0; i < 300 && Date.now() < deadline; i++) {
+    if (proc.exitCode !== null) throw new Error(`containerd exited (${proc.exitCode}): ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
+    try {
+      await run('ctr', ['--address', address, 'version'], 5000);
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error(`containerd at ${address} not ready after 30 s`);
+}
+
+export async function startContainerd(opts: ContainerdOptions): Promise<Containerd> {
+  const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'ctd-'));
+  fs.mkdirSync(dir, { recursive: true });
+  const name = opts.snapshotterName ?? 'nydus';
+  const configPath = path.join(dir, 'config.toml');
+  fs.writeFileSync(configPath, configToml(dir, name, opts.snapshotterSocket));
+  const address = path.join(dir, 'containerd.sock');
+  const logFile = path.join(dir, 'containerd.log');
+  const out = fs.openSync(logFile, 'a');
+  const proc = spawn('containerd', ['--config', configPath], { stdio: ['ignore', out, out] });
+  fs.closeSync(out);
+  const namespace = 'default';
+  const base = ['--address', address, '-n', namespace];
+  const ctd: Containerd = {
+    address,
+    dir,
+    namespace,
+    ctr: (args, timeoutMs = 300_000) => run('ctr', [...base, ...args], timeoutMs),
+    ctrRemote: (args, timeoutMs = 300_000) => run('ctr-remote', [...base, ...args], timeoutMs),
+    log: () => fs.readFileSync(logFile, 'utf8'),
+    async stop() {
+      if (proc.exitCode === null) {
+        // Tasks first: their shims outlive containerd otherwise.
+        const tasks = await run('ctr', [...base, 'tasks', 'ls', '-q'], 10_000).catch(() => ({ stdout: '' }));
+        for (const id of tasks.stdout.split('\n').filter(Boolean)) {
+          await run('ctr', [...base, 'tasks', 'kill', '-s', 'SIGKILL', id], 10_000).catch(() => undefined);
+          for (let i = 0; i < 50; i++) {
+            const r = await run('ctr', [...base, 'tasks', 'delete', id], 10_000).then(() => true, () => false);
+            if (r) break;
+            await new Promise((res) => setTimeout(res, 100));
+          }
+        }
+        proc.kill('SIGTERM');
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(() => {
+            proc.kill('SIGKILL');
+            resolve();
+          }, 10_000);
+          proc.once('exit', () => {
+            clearTimeout(t);
+            resolve();
+          });
+        });
+      }
+      for (const m of mountsUnder(dir)) {
+        try {
+          execFileSync('umount', ['-l', m], { stdio: 'ignore' });
+        } catch {
+          // Already gone with its parent mount.
+        }
+      }
+      if (!opts.dir) fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    await waitReady(address, proc, logFile);
+  } catch (err) {
+    await ctd.stop();
+    throw err;
+  }
+  return ctd;
+}
