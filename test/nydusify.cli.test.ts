@@ -113,6 +113,19 @@ describe('nydusify CLI with authenticated registries', () => {
     expect(anon.stderr).toMatch(/nydusify: error: .*HTTP 401: authentication required \(no credentials given\)/);
   });
 
+  test('on a terminal: a progress bar per layer', async () => {
+    // script(1) gives the tool a pseudo-terminal; everything it prints comes back on script's stdout.
+    const cmd = [BIN, 'convert', '--source', `${basic.host}/src/busybox:v1`, '--target', `${basic.host}/nydus/busybox:tty`, '--source-insecure', '--target-insecure',
+      '--source-user', `alice:${secrets[0]}`, '--target-user', `alice:${secrets[0]}`].map((a) => `'${a}'`).join(' ');
+    const out = await new Promise<Run>((resolve) => {
+      execFile('script', ['-qec', cmd, '/dev/null'], { env: { ...process.env, DOCKER_CONFIG: emptyDockerConfig }, timeout: 5 * 60_000 }, (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr }));
+    });
+    expect(out.code).toBe(0);
+    expect(out.stdout).toMatch(/layer 1\/1 [0-9a-f]{12} \[[\u2588\u2591]{30}\] 100% (done|exists)/);
+    expect(out.stdout).not.toMatch(/"level":30/);
+    noLeak(out);
+  });
+
   test('bad arguments give one-line errors', async () => {
     const r = await nydusify(['convert', '--source', 'a/b:c', '--target', 'd/e:f', '--chunk-size', '3000']);
     expect(r.code).not.toBe(0);
