@@ -44,7 +44,7 @@ export function decodeBootstrap(buf: Buffer): RafsImage {
   const tree = new TreeReader(buf, sb);
   const root = tree.read();
   const prefetch = sb.prefetchNids.map((nid, i) => {
-    const p = tree.pathOf.get(nid);
+    const p = tree.pathOf(nid);
     if (p === undefined) throw new FormatError(`nid ${nid} is not an inode of the tree`, `prefetch table entry ${i}`);
     return p;
   });
@@ -227,8 +227,10 @@ interface RawInode {
 }
 
 class TreeReader {
-  /** nid -> first path it was reached by (for the prefetch table). */
-  readonly pathOf = new Map<number, string>();
+  /** nid -> (parent dir nid, name) of the first entry that reached it; paths are built on demand
+   * because building every path eagerly costs O(depth) per entry. */
+  private readonly reachedBy = new Map<number, [parent: number, name: string]>();
+  private readonly dirPaths = new Map<number, string>();
   private readonly leaves = new Map<number, Inode>();
   private readonly dirsSeen = new Set<number>();
 
@@ -238,50 +240,74 @@ class TreeReader {
     const rootNid = this.sb.rootNid;
     const root = this.readInode(rootNid);
     if (root.inode.kind !== 'dir') throw new FormatError('root is not a directory', `inode nid ${rootNid}`);
-    this.pathOf.set(rootNid, '/');
     this.dirsSeen.add(rootNid);
-    const queue: Array<[RawInode, number, number, string]> = [[root, rootNid, rootNid, '/']];
+    const queue: Array<[RawInode, number, number]> = [[root, rootNid, rootNid]];
     for (let q = 0; q < queue.length; q++) {
-      const [dir, nid, parentNid, path] = queue[q];
+      const [dir, nid, parentNid] = queue[q];
       const entries = this.dirEntries(dir, nid);
       const children = dir.inode.children!;
       let sawDot = false;
       let sawDotDot = false;
       for (const e of entries) {
         const name = e.name.toString('utf8');
-        const where = `dirent ${JSON.stringify(name)} of ${path} (nid ${nid})`;
+        const where = (): string => `dirent ${JSON.stringify(name)} of ${this.pathOf(nid)} (nid ${nid})`;
         if (name === '.' || name === '..') {
           const want = name === '.' ? nid : parentNid;
-          if (e.nid !== want || (name === '.' ? sawDot : sawDotDot)) throw new FormatError(`${name} points to nid ${e.nid}`, where);
+          if (e.nid !== want || (name === '.' ? sawDot : sawDotDot)) throw new FormatError(`${name} points to nid ${e.nid}`, where());
           if (name === '.') sawDot = true;
           else sawDotDot = true;
           continue;
         }
-        if (name.includes('/') || name.includes('\0')) throw new FormatError('name contains / or NUL', where);
-        if (children.has(name)) throw new FormatError('duplicate name', where);
-        const childPath = path === '/' ? `/${name}` : `${path}/${name}`;
+        if (name.includes('/') || name.includes('\0')) throw new FormatError('name contains / or NUL', where());
+        if (children.has(name)) throw new FormatError('duplicate name', where());
         let child: Inode;
         const leaf = this.leaves.get(e.nid);
         if (leaf) {
           child = leaf;
         } else {
-          if (this.dirsSeen.has(e.nid)) throw new FormatError(`directory nid ${e.nid} reached twice (cycle)`, where);
+          if (this.dirsSeen.has(e.nid)) throw new FormatError(`directory nid ${e.nid} reached twice (cycle)`, where());
           const raw = this.readInode(e.nid);
           child = raw.inode;
           if (child.kind === 'dir') {
             this.dirsSeen.add(e.nid);
-            queue.push([raw, e.nid, nid, childPath]);
+            queue.push([raw, e.nid, nid]);
           } else {
             this.leaves.set(e.nid, child);
           }
-          this.pathOf.set(e.nid, childPath);
+          this.reachedBy.set(e.nid, [nid, name]);
         }
-        if (e.fileType !== FT_OF_KIND[child.kind]) throw new FormatError(`file type ${e.fileType} but inode is ${child.kind}`, where);
+        if (e.fileType !== FT_OF_KIND[child.kind]) throw new FormatError(`file type ${e.fileType} but inode is ${child.kind}`, where());
         children.set(name, child);
       }
-      if (!sawDot || !sawDotDot) throw new FormatError('missing . or ..', `directory ${path} (nid ${nid})`);
+      if (!sawDot || !sawDotDot) throw new FormatError('missing . or ..', `directory ${this.pathOf(nid)} (nid ${nid})`);
     }
     return root.inode;
+  }
+
+  /** The first path that reached `nid`, or undefined if the tree does not contain it. */
+  pathOf(nid: number): string | undefined {
+    if (nid === this.sb.rootNid) return '/';
+    const by = this.reachedBy.get(nid);
+    if (!by) return undefined;
+    // Iterative walk up to the nearest directory whose path is known (no recursion depth limit).
+    const names = [by[1]];
+    let cur = by[0];
+    const chain: number[] = [];
+    let base = cur === this.sb.rootNid ? '/' : this.dirPaths.get(cur);
+    while (base === undefined) {
+      const up = this.reachedBy.get(cur);
+      if (!up) return undefined;
+      chain.push(cur);
+      names.push(up[1]);
+      cur = up[0];
+      base = cur === this.sb.rootNid ? '/' : this.dirPaths.get(cur);
+    }
+    let path = base;
+    for (let i = names.length - 1; i >= 1; i--) {
+      path = path === '/' ? `/${names[i]}` : `${path}/${names[i]}`;
+      this.dirPaths.set(chain[i - 1], path);
+    }
+    return path === '/' ? `/${names[0]}` : `${path}/${names[0]}`;
   }
 
   private readInode(nid: number): RawInode {

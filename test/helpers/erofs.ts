@@ -132,7 +132,7 @@ def visit(rel, p):
     except OSError:
         pass
     if t == 'symlink': e['target'] = os.readlink(p)
-    if t == 'file': e['sha256'] = digest(p, st.st_size)
+    if t == 'file' and limit >= 0: e['sha256'] = digest(p, st.st_size)
     if t != 'dir' and st.st_nlink > 1: inodes.setdefault((st.st_dev, st.st_ino), []).append(rel)
     out[rel] = e
     if t == 'dir':
@@ -147,7 +147,8 @@ json.dump(out, sys.stdout)
 /**
  * Reads a whole tree: type, mode, owner, size, mtime (ns), rdev, link target, xattrs, content
  * digest and hard-link groups, keyed by absolute path inside the tree (`/` is the root).
- * Files larger than `contentLimit` bytes are digested by samples so huge sparse files stay cheap.
+ * Files larger than `contentLimit` bytes are digested by samples so huge sparse files stay cheap;
+ * a negative limit skips contents (for a bootstrap mounted without its blobs).
  */
 export function snapshotTree(root: string, contentLimit = 256 << 20): TreeSnapshot {
   const json = execFileSync('python3', ['-c', SNAPSHOT_PY, root, String(contentLimit)], {
