@@ -37,6 +37,8 @@ export interface Dfdaemon {
   /** Rust-style health URL (`/healthy`). */
   healthyUrl: string;
   requests(): DfRequest[];
+  /** Requests received so far, counted on arrival (before any hold). */
+  arrivals(): number;
   clearRequests(): void;
   setPingHealthy(ok: boolean): void;
   setFault(f: DfFault): void;
@@ -74,12 +76,15 @@ export async function startDfdaemon(opts: { defaultRegistry?: string } = {}): Pr
   let fault: DfFault = 'none';
   let pingOk = true;
   let delayMs = 0;
+  let arrived = 0;
   const agent = new http.Agent({ keepAlive: true });
 
   const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    arrived++;
     if (delayMs > 0 && /\/blobs\/sha256:/.test(req.url ?? '')) {
       const ms = delayMs;
-      setTimeout(() => relay(req, res), ms);
+      // a request cut while held (stop()) is not relayed
+      setTimeout(() => !req.socket.destroyed && relay(req, res), ms);
       return;
     }
     relay(req, res);
@@ -186,6 +191,7 @@ export async function startDfdaemon(opts: { defaultRegistry?: string } = {}): Pr
     pingUrl: `http://127.0.0.1:${healthPort}/server/ping`,
     healthyUrl: `http://127.0.0.1:${healthPort}/healthy`,
     requests: () => records.slice(),
+    arrivals: () => arrived,
     clearRequests: () => {
       records.length = 0;
     },
