@@ -52,7 +52,8 @@ describe('nydusify CLI with authenticated registries', () => {
 
   test('Basic registry: credentials from flags; convert then check', async () => {
     const creds = ['--source-user', `alice:${secrets[0]}`, '--target-user', `alice:${secrets[0]}`, '--source-insecure', '--target-insecure'];
-    const conv = await nydusify(['convert', '--source', `${basic.host}/src/busybox:v1`, '--target', `${basic.host}/nydus/busybox:v1`, ...creds], { DOCKER_CONFIG: emptyDockerConfig });
+    const json = path.join(emptyDockerConfig, 'result.json');
+    const conv = await nydusify(['convert', '--source', `${basic.host}/src/busybox:v1`, '--target', `${basic.host}/nydus/busybox:v1`, '--output-json', json, ...creds], { DOCKER_CONFIG: emptyDockerConfig });
     expect(conv.stderr).not.toMatch(/error/);
     expect(conv.code).toBe(0);
     expect(conv.stdout).toMatch(new RegExp(`^converted .* -> ${basic.host}/nydus/busybox:v1@sha256:[0-9a-f]{64} \\(1 layers, 1 blobs pushed`));
@@ -60,6 +61,10 @@ describe('nydusify CLI with authenticated registries', () => {
     expect(conv.stderr).toMatch(/layer 1\/1: convert/);
     expect(conv.stderr).toMatch(/layer 1\/1: push/);
     noLeak(conv);
+    const result = JSON.parse(fs.readFileSync(json, 'utf8'));
+    fs.rmSync(json);
+    expect(conv.stdout).toContain(result.manifestDigest);
+    expect(result.layers).toEqual([expect.objectContaining({ pushed: true, blobId: expect.stringMatching(/^[0-9a-f]{64}$/) })]);
     const check = await nydusify(['check', '--source', `${basic.host}/src/busybox:v1`, '--target', `${basic.host}/nydus/busybox:v1`, ...creds], { DOCKER_CONFIG: emptyDockerConfig });
     expect(check.code).toBe(0);
     expect(check.stdout).toMatch(/^check passed: .* 1 blobs, \d+ chunks verified, \d+ entries match the source/);

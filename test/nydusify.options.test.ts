@@ -50,6 +50,16 @@ describe('nydusify convert options', () => {
     expect(res.manifest.layers[0].mediaType).toBe(NYDUS_BLOB_MEDIA_TYPE);
   });
 
+  test('a Docker schema-2 source (Docker media types) converts and checks', async () => {
+    await pushImage(reg, 'busybox', 'src/busybox-docker', 'v1', 'v2s2');
+    const src = await client.getManifest('src/busybox-docker', 'v1');
+    expect(src.mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
+    expect(src.json.layers[0].mediaType).toBe('application/vnd.docker.image.rootfs.diff.tar.gzip');
+    await convertImage({ source: ep('src/busybox-docker:v1'), target: ep('nydus/busybox-docker:v1') });
+    const check = await checkImage({ source: ep('src/busybox-docker:v1'), target: ep('nydus/busybox-docker:v1') });
+    expect(check.problems).toEqual([]);
+  });
+
   test('--prefetch-patterns fills the prefetch table; --compressor none', async () => {
     const patterns = path.join(dir, 'prefetch.txt');
     fs.writeFileSync(patterns, '# hot files\n/bin/busybox\n\n/etc/passwd\n');

@@ -128,11 +128,14 @@ export interface PushTarget {
   password?: string;
 }
 
-/** Pushes test image `name` to `host/repo:tag` over plain HTTP; returns the reference. */
-export async function pushImage(target: PushTarget, name: TestImage, repo: string, tag = 'latest'): Promise<string> {
+/**
+ * Pushes test image `name` to `host/repo:tag` over plain HTTP; returns the reference. `format`
+ * `v2s2` converts to Docker schema-2 media types on the way.
+ */
+export async function pushImage(target: PushTarget, name: TestImage, repo: string, tag = 'latest', format: 'oci' | 'v2s2' = 'oci'): Promise<string> {
   const layout = await imageLayout(name);
   const ref = `${target.host}/${repo}:${tag}`;
-  const args = ['copy', '--quiet', '--dest-tls-verify=false'];
+  const args = ['copy', '--quiet', '--dest-tls-verify=false', '--format', format];
   if (target.username !== undefined) args.push('--dest-creds', `${target.username}:${target.password ?? ''}`);
   args.push(`oci:${layout}:latest`, `docker://${ref}`);
   await run('skopeo', args, { maxBuffer: 1 << 24, timeout: 10 * 60_000 });
