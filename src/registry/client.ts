@@ -64,10 +64,11 @@ function sha256(b: Buffer): string {
   return `sha256:${createHash('sha256').update(b).digest('hex')}`;
 }
 
-function netError(registry: string, repo: string | undefined, op: string, e: unknown): RegistryError {
+/** A network failure as a RegistryError; aborts stay what they are (they are never retried). */
+function netError(registry: string, repo: string | undefined, op: string, e: unknown): Error {
   if (e instanceof RegistryError) return e;
   const err = e as { message?: string; code?: string; name?: string };
-  if (err.name === 'AbortError') throw e;
+  if (err.name === 'AbortError') return e as Error;
   return new RegistryError(registry, repo, op, 0, err.message ?? String(e), err.code);
 }
 

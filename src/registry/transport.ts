@@ -10,6 +10,7 @@
  *   attempts   1 + retryLimit (default retryLimit 5); aborts are never retried
  */
 import * as fs from 'node:fs';
+import { rootCertificates } from 'node:tls';
 import { Agent, Dispatcher, request } from 'undici';
 import { RegistryError } from './errors';
 
@@ -72,7 +73,7 @@ export class Transport {
         timeout: this.timeoutMs,
         rejectUnauthorized: !opts.skipVerify,
         // An extra CA adds to the system roots rather than replacing them.
-        ca: ca ? [...require('node:tls').rootCertificates, ca] : undefined,
+        ca: ca ? [...rootCertificates, ca] : undefined,
         cert: pem(opts.cert),
         key: pem(opts.key),
       },
