@@ -77,6 +77,15 @@ describe('RegistryClient on an open registry', () => {
     await expect(client.getManifest('src/busybox', 'nope')).rejects.toThrow(`registry ${reg.host}, repository src/busybox: GET manifest nope: HTTP 404`);
   });
 
+  test('an aborted range read rejects at once and is not retried', async () => {
+    const m = await client.getManifest('src/busybox', 'v1');
+    const ac = new AbortController();
+    ac.abort();
+    reg.clearRequests();
+    await expect(client.getBlobRange('src/busybox', m.json.layers[0].digest, 0, 10, { signal: ac.signal })).rejects.toThrow(/abort/i);
+    expect(reg.requests().filter((r) => r.path.includes('/blobs/'))).toHaveLength(0);
+  });
+
   test('uploads: monolithic from a file, chunked from a stream, exists, mount', async () => {
     const data = randomBytes(300_000);
     const d = sha(data);
