@@ -195,3 +195,64 @@ export function makeTestBlob(datas: Buffer[], opts: { compressor?: 'none' | 'zst
     bytes,
   };
 }
+
+/**
+ * A comparable description of every entry under `root`: type, mode, owner, size, mtime (seconds),
+ * rdev, link target, xattrs (hex), sha256 of content, and a hard-link group (the first path sharing
+ * the inode). Two trees are equal as images go when their descriptions are equal. Asynchronous all
+ * the way down, so a FUSE server or registry front in the calling process keeps answering.
+ */
+export async function describeTree(root: string, opts: { content?: boolean } = {}): Promise<Map<string, string>> {
+  const { createHash } = require('node:crypto') as typeof import('node:crypto');
+  const fsp = fs.promises;
+  const out = new Map<string, string>();
+  const firstPathOfIno = new Map<number, string>();
+  const xattrs = await readXattrs(root);
+  const visit = async (rel: string): Promise<void> => {
+    const abs = rel ? path.join(root, rel) : root;
+    const st = await fsp.lstat(abs);
+    const type = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : st.isCharacterDevice() ? 'chr' : st.isBlockDevice() ? 'blk' : st.isFIFO() ? 'fifo' : 'sock';
+    const parts = [type, (st.mode & 0o7777).toString(8), `${st.uid}:${st.gid}`, `mtime=${Math.floor(st.mtimeMs / 1000)}`];
+    if (type !== 'dir') parts.push(`size=${st.size}`);
+    if (type === 'chr' || type === 'blk') parts.push(`rdev=${st.rdev}`);
+    if (type === 'symlink') parts.push(`-> ${await fsp.readlink(abs)}`);
+    if (type === 'file') {
+      if (st.nlink > 1) {
+        const first = firstPathOfIno.get(st.ino);
+        if (first) parts.push(`hardlink=${first}`);
+        else firstPathOfIno.set(st.ino, rel);
+        parts.push(`nlink=${st.nlink}`);
+      }
+      if (opts.content !== false) parts.push(`sha256=${createHash('sha256').update(await fsp.readFile(abs)).digest('hex')}`);
+    }
+    const x = xattrs.get(rel || '.');
+    if (x) parts.push(`xattrs=${x}`);
+    out.set(rel || '/', parts.join(' '));
+    if (type === 'dir') for (const n of (await fsp.readdir(abs)).sort()) await visit(rel ? `${rel}/${n}` : n);
+  };
+  await visit('');
+  return out;
+}
+
+/** xattrs of every entry under root (no dereference), by relative path, as one sorted string each. */
+async function readXattrs(root: string): Promise<Map<string, string>> {
+  const { execFile } = require('node:child_process') as typeof import('node:child_process');
+  const text = await new Promise<string>((resolve) =>
+    execFile('getfattr', ['-h', '-R', '-P', '-d', '-m', '-', '-e', 'hex', '.'], { cwd: root, encoding: 'utf8', maxBuffer: 256 << 20 }, (_e, stdout) => resolve(String(stdout ?? ''))),
+  );
+  const out = new Map<string, string>();
+  let cur: string | undefined;
+  let vals: string[] = [];
+  const flush = () => {
+    if (cur !== undefined && vals.length) out.set(cur.replace(/^\.\//, '') || '.', vals.sort().join(','));
+    vals = [];
+  };
+  for (const line of text.split('\n')) {
+    if (line.startsWith('# file: ')) {
+      flush();
+      cur = line.slice(8);
+    } else if (line.includes('=')) vals.push(line);
+  }
+  flush();
+  return out;
+}
