@@ -10,7 +10,7 @@ import { ChunkInfo, FormatError, Inode, RafsImage } from './model';
 import * as L from './layout';
 import { encodeXattrs, xattrIcount } from './xattr';
 import { DirEntry, planDirBlocks, renderDir } from './dirent';
-import { lookup, sortedNames } from './walk';
+import { lookup } from './walk';
 import { DIGEST_SIZE } from './digest';
 
 interface Node {
@@ -203,7 +203,7 @@ function prepare(n: Node, buildTime: number, buildTimeNsec: number): void {
   }
   if (!(ino.uid >= 0 && ino.uid <= U32 && ino.gid >= 0 && ino.gid <= U32)) throw new FormatError('uid/gid out of range', where);
   if (ino.kind === 'dir') {
-    const names = [...sortedNames(ino.children ?? new Map()), '.', '..'].map((s) => Buffer.from(s));
+    const names = [...(ino.children?.keys() ?? []), '.', '..'].map((s) => Buffer.from(s));
     names.sort(Buffer.compare);
     const plan = planDirBlocks(names);
     n.dirNames = names;

@@ -3,7 +3,9 @@ import { Inode, RafsImage } from './model';
 
 /** Names sorted by their UTF-8 bytes, the order EROFS directories are stored in. */
 export function sortedNames(children: Map<string, Inode>): string[] {
-  return [...children.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  const keyed = [...children.keys()].map((name) => ({ name, key: Buffer.from(name) }));
+  keyed.sort((a, b) => Buffer.compare(a.key, b.key));
+  return keyed.map((k) => k.name);
 }
 
 /**
