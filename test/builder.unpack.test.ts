@@ -91,3 +91,35 @@ test('unpack and check refuse a blob whose bytes were changed, naming blob and c
   expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^nydus-image: error: .*digest mismatch$/)]);
   expect(fs.existsSync(out)).toBe(false);
 });
+
+rootOnly("GNU tar's own archives (gnu and posix formats, GNU long names, sparse 1.0) build to the same tree", async () => {
+  // The reference tree: the crafted entries as GNU tar extracts them, plus a real sparse file.
+  const src = path.join(work, 'gnu.src.tar');
+  await writeTar(src, everyKindEntries(0x10000));
+  const tree = path.join(work, 'gnu.tree');
+  gnuExtract(src, tree);
+  const sparse = path.join(tree, 'sparse', 'real-sparse');
+  const fd = fs.openSync(sparse, 'w');
+  fs.writeSync(fd, Buffer.from('in the middle'), 0, 13, 3_000_000);
+  fs.ftruncateSync(fd, 5 << 20);
+  fs.closeSync(fd);
+  const want = snapshotTree(tree);
+  for (const format of ['gnu', 'posix']) {
+    const tar = path.join(work, `gnu.${format}.tar`);
+    execFileSync('tar', [`--format=${format}`, ...(format === 'posix' ? ['--sparse'] : []), '--xattrs', "--xattrs-include=*", '--numeric-owner', '-C', tree, '-cf', tar, '.']);
+    const boot = path.join(work, `gnu.${format}.boot`);
+    const blobDir = path.join(work, 'gnu-blobs');
+    execFileSync(NYDUS_IMAGE, ['create', '--type', 'tar-rafs', '--bootstrap', boot, '--blob-dir', blobDir, tar]);
+    const out = path.join(work, `gnu.${format}.out.tar`);
+    execFileSync(NYDUS_IMAGE, ['unpack', '--bootstrap', boot, '--blob-dir', blobDir, '--output', out]);
+    const got = path.join(work, `gnu.${format}.got`);
+    gnuExtract(out, got);
+    expect({ format, tree: snapshotTree(got) }).toEqual({ format, tree: want });
+  }
+  // Older sparse encodings are refused by name, not misread.
+  const old = path.join(work, 'gnu.oldsparse.tar');
+  execFileSync('tar', ['--format=gnu', '--sparse', '-C', tree, '-cf', old, './sparse']);
+  const r = spawnSync(NYDUS_IMAGE, ['create', '--type', 'tar-rafs', '-B', path.join(work, 'old.boot'), '-D', work, old], { encoding: 'utf8' });
+  expect(r.status).not.toBe(0);
+  expect(r.stderr.trim()).toMatch(/^nydus-image: error: tar entry #\d+ '.*sparse.*': unsupported tar entry type/);
+});

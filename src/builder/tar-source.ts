@@ -176,7 +176,8 @@ function kindOf(type: string | null | undefined, where: string): InodeKind | 'li
     case 'fifo':
       return 'fifo';
     default:
-      throw new BuildError(where, `unsupported tar entry type '${type ?? 'unknown'}'`);
+      // tar-stream reports typeflags it does not know (old GNU sparse 'S', 'D', 'V', ...) as null.
+      throw new BuildError(where, type ? `unsupported tar entry type '${type}'` : 'unsupported tar entry type (not 0-7: old GNU sparse files need tar --format=posix)');
   }
 }
 
