@@ -127,11 +127,6 @@ export class BlobCacheManager {
     return f;
   }
 
-  /** The cache files opened so far (for metrics and flushing). */
-  async openFiles(): Promise<BlobCacheFile[]> {
-    return Promise.all([...this.files.values()]);
-  }
-
   async flush(): Promise<void> {
     for (const f of await Promise.allSettled(this.files.values())) if (f.status === 'fulfilled') await f.value.flush();
   }

@@ -282,9 +282,14 @@ export class Daemon {
       let entries = 0;
       let ready = 0;
       let total = 0;
-      for (const c of caches) {
-        for (const k of Object.keys(st) as (keyof typeof st)[]) st[k] += c.stats[k];
-        for (const f of await c.openFiles()) {
+      for (const c of caches) for (const k of Object.keys(st) as (keyof typeof st)[]) st[k] += c.stats[k];
+      // Readiness counts only the blobs of the selected instances (a work_dir may hold others).
+      const seen = new Set<string>();
+      for (const i of insts) {
+        for (const bc of i.rafs.blobs) {
+          if (seen.has(bc.blob.blobId)) continue;
+          seen.add(bc.blob.blobId);
+          const f = await i.cache.get(bc.blob);
           entries++;
           ready += f.map.readyCount();
           total += f.map.chunkCount;
@@ -308,7 +313,7 @@ export class Daemon {
         prefetch_data_amount: insts.reduce((s, i) => s + i.pipeline.prefetchBytes, 0),
         prefetch_requests_count: insts.reduce((s, i) => s + i.pipeline.prefetchRequests, 0),
         prefetch_workers: insts.reduce((s, i) => s + (i.config.fsPrefetch.enable ? i.config.fsPrefetch.threadsCount : 0), 0),
-        prefetch_begin_time_millis: Math.min(...pf.map((p) => p.beginMs || Infinity)) === Infinity ? 0 : Math.min(...pf.map((p) => p.beginMs || Infinity)),
+        prefetch_begin_time_millis: pf.filter((p) => p.beginMs > 0).reduce((m, p) => (m === 0 ? p.beginMs : Math.min(m, p.beginMs)), 0),
         prefetch_end_time_millis: pf.some((p) => p.beginMs && !p.endMs) ? 0 : Math.max(0, ...pf.map((p) => p.endMs)),
         prefetch_errors: pf.reduce((s, p) => s + p.errors, 0),
       };
