@@ -61,10 +61,11 @@ export class BlobCacheFile {
     return this.map.isReady(chunk.index);
   }
 
-  async read(chunk: ChunkInfo): Promise<Buffer | null> {
+  /** Bytes [from, to) of a ready chunk (the whole chunk by default), or null. */
+  async read(chunk: ChunkInfo, from = 0, to = chunk.uncompressedSize): Promise<Buffer | null> {
     if (!this.map.isReady(chunk.index)) return null;
-    const buf = Buffer.allocUnsafe(chunk.uncompressedSize);
-    const { bytesRead } = await this.fh.read(buf, 0, buf.length, chunk.uncompressedOffset);
+    const buf = Buffer.allocUnsafe(to - from);
+    const { bytesRead } = await this.fh.read(buf, 0, buf.length, chunk.uncompressedOffset + from);
     if (bytesRead !== buf.length) return null;
     return buf;
   }

@@ -132,23 +132,24 @@ export class RafsInstance {
       l.push(i);
       byBlob.set(c.blobIndex, l);
     });
+    // The part of each chunk this read covers, in chunk-relative offsets.
+    const spans = wanted.map((c, i) => {
+      const chunkStart = (first + i) * cs;
+      return { from: Math.max(offset, chunkStart) - chunkStart, to: Math.min(end, chunkStart + c.uncompressedSize) - chunkStart };
+    });
     const datas: Buffer[] = new Array(wanted.length);
     await Promise.all(
       [...byBlob].map(async ([bi, idxs]) => {
         const bc = this.blobs[bi];
         if (!bc) throw new Error(`chunk refers to blob index ${bi}, image has ${this.blobs.length} blobs`);
-        const got = await this.pipeline.read(bc, idxs.map((i) => wanted[i]), { prefetch });
+        const got = await this.pipeline.read(bc, idxs.map((i) => wanted[i]), { prefetch }, idxs.map((i) => spans[i]));
         idxs.forEach((i, k) => (datas[i] = got[k]));
       }),
     );
+    if (datas.length === 1 && datas[0].length === end - offset) return datas[0];
     const out = Buffer.allocUnsafe(end - offset);
     let pos = 0;
-    for (let i = 0; i < wanted.length; i++) {
-      const chunkStart = (first + i) * cs;
-      const from = Math.max(offset, chunkStart) - chunkStart;
-      const to = Math.min(end, chunkStart + datas[i].length) - chunkStart;
-      if (to > from) pos += datas[i].copy(out, pos, from, to);
-    }
+    for (const d of datas) pos += d.copy(out, pos);
     if (pos !== out.length) throw new Error(`file is shorter than its size: got ${pos} of ${out.length} bytes at ${offset}`);
     return out;
   }
