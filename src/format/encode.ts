@@ -126,8 +126,20 @@ function checkImage(image: RafsImage): void {
     if (!/^[0-9a-f]{64}$/.test(b.blobId)) throw new FormatError(`blob id ${JSON.stringify(b.blobId)} is not 64 hex chars`, `blob ${i}`);
     if (!L.COMPRESSION_ALGOS.includes(b.compressor)) throw new FormatError(`unknown compressor ${b.compressor}`, `blob ${i}`);
     if (!L.DIGEST_ALGOS.includes(b.digester)) throw new FormatError(`unknown digester ${b.digester}`, `blob ${i}`);
+    if (!L.COMPRESSION_ALGOS.includes(b.ciCompressor)) throw new FormatError(`unknown CI compressor ${b.ciCompressor}`, `blob ${i}`);
+    for (const f of ['chunkSize', 'chunkCount', 'features'] as const) {
+      if (!Number.isInteger(b[f]) || b[f] < 0 || b[f] > U32) throw new FormatError(`${f} ${b[f]} is not a u32`, `blob ${i}`);
+    }
+    for (const f of ['compressedSize', 'uncompressedSize', 'ciOffset', 'ciCompressedSize', 'ciUncompressedSize'] as const) {
+      if (!Number.isSafeInteger(b[f]) || b[f] < 0) throw new FormatError(`${f} ${b[f]} is not a non-negative integer`, `blob ${i}`);
+    }
     if (Math.ceil(b.uncompressedSize / L.BLOCK_SIZE) > U32) throw new FormatError('blob too large', `blob ${i}`);
   });
+  if (!(image.compressor in COMPRESSOR_FLAG)) throw new FormatError(`unknown compressor ${image.compressor}`, 'image');
+  if (image.digester !== 'sha256' && image.digester !== 'blake3') throw new FormatError(`unknown digester ${image.digester}`, 'image');
+  if (image.buildTime !== undefined && (!Number.isSafeInteger(image.buildTime) || image.buildTime < 0)) {
+    throw new FormatError(`build time ${image.buildTime}`, 'image');
+  }
   if (image.root.kind !== 'dir') throw new FormatError('root is not a directory', 'image');
 }
 
@@ -198,10 +210,13 @@ function chooseBuildTime(image: RafsImage, nodes: Node[]): { buildTime: number; 
 function prepare(n: Node, buildTime: number, buildTimeNsec: number): void {
   const ino = n.inode;
   const where = n.path;
+  if (!Object.hasOwn(FILE_TYPE, ino.kind)) throw new FormatError(`unknown inode kind ${String(ino.kind)}`, where);
   if (!Number.isSafeInteger(ino.mtime) || ino.mtime < 0 || !Number.isInteger(ino.mtimeNsec) || ino.mtimeNsec < 0 || ino.mtimeNsec > 999_999_999) {
     throw new FormatError(`invalid mtime ${ino.mtime}.${ino.mtimeNsec}`, where);
   }
-  if (!(ino.uid >= 0 && ino.uid <= U32 && ino.gid >= 0 && ino.gid <= U32)) throw new FormatError('uid/gid out of range', where);
+  const u32 = (v: number) => Number.isInteger(v) && v >= 0 && v <= U32;
+  if (!u32(ino.uid) || !u32(ino.gid)) throw new FormatError(`uid/gid ${ino.uid}/${ino.gid} out of range`, where);
+  if (!Number.isInteger(ino.mode) || ino.mode < 0) throw new FormatError(`mode ${ino.mode}`, where);
   if (ino.kind === 'dir') {
     const names = [...(ino.children?.keys() ?? []), '.', '..'].map((s) => Buffer.from(s));
     names.sort(Buffer.compare);
@@ -210,7 +225,8 @@ function prepare(n: Node, buildTime: number, buildTimeNsec: number): void {
     n.dirCounts = plan.counts;
     ino.size = plan.size;
   } else if (ino.kind === 'symlink') {
-    const len = Buffer.byteLength(ino.target ?? '');
+    if (typeof ino.target !== 'string') throw new FormatError('symlink without a target', where);
+    const len = Buffer.byteLength(ino.target);
     if (len === 0 || len > L.MAX_SYMLINK) throw new FormatError(`symlink target of ${len} bytes`, where);
     ino.size = len;
   } else if (ino.kind === 'file') {
@@ -218,7 +234,7 @@ function prepare(n: Node, buildTime: number, buildTimeNsec: number): void {
   } else {
     ino.size = 0;
   }
-  if ((ino.kind === 'chardev' || ino.kind === 'blockdev') && !(ino.rdev >= 0 && ino.rdev <= U32)) {
+  if ((ino.kind === 'chardev' || ino.kind === 'blockdev') && !u32(ino.rdev)) {
     throw new FormatError(`rdev ${ino.rdev} out of range`, where);
   }
   n.xattrs = encodeXattrs(ino.xattrs, where);
