@@ -23,12 +23,15 @@ class BlobWriter {
   private count = 0;
   private readonly byDigest = new Map<string, ChunkInfo>();
 
+  /** `firstIndex` lets a test push CI indexes past 16 bits (into c_blob_addr_hi). */
+  constructor(private readonly blobIndex = 0, private readonly firstIndex = 0) {}
+
   chunk(data: Buffer): ChunkInfo {
     const digest = chunkDigest('sha256', data);
     const known = this.byDigest.get(digest.toString('hex'));
     if (known) return { ...known };
     const c: ChunkInfo = {
-      digest, blobIndex: 0, index: this.count++, flags: 0,
+      digest, blobIndex: this.blobIndex, index: this.firstIndex + this.count++, flags: 0,
       compressedOffset: this.size, compressedSize: data.length,
       uncompressedOffset: this.size, uncompressedSize: data.length,
     };
@@ -69,8 +72,9 @@ function randomBytes(n: number, seed: number): Buffer {
 
 const T0 = 1_700_000_000;
 
-function buildImage(dir: string): { image: RafsImage; blobPath: string; contents: Map<string, Buffer> } {
+function buildImage(dir: string): { image: RafsImage; blobPaths: string[]; contents: Map<string, Buffer> } {
   const w = new BlobWriter();
+  const w2 = new BlobWriter(1, 0xfffe);
   const contents = new Map<string, Buffer>();
   const root = newInode('dir', 0o755, { mtime: T0 });
   const add = (parent: Inode, name: string, inode: Inode, content?: Buffer): Inode => {
@@ -105,13 +109,35 @@ function buildImage(dir: string): { image: RafsImage; blobPath: string; contents
     ['user.big', randomBytes(3000, 3)],
   ]);
   add(root, 'xattrs', w.file(small, { xattrs: xa, mtime: T0 }));
-  add(root, 'xdir', newInode('dir', 0o750, { xattrs: new Map([['user.d', Buffer.from('dir')]]), mtime: T0 }));
+  // POSIX ACLs: version 2 header, then {u16 tag, u16 perm, u32 id} sorted by tag
+  // (USER_OBJ 1, USER 2, GROUP_OBJ 4, MASK 0x10, OTHER 0x20).
+  const acl = (entries: Array<[number, number, number]>): Buffer => {
+    const b = Buffer.alloc(4 + 8 * entries.length);
+    b.writeUInt32LE(2, 0);
+    entries.forEach(([tag, perm, id], i) => {
+      b.writeUInt16LE(tag, 4 + i * 8);
+      b.writeUInt16LE(perm, 6 + i * 8);
+      b.writeUInt32LE(id, 8 + i * 8);
+    });
+    return b;
+  };
+  const aclAccess = acl([[1, 7, 0xffffffff], [2, 5, 1000], [4, 5, 0xffffffff], [0x10, 5, 0xffffffff], [0x20, 0, 0xffffffff]]);
+  const aclDefault = acl([[1, 7, 0xffffffff], [4, 5, 0xffffffff], [0x20, 5, 0xffffffff]]);
+  add(root, 'xdir', newInode('dir', 0o750, {
+    xattrs: new Map([['user.d', Buffer.from('dir')], ['system.posix_acl_access', aclAccess], ['system.posix_acl_default', aclDefault]]),
+    mtime: T0,
+  }));
   const hard = w.file(Buffer.from('shared inode'), { mtime: T0 });
   add(root, 'hard1', hard);
   const sub = add(root, 'sub', newInode('dir', 0o755, { mtime: T0 }));
   add(sub, 'hard2', hard);
   const deep = add(sub, 'deep', newInode('dir', 0o700, { mtime: T0, uid: 7 }));
   add(deep, 'leaf', w.file(small, { mtime: T0 }));
+  // Second blob (device 2), CI indexes 0xfffe.. crossing into the high byte.
+  const other = randomBytes(3 * CHUNK + 777, 11);
+  add(root, 'blob2.bin', w2.file(other, { mtime: T0 }), other);
+  const other2 = Buffer.from('second blob, small file');
+  add(root, 'blob2-small', w2.file(other2, { mtime: T0 }), other2);
   const many = add(root, 'many', newInode('dir', 0o755, { mtime: T0 }));
   for (let i = 0; i < 3000; i++) add(many, `entry-${String(i).padStart(5, '0')}-${'x'.repeat(i % 40)}`, newInode('fifo', 0o600, { mtime: T0 }));
   // > 4 GiB: every chunk is the same zero chunk stored once.
@@ -119,11 +145,11 @@ function buildImage(dir: string): { image: RafsImage; blobPath: string; contents
   const hugeSize = 4 * GiB + 3 * CHUNK;
   const huge = newInode('file', 0o644, { size: hugeSize, mtime: T0, chunks: Array.from({ length: hugeSize / CHUNK }, () => ({ ...zero })) });
   add(root, 'huge', huge);
-  const blobPath = path.join(dir, 'blob');
-  const blob = w.finish(blobPath);
-  padBlob(blobPath);
-  const image: RafsImage = { root, blobs: [blob], chunkSize: CHUNK, digester: 'sha256', compressor: 'none', prefetch: ['/sub/deep', '/hello.txt'] };
-  return { image, blobPath, contents };
+  const blobPaths = [path.join(dir, 'blob1'), path.join(dir, 'blob2')];
+  const blobs = [w.finish(blobPaths[0]), w2.finish(blobPaths[1])];
+  blobPaths.forEach(padBlob);
+  const image: RafsImage = { root, blobs, chunkSize: CHUNK, digester: 'sha256', compressor: 'none', prefetch: ['/sub/deep', '/hello.txt'] };
+  return { image, blobPaths, contents };
 }
 
 describe('hand-built RAFS v6 image', () => {
@@ -159,13 +185,14 @@ describe('hand-built RAFS v6 image', () => {
     expect(back.blobs).toEqual(built.image.blobs);
     expect(back.prefetch).toEqual(built.image.prefetch);
     expect([back.chunkSize, back.digester, back.compressor]).toEqual([CHUNK, 'sha256', 'none']);
+    expect(lookup(back, '/blob2.bin')!.chunks!.map((c) => [c.blobIndex, c.index])).toEqual([[1, 0xfffe], [1, 0xffff], [1, 0x10000], [1, 0x10001]]);
     // Hard links come back as one object.
     expect(lookup(back, '/hard1')).toBe(lookup(back, '/sub/hard2'));
     expect([...walk(back)].map(([p]) => p)).toEqual([...walk(built.image)].map(([p]) => p));
   });
 
   test('fsck.erofs accepts it with the blob as device', () => {
-    const r = fsckErofs(bootPath, [built.blobPath]);
+    const r = fsckErofs(bootPath, built.blobPaths);
     expect({ ok: r.ok, output: r.output.slice(-2000) }).toMatchObject({ ok: true });
     // ... and fsck does look: an invalid data layout in the root inode fails it.
     const bad = Buffer.from(boot);
@@ -173,11 +200,11 @@ describe('hand-built RAFS v6 image', () => {
     bad.writeUInt16LE(bad.readUInt16LE(rootOff) | (7 << 1), rootOff);
     const badPath = path.join(dir, 'bad-bootstrap');
     fs.writeFileSync(badPath, bad);
-    expect(fsckErofs(badPath, [built.blobPath]).ok).toBe(false);
+    expect(fsckErofs(badPath, built.blobPaths).ok).toBe(false);
   });
 
   (IS_ROOT ? test : test.skip)('the kernel mounts it and shows the model', () => {
-    mounted = mountRafs(bootPath, [built.blobPath]);
+    mounted = mountRafs(bootPath, built.blobPaths);
     const snap = snapshotTree(mounted.dir, 64 << 20);
     const img = built.image;
     for (const [p, inode] of walk(img)) {
