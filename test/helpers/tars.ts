@@ -3,6 +3,7 @@
  * multi-layer image with deletions and an opaque directory. Written with our TarWriter (binary
  * PAX values) and checked in the tests against GNU tar's own extraction of the same bytes.
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createGzip } from 'node:zlib';
@@ -174,4 +175,10 @@ export function multiLayerEntries(): CraftedEntry[][] {
     file('newdir/file', Buffer.from('new\n')),
   ];
   return [base, second, third];
+}
+
+/** Extracts a tar with GNU tar as root does (owners, modes, devices, xattrs, sparse files). */
+export function gnuExtract(tarFile: string, into: string): void {
+  fs.mkdirSync(into, { recursive: true });
+  execFileSync('tar', ['--xattrs', '--xattrs-include=*', '--numeric-owner', '--same-owner', '-xpf', tarFile, '-C', into], { stdio: ['ignore', 'ignore', 'pipe'] });
 }
