@@ -188,6 +188,18 @@ describe('decodeBootstrap on corrupted input', () => {
   test('classic malformations name the structure and offset', () => {
     expect(() => decodeBootstrap(Buffer.alloc(0))).toThrow(/bootstrap: size 0/);
     expect(() => decodeBootstrap(Buffer.alloc(8192))).toThrow(/superblock @1024: bad EROFS magic/);
+    const v5 = fs.readFileSync(path.join(UPSTREAM_FIXTURES, 'v5', 'sha256-nocompress-repeatable'));
+    expect(() => decodeBootstrap(v5)).toThrow(/^superblock @0: RAFS v5 bootstraps are not supported/);
+    // A first dirent whose name offset points past the directory names the dirent's byte offset.
+    const img = decodeBootstrap(ours);
+    expect(img.root.ino).toBe(1);
+    const meta = ours.readUInt32LE(1024 + 40) * 4096;
+    const rootInode = meta + 128 * 32;
+    const bad = Buffer.from(ours);
+    // The root is a compact inode without xattrs whose dirents are inline right after it.
+    expect(bad.readUInt16LE(rootInode) >> 1).toBe(2);
+    bad.writeUInt16LE(4000, rootInode + 32 + 8);
+    expect(() => decodeBootstrap(bad)).toThrow(new RegExp(`^directory nid 128 block 0 dirent @${rootInode + 32}: bad first nameoff 4000`));
   });
 
   test('a directory cycle is detected, not followed', () => {

@@ -26,6 +26,9 @@ const FT_OF_KIND: Record<InodeKind, number> = {
   fifo: L.FT_FIFO, socket: L.FT_SOCK, symlink: L.FT_SYMLINK,
 };
 
+/** "RAFS" at offset 0: the legacy v5 format. */
+const RAFS_V5_MAGIC = 0x52414653;
+
 interface Super {
   rootNid: number;
   metaAddr: number;
@@ -70,6 +73,9 @@ function within(buf: Buffer, off: number, size: number): boolean {
 }
 
 function readSuper(buf: Buffer): Super {
+  if (buf.length >= 4 && buf.readUInt32LE(0) === RAFS_V5_MAGIC) {
+    throw new FormatError('RAFS v5 bootstraps are not supported, only v6', 'superblock @0');
+  }
   if (buf.length < L.BLOCK_SIZE || buf.length % L.BLOCK_SIZE !== 0) {
     throw new FormatError(`size ${buf.length} is not a non-zero multiple of ${L.BLOCK_SIZE}`, 'bootstrap');
   }
@@ -250,7 +256,7 @@ class TreeReader {
       let sawDotDot = false;
       for (const e of entries) {
         const name = e.name.toString('utf8');
-        const where = (): string => `dirent ${JSON.stringify(name)} of ${this.pathOf(nid)} (nid ${nid})`;
+        const where = (): string => `dirent ${JSON.stringify(name)} of ${this.pathOf(nid)} (directory nid ${nid}) @${e.at}`;
         if (name === '.' || name === '..') {
           const want = name === '.' ? nid : parentNid;
           if (e.nid !== want || (name === '.' ? sawDot : sawDotDot)) throw new FormatError(`${name} points to nid ${e.nid}`, where());
@@ -394,13 +400,16 @@ class TreeReader {
     }
   }
 
-  /** Block i of a flat (plain or inline) inode's data; the tail block may be short. */
+  /** Byte offset of block i of a flat (plain or inline) inode's data. */
+  private flatBlockAt(raw: RawInode, i: number): number {
+    const nblocks = Math.ceil(raw.inode.size / L.BLOCK_SIZE);
+    return raw.layout === L.LAYOUT_FLAT_INLINE && i === nblocks - 1 ? raw.bodyOff : (raw.u + i) * L.BLOCK_SIZE;
+  }
+
+  /** Block i of a flat inode's data; the tail block may be short. */
   private flatBlock(raw: RawInode, i: number): Buffer {
-    const size = raw.inode.size;
-    const nblocks = Math.ceil(size / L.BLOCK_SIZE);
-    const len = Math.min(L.BLOCK_SIZE, size - i * L.BLOCK_SIZE);
-    const start = raw.layout === L.LAYOUT_FLAT_INLINE && i === nblocks - 1 ? raw.bodyOff : (raw.u + i) * L.BLOCK_SIZE;
-    return this.buf.subarray(start, start + len);
+    const start = this.flatBlockAt(raw, i);
+    return this.buf.subarray(start, start + Math.min(L.BLOCK_SIZE, raw.inode.size - i * L.BLOCK_SIZE));
   }
 
   private flatData(raw: RawInode, where: string): Buffer {
@@ -412,11 +421,7 @@ class TreeReader {
   private dirEntries(raw: RawInode, nid: number) {
     const size = raw.inode.size;
     if (size === 0) throw new FormatError('empty directory data', `inode nid ${nid}`);
-    return parseDir(
-      size,
-      (i) => this.flatBlock(raw, i),
-      (i) => `directory nid ${nid} block ${i}`,
-    );
+    return parseDir(size, (i) => this.flatBlock(raw, i), (i) => this.flatBlockAt(raw, i), `directory nid ${nid}`);
   }
 
   private fileChunks(raw: RawInode, where: string): ChunkInfo[] {

@@ -12,6 +12,8 @@ export interface DirEntry {
   name: Buffer;
   nid: number;
   fileType: number;
+  /** Parsed entries: byte offset of the dirent in the bootstrap (for error messages). */
+  at?: number;
 }
 
 /** Entry counts per block for sorted names, and the directory's i_size. */
@@ -53,18 +55,21 @@ export function renderDir(entries: DirEntry[], counts: number[], size: number): 
 
 /**
  * Parses directory data. `block(i)` returns block i's bytes (the last one may be short: the
- * directory size decides); `where(i)` names block i's location for errors.
+ * directory size decides) and `blockAt(i)` its byte offset in the bootstrap; `label` names the
+ * directory in errors.
  */
-export function parseDir(size: number, block: (i: number) => Buffer, where: (i: number) => string): DirEntry[] {
+export function parseDir(size: number, block: (i: number) => Buffer, blockAt: (i: number) => number, label: string): DirEntry[] {
   const out: DirEntry[] = [];
   const nblocks = Math.ceil(size / BLOCK_SIZE);
   for (let b = 0; b < nblocks; b++) {
     const data = block(b);
+    const base = blockAt(b);
+    const where = (d = 0): string => `${label} block ${b} dirent @${base + d}`;
     const end = Math.min(BLOCK_SIZE, size - b * BLOCK_SIZE);
-    if (end < DIRENT_SIZE) throw new FormatError('directory block too small for a dirent', where(b));
+    if (end < DIRENT_SIZE) throw new FormatError('directory block too small for a dirent', where());
     const first = data.readUInt16LE(DIRENT.nameoff);
     if (first < DIRENT_SIZE || first % DIRENT_SIZE !== 0 || first >= end) {
-      throw new FormatError(`bad first nameoff ${first}`, where(b));
+      throw new FormatError(`bad first nameoff ${first}`, where());
     }
     const count = first / DIRENT_SIZE;
     for (let i = 0; i < count; i++) {
@@ -72,16 +77,16 @@ export function parseDir(size: number, block: (i: number) => Buffer, where: (i: 
       const nameoff = data.readUInt16LE(d + DIRENT.nameoff);
       const next = i + 1 < count ? data.readUInt16LE(d + DIRENT_SIZE + DIRENT.nameoff) : end;
       if (nameoff < first || next > end || next <= nameoff) {
-        throw new FormatError(`bad nameoff ${nameoff} of dirent ${i}`, where(b));
+        throw new FormatError(`bad nameoff ${nameoff}`, where(d));
       }
       let nameEnd = next;
       // Only the last name of a block may carry NUL padding.
       if (i + 1 === count) while (nameEnd > nameoff && data[nameEnd - 1] === 0) nameEnd--;
       const name = Buffer.from(data.subarray(nameoff, nameEnd));
-      if (name.length === 0 || name.length > MAX_NAME) throw new FormatError(`bad name length ${name.length}`, where(b));
+      if (name.length === 0 || name.length > MAX_NAME) throw new FormatError(`bad name length ${name.length}`, where(d));
       const nid = data.readBigUInt64LE(d + DIRENT.nid);
-      if (nid > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`nid ${nid} out of range`, where(b));
-      out.push({ name, nid: Number(nid), fileType: data.readUInt8(d + DIRENT.fileType) });
+      if (nid > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`nid ${nid} out of range`, where(d));
+      out.push({ name, nid: Number(nid), fileType: data.readUInt8(d + DIRENT.fileType), at: base + d });
     }
   }
   return out;
