@@ -179,10 +179,16 @@ describe('snapshots service', () => {
 
   test('Prometheus metrics at /v1/metrics count the RPCs by operation and result', async () => {
     expect(sn.metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1\/metrics$/);
-    const text = await (await fetch(sn.metricsUrl!)).text();
+    // In shared mode the nydusd is started with the snapshotter, before any image needs it.
+    let text = '';
+    for (let i = 0; i < 300 && !text.includes('nydusd_counts 1'); i++) {
+      if (i) await new Promise((r) => setTimeout(r, 100));
+      text = await (await fetch(sn.metricsUrl!)).text();
+    }
     expect(text).toMatch(/snapshotter_snapshot_operation_elapsed_milliseconds_count\{operation="prepare",result="ok"\} [1-9]/);
     expect(text).toMatch(/snapshotter_snapshot_operation_elapsed_milliseconds_count\{operation="prepare",result="ALREADY_EXISTS"\} [1-9]/);
-    expect(text).toContain('nydusd_counts 0');
+    expect(text).toContain('nydusd_counts 1');
+    expect(text).toContain('nydusd_lifetime_event_counts{nydusd_event="started"} 1');
     expect((await fetch(sn.metricsUrl!.replace('/v1/metrics', '/'))).status).toBe(404);
   });
 

@@ -25,6 +25,7 @@ import { Transform } from 'node:stream';
 import * as zlib from 'node:zlib';
 import Database from 'better-sqlite3';
 import { pack } from 'tar-stream';
+import { NydusdClient } from '../daemon/client';
 import { startContainerd } from '../snapshotter/private-containerd';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -213,8 +214,23 @@ async function startLink(): Promise<Link> {
 
 interface Result {
   seconds: number;
+  /** Of which the pull. */
+  pullSeconds: number;
   bytes: number;
   output: string;
+}
+
+/** The nydusd processes a snapshotter recorded in its metadata store. */
+function daemonRecords(db: string): { pid: number; apiSock: string }[] {
+  if (!fs.existsSync(db)) return [];
+  const h = new Database(db, { readonly: true, fileMustExist: true });
+  try {
+    return (h.prepare("SELECT value FROM records WHERE kind = 'daemon'").all() as { value: string }[]).map((r) => JSON.parse(r.value) as { pid: number; apiSock: string });
+  } catch {
+    return []; // The table is created with the store; not there yet.
+  } finally {
+    h.close();
+  }
 }
 
 /** Runs the pull, then `ctr run`; resolves at the first output line of the python command. */
@@ -225,13 +241,22 @@ async function coldStart(link: Link, mode: 'oci' | 'nydus', ref: string, certsDi
   if (mode === 'nydus') {
     fs.writeFileSync(
       path.join(work, 'config.toml'),
-      `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${ROOT}/config/nydusd.json"\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "warn"\n`,
+      `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${ROOT}/config/nydusd.json"\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "${process.env.BENCH_LOGS ? 'debug' : 'warn'}"\n`,
     );
     const out = fs.openSync(path.join(work, 'snapshotter.log'), 'a');
     sn = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli', 'containerd-nydus-grpc.js'), '--config', path.join(work, 'config.toml')], { stdio: ['ignore', out, out] });
     fs.closeSync(out);
     for (let i = 0; i < 300 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
     if (!fs.existsSync(sock)) throw new Error(`snapshotter did not start: ${fs.readFileSync(path.join(work, 'snapshotter.log'), 'utf8').slice(-1000)}`);
+    // A deployed snapshotter has its shared nydusd up long before a pull: wait for it here too,
+    // as the OCI run finds containerd's overlayfs snapshotter ready.
+    let running = false;
+    for (let i = 0; i < 300 && !running; i++) {
+      const rec = daemonRecords(path.join(work, 'root', 'metadata.db'))[0];
+      running = rec ? await new NydusdClient(rec.apiSock, 1000).daemonInfo().then((d) => d.state === 'RUNNING', () => false) : false;
+      if (!running) await new Promise((r) => setTimeout(r, 100));
+    }
+    if (!running) throw new Error('the shared nydusd did not reach RUNNING');
   }
   const ctd = await startContainerd({ snapshotterSocket: sock, dir: path.join(work, 'ctd') });
   try {
@@ -239,6 +264,7 @@ async function coldStart(link: Link, mode: 'oci' | 'nydus', ref: string, certsDi
     const t0 = process.hrtime.bigint();
     if (mode === 'oci') await ctd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'overlayfs', ref], 30 * 60_000);
     else await ctd.ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref], 30 * 60_000);
+    const pullSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const output = await new Promise<string>((resolve, reject) => {
       const p = spawn('ctr', ['--address', ctd.address, '-n', ctd.namespace, 'run', '--rm', ...ENV, '--snapshotter', mode === 'oci' ? 'overlayfs' : 'nydus', ref, `cs-${mode}`, ...PY]);
       let err = '';
@@ -255,25 +281,26 @@ async function coldStart(link: Link, mode: 'oci' | 'nydus', ref: string, certsDi
       });
     });
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    return { seconds, bytes: link.txBytes() - before, output };
+    return { seconds, pullSeconds, bytes: link.txBytes() - before, output };
   } finally {
     await ctd.stop();
     if (sn) {
       sn.kill('SIGTERM');
       await new Promise((r) => sn!.once('exit', r));
       // Stop the nydusd this snapshotter started (recorded in its store) and drop its mounts.
-      const db = path.join(work, 'root', 'metadata.db');
-      if (fs.existsSync(db)) {
-        const h = new Database(db, { readonly: true });
-        for (const r of h.prepare("SELECT value FROM records WHERE kind = 'daemon'").all() as { value: string }[]) {
-          try {
-            process.kill((JSON.parse(r.value) as { pid: number }).pid, 'SIGKILL');
-          } catch {
-            // Already gone.
-          }
+      for (const r of daemonRecords(path.join(work, 'root', 'metadata.db'))) {
+        try {
+          process.kill(r.pid, 'SIGKILL');
+        } catch {
+          // Already gone.
         }
-        h.close();
       }
+    }
+    // BENCH_LOGS=DIR keeps the snapshotter's and nydusd's logs of each run for a closer look.
+    if (process.env.BENCH_LOGS) {
+      const keep = path.join(process.env.BENCH_LOGS, `${mode}-${path.basename(ref).replace(/[:/]/g, '_')}`);
+      fs.mkdirSync(keep, { recursive: true });
+      trySh('bash', ['-c', `cp -r ${work}/snapshotter.log ${work}/root/logs ${work}/ctd/containerd.log ${keep}/ 2>/dev/null; true`]);
     }
     for (const m of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(work)).sort((a, b) => b.length - a.length)) {
       trySh('umount', ['-l', m]);
@@ -371,10 +398,10 @@ async function main(): Promise<void> {
     for (const r of rows) {
       say(`${r.image}: OCI cold start over ${RATE_MBIT} Mbit/s`);
       const oci = await coldStart(link, 'oci', r.src, certs);
-      say(`${r.image}: OCI ${oci.seconds.toFixed(2)} s (${oci.output})`);
+      say(`${r.image}: OCI ${oci.seconds.toFixed(2)} s, pull ${oci.pullSeconds.toFixed(2)} s (${oci.output})`);
       say(`${r.image}: nydus cold start over ${RATE_MBIT} Mbit/s`);
       const nydus = await coldStart(link, 'nydus', r.dst, certs);
-      say(`${r.image}: nydus ${nydus.seconds.toFixed(2)} s (${nydus.output})`);
+      say(`${r.image}: nydus ${nydus.seconds.toFixed(2)} s, pull ${nydus.pullSeconds.toFixed(2)} s (${nydus.output})`);
       if (nydus.output !== oci.output) throw new Error(`outputs differ: OCI ${oci.output} vs nydus ${nydus.output}`);
       results.push({ image: r.image, unpacked: r.unpacked, oci, nydus });
     }

@@ -152,6 +152,11 @@ export class DaemonManager implements RafsMounter {
       const hosts = new Set([...this.instances.values()].filter((i) => i.daemonId === rec.id).map((i) => String((i.config as any).device?.backend?.config?.host))); // eslint-disable-line
       for (const registry of hosts) await this.o.mirrors?.add({ apiSock: rec.apiSock, registry });
     }
+    // The shared daemon is started now rather than on the first container: a cold start then
+    // does not wait for a process to boot (upstream does the same).
+    if (this.o.mode === 'shared' && !this.daemons.has(SHARED_ID)) {
+      void this.daemonFor('').catch((err: Error) => log.error({ err: err.message }, 'starting the shared nydusd failed; retried on the first mount'));
+    }
     this.updateGauges();
     const poll = this.o.pollMs ?? 1000;
     this.timer = setInterval(() => void this.checkLiveness(), poll);
@@ -367,6 +372,8 @@ export class DaemonManager implements RafsMounter {
   /** Unmounts every instance and stops every daemon (cleanup_on_close, tests). */
   async destroyAll(): Promise<void> {
     this.close();
+    // A daemon still starting (the shared one, started early) must not be left behind.
+    await this.locks.get('daemon-start');
     for (const id of this.mounted()) await this.umount(id);
     for (const d of [...this.daemons.values()]) await this.stopDaemon(d);
   }
