@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The main job, end to end on a fresh Debian machine (as root):
+#   1. installs what it needs (Debian packages, npm modules) and builds;
+#   2. starts a local registry (in its own network namespace, behind a 200 Mbit/s link) and a
+#      private containerd with containerd-nydus-grpc as its `nydus` proxy snapshotter;
+#   3. pushes a Debian/python image and converts it to a nydus image with nydusify;
+#   4. runs `python3 -c ...` from it lazily (`ctr-remote images rpull` + `ctr run --snapshotter nydus`)
+#      and prints the time beside the plain OCI run (`ctr images pull` + overlayfs).
+# Nothing outside temp dirs is touched: the machine's own containerd keeps running as it was.
+# Usage: sudo scripts/demo.sh        (BENCH_RATE_MBIT=N changes the link speed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "demo: error: run as root (containerd, FUSE and a network namespace need it)" >&2
+  exit 1
+fi
+echo "demo: installing dependencies" >&2
+bash scripts/install-deps.sh
+echo "demo: building" >&2
+npm run build >/dev/null
+node dist/bench/coldstart.js --demo
