@@ -3,15 +3,16 @@
  * corrupted tars and tar.gz files each end, within a time bound, in either a valid build or a
  * clean one-line BuildError, and a failed build leaves nothing behind. Header-field mutations get a
  * fixed checksum so they reach our parser instead of stopping at tar-stream's checksum test.
- * Also: `..` components and absolute names are refused naming the entry; the CLI prints one line.
+ * Also: the builder's bootstrap consumers (check, inspect, merge, unpack) on corrupted bootstraps;
+ * `..` components and absolute names are refused naming the entry; the CLI prints one line.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
-import { BuildError, createLayer } from '../src/builder';
+import { BuildError, checkBootstrap, createLayer, inspectBootstrap, loadBootstrap, mergeBootstraps, unpackToTar } from '../src/builder';
 import { decodeBootstrap } from '../src/format/decode';
 import { REPO_ROOT } from './helpers/fixtures';
 import { everyKindEntries, tarBuffer } from './helpers/tars';
@@ -152,6 +153,40 @@ test('a parser that stops making progress ends in an error, not a hang', async (
   await expect(
     bounded(createLayer({ source: { kind: 'tar', stream: Readable.from([tar]), gzip: false }, bootstrapPath: path.join(work, 's.boot'), blobDir: path.join(work, 's') }), 'stall'),
   ).rejects.toThrow(/^tar entry #1 'd': the tar parser stopped making progress/);
+});
+
+test('check, inspect, merge and unpack on 400 corrupted bootstraps end in a result or a clean error', async () => {
+  const dir = path.join(work, 'boots');
+  const blobDir = path.join(dir, 'blobs');
+  const tar = await tarBuffer(everyKindEntries(0x1000));
+  const good = path.join(dir, 'good.boot');
+  await createLayer({ source: { kind: 'tar', stream: Readable.from([tar]), gzip: false }, bootstrapPath: good, blobDir, chunkSize: 0x1000 });
+  const base = fs.readFileSync(good);
+  const bad = path.join(dir, 'bad.boot');
+  let refused = 0;
+  for (let i = 0; i < 400; i++) {
+    const r = rng(10_000 + i);
+    const buf = Buffer.from(base);
+    // Flip bytes in the metadata (the first blocks hold superblock, tables, inodes, dirents).
+    for (let k = 0, n = 1 + Math.floor(r() * 8); k < n; k++) buf[Math.floor(r() * Math.min(buf.length, 64 << 10))] = Math.floor(r() * 256);
+    fs.writeFileSync(bad, r() < 0.1 ? buf.subarray(0, Math.floor(r() * buf.length)) : buf);
+    const ops: Array<[string, () => unknown]> = [
+      ['check', () => checkBootstrap(bad, blobDir)],
+      ['inspect', () => inspectBootstrap(bad)],
+      ['merge', () => mergeBootstraps(path.join(dir, 'merged.boot'), [good, bad])],
+      ['unpack', () => unpackToTar(loadBootstrap(bad).image, blobDir, new Writable({ write: (_c, _e, done) => done() }))],
+    ];
+    for (const [name, op] of ops) {
+      try {
+        await bounded(Promise.resolve().then(op), `case ${i} ${name}`);
+      } catch (err) {
+        if (!(err instanceof BuildError)) throw new Error(`case ${i} ${name}: not a clean error: ${(err as Error)?.stack ?? String(err)}`);
+        expect(err.message).not.toContain('\n');
+        refused++;
+      }
+    }
+  }
+  expect(refused).toBeGreaterThan(400);
 });
 
 test('names with .. or absolute paths are refused, naming the entry', async () => {
