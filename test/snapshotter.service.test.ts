@@ -177,6 +177,17 @@ describe('snapshots service', () => {
     expect(plain.mounts[0].type).toBe('bind');
   });
 
+  test('a nydus image without an image reference label is refused clearly and leaves nothing behind', async () => {
+    const boot = await call(c, 'Prepare', { key: 'nr/1/boot', parent: '', labels: { 'containerd.io/snapshot/nydus-bootstrap': 'true' } });
+    fs.mkdirSync(path.join(boot.mounts[0].source, 'image'));
+    fs.writeFileSync(path.join(boot.mounts[0].source, 'image', 'image.boot'), 'not used');
+    await call(c, 'Commit', { name: 'nr/2/boot-c', key: 'nr/1/boot' });
+    const err = await call(c, 'Prepare', { key: 'nr/3/ctr', parent: 'nr/2/boot-c' }).catch((e) => e);
+    expect(err.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(err.details).toContain('containerd.io/snapshot/cri.image-ref');
+    expect(await code(call(c, 'Stat', { key: 'nr/3/ctr' }))).toBe(grpc.status.NOT_FOUND);
+  });
+
   test('Prometheus metrics at /v1/metrics count the RPCs by operation and result', async () => {
     expect(sn.metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1\/metrics$/);
     // In shared mode the nydusd is started with the snapshotter, before any image needs it.

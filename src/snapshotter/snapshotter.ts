@@ -112,12 +112,23 @@ export class Snapshotter {
       this.commitRemote(key, parent, target, labels);
       throw alreadyExists(`target snapshot ${JSON.stringify(target)}: already exists`);
     }
-    const rec = this.createSnapshot('ACTIVE', key, parent, labels);
-    return this.mountsOf(rec);
+    return this.createWithMounts('ACTIVE', key, parent, labels);
   }
 
   async view(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
-    return this.mountsOf(this.createSnapshot('VIEW', key, parent, labels));
+    return this.createWithMounts('VIEW', key, parent, labels);
+  }
+
+  /** Creates the snapshot and its mounts; a snapshot whose mounts can't be made is not kept. */
+  private async createWithMounts(kind: 'ACTIVE' | 'VIEW', key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
+    const rec = this.createSnapshot(kind, key, parent, labels);
+    try {
+      return await this.mountsOf(rec);
+    } catch (err) {
+      this.store.tx(() => this.store.remove(key));
+      await fs.promises.rm(this.dir(rec.id), { recursive: true, force: true });
+      throw err;
+    }
   }
 
   async mounts(key: string): Promise<Mount[]> {
