@@ -76,7 +76,7 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
     throw err;
   }
   const s = writer.stats;
-  log.info({ blobId: written?.blob.blobId ?? null, chunks: written?.blob.chunkCount ?? 0, inputBytes: s.inputBytes, dedupBytes: s.dedupBytes, dictBytes: s.dictBytes }, 'layer built');
+  log.debug({ blobId: written?.blob.blobId ?? null, chunks: written?.blob.chunkCount ?? 0, inputBytes: s.inputBytes, dedupBytes: s.dedupBytes, dictBytes: s.dictBytes }, 'layer built');
   return {
     image,
     bootstrapPath: opts.bootstrapPath,

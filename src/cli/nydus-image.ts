@@ -31,7 +31,7 @@ const log = logger(TOOL);
 
 const program = new Command(TOOL)
   .description('build and examine RAFS v6 (nydus) images')
-  .option('-l, --log-level <level>', 'trace | debug | info | warn | error', 'warn')
+  .option('-l, --log-level <level>', 'trace | debug | info | warn | error (debug: build statistics)', 'warn')
   .version('0.1.0')
   .configureOutput({ outputError: (s, write) => write(`${TOOL}: ${s.trim()}\n`) })
   .hook('preAction', () => setLogLevel(program.opts<{ logLevel: string }>().logLevel));
