@@ -135,7 +135,7 @@ function checkImage(image: RafsImage): void {
     }
     if (Math.ceil(b.uncompressedSize / L.BLOCK_SIZE) > U32) throw new FormatError('blob too large', `blob ${i}`);
   });
-  if (!(image.compressor in COMPRESSOR_FLAG)) throw new FormatError(`unknown compressor ${image.compressor}`, 'image');
+  if (!Object.hasOwn(COMPRESSOR_FLAG, image.compressor)) throw new FormatError(`unknown compressor ${image.compressor}`, 'image');
   if (image.digester !== 'sha256' && image.digester !== 'blake3') throw new FormatError(`unknown digester ${image.digester}`, 'image');
   if (image.buildTime !== undefined && (!Number.isSafeInteger(image.buildTime) || image.buildTime < 0)) {
     throw new FormatError(`build time ${image.buildTime}`, 'image');
