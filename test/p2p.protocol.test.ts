@@ -21,6 +21,7 @@ describe('frames', () => {
       encodeFrame({ type: FrameType.Request, reqId: 9, blobId, offset: 2 ** 40 + 5, length: 1000, digests: [d1, blobId] }),
       encodeFrame({ type: FrameType.Response, reqId: 9, status: Status.Ok, payload: Buffer.from('hello') }),
       encodeFrame({ type: FrameType.Cancel, reqId: 9 }),
+      encodeFrame({ type: FrameType.Pending, reqId: 10 }),
     ];
     const r = new FrameReader();
     const got = [...Buffer.concat(frames)].flatMap((b) => r.push(Buffer.from([b])));
@@ -29,6 +30,7 @@ describe('frames', () => {
       { type: FrameType.Request, reqId: 9, blobId, offset: 2 ** 40 + 5, length: 1000, digests: [d1, blobId] },
       { type: FrameType.Response, reqId: 9, status: Status.Ok, payload: Buffer.from('hello') },
       { type: FrameType.Cancel, reqId: 9 },
+      { type: FrameType.Pending, reqId: 10 },
     ]);
   });
 
@@ -126,6 +128,19 @@ describe('peer channel', () => {
     expect(aborted).toBe(true);
   });
 
+  test('a peer that acknowledges with PENDING is waited for up to the pending limit, not the answer limit', async () => {
+    const { ca } = await pair(async (req) => {
+      await new Promise((r) => setTimeout(r, 300));
+      return Buffer.alloc(req.length, 1);
+    });
+    await ca.ready;
+    const req = { blobId, offset: 0, length: 4, digests: [] };
+    await expect(ca.request(req, 100, undefined, 3000)).resolves.toEqual(Buffer.alloc(4, 1));
+    const err = await ca.request(req, 100, undefined, 150).catch((e) => e);
+    expect((err as PeerUnavailableError).reason).toBe('timeout');
+    expect((err as Error).message).toMatch(/after PENDING/);
+  });
+
   test('a peer that does not know the cluster secret is disconnected before any request', async () => {
     const { ca } = await pair(async (req) => Buffer.alloc(req.length), { wrongSecret: true });
     await expect(ca.ready).rejects.toThrow(/closed before HELLO/);
@@ -166,6 +181,7 @@ describe('p2p config', () => {
     [{ ...ok, request_timeout_ms: -1 }, /p2p.request_timeout_ms: must be a positive integer/],
     [{ ...ok, host: '0.0.0.0x' }, /p2p.host: must be an IPv4 address/],
     [{ ...ok, maxpeers: 3 }, /p2p.maxpeers: unknown key/],
+    [{ ...ok, request_timeout_ms: 5000, upstream_timeout_ms: 1000 }, /p2p.upstream_timeout_ms: must be at least request_timeout_ms/],
   ])('rejects %j', (raw, msg) => {
     expect(() => parseP2PConfig(raw, 'cfg.json')).toThrow(msg);
   });

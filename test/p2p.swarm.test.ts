@@ -80,12 +80,12 @@ describe('p2p swarm', () => {
     for (const n of nodes.slice(0, 3)) expect(n.metrics.peers).toBe(2);
   });
 
-  test('a frozen owner is skipped within request_timeout and the read falls back', async () => {
-    const cfg = p2pConfig(dht.bootstrap, { request_timeout_ms: 400 });
+  test('an owner stuck on its upstream is given up after upstream_timeout_ms and the read falls back', async () => {
+    const cfg = p2pConfig(dht.bootstrap, { request_timeout_ms: 300, upstream_timeout_ms: 600 });
     nodes = await startNodes(cfg, keyPairs(4, 'a2b'));
     await Promise.all(nodes.map((n) => n.membership.waitForPeers(3, 20_000)));
     const origin = new RateLimitedOrigin(set.dir, RATE);
-    // Node 3 accepts requests and never answers them.
+    // Node 3 acknowledges requests (PENDING) and its upstream never answers.
     const tn = nodes.map((n, i) => makeNode(n, origin, set, i === 3 ? { upstreamOverride: () => new Promise<Buffer>(() => undefined) } : {}));
     const bad = await Promise.all(tn.slice(0, 3).map((t) => t.readAll(set, 4)));
     expect(bad).toEqual([[], [], []]);

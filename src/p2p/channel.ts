@@ -7,8 +7,12 @@
  *    version or a malformed frame destroys the connection.
  *  - `request` keeps at most min(our maxInflight, the peer's) requests in flight; extra callers
  *    wait for a slot. Whatever happens (slot wait, slow answer, peer gone, BUSY/NOT_FOUND/ERROR) it
- *    settles within `timeoutMs`, rejecting with SourceUnavailableError; a timed-out request is
- *    CANCELled. It resolves only with exactly `length` bytes (never checked for content here).
+ *    settles within `timeoutMs`, rejecting with SourceUnavailableError, unless the peer said
+ *    PENDING (it is fetching the range upstream) in time: then the limit becomes
+ *    `pendingTimeoutMs` from the start. A timed-out request is CANCELled. It resolves only with
+ *    exactly `length` bytes (never checked for content here).
+ *  - Serving, a request that is not answered at once is acknowledged with PENDING, so a peer that
+ *    waits on its own upstream is not mistaken for a dead one.
  *  - Incoming requests beyond our advertised maxInflight, or beyond the node-wide serve limit,
  *    are answered BUSY at once instead of queued (load shedding).
  *  - Writes honour backpressure: a frame is written only after the previous write drained.
@@ -66,6 +70,8 @@ export interface ChannelOptions {
 interface Pending {
   resolve(b: Buffer): void;
   reject(e: Error): void;
+  /** The peer acknowledged with PENDING. */
+  working(): void;
   length: number;
 }
 
@@ -100,8 +106,9 @@ export class PeerChannel extends EventEmitter {
   }
 
   /** Asks the peer for a blob range; see the class contract. */
-  async request(req: Omit<Request, 'type' | 'reqId'>, timeoutMs: number, signal?: AbortSignal): Promise<Buffer> {
-    const deadline = Date.now() + timeoutMs;
+  async request(req: Omit<Request, 'type' | 'reqId'>, timeoutMs: number, signal?: AbortSignal, pendingTimeoutMs = timeoutMs): Promise<Buffer> {
+    const start = Date.now();
+    const deadline = start + timeoutMs;
     const unavailable = (why: string, reason: PeerFailureReason = 'gone') => new PeerUnavailableError(this.opts.peer, reason, why);
     await this.acquireSlot(deadline, signal, unavailable);
     const reqId = this.nextId;
@@ -119,10 +126,18 @@ export class PeerChannel extends EventEmitter {
           if (!this.closed) this.write(encodeFrame({ type: FrameType.Cancel, reqId }));
         };
         const onAbort = () => cancel('aborted', 'error');
-        const timer = setTimeout(() => cancel(`no answer within ${timeoutMs} ms`, 'timeout'), Math.max(1, deadline - Date.now()));
+        let timer = setTimeout(() => cancel(`no answer within ${timeoutMs} ms`, 'timeout'), Math.max(1, deadline - Date.now()));
         signal?.addEventListener('abort', onAbort, { once: true });
         this.pending.set(reqId, {
           length: req.length,
+          working: () => {
+            if (pendingTimeoutMs <= timeoutMs) return;
+            clearTimeout(timer);
+            timer = setTimeout(
+              () => cancel(`no answer within ${pendingTimeoutMs} ms after PENDING`, 'timeout'),
+              Math.max(1, start + pendingTimeoutMs - Date.now()),
+            );
+          },
           resolve: (b) => {
             clearTimeout(timer);
             signal?.removeEventListener('abort', onAbort);
@@ -233,6 +248,9 @@ export class PeerChannel extends EventEmitter {
         }
         return;
       }
+      case FrameType.Pending:
+        this.pending.get(f.reqId)?.working();
+        return;
       case FrameType.Cancel:
         this.serving.get(f.reqId)?.abort();
         this.serving.delete(f.reqId);
@@ -253,6 +271,11 @@ export class PeerChannel extends EventEmitter {
     if (this.serving.size >= this.opts.maxInflight || !limiter.tryAcquire()) return answer(Status.Busy, Buffer.from('busy'));
     const ac = new AbortController();
     this.serving.set(req.reqId, ac);
+    let settled = false;
+    // Acknowledge work that does not finish at once (an upstream fetch) so the peer keeps waiting.
+    setImmediate(() => {
+      if (!settled && !ac.signal.aborted && !this.closed) this.write(encodeFrame({ type: FrameType.Pending, reqId: req.reqId }));
+    });
     handler(req, ac.signal).then(
       (bytes) => {
         if (!ac.signal.aborted) answer(Status.Ok, bytes);
@@ -261,6 +284,7 @@ export class PeerChannel extends EventEmitter {
         if (!ac.signal.aborted) answer(e instanceof NotFoundError ? Status.NotFound : Status.Error, Buffer.from(e.message.slice(0, 200)));
       },
     ).finally(() => {
+      settled = true;
       limiter.release();
       if (this.serving.get(req.reqId) === ac) this.serving.delete(req.reqId);
     });

@@ -4,7 +4,8 @@
  *   "p2p": { "enable": true, "cluster_secret": "...", "bootstrap": ["10.0.0.5:49737"],
  *            "allow": ["<64 hex public key>", ...], "max_peers": 64, "request_timeout_ms": 2000 }
  *
- * Optional extras: `host` (IPv4 the DHT socket binds; the cluster IP in production, 127.0.0.1 in
+ * Optional extras: `upstream_timeout_ms` (how long to wait for an owner that answered PENDING, i.e.
+ * is fetching the chunk from upstream itself), `host` (IPv4 the DHT socket binds; the cluster IP in production, 127.0.0.1 in
  * tests), `key_file` (where this node's 32-byte key seed is kept so its public key, the one other
  * nodes allow, survives restarts), `max_inflight_per_peer`, `serve_concurrency`, `store_bytes`.
  * Every error names the key and the reason in one line.
@@ -19,6 +20,8 @@ export interface P2PConfig {
   allow: string[];
   maxPeers: number;
   requestTimeoutMs: number;
+  /** Limit for a request the owner acknowledged with PENDING (it fetches upstream); >= requestTimeoutMs. */
+  upstreamTimeoutMs: number;
   host?: string;
   keyFile?: string;
   /** Requests this node keeps in flight to one peer; more wait for a slot (within the timeout). */
@@ -32,6 +35,7 @@ export interface P2PConfig {
 export const P2P_DEFAULTS = {
   maxPeers: 64,
   requestTimeoutMs: 2000,
+  upstreamTimeoutMs: 30_000,
   maxInflightPerPeer: 4,
   serveConcurrency: 16,
   storeBytes: 256 * 1024 * 1024,
@@ -45,7 +49,7 @@ export class P2PConfigError extends Error {
 }
 
 const KNOWN = new Set([
-  'enable', 'cluster_secret', 'bootstrap', 'allow', 'max_peers', 'request_timeout_ms', 'host', 'key_file',
+  'enable', 'cluster_secret', 'bootstrap', 'allow', 'max_peers', 'request_timeout_ms', 'upstream_timeout_ms', 'host', 'key_file',
   'max_inflight_per_peer', 'serve_concurrency', 'store_bytes',
 ]);
 
@@ -107,13 +111,19 @@ export function parseP2PConfig(raw: unknown, where = 'config'): P2PConfig | unde
   if (o.key_file !== undefined && (typeof o.key_file !== 'string' || o.key_file === '')) {
     throw new P2PConfigError(where, 'key_file', 'must be a file path');
   }
+  const requestTimeoutMs = posInt(where, o, 'request_timeout_ms', P2P_DEFAULTS.requestTimeoutMs);
+  const upstreamTimeoutMs = posInt(where, o, 'upstream_timeout_ms', Math.max(P2P_DEFAULTS.upstreamTimeoutMs, requestTimeoutMs));
+  if (upstreamTimeoutMs < requestTimeoutMs) {
+    throw new P2PConfigError(where, 'upstream_timeout_ms', `must be at least request_timeout_ms (${requestTimeoutMs})`);
+  }
   return {
     enable: true,
     clusterSecret: secret,
     bootstrap,
     allow,
     maxPeers: posInt(where, o, 'max_peers', P2P_DEFAULTS.maxPeers),
-    requestTimeoutMs: posInt(where, o, 'request_timeout_ms', P2P_DEFAULTS.requestTimeoutMs),
+    requestTimeoutMs,
+    upstreamTimeoutMs,
     host: o.host as string | undefined,
     keyFile: o.key_file as string | undefined,
     maxInflightPerPeer: posInt(where, o, 'max_inflight_per_peer', P2P_DEFAULTS.maxInflightPerPeer),

@@ -7,6 +7,7 @@
  *   REQUEST  2  u32be reqId | 32B blobId | u64be offset | u32be length | u16be n | n x 32B chunk digest
  *   RESPONSE 3  u32be reqId | u8 status | payload (OK: the bytes; else a UTF-8 reason)
  *   CANCEL   4  u32be reqId
+ *   PENDING  5  u32be reqId
  *
  * The length prefix makes the format independent of the transport's message boundaries. Frames are
  * bounded by MAX_FRAME, far below the 16 MiB atomic-write limit of hyperswarm's secret stream.
@@ -18,7 +19,7 @@ export const MAX_DIGESTS = 1024;
 /** Largest body: a RESPONSE with MAX_PAYLOAD bytes, or a REQUEST with MAX_DIGESTS digests. */
 export const MAX_FRAME = 1 + 5 + MAX_PAYLOAD;
 
-export enum FrameType { Hello = 1, Request = 2, Response = 3, Cancel = 4 }
+export enum FrameType { Hello = 1, Request = 2, Response = 3, Cancel = 4, Pending = 5 }
 export enum Status { Ok = 0, NotFound = 1, Busy = 2, Error = 3 }
 
 export interface Hello { type: FrameType.Hello; version: number; maxInflight: number; maxFrame: number; proof: Buffer }
@@ -27,7 +28,9 @@ export interface Request {
 }
 export interface Response { type: FrameType.Response; reqId: number; status: Status; payload: Buffer }
 export interface Cancel { type: FrameType.Cancel; reqId: number }
-export type Frame = Hello | Request | Response | Cancel;
+/** The server works on the request (fetching upstream); the requester may wait longer. */
+export interface Pending { type: FrameType.Pending; reqId: number }
+export type Frame = Hello | Request | Response | Cancel | Pending;
 
 export class ProtocolError extends Error {
   constructor(reason: string) {
@@ -77,7 +80,8 @@ export function encodeFrame(f: Frame): Buffer {
       b.writeUInt8(f.status, 4);
       return Buffer.concat([header(f.type, 5 + f.payload.length), b, f.payload]);
     }
-    case FrameType.Cancel: {
+    case FrameType.Cancel:
+    case FrameType.Pending: {
       const b = Buffer.alloc(4);
       b.writeUInt32BE(f.reqId, 0);
       return Buffer.concat([header(f.type, 4), b]);
@@ -114,7 +118,8 @@ export function decodeBody(frame: Buffer): Frame {
       need(body, 5, 'RESPONSE');
       return { type, reqId: body.readUInt32BE(0), status: body.readUInt8(4), payload: body.subarray(5) };
     case FrameType.Cancel:
-      need(body, 4, 'CANCEL');
+    case FrameType.Pending:
+      need(body, 4, type === FrameType.Cancel ? 'CANCEL' : 'PENDING');
       return { type, reqId: body.readUInt32BE(0) };
     default:
       throw new ProtocolError(`unknown frame type ${type}`);

@@ -22,7 +22,7 @@ export interface PeerNodeOptions {
   upstream?: UpstreamFetch;
   /** Overrides the key pair from `cfg.keyFile` (tests). */
   keyPair?: KeyPair;
-  /** Cool-down of a slow or vanished peer, ms (default 30 s). */
+  /** Cool-down of a peer that timed out, ms (default 30 s). */
   cooldownMs?: number;
 }
 
@@ -55,6 +55,7 @@ export class PeerNode {
       server: this.server,
       metrics: this.metrics,
       requestTimeoutMs: cfg.requestTimeoutMs,
+      upstreamTimeoutMs: cfg.upstreamTimeoutMs,
       cooldownMs: opts.cooldownMs,
     });
   }

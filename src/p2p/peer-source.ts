@@ -1,14 +1,18 @@
 /**
  * `PeerSource`: the swarm as a ChunkSource, placed before the mirrors in the fetch pipeline.
  *
+ * A peer must answer or acknowledge (PENDING: it fetches the range upstream) within
+ * `request_timeout_ms`; an acknowledged request may take up to `upstream_timeout_ms`, so an owner
+ * waiting on a slow origin is not abandoned (which would send every node to that origin too).
+ *
  * The owner of a range is chosen by rendezvous hashing of its first chunk digest (the range key
  * when no digest is given) over this node and the usable live peers:
  *  - another peer owns it: ask that peer once, within `request_timeout_ms`;
  *  - this node owns it: fetch through the local ChunkServer, so this node's own read and the peers
  *    asking for the same range share one upstream fetch.
  * Any failure (no peers, timeout, peer gone, BUSY, NOT_FOUND) rejects with SourceUnavailableError so
- * the pipeline moves on to mirrors and origin. A peer that timed out or vanished sits out
- * `cooldownMs`; a peer whose bytes the pipeline `rejected()` (digest mismatch) is banned for the
+ * the pipeline moves on to mirrors and origin (a request lost with a replaced connection is asked
+ * again once on the peer's new connection). A peer that timed out sits out `cooldownMs`; a peer whose bytes the pipeline `rejected()` (digest mismatch) is banned for the
  * session. This source never judges bytes: the pipeline verifies every chunk it returns.
  */
 import type { BlobRange, ChunkSource, ReadContext } from '../fetch/source';
@@ -32,7 +36,9 @@ export interface PeerSourceOptions {
   server: ChunkServer;
   metrics: P2PMetrics;
   requestTimeoutMs: number;
-  /** How long a peer that timed out or vanished is left out of ownership. */
+  /** Limit for a request the owner acknowledged with PENDING (default: requestTimeoutMs). */
+  upstreamTimeoutMs?: number;
+  /** How long a peer that timed out is left out of ownership. */
   cooldownMs?: number;
 }
 
@@ -83,25 +89,37 @@ export class PeerSource implements ChunkSource {
       }
     }
 
-    const ch = peers.get(owner as string) as PeerChannel;
-    try {
-      const bytes = await ch.request(
-        { blobId: range.blobId, offset: range.offset, length: range.length, digests },
-        this.opts.requestTimeoutMs,
-        ctx.signal,
-      );
-      metrics.bytesFromPeers += bytes.length;
-      metrics.chunksFromPeers++;
-      this.remember(rangeKey, owner as string);
-      return bytes;
-    } catch (e) {
-      const reason = e instanceof PeerUnavailableError ? e.reason : 'error';
-      metrics.failures[reason]++;
-      if ((reason === 'timeout' || reason === 'gone') && !ctx.signal?.aborted) {
-        this.cooling.set(owner as string, Date.now() + (this.opts.cooldownMs ?? 30_000));
+    const start = Date.now();
+    const deadline = start + this.opts.requestTimeoutMs;
+    const pendingDeadline = start + Math.max(this.opts.upstreamTimeoutMs ?? 0, this.opts.requestTimeoutMs);
+    let ch = peers.get(owner as string) as PeerChannel;
+    // hyperswarm may replace a peer's connection (duplicate dials); a request lost with the old
+    // one is asked again once on the new one, within the same deadline.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const bytes = await ch.request(
+          { blobId: range.blobId, offset: range.offset, length: range.length, digests },
+          Math.max(1, deadline - Date.now()),
+          ctx.signal,
+          Math.max(1, pendingDeadline - Date.now()),
+        );
+        metrics.bytesFromPeers += bytes.length;
+        metrics.chunksFromPeers++;
+        this.remember(rangeKey, owner as string);
+        return bytes;
+      } catch (e) {
+        const reason = e instanceof PeerUnavailableError ? e.reason : 'error';
+        const replacement = this.opts.livePeers().get(owner as string);
+        if (reason === 'gone' && attempt === 0 && replacement && replacement !== ch && Date.now() < deadline) {
+          ch = replacement;
+          continue;
+        }
+        metrics.failures[reason]++;
+        // A vanished peer leaves the live set by itself; a slow one sits out for a while.
+        if (reason === 'timeout' && !ctx.signal?.aborted) this.cooling.set(owner as string, Date.now() + (this.opts.cooldownMs ?? 30_000));
+        log.debug({ peer: short(owner as string), reason, err: (e as Error).message }, 'peer request failed');
+        throw e instanceof SourceUnavailableError ? e : new SourceUnavailableError(this.name, (e as Error).message);
       }
-      log.debug({ peer: short(owner as string), reason, err: (e as Error).message }, 'peer request failed');
-      throw e instanceof SourceUnavailableError ? e : new SourceUnavailableError(this.name, (e as Error).message);
     }
   }
 
