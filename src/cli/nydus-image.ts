@@ -24,10 +24,9 @@ import {
   mergeBootstraps,
   unpackToTar,
 } from '../builder';
-import { logger, setLogLevel } from '../util/log';
+import { setLogLevel } from '../util/log';
 
 const TOOL = 'nydus-image';
-const log = logger(TOOL);
 
 const program = new Command(TOOL)
   .description('build and examine RAFS v6 (nydus) images')
@@ -152,7 +151,8 @@ async function create(source: string, o: CreateFlags): Promise<CreateResult> {
   const chunkSize = parseSize(o.chunkSize);
   const chunkDict = o.chunkDict ? loadBootstrap(o.chunkDict.replace(/^bootstrap=/, '')).image : undefined;
   const prefetchFiles = o.prefetchFiles ? readList(o.prefetchFiles) : undefined;
-  const progress = new Progress(o.type === 'dir-rafs' || source === '-' ? 0 : fileSize(source));
+  const total = source === '-' ? 0 : o.type === 'dir-rafs' ? (process.stderr.isTTY ? treeBytes(source) : 0) : fileSize(source);
+  const progress = new Progress(total);
   const common = {
     bootstrapPath: o.bootstrap,
     blobPath: o.blob,
@@ -183,7 +183,7 @@ async function create(source: string, o: CreateFlags): Promise<CreateResult> {
   }
 }
 
-/** A bar on a terminal, a log line every 256 MiB otherwise. */
+/** A bar on a terminal, a line on stderr every 256 MiB otherwise. */
 class Progress {
   private bar: SingleBar | null = null;
   private done = 0;
@@ -200,7 +200,7 @@ class Progress {
     this.done += n;
     if (this.bar) this.bar.update(this.done);
     else if (this.done >= this.nextLog) {
-      log.info({ bytes: this.done }, 'building');
+      process.stderr.write(`${TOOL}: building: ${Math.floor(this.done / 2 ** 20)} MiB read\n`);
       this.nextLog += 256 << 20;
     }
   }
@@ -227,6 +227,24 @@ function readList(file: string): string[] {
   const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
   for (const l of lines) if (!l.startsWith('/')) throw new Error(`${file}: prefetch path '${l}' is not absolute`);
   return lines;
+}
+
+/** Bytes of regular files under `dir`, for the progress bar's total (0 if unreadable). */
+function treeBytes(dir: string): number {
+  let total = 0;
+  const visit = (p: string): void => {
+    for (const e of fs.readdirSync(p, { withFileTypes: true })) {
+      const q = `${p}/${e.name}`;
+      if (e.isDirectory()) visit(q);
+      else if (e.isFile()) total += fs.lstatSync(q).size;
+    }
+  };
+  try {
+    visit(dir);
+  } catch {
+    return 0;
+  }
+  return total;
 }
 
 function fileSize(file: string): number {
