@@ -20,7 +20,3 @@ export function entryComponents(name: string, where: string): string[] {
   return parts;
 }
 
-/** Absolute image path of components. */
-export function joinPath(parts: readonly string[]): string {
-  return '/' + parts.join('/');
-}
