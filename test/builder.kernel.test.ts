@@ -10,7 +10,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createLayer } from '../src/builder';
+import { PassThrough } from 'node:stream';
+import { createLayer, TarWriter } from '../src/builder';
 import { decodeBootstrap } from '../src/format/decode';
 import { debianRootfsDir, debianRootfsTar, IS_ROOT, REPO_ROOT } from './helpers/fixtures';
 import { everyKindEntries, gnuExtract, writeTar } from './helpers/tars';
@@ -82,6 +83,44 @@ maybe('kernel mounts --compressor none builds (acceptance 1)', () => {
     // The kernel-mounted python runs.
     const out = execFileSync('chroot', [m.dir, '/usr/bin/python3', '-c', 'import json,hashlib; print(json.dumps([1]))']).toString();
     expect(out.trim()).toBe('[1]');
+  });
+
+  test('a tar entry over 4 GiB, streamed, builds and mounts with the right size and tail', async () => {
+    const size = 4 * 2 ** 30 + 2 ** 20 + 10;
+    const tail = Buffer.from('0123456789');
+    const zeros = Buffer.alloc(2 ** 20);
+    function* body(): Generator<Buffer> {
+      for (let i = 0; i < (size - tail.length) / zeros.length; i++) yield zeros;
+      yield tail;
+    }
+    const pipe = new PassThrough();
+    const writing = (async () => {
+      const tar = new TarWriter(pipe);
+      await tar.entry({ name: 'huge.img', type: 'file', mode: 0o600, size }, body());
+      await tar.finish();
+    })();
+    const res = await createLayer({
+      source: { kind: 'tar', stream: pipe, gzip: false },
+      bootstrapPath: path.join(work, 'huge.boot'),
+      blobDir: path.join(work, 'blobs'),
+      compressor: 'none',
+    });
+    await writing;
+    const inode = res.image.root.children!.get('huge.img')!;
+    expect(inode.size).toBe(size);
+    expect(inode.chunks!.length).toBe(4098);
+    // Two distinct chunks: 1 MiB of zeros (4097 times) and the 10-byte tail.
+    expect(res.image.blobs[0].chunkCount).toBe(2);
+    expect(fsckErofs(res.bootstrapPath, [res.blobPath!])).toMatchObject({ ok: true });
+    const m = mountRafs(res.bootstrapPath, [res.blobPath!]);
+    mounts.push(m);
+    const file = path.join(m.dir, 'huge.img');
+    expect(fs.statSync(file).size).toBe(size);
+    const got = Buffer.alloc(10);
+    const fd = fs.openSync(file, 'r');
+    fs.readSync(fd, got, 0, 10, size - 10);
+    fs.closeSync(fd);
+    expect(got).toEqual(tail);
   });
 
   test('directory source with a socket, a fifo and a sparse 4.5 GiB file, via the CLI', async () => {
