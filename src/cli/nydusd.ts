@@ -3,6 +3,7 @@
  *   nydusd --config CFG.json --mountpoint DIR --bootstrap FILE [--apisock SOCK] [--id ID]
  *   nydusd --apisock SOCK [--config CFG.json]      shared daemon; mount through the API
  */
+import '../daemon/heap';
 import { Command } from 'commander';
 import * as fs from 'node:fs';
 import { randomUUID } from 'node:crypto';

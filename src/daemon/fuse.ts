@@ -51,7 +51,7 @@ export function statOf(rafs: RafsInstance, inode: Inode): StatLike {
     uid: inode.uid,
     gid: inode.gid,
     size: inode.size,
-    nlink: rafs.nlink.get(inode) ?? 1,
+    nlink: rafs.nlink(inode),
     ino: rafs.inodeNumber(inode),
     rdev: inode.rdev,
     blksize: 4096,
@@ -103,7 +103,7 @@ export class FuseMount {
       read: (p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
         const n = this.handles.get(fd) ?? find(p);
         if (!n) return cb(Fuse.ENOENT);
-        rafs.read(n, pos, len).then(
+        rafs.read(n, pos, len, { path: p }).then(
           (data) => cb(data.copy(buf, 0, 0, Math.min(len, data.length))),
           (e: Error) => {
             log.error({ path: p, offset: pos, length: len, err: e.message }, e instanceof ChunkFetchError ? 'read failed: chunk not verified' : 'read failed');
@@ -128,7 +128,7 @@ export class FuseMount {
         cb(0, [...n.xattrs.keys()]);
       },
       statfs: (_p: string, cb: Cb<object>) => {
-        cb(0, { bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: rafs.byPath.size, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 });
+        cb(0, { bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: rafs.entryCount, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 });
       },
     } as unknown as Fuse.OPERATIONS;
   }

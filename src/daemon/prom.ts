@@ -3,11 +3,13 @@
  * counters at scrape time (the counters live in the fs, pipeline and cache objects; prom-client
  * only formats them).
  */
-import { Gauge, Registry } from 'prom-client';
+import type * as PromClient from 'prom-client';
 import type { Daemon } from './daemon';
 import type { BlobCacheManager } from '../cache/blob-cache';
 
 export async function prometheusText(d: Daemon): Promise<string> {
+  // Loaded on the first scrape, so daemons nobody scrapes do not carry it.
+  const { Gauge, Registry } = require('prom-client') as typeof PromClient;
   const reg = new Registry();
   const g = (name: string, help: string, labelNames: string[]) => new Gauge({ name, help, labelNames, registers: [reg] });
   const up = g('nydusd_up', 'Daemon state: 1 when RUNNING.', ['id', 'state']);

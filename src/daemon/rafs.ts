@@ -15,6 +15,9 @@ import { decodeBootstrap } from '../format/decode';
 import { BlobChunks, ChunkPipeline } from '../fetch/pipeline';
 import { LATENCY_BUCKETS_MS } from '../fetch/metrics';
 
+/** One shared, never mutated map for the many inodes without xattrs (saves ~8 MB per Debian image). */
+const NO_XATTRS: Map<string, Buffer> = new Map();
+
 export interface FileAccess {
   ino: number;
   path: string;
@@ -37,58 +40,45 @@ export interface FsStats {
 }
 
 export class RafsInstance {
-  readonly byPath = new Map<string, Inode>();
-  readonly pathOf = new Map<Inode, string>();
-  readonly nlink = new Map<Inode, number>();
+  /** Link counts of regular files with more than one name (everything else is computed). */
+  private readonly hardLinks = new Map<Inode, number>();
   readonly blobs: BlobChunks[];
   readonly stats: FsStats = { reads: 0, readBytes: 0, readErrors: 0, readLatencyMsTotal: 0, readLatencyDist: new Array(LATENCY_BUCKETS_MS.length + 1).fill(0), opens: 0 };
   private readonly access = new Map<Inode, FileAccess>();
-  private nextIno = 1;
-  private readonly inos = new Map<Inode, number>();
   readonly fileCount: number;
+  readonly entryCount: number;
 
+  /**
+   * Indexes the image once. It keeps no per-path tables: a shared daemon holds many images, and a
+   * Debian image has 13k entries, so paths are resolved through the directories' child maps.
+   * Inodes without a stored number (hand-built images) get numbers above every stored one.
+   */
   constructor(
     public readonly image: RafsImage,
     public readonly pipeline: ChunkPipeline,
   ) {
     const perBlob: ChunkInfo[][] = image.blobs.map(() => []);
-    let files = 0;
-    // Inodes without a stored number (hand-built images) get numbers above every stored one.
-    for (const inode of this.allInodes()) if (inode.ino) this.nextIno = Math.max(this.nextIno, inode.ino + 1);
-    const visit = (inode: Inode, p: string): void => {
-      const seen = this.nlink.has(inode);
-      this.nlink.set(inode, (this.nlink.get(inode) ?? 0) + 1);
-      this.byPath.set(p, inode);
-      if (seen) return;
-      this.pathOf.set(inode, p);
-      if (!this.inos.has(inode)) this.inos.set(inode, inode.ino || this.nextIno++);
-      if (inode.kind === 'file') {
-        files++;
-        for (const c of inode.chunks ?? []) perBlob[c.blobIndex]?.push(c);
-      }
-      if (inode.kind === 'dir') {
-        let subdirs = 0;
-        for (const [name, child] of inode.children ?? []) {
-          if (child.kind === 'dir') subdirs++;
-          visit(child, p === '/' ? `/${name}` : `${p}/${name}`);
-        }
-        this.nlink.set(inode, 2 + subdirs);
-      }
-    };
-    visit(image.root, '/');
-    this.fileCount = files;
-    this.blobs = image.blobs.map((b, i) => BlobChunks.fromChunks(b, perBlob[i]));
-  }
-
-  private *allInodes(): Generator<Inode> {
-    const stack: Inode[] = [this.image.root];
-    const seen = new Set<Inode>();
+    const names = new Map<Inode, number>();
+    const unique: Inode[] = [];
+    let entries = 0;
+    const stack: Inode[] = [image.root];
     for (let n = stack.pop(); n; n = stack.pop()) {
-      if (seen.has(n)) continue;
-      seen.add(n);
-      yield n;
+      entries++;
+      const seen = names.get(n);
+      names.set(n, (seen ?? 0) + 1);
+      if (seen) continue;
+      unique.push(n);
+      if (n.xattrs.size === 0) n.xattrs = NO_XATTRS;
+      if (n.kind === 'file') for (const c of n.chunks ?? []) perBlob[c.blobIndex]?.push(c);
       for (const c of n.children?.values() ?? []) stack.push(c);
     }
+    let nextIno = 1;
+    for (const n of unique) if (n.ino) nextIno = Math.max(nextIno, n.ino + 1);
+    for (const n of unique) if (!n.ino) n.ino = nextIno++;
+    for (const [n, count] of names) if (count > 1 && n.kind !== 'dir') this.hardLinks.set(n, count);
+    this.fileCount = unique.filter((n) => n.kind === 'file').length;
+    this.entryCount = entries;
+    this.blobs = image.blobs.map((b, i) => BlobChunks.fromChunks(b, perBlob[i]));
   }
 
   /** Loads a bootstrap file and builds an instance over it. */
@@ -96,22 +86,39 @@ export class RafsInstance {
     return new RafsInstance(decodeBootstrap(fs.readFileSync(bootstrapPath)), pipeline);
   }
 
+  /** The inode at an absolute path (`/`, `/etc/passwd`). */
   lookup(p: string): Inode | undefined {
-    return this.byPath.get(p);
+    let cur: Inode | undefined = this.image.root;
+    let start = 1;
+    while (cur && start < p.length) {
+      let end = p.indexOf('/', start);
+      if (end < 0) end = p.length;
+      if (end > start) cur = cur.children?.get(p.slice(start, end));
+      start = end + 1;
+    }
+    return cur;
   }
 
   inodeNumber(inode: Inode): number {
-    return this.inos.get(inode) ?? 0;
+    return inode.ino ?? 0;
+  }
+
+  /** Link count: names of a file, 2 + subdirectories of a directory. */
+  nlink(inode: Inode): number {
+    if (inode.kind !== 'dir') return this.hardLinks.get(inode) ?? 1;
+    let n = 2;
+    for (const c of inode.children?.values() ?? []) if (c.kind === 'dir') n++;
+    return n;
   }
 
   /** Bytes [offset, offset+length) of a regular file, clipped to its size. */
-  async read(inode: Inode, offset: number, length: number, opts: { prefetch?: boolean } = {}): Promise<Buffer> {
+  async read(inode: Inode, offset: number, length: number, opts: { prefetch?: boolean; path?: string } = {}): Promise<Buffer> {
     const end = Math.min(inode.size, offset + length);
     if (inode.kind !== 'file' || offset >= end) return Buffer.alloc(0);
     const t0 = performance.now();
     try {
       const out = await this.readRange(inode, offset, end, opts.prefetch ?? false);
-      if (!opts.prefetch) this.recordRead(inode, out.length, performance.now() - t0);
+      if (!opts.prefetch) this.recordRead(inode, opts.path ?? '', out.length, performance.now() - t0);
       return out;
     } catch (e) {
       if (!opts.prefetch) this.stats.readErrors++;
@@ -154,7 +161,7 @@ export class RafsInstance {
     return out;
   }
 
-  private recordRead(inode: Inode, bytes: number, ms: number): void {
+  private recordRead(inode: Inode, path: string, bytes: number, ms: number): void {
     this.stats.reads++;
     this.stats.readBytes += bytes;
     this.stats.readLatencyMsTotal += ms;
@@ -164,7 +171,7 @@ export class RafsInstance {
     let a = this.access.get(inode);
     if (!a) {
       const now = Date.now();
-      a = { ino: this.inodeNumber(inode), path: this.pathOf.get(inode) ?? '', nrRead: 0, bytes: 0, firstSecs: Math.floor(now / 1000), firstNanos: (now % 1000) * 1_000_000, order: this.access.size };
+      a = { ino: this.inodeNumber(inode), path, nrRead: 0, bytes: 0, firstSecs: Math.floor(now / 1000), firstNanos: (now % 1000) * 1_000_000, order: this.access.size };
       this.access.set(inode, a);
     }
     a.nrRead++;

@@ -9,7 +9,7 @@ import type { ChunkSource } from '../fetch/source';
 import { FetchMetrics } from '../fetch/metrics';
 import { LocalFsSource } from '../fetch/localfs';
 import { OriginSource, BlobRangeReader } from '../fetch/origin';
-import { RegistryClient } from '../registry/client';
+import type { RegistryClient } from '../registry/client';
 import { MirrorSet, OriginInfo, SourceList, updateMirrors } from '../fetch/mirror-set';
 import { withProxy } from '../fetch/proxy';
 import { CertsDir, effectiveMirrors, hostDirCandidates } from '../mirrors/certs-dir';
@@ -30,7 +30,9 @@ export interface SourceDeps {
 
 export function defaultRegistryClient(cfg: RegistryBackendConfig): RegistryClient {
   const auth = process.env.IMAGE_PULL_AUTH || cfg.auth;
-  return new RegistryClient({
+  // Loaded on first use: undici costs ~15 MB of RSS that a localfs-only daemon does not need.
+  const { RegistryClient: Client } = require('../registry/client') as typeof import('../registry/client');
+  return new Client({
     registry: cfg.host,
     insecure: cfg.scheme === 'http',
     skipVerify: cfg.skipVerify,

@@ -1,0 +1,249 @@
+/**
+ * Benchmark of issue 4 (acceptance 7): reading through nydusd.
+ *   A. sequential read of a 256 MiB file with `cat`:
+ *      cold  fresh daemon, empty blob cache, localfs backend (blob in the page cache)
+ *      warm  the same file again (the kernel keeps the pages: kernel_cache)
+ *      cache a restarted daemon with the blob cache full (the daemon's own warm path)
+ *      baseline: `cat` of the same file on the host, page cache warm
+ *   B. `find` + stat of every entry of the Debian tree: nydusd mount vs an overlayfs over a copy
+ *      (first walk and second walk)
+ *   C. daemon RSS with 1 and with 10 Debian images mounted (each walked once)
+ * Targets: warm within 1.2x of native, cold at least 40 % of native throughput, RSS <= 150 MB with 10.
+ * Writes bench-out/read.md.
+ */
+import { execFileSync, spawn, ChildProcess } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { NydusdClient } from '../daemon/client';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const FIXTURES = process.env.NYDUS_FIXTURES ?? '/var/tmp/nydus-ts-fixtures';
+const NYDUS_IMAGE = path.join(ROOT, 'dist', 'cli', 'nydus-image.js');
+const NYDUSD = path.join(ROOT, 'dist', 'cli', 'nydusd.js');
+const FILE_MIB = Number(process.env.BENCH_READ_MIB ?? 256);
+const ROUNDS = 3;
+/** Parts to run (comma-separated): read, find, rss. All by default. */
+const PARTS = new Set((process.env.BENCH_READ_PARTS ?? 'read,find,rss').split(','));
+
+function timed(fn: () => void): number {
+  const t0 = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+function cat(file: string): number {
+  return timed(() => execFileSync('sh', ['-c', 'cat "$1" > /dev/null', 'sh', file], { stdio: 'inherit' }));
+}
+
+function findStat(dir: string): number {
+  return timed(() => execFileSync('sh', ['-c', 'find "$1" -printf "%i %s %m %u %g %T@ %l\\n" > /dev/null', 'sh', dir], { stdio: 'inherit' }));
+}
+
+function unmount(dir: string): void {
+  for (const [c, a] of [['fusermount', ['-uz', dir]], ['umount', ['-l', dir]]] as const) {
+    try {
+      execFileSync(c, [...a], { stdio: 'ignore' });
+    } catch {
+      /* not mounted */
+    }
+  }
+}
+
+interface Daemon {
+  proc: ChildProcess;
+  client: NydusdClient;
+}
+
+async function startDaemon(work: string, name: string, args: string[]): Promise<Daemon> {
+  const sock = path.join(work, `${name}.sock`);
+  const log = fs.openSync(path.join(work, `${name}.log`), 'a');
+  const proc = spawn('node', [NYDUSD, '--apisock', sock, '--log-level', 'warn', ...args], { stdio: ['ignore', log, log] });
+  fs.closeSync(log);
+  const client = new NydusdClient(sock, 5000);
+  for (let i = 0; i < 300; i++) {
+    if (proc.exitCode !== null) break;
+    try {
+      if ((await client.daemonInfo()).state === 'RUNNING') return { proc, client };
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  proc.kill('SIGKILL');
+  throw new Error(`nydusd ${name} did not start; see ${path.join(work, `${name}.log`)}`);
+}
+
+async function stopDaemon(d: Daemon): Promise<void> {
+  const gone = new Promise((r) => d.proc.once('exit', r));
+  d.proc.kill('SIGTERM');
+  await Promise.race([gone, new Promise((r) => setTimeout(r, 20_000))]);
+  if (d.proc.exitCode === null) d.proc.kill('SIGKILL');
+}
+
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+function localfsConfig(blobs: string, cache: string): object {
+  return { device: { backend: { type: 'localfs', config: { dir: blobs } }, cache: { type: 'blobcache', config: { work_dir: cache } } }, mode: 'direct' };
+}
+
+/** Half random, half repetitive: zstd has something to do, as with real binaries. */
+function writeDataFile(file: string, mib: number): void {
+  const fd = fs.openSync(file, 'w');
+  const text = Buffer.alloc(32768, 'nydus lazy image service benchmark line of text\n');
+  for (let i = 0; i < mib * 16; i++) {
+    fs.writeSync(fd, crypto.randomBytes(32768));
+    fs.writeSync(fd, text);
+  }
+  fs.closeSync(fd);
+}
+
+const f2 = (x: number) => x.toFixed(2);
+
+async function main(): Promise<void> {
+  execFileSync('bash', [path.join(ROOT, 'scripts', 'fixtures.sh'), 'debian'], { stdio: 'inherit' });
+  const debian = path.join(FIXTURES, 'debian-rootfs');
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-read-'));
+  const mounts: string[] = [];
+  const daemons: Daemon[] = [];
+  const lines: string[] = [];
+  try {
+    if (PARTS.has('read')) await partRead(work, mounts, lines);
+    const dblobs = path.join(work, 'dblobs');
+    const dboot = path.join(work, 'debian.boot');
+    execFileSync('node', [NYDUS_IMAGE, 'create', '-B', dboot, '-D', dblobs, debian], { stdio: 'ignore' });
+    const dcfg = path.join(work, 'debian.json');
+    fs.writeFileSync(dcfg, JSON.stringify(localfsConfig(dblobs, path.join(work, 'cache-debian'))));
+    const entries = Number(execFileSync('sh', ['-c', `find "${debian}" | wc -l`]).toString().trim());
+    if (PARTS.has('find')) await partFind(work, mounts, lines, debian, dboot, dcfg, entries);
+    if (PARTS.has('rss')) await partRss(work, mounts, daemons, lines, dboot, dcfg, entries);
+  } finally {
+    for (const d of daemons) d.proc.kill('SIGKILL');
+    for (const m of mounts) unmount(m);
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+  const md = lines.join('\n') + '\n';
+  fs.mkdirSync(path.join(ROOT, 'bench-out'), { recursive: true });
+  fs.writeFileSync(path.join(ROOT, 'bench-out', 'read.md'), md);
+  process.stdout.write(md);
+}
+
+/** A. Sequential read of one big file: cold, warm (page cache), restarted (blob cache). */
+async function partRead(work: string, mounts: string[], lines: string[]): Promise<void> {
+  {
+    const dataDir = path.join(work, 'data');
+    fs.mkdirSync(dataDir);
+    const bigFile = path.join(dataDir, 'big.bin');
+    writeDataFile(bigFile, FILE_MIB);
+    const blobs = path.join(work, 'blobs');
+    execFileSync('node', [NYDUS_IMAGE, 'create', '-B', path.join(work, 'big.boot'), '-D', blobs, dataDir], { stdio: 'ignore' });
+    fs.writeFileSync(path.join(work, 'big.json'), JSON.stringify(localfsConfig(blobs, path.join(work, 'cache-big'))));
+    const native: number[] = [];
+    cat(bigFile);
+    for (let r = 0; r < ROUNDS; r++) native.push(cat(bigFile));
+    const cold: number[] = [];
+    const warm: number[] = [];
+    const cacheWarm: number[] = [];
+    const mnt = path.join(work, 'mnt-big');
+    mounts.push(mnt);
+    for (let r = 0; r < ROUNDS; r++) {
+      fs.rmSync(path.join(work, 'cache-big'), { recursive: true, force: true });
+      cat(path.join(blobs, fs.readdirSync(blobs)[0]));
+      let d = await startDaemon(work, `big${r}`, ['--config', path.join(work, 'big.json'), '--bootstrap', path.join(work, 'big.boot'), '--mountpoint', mnt]);
+      cold.push(cat(path.join(mnt, 'big.bin')));
+      warm.push(cat(path.join(mnt, 'big.bin')));
+      await stopDaemon(d);
+      d = await startDaemon(work, `big${r}b`, ['--config', path.join(work, 'big.json'), '--bootstrap', path.join(work, 'big.boot'), '--mountpoint', mnt]);
+      cacheWarm.push(cat(path.join(mnt, 'big.bin')));
+      await stopDaemon(d);
+    }
+    const mib = FILE_MIB;
+    const n = median(native);
+    const c = median(cold);
+    const w = median(warm);
+    const cw = median(cacheWarm);
+    lines.push('## nydusd read path (issue 4)', '');
+    lines.push(`Sequential \`cat\` of a ${mib} MiB file (half random, half text; zstd, 1 MiB chunks), median of ${ROUNDS} rounds. Baseline: \`cat\` of the same file on the host with a warm page cache. The localfs blob is in the page cache too, so "cold" measures the daemon (fetch, decompress, sha256 verify, cache write), not a disk.`, '');
+    lines.push('| case | time (s) | MiB/s | vs native |', '|---|---|---|---|');
+    lines.push(`| native \`cat\` | ${f2(n)} | ${f2(mib / n)} | 1.00x |`);
+    lines.push(`| nydusd cold (empty cache, localfs) | ${f2(c)} | ${f2(mib / c)} | ${f2(n / c)} of native throughput |`);
+    lines.push(`| nydusd warm (kernel page cache) | ${f2(w)} | ${f2(mib / w)} | ${f2(w / n)}x native time |`);
+    lines.push(`| nydusd restarted, blob cache full | ${f2(cw)} | ${f2(mib / cw)} | ${f2(n / cw)} of native throughput |`);
+    lines.push('');
+    lines.push(`Targets: warm within 1.2x of native: ${w / n <= 1.2 ? 'met' : 'NOT met'} (${f2(w / n)}x); cold at least 40 % of native throughput: ${n / c >= 0.4 ? 'met' : 'NOT met'} (${f2((100 * n) / c)} %).`, '');
+    lines.push(`Rounds (s): native ${native.map(f2).join(', ')}; cold ${cold.map(f2).join(', ')}; warm ${warm.map(f2).join(', ')}; restarted ${cacheWarm.map(f2).join(', ')}.`, '');
+
+  }
+}
+
+/** B. find + stat over the Debian tree: nydusd vs overlayfs. */
+async function partFind(work: string, mounts: string[], lines: string[], debian: string, dboot: string, dcfg: string, entries: number): Promise<void> {
+  {
+    const ovl = path.join(work, 'ovl');
+    for (const d of ['upper', 'work', 'merged']) fs.mkdirSync(path.join(ovl, d), { recursive: true });
+    const lower = path.join(ovl, 'lower');
+    execFileSync('cp', ['-a', debian, lower]);
+    const findN: number[][] = [];
+    const findO: number[][] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const m = path.join(work, 'mnt-debian');
+      mounts.push(m);
+      const d = await startDaemon(work, `find${r}`, ['--config', dcfg, '--bootstrap', dboot, '--mountpoint', m]);
+      findN.push([findStat(m), findStat(m)]);
+      await stopDaemon(d);
+      const merged = path.join(ovl, 'merged');
+      mounts.push(merged);
+      execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${path.join(ovl, 'upper')},workdir=${path.join(ovl, 'work')}`, merged]);
+      findO.push([findStat(merged), findStat(merged)]);
+      unmount(merged);
+    }
+    const fn1 = median(findN.map((x) => x[0]));
+    const fn2 = median(findN.map((x) => x[1]));
+    const fo1 = median(findO.map((x) => x[0]));
+    const fo2 = median(findO.map((x) => x[1]));
+    lines.push(`\`find\` + stat of every entry of the Debian tree (${entries} entries), fresh mount each round, median of ${ROUNDS}:`, '');
+    lines.push('| walk | nydusd (s) | overlayfs (s) | nydusd / overlayfs |', '|---|---|---|---|');
+    lines.push(`| first walk after mount | ${f2(fn1)} | ${f2(fo1)} | ${f2(fn1 / fo1)}x |`);
+    lines.push(`| second walk (kernel caches entries and attributes) | ${f2(fn2)} | ${f2(fo2)} | ${f2(fn2 / fo2)}x |`, '');
+
+  }
+}
+
+/** C. RSS of one shared daemon with 1 and with 10 Debian images mounted. */
+async function partRss(work: string, mounts: string[], daemons: Daemon[], lines: string[], dboot: string, dcfg: string, entries: number): Promise<void> {
+  {
+    const shared = await startDaemon(work, 'rss', []);
+    daemons.push(shared);
+    const cfgObj = JSON.parse(fs.readFileSync(dcfg, 'utf8'));
+    const base = rssMiB(shared.proc.pid!);
+    const rss: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const m = path.join(work, `rss-${i}`);
+      mounts.push(m);
+      await shared.client.mount(m, dboot, cfgObj);
+      findStat(m);
+      execFileSync('sh', ['-c', `cat "${m}/usr/bin/perl" "${m}/etc/os-release" > /dev/null`]);
+      if (i === 0 || i === 9) rss.push(rssMiB(shared.proc.pid!));
+    }
+    lines.push(`Resident memory of one shared daemon (Debian image: ${entries} entries, each mount walked with find + stat and two files read):`, '');
+    lines.push('| images mounted | RSS (MiB) |', '|---|---|');
+    lines.push(`| 0 | ${f2(base)} |`, `| 1 | ${f2(rss[0])} |`, `| 10 | ${f2(rss[1])} |`, '');
+    lines.push(`Target: RSS at most 150 MB with 10 images: ${rss[1] * 1.048576 <= 150 ? 'met' : 'NOT met'} (${f2(rss[1] * 1.048576)} MB).`, '');
+    await stopDaemon(shared);
+    daemons.length = 0;
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench read: error: ${(e as Error).message}\n`);
+  process.exit(1);
+});
