@@ -42,6 +42,12 @@ function cat(file: string): number {
   return timed(() => execFileSync('sh', ['-c', 'cat "$1" > /dev/null', 'sh', file], { stdio: 'inherit' }));
 }
 
+/** Evicts one file from the page cache (sync, then dd's nocache), without touching anyone else's. */
+function dropCache(file: string): void {
+  execFileSync('sync', [file]);
+  execFileSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0'], { stdio: 'ignore' });
+}
+
 function findStat(dir: string): number {
   return timed(() => execFileSync('sh', ['-c', 'find "$1" -printf "%i %s %m %u %g %T@ %l\\n" > /dev/null', 'sh', dir], { stdio: 'inherit' }));
 }
@@ -148,8 +154,12 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
     execFileSync('node', [NYDUS_IMAGE, 'create', '-B', path.join(work, 'big.boot'), '-D', blobs, dataDir], { stdio: 'ignore' });
     fs.writeFileSync(path.join(work, 'big.json'), JSON.stringify(localfsConfig(blobs, path.join(work, 'cache-big'))));
     const native: number[] = [];
-    cat(bigFile);
-    for (let r = 0; r < ROUNDS; r++) native.push(cat(bigFile));
+    const nativeCold: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      dropCache(bigFile);
+      nativeCold.push(cat(bigFile));
+      native.push(cat(bigFile));
+    }
     const cold: number[] = [];
     const warm: number[] = [];
     const cacheWarm: number[] = [];
@@ -157,7 +167,7 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
     mounts.push(mnt);
     for (let r = 0; r < ROUNDS; r++) {
       fs.rmSync(path.join(work, 'cache-big'), { recursive: true, force: true });
-      cat(path.join(blobs, fs.readdirSync(blobs)[0]));
+      dropCache(path.join(blobs, fs.readdirSync(blobs)[0]));
       let d = await startDaemon(work, `big${r}`, ['--config', path.join(work, 'big.json'), '--bootstrap', path.join(work, 'big.boot'), '--mountpoint', mnt]);
       cold.push(cat(path.join(mnt, 'big.bin')));
       warm.push(cat(path.join(mnt, 'big.bin')));
@@ -168,20 +178,22 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
     }
     const mib = FILE_MIB;
     const n = median(native);
+    const nc = median(nativeCold);
     const c = median(cold);
     const w = median(warm);
     const cw = median(cacheWarm);
     lines.push('## nydusd read path (issue 4)', '');
-    lines.push(`Sequential \`cat\` of a ${mib} MiB file (half random, half text; zstd, 1 MiB chunks), median of ${ROUNDS} rounds. Baseline: \`cat\` of the same file on the host with a warm page cache. The localfs blob is in the page cache too, so "cold" measures the daemon (fetch, decompress, sha256 verify, cache write), not a disk.`, '');
-    lines.push('| case | time (s) | MiB/s | vs native |', '|---|---|---|---|');
-    lines.push(`| native \`cat\` | ${f2(n)} | ${f2(mib / n)} | 1.00x |`);
-    lines.push(`| nydusd cold (empty cache, localfs) | ${f2(c)} | ${f2(mib / c)} | ${f2(n / c)} of native throughput |`);
-    lines.push(`| nydusd warm (kernel page cache) | ${f2(w)} | ${f2(mib / w)} | ${f2(w / n)}x native time |`);
-    lines.push(`| nydusd restarted, blob cache full | ${f2(cw)} | ${f2(mib / cw)} | ${f2(n / cw)} of native throughput |`);
+    lines.push(`Sequential \`cat\` of a ${mib} MiB file (half random, half text; zstd, 1 MiB chunks), median of ${ROUNDS} rounds. "Cold" means the bytes are not in memory: the host file, and for nydusd the localfs blob, are evicted from the page cache first (\`sync\` + \`dd iflag=nocache\`), and nydusd starts with an empty blob cache, so it reads the blob, decompresses, verifies sha256 and writes its cache. "Warm" is a second read of the same file (kernel page cache, \`kernel_cache\`).`, '');
+    lines.push('| case | time (s) | MiB/s | ratio |', '|---|---|---|---|');
+    lines.push(`| native \`cat\`, cold | ${f2(nc)} | ${f2(mib / nc)} | |`);
+    lines.push(`| nydusd, cold (empty cache, localfs) | ${f2(c)} | ${f2(mib / c)} | **${f2((100 * nc) / c)} %** of native cold throughput |`);
+    lines.push(`| native \`cat\`, warm | ${f2(n)} | ${f2(mib / n)} | |`);
+    lines.push(`| nydusd, warm | ${f2(w)} | ${f2(mib / w)} | **${f2(w / n)}x** native warm time |`);
+    lines.push(`| nydusd restarted, blob cache full | ${f2(cw)} | ${f2(mib / cw)} | ${f2((100 * nc) / cw)} % of native cold throughput |`);
+    lines.push(`| (nydusd cold against native warm) | | | ${f2((100 * n) / c)} % |`);
     lines.push('');
-    lines.push(`Targets: warm within 1.2x of native: ${w / n <= 1.2 ? 'met' : 'NOT met'} (${f2(w / n)}x); cold at least 40 % of native throughput: ${n / c >= 0.4 ? 'met' : 'NOT met'} (${f2((100 * n) / c)} %).`, '');
-    lines.push(`Rounds (s): native ${native.map(f2).join(', ')}; cold ${cold.map(f2).join(', ')}; warm ${warm.map(f2).join(', ')}; restarted ${cacheWarm.map(f2).join(', ')}.`, '');
-
+    lines.push(`Targets: warm within 1.2x of native: ${w / n <= 1.2 ? 'met' : 'NOT met'} (${f2(w / n)}x); cold at least 40 % of native (cold) throughput: ${nc / c >= 0.4 ? 'met' : 'NOT met'} (${f2((100 * nc) / c)} %).`, '');
+    lines.push(`Rounds (s): native cold ${nativeCold.map(f2).join(', ')}; native warm ${native.map(f2).join(', ')}; nydusd cold ${cold.map(f2).join(', ')}; warm ${warm.map(f2).join(', ')}; restarted ${cacheWarm.map(f2).join(', ')}.`, '');
   }
 }
 

@@ -142,7 +142,7 @@ export class FuseMount {
       entryTimeout: CACHE_TIMEOUT_S,
       attrTimeout: CACHE_TIMEOUT_S,
       // fuse-native has no switches for these libfuse options; they ride along in the -o list.
-      fsname: 'nydus,ro,use_ino,readdir_ino,negative_timeout=' + CACHE_TIMEOUT_S,
+      fsname: `nydus,ro,use_ino,readdir_ino,negative_timeout=${CACHE_TIMEOUT_S}`,
       subtype: 'rafs',
       timeout: OP_TIMEOUT_MS,
     } as Fuse.OPTIONS);

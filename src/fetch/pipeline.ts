@@ -342,19 +342,27 @@ export class ChunkPipeline {
     return d;
   }
 
+  /**
+   * Hands verified bytes to the waiters at once, then writes them to the cache. The in-flight entry
+   * stays until the write is done, so a read arriving meanwhile joins it instead of refetching.
+   */
   private async deliver(bc: BlobChunks, cf: BlobCacheFile, c: ChunkInfo, data: Buffer, ro: ReadOptions): Promise<void> {
+    const key = `${bc.blob.blobId}:${c.index}`;
+    const d = this.inflight.get(key);
+    this.poisoned.delete(key);
+    if (ro.prefetch) {
+      this.prefetchBytes += data.length;
+      this.prefetchRequests++;
+    }
+    d?.resolve(data);
     try {
       await cf.write(c, data);
       cf.markVerified(c);
     } catch (e) {
       // The bytes are verified; a full disk costs a refetch later, not this read.
       log.warn({ blob: bc.blob.blobId, chunk: c.index, err: (e as Error).message }, 'cache write failed');
+    } finally {
+      if (this.inflight.get(key) === d) this.inflight.delete(key);
     }
-    if (ro.prefetch) {
-      this.prefetchBytes += data.length;
-      this.prefetchRequests++;
-    }
-    this.poisoned.delete(`${bc.blob.blobId}:${c.index}`);
-    this.take(bc.blob.blobId, c)?.resolve(data);
   }
 }
