@@ -145,114 +145,108 @@ async function main(): Promise<void> {
 
 /** A. Sequential read of one big file: cold, warm (page cache), restarted (blob cache). */
 async function partRead(work: string, mounts: string[], lines: string[]): Promise<void> {
-  {
-    const dataDir = path.join(work, 'data');
-    fs.mkdirSync(dataDir);
-    const bigFile = path.join(dataDir, 'big.bin');
-    writeDataFile(bigFile, FILE_MIB);
-    const blobs = path.join(work, 'blobs');
-    execFileSync('node', [NYDUS_IMAGE, 'create', '-B', path.join(work, 'big.boot'), '-D', blobs, dataDir], { stdio: 'ignore' });
-    fs.writeFileSync(path.join(work, 'big.json'), JSON.stringify(localfsConfig(blobs, path.join(work, 'cache-big'))));
-    const native: number[] = [];
-    const nativeCold: number[] = [];
-    for (let r = 0; r < ROUNDS; r++) {
-      dropCache(bigFile);
-      nativeCold.push(cat(bigFile));
-      native.push(cat(bigFile));
-    }
-    const cold: number[] = [];
-    const warm: number[] = [];
-    const cacheWarm: number[] = [];
-    const mnt = path.join(work, 'mnt-big');
-    mounts.push(mnt);
-    for (let r = 0; r < ROUNDS; r++) {
-      fs.rmSync(path.join(work, 'cache-big'), { recursive: true, force: true });
-      dropCache(path.join(blobs, fs.readdirSync(blobs)[0]));
-      let d = await startDaemon(work, `big${r}`, ['--config', path.join(work, 'big.json'), '--bootstrap', path.join(work, 'big.boot'), '--mountpoint', mnt]);
-      cold.push(cat(path.join(mnt, 'big.bin')));
-      warm.push(cat(path.join(mnt, 'big.bin')));
-      await stopDaemon(d);
-      d = await startDaemon(work, `big${r}b`, ['--config', path.join(work, 'big.json'), '--bootstrap', path.join(work, 'big.boot'), '--mountpoint', mnt]);
-      cacheWarm.push(cat(path.join(mnt, 'big.bin')));
-      await stopDaemon(d);
-    }
-    const mib = FILE_MIB;
-    const n = median(native);
-    const nc = median(nativeCold);
-    const c = median(cold);
-    const w = median(warm);
-    const cw = median(cacheWarm);
-    lines.push('## nydusd read path (issue 4)', '');
-    lines.push(`Sequential \`cat\` of a ${mib} MiB file (half random, half text; zstd, 1 MiB chunks), median of ${ROUNDS} rounds. "Cold" means the bytes are not in memory: the host file, and for nydusd the localfs blob, are evicted from the page cache first (\`sync\` + \`dd iflag=nocache\`), and nydusd starts with an empty blob cache, so it reads the blob, decompresses, verifies sha256 and writes its cache. "Warm" is a second read of the same file (kernel page cache, \`kernel_cache\`).`, '');
-    lines.push('| case | time (s) | MiB/s | ratio |', '|---|---|---|---|');
-    lines.push(`| native \`cat\`, cold | ${f2(nc)} | ${f2(mib / nc)} | |`);
-    lines.push(`| nydusd, cold (empty cache, localfs) | ${f2(c)} | ${f2(mib / c)} | **${f2((100 * nc) / c)} %** of native cold throughput |`);
-    lines.push(`| native \`cat\`, warm | ${f2(n)} | ${f2(mib / n)} | |`);
-    lines.push(`| nydusd, warm | ${f2(w)} | ${f2(mib / w)} | **${f2(w / n)}x** native warm time |`);
-    lines.push(`| nydusd restarted, blob cache full | ${f2(cw)} | ${f2(mib / cw)} | ${f2((100 * nc) / cw)} % of native cold throughput |`);
-    lines.push(`| (nydusd cold against native warm) | | | ${f2((100 * n) / c)} % |`);
-    lines.push('');
-    lines.push(`Targets: warm within 1.2x of native: ${w / n <= 1.2 ? 'met' : 'NOT met'} (${f2(w / n)}x); cold at least 40 % of native (cold) throughput: ${nc / c >= 0.4 ? 'met' : 'NOT met'} (${f2((100 * nc) / c)} %).`, '');
-    lines.push(`Rounds (s): native cold ${nativeCold.map(f2).join(', ')}; native warm ${native.map(f2).join(', ')}; nydusd cold ${cold.map(f2).join(', ')}; warm ${warm.map(f2).join(', ')}; restarted ${cacheWarm.map(f2).join(', ')}.`, '');
+  const dataDir = path.join(work, 'data');
+  fs.mkdirSync(dataDir);
+  const bigFile = path.join(dataDir, 'big.bin');
+  writeDataFile(bigFile, FILE_MIB);
+  const blobs = path.join(work, 'blobs');
+  execFileSync('node', [NYDUS_IMAGE, 'create', '-B', path.join(work, 'big.boot'), '-D', blobs, dataDir], { stdio: 'ignore' });
+  fs.writeFileSync(path.join(work, 'big.json'), JSON.stringify(localfsConfig(blobs, path.join(work, 'cache-big'))));
+  const native: number[] = [];
+  const nativeCold: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    dropCache(bigFile);
+    nativeCold.push(cat(bigFile));
+    native.push(cat(bigFile));
   }
+  const cold: number[] = [];
+  const warm: number[] = [];
+  const cacheWarm: number[] = [];
+  const mnt = path.join(work, 'mnt-big');
+  mounts.push(mnt);
+  for (let r = 0; r < ROUNDS; r++) {
+    fs.rmSync(path.join(work, 'cache-big'), { recursive: true, force: true });
+    dropCache(path.join(blobs, fs.readdirSync(blobs)[0]));
+    let d = await startDaemon(work, `big${r}`, ['--config', path.join(work, 'big.json'), '--bootstrap', path.join(work, 'big.boot'), '--mountpoint', mnt]);
+    cold.push(cat(path.join(mnt, 'big.bin')));
+    warm.push(cat(path.join(mnt, 'big.bin')));
+    await stopDaemon(d);
+    d = await startDaemon(work, `big${r}b`, ['--config', path.join(work, 'big.json'), '--bootstrap', path.join(work, 'big.boot'), '--mountpoint', mnt]);
+    cacheWarm.push(cat(path.join(mnt, 'big.bin')));
+    await stopDaemon(d);
+  }
+  const mib = FILE_MIB;
+  const n = median(native);
+  const nc = median(nativeCold);
+  const c = median(cold);
+  const w = median(warm);
+  const cw = median(cacheWarm);
+  lines.push('## nydusd read path (issue 4)', '');
+  lines.push(`Sequential \`cat\` of a ${mib} MiB file (half random, half text; zstd, 1 MiB chunks), median of ${ROUNDS} rounds. "Cold" means the bytes are not in memory: the host file, and for nydusd the localfs blob, are evicted from the page cache first (\`sync\` + \`dd iflag=nocache\`), and nydusd starts with an empty blob cache, so it reads the blob, decompresses, verifies sha256 and writes its cache. "Warm" is a second read of the same file (kernel page cache, \`kernel_cache\`).`, '');
+  lines.push('| case | time (s) | MiB/s | ratio |', '|---|---|---|---|');
+  lines.push(`| native \`cat\`, cold | ${f2(nc)} | ${f2(mib / nc)} | |`);
+  lines.push(`| nydusd, cold (empty cache, localfs) | ${f2(c)} | ${f2(mib / c)} | **${f2((100 * nc) / c)} %** of native cold throughput |`);
+  lines.push(`| native \`cat\`, warm | ${f2(n)} | ${f2(mib / n)} | |`);
+  lines.push(`| nydusd, warm | ${f2(w)} | ${f2(mib / w)} | **${f2(w / n)}x** native warm time |`);
+  lines.push(`| nydusd restarted, blob cache full | ${f2(cw)} | ${f2(mib / cw)} | ${f2((100 * nc) / cw)} % of native cold throughput |`);
+  lines.push(`| (nydusd cold against native warm) | | | ${f2((100 * n) / c)} % |`);
+  lines.push('');
+  lines.push(`Targets: warm within 1.2x of native: ${w / n <= 1.2 ? 'met' : 'NOT met'} (${f2(w / n)}x); cold at least 40 % of native (cold) throughput: ${nc / c >= 0.4 ? 'met' : 'NOT met'} (${f2((100 * nc) / c)} %).`, '');
+  lines.push(`Rounds (s): native cold ${nativeCold.map(f2).join(', ')}; native warm ${native.map(f2).join(', ')}; nydusd cold ${cold.map(f2).join(', ')}; warm ${warm.map(f2).join(', ')}; restarted ${cacheWarm.map(f2).join(', ')}.`, '');
 }
 
 /** B. find + stat over the Debian tree: nydusd vs overlayfs. */
 async function partFind(work: string, mounts: string[], lines: string[], debian: string, dboot: string, dcfg: string, entries: number): Promise<void> {
-  {
-    const ovl = path.join(work, 'ovl');
-    for (const d of ['upper', 'work', 'merged']) fs.mkdirSync(path.join(ovl, d), { recursive: true });
-    const lower = path.join(ovl, 'lower');
-    execFileSync('cp', ['-a', debian, lower]);
-    const findN: number[][] = [];
-    const findO: number[][] = [];
-    for (let r = 0; r < ROUNDS; r++) {
-      const m = path.join(work, 'mnt-debian');
-      mounts.push(m);
-      const d = await startDaemon(work, `find${r}`, ['--config', dcfg, '--bootstrap', dboot, '--mountpoint', m]);
-      findN.push([findStat(m), findStat(m)]);
-      await stopDaemon(d);
-      const merged = path.join(ovl, 'merged');
-      mounts.push(merged);
-      execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${path.join(ovl, 'upper')},workdir=${path.join(ovl, 'work')}`, merged]);
-      findO.push([findStat(merged), findStat(merged)]);
-      unmount(merged);
-    }
-    const fn1 = median(findN.map((x) => x[0]));
-    const fn2 = median(findN.map((x) => x[1]));
-    const fo1 = median(findO.map((x) => x[0]));
-    const fo2 = median(findO.map((x) => x[1]));
-    lines.push(`\`find\` + stat of every entry of the Debian tree (${entries} entries), fresh mount each round, median of ${ROUNDS}:`, '');
-    lines.push('| walk | nydusd (s) | overlayfs (s) | nydusd / overlayfs |', '|---|---|---|---|');
-    lines.push(`| first walk after mount | ${f2(fn1)} | ${f2(fo1)} | ${f2(fn1 / fo1)}x |`);
-    lines.push(`| second walk (kernel caches entries and attributes) | ${f2(fn2)} | ${f2(fo2)} | ${f2(fn2 / fo2)}x |`, '');
-
+  const ovl = path.join(work, 'ovl');
+  for (const d of ['upper', 'work', 'merged']) fs.mkdirSync(path.join(ovl, d), { recursive: true });
+  const lower = path.join(ovl, 'lower');
+  execFileSync('cp', ['-a', debian, lower]);
+  const findN: number[][] = [];
+  const findO: number[][] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const m = path.join(work, 'mnt-debian');
+    mounts.push(m);
+    const d = await startDaemon(work, `find${r}`, ['--config', dcfg, '--bootstrap', dboot, '--mountpoint', m]);
+    findN.push([findStat(m), findStat(m)]);
+    await stopDaemon(d);
+    const merged = path.join(ovl, 'merged');
+    mounts.push(merged);
+    execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${path.join(ovl, 'upper')},workdir=${path.join(ovl, 'work')}`, merged]);
+    findO.push([findStat(merged), findStat(merged)]);
+    unmount(merged);
   }
+  const fn1 = median(findN.map((x) => x[0]));
+  const fn2 = median(findN.map((x) => x[1]));
+  const fo1 = median(findO.map((x) => x[0]));
+  const fo2 = median(findO.map((x) => x[1]));
+  lines.push(`\`find\` + stat of every entry of the Debian tree (${entries} entries), fresh mount each round, median of ${ROUNDS}:`, '');
+  lines.push('| walk | nydusd (s) | overlayfs (s) | nydusd / overlayfs |', '|---|---|---|---|');
+  lines.push(`| first walk after mount | ${f2(fn1)} | ${f2(fo1)} | ${f2(fn1 / fo1)}x |`);
+  lines.push(`| second walk (kernel caches entries and attributes) | ${f2(fn2)} | ${f2(fo2)} | ${f2(fn2 / fo2)}x |`, '');
+
 }
 
 /** C. RSS of one shared daemon with 1 and with 10 Debian images mounted. */
 async function partRss(work: string, mounts: string[], daemons: Daemon[], lines: string[], dboot: string, dcfg: string, entries: number): Promise<void> {
-  {
-    const shared = await startDaemon(work, 'rss', []);
-    daemons.push(shared);
-    const cfgObj = JSON.parse(fs.readFileSync(dcfg, 'utf8'));
-    const base = rssMiB(shared.proc.pid!);
-    const rss: number[] = [];
-    for (let i = 0; i < 10; i++) {
-      const m = path.join(work, `rss-${i}`);
-      mounts.push(m);
-      await shared.client.mount(m, dboot, cfgObj);
-      findStat(m);
-      execFileSync('sh', ['-c', `cat "${m}/usr/bin/perl" "${m}/etc/os-release" > /dev/null`]);
-      if (i === 0 || i === 9) rss.push(rssMiB(shared.proc.pid!));
-    }
-    lines.push(`Resident memory of one shared daemon (Debian image: ${entries} entries, each mount walked with find + stat and two files read):`, '');
-    lines.push('| images mounted | RSS (MiB) |', '|---|---|');
-    lines.push(`| 0 | ${f2(base)} |`, `| 1 | ${f2(rss[0])} |`, `| 10 | ${f2(rss[1])} |`, '');
-    lines.push(`Target: RSS at most 150 MB with 10 images: ${rss[1] * 1.048576 <= 150 ? 'met' : 'NOT met'} (${f2(rss[1] * 1.048576)} MB).`, '');
-    await stopDaemon(shared);
-    daemons.length = 0;
+  const shared = await startDaemon(work, 'rss', []);
+  daemons.push(shared);
+  const cfgObj = JSON.parse(fs.readFileSync(dcfg, 'utf8'));
+  const base = rssMiB(shared.proc.pid!);
+  const rss: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    const m = path.join(work, `rss-${i}`);
+    mounts.push(m);
+    await shared.client.mount(m, dboot, cfgObj);
+    findStat(m);
+    execFileSync('sh', ['-c', `cat "${m}/usr/bin/perl" "${m}/etc/os-release" > /dev/null`]);
+    if (i === 0 || i === 9) rss.push(rssMiB(shared.proc.pid!));
   }
+  lines.push(`Resident memory of one shared daemon (Debian image: ${entries} entries, each mount walked with find + stat and two files read):`, '');
+  lines.push('| images mounted | RSS (MiB) |', '|---|---|');
+  lines.push(`| 0 | ${f2(base)} |`, `| 1 | ${f2(rss[0])} |`, `| 10 | ${f2(rss[1])} |`, '');
+  lines.push(`Target: RSS at most 150 MB with 10 images: ${rss[1] * 1.048576 <= 150 ? 'met' : 'NOT met'} (${f2(rss[1] * 1.048576)} MB).`, '');
+  await stopDaemon(shared);
+  daemons.length = 0;
 }
 
 main().catch((e) => {
