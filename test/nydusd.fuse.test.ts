@@ -24,6 +24,7 @@ const CS = 16384;
 let tmp: string;
 let mnt: string;
 let fuse: FuseMount | undefined;
+let rafs: RafsInstance;
 let metrics: FetchMetrics;
 let cache: BlobCacheManager;
 let source: LocalFsSource;
@@ -72,7 +73,8 @@ maybe('FUSE over a hand-made image', () => {
     cache = new BlobCacheManager(path.join(tmp, 'cache'));
     source = new LocalFsSource({ dir: path.join(tmp, 'blobs') });
     const pipeline = new ChunkPipeline({ cache, sources: [source], metrics, amplifyIo: 0 });
-    fuse = new FuseMount(new RafsInstance(image, pipeline), mnt);
+    rafs = new RafsInstance(image, pipeline);
+    fuse = new FuseMount(rafs, mnt);
     await fuse.mount();
   });
 
@@ -115,6 +117,17 @@ maybe('FUSE over a hand-made image', () => {
     expect((await fs.promises.readFile(path.join(mnt, 'etc/big'))).equals(big)).toBe(true);
     expect(await fs.promises.readFile(path.join(mnt, 'link'), 'utf8')).toBe(small.toString());
     expect((await fs.promises.readFile(path.join(mnt, 'empty'))).length).toBe(0);
+  });
+
+  test('the kernel keeps pages and attributes: a second read and stat never reach the daemon', async () => {
+    const f = path.join(mnt, 'etc/big');
+    expect((await fs.promises.readFile(f)).equals(big)).toBe(true);
+    const reads = rafs.stats.reads;
+    const opens = rafs.stats.opens;
+    expect((await fs.promises.readFile(f)).equals(big)).toBe(true);
+    await fs.promises.stat(f);
+    expect(rafs.stats.reads).toBe(reads);
+    expect(rafs.stats.opens).toBe(opens + 1);
   });
 
   test('a chunk whose digest does not verify gives EIO and is counted; other files still read', async () => {

@@ -150,6 +150,24 @@ maybe('shared nydusd: two images mounted through the API', () => {
     expect(f.equals(pattern(3 * CHUNK, 1))).toBe(true);
   });
 
+  test('prefetch_all fetches the whole image in the background, paced by bandwidth_rate', async () => {
+    const mntC = path.join(tmp, 'mnt-c');
+    d.mountpoints.add(mntC);
+    await d.client.mount(mntC, image('a'), cfg({ fs_prefetch: { enable: true, threads_count: 2, merging_size: 262144, bandwidth_rate: 4194304, prefetch_all: true } }));
+    const id = encodeURIComponent(mntC);
+    let cache: { prefetch_end_time_millis: number; chunks_ready: number; chunks_total: number; data_all_ready: boolean; prefetch_errors: number } | undefined;
+    for (let i = 0; i < 600; i++) {
+      cache = await d.client.call('GET', `/api/v1/metrics/blobcache?id=${id}`);
+      if (cache!.prefetch_end_time_millis > 0) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(cache!.prefetch_errors).toBe(0);
+    expect(cache!.chunks_total).toBeGreaterThan(0);
+    expect(cache!.chunks_ready).toBe(cache!.chunks_total);
+    expect(cache!.data_all_ready).toBe(true);
+    await d.client.umount(mntC);
+  });
+
   test('SIGTERM unmounts, flushes and exits 0', async () => {
     expect(await d.stop()).toBe(0);
     expect(isMounted(mntB())).toBe(false);
