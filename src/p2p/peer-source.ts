@@ -117,7 +117,9 @@ export class PeerSource implements ChunkSource {
         metrics.failures[reason]++;
         // A vanished peer leaves the live set by itself; a slow one sits out for a while.
         if (reason === 'timeout' && !ctx.signal?.aborted) this.cooling.set(owner as string, Date.now() + (this.opts.cooldownMs ?? 30_000));
-        log.debug({ peer: short(owner as string), reason, err: (e as Error).message }, 'peer request failed');
+        // Timeouts, BUSY and lost peers are routine; anything else deserves a look.
+        const level = reason === 'error' || reason === 'not_found' ? 'warn' : 'debug';
+        log[level]({ peer: short(owner as string), reason, err: (e as Error).message }, 'peer request failed');
         throw e instanceof SourceUnavailableError ? e : new SourceUnavailableError(this.name, (e as Error).message);
       }
     }

@@ -12,6 +12,9 @@ import type { RequestHandler } from './channel';
 import type { Request } from './frames';
 import type { P2PMetrics } from './metrics';
 import { RangeStore } from './store';
+import { logger } from '../util/log';
+
+const log = logger('p2p');
 
 export type UpstreamFetch = (range: BlobRange, ctx: ReadContext) => Promise<Buffer>;
 
@@ -45,7 +48,10 @@ export class ChunkServer {
 
   /** Handler for peers' REQUEST frames. */
   readonly handle: RequestHandler = async (req: Request) => {
-    const bytes = await this.obtain({ blobId: req.blobId, offset: req.offset, length: req.length }, req.digests);
+    const bytes = await this.obtain({ blobId: req.blobId, offset: req.offset, length: req.length }, req.digests).catch((e: Error) => {
+      log.warn({ blob: req.blobId, offset: req.offset, length: req.length, err: e.message }, 'could not serve a peer');
+      throw e;
+    });
     this.metrics.chunksServed++;
     this.metrics.bytesServed += bytes.length;
     return bytes;
