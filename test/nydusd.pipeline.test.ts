@@ -197,7 +197,8 @@ test('the cache survives a restart (zero source bytes) and a corrupted cached ch
     expect(d.equals(chunkData(20))).toBe(true);
     expect(src.ranges).toEqual([{ blobId: tb.blob.blobId, offset: tb.chunks[20].compressedOffset, length: tb.chunks[20].compressedSize }]);
     expect(cache.stats.corrupt).toBe(1);
-    // The repaired chunk is on disk again.
+    // The repaired chunk is on disk again (readers get bytes before the cache write; flush waits for it).
+    await cache.flush();
     const onDisk = Buffer.alloc(CHUNK);
     const rfd = fs.openSync(dataFile, 'r');
     fs.readSync(rfd, onDisk, 0, CHUNK, tb.chunks[20].uncompressedOffset);
