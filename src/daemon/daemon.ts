@@ -111,12 +111,9 @@ export class Daemon {
       await closeSources(sources);
       throw new ApiFault(400, 'InvalidBootstrap', `${bootstrap}: ${(e as Error).message}`);
     }
-    if (cleanStaleMount(mp) === 'live') {
-      await closeSources(sources);
-      throw new ApiFault(409, 'MountpointBusy', `${mp}: something is already mounted there`);
-    }
     const fuse = new FuseMount(rafs, mp);
     try {
+      if (cleanStaleMount(mp) === 'live') throw new ApiFault(409, 'MountpointBusy', `${mp}: something is already mounted there`);
       await fuse.mount();
     } catch (e) {
       await closeSources(sources);
