@@ -188,7 +188,10 @@ export class ChunkPipeline {
     if (missing.length > 0) {
       this.opts.cache.stats.misses += missing.length;
       const all = ro.noAmplify ? missing : this.amplify(bc, cf, missing);
-      void this.fetchAll(bc, cf, all, ro);
+      this.fetchAll(bc, cf, all, ro).catch((e: Error) => {
+        // An unexpected failure must not leave readers waiting forever.
+        for (const c of all) this.take(bc.blob.blobId, c)?.reject(new ChunkFetchError(`blob ${bc.blob.blobId} chunk ${c.index}: ${e.message}`, false));
+      });
     }
     if (spans) {
       for (let i = 0; i < out.length; i++) {
