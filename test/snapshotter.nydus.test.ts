@@ -253,9 +253,13 @@ level = "debug"
     expect(hosts).toContain('http://127.0.0.1:9');
   });
 
-  test('CRI labels: blob layers are remote, the bootstrap layer mounts a rafs instance, Remove unmounts it', async () => {
+  /**
+   * Drives a snapshotter's gRPC API the way CRI's unpack and container creation do, mounts the
+   * container rootfs, reads a file from it, then removes the snapshots. Returns the rafs mountpoint.
+   */
+  async function criFlow(sock: string, snRoot: string, ns: string): Promise<string> {
     const Ctor = grpc.makeGenericClientConstructor(loadSnapshotsService(), 'Snapshots');
-    const c = new Ctor(`unix://${snp!.address}`, grpc.credentials.createInsecure()) as unknown as Record<string, Function> & grpc.Client;
+    const c = new Ctor(`unix://${sock}`, grpc.credentials.createInsecure()) as unknown as Record<string, Function> & grpc.Client;
     const call = (m: string, req: object): Promise<any> => new Promise((res, rej) => c[m](req, (e: Error | null, r: unknown) => (e ? rej(e) : res(r))));
     const target = fs.mkdtempSync(path.join(dir, 'rootfs-'));
     try {
@@ -268,31 +272,63 @@ level = "debug"
       });
       let parent = '';
       for (let i = 0; i < image.blobs.length; i++) {
-        const err = await call('Prepare', { key: `k8s.io/${i}/extract ${i}`, parent, labels: { ...cri(i, `sha256:cri-${i}`), 'containerd.io/snapshot/nydus-blob': 'true' } }).catch((e) => e);
+        const err = await call('Prepare', { key: `${ns}/${i}/extract ${i}`, parent, labels: { ...cri(i, `sha256:${ns}-${i}`), 'containerd.io/snapshot/nydus-blob': 'true' } }).catch((e) => e);
         expect(err.code).toBe(grpc.status.ALREADY_EXISTS);
-        parent = `sha256:cri-${i}`;
+        parent = `sha256:${ns}-${i}`;
       }
       // The bootstrap layer is unpacked like containerd would: into the upper dir it was given.
-      const boot = await call('Prepare', { key: 'k8s.io/10/extract boot', parent, labels: { ...cri(2, 'sha256:cri-boot'), 'containerd.io/snapshot/nydus-bootstrap': 'true' } });
+      const boot = await call('Prepare', { key: `${ns}/10/extract boot`, parent, labels: { ...cri(2, `sha256:${ns}-boot`), 'containerd.io/snapshot/nydus-bootstrap': 'true' } });
       const upper = (boot.mounts[0].options as string[]).find((o) => o.startsWith('upperdir='))!.slice('upperdir='.length);
       const gz = Buffer.from(await (await fetch(`${reg!.url}/v2/nydus/debian/blobs/sha256:${image.bootDigest}`)).arrayBuffer());
       execFileSync('tar', ['-x', '-C', upper], { input: zlib.gunzipSync(gz) });
-      await call('Commit', { name: 'sha256:cri-boot', key: 'k8s.io/10/extract boot' });
-      const ctrMounts = await call('Prepare', { key: 'k8s.io/11/pod-container', parent: 'sha256:cri-boot', labels: {} });
+      await call('Commit', { name: `sha256:${ns}-boot`, key: `${ns}/10/extract boot` });
+      const ctrMounts = await call('Prepare', { key: `${ns}/11/pod-container`, parent: `sha256:${ns}-boot`, labels: {} });
       const opts: string[] = ctrMounts.mounts[0].options;
       const lower = opts.find((o) => o.startsWith('lowerdir='))!.slice('lowerdir='.length);
-      expect(lower.startsWith(path.join(root, 'mnt'))).toBe(true);
-      execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', opts.join(','), target]);
+      expect(lower.startsWith(path.join(snRoot, 'mnt'))).toBe(true);
+      // Asynchronous on purpose: the registry's recording front runs in this process, and a
+      // synchronous read through FUSE would block the very event loop that must serve nydusd.
+      await run('mount', ['-t', 'overlay', 'overlay', '-o', opts.join(','), target]);
       try {
-        expect(fs.readFileSync(path.join(target, 'opt/nydus-test/hello.txt'), 'utf8')).toBe(DEBIAN_2LAYER_CHANGES.added['/opt/nydus-test/hello.txt']);
+        expect(await fs.promises.readFile(path.join(target, 'opt/nydus-test/hello.txt'), 'utf8')).toBe(DEBIAN_2LAYER_CHANGES.added['/opt/nydus-test/hello.txt']);
       } finally {
-        execFileSync('umount', [target]);
+        await run('umount', [target]);
       }
-      await call('Remove', { key: 'k8s.io/11/pod-container' });
-      await call('Remove', { key: 'sha256:cri-boot' });
+      await call('Remove', { key: `${ns}/11/pod-container` });
+      await call('Remove', { key: `sha256:${ns}-boot` });
       expect(fs.readFileSync('/proc/self/mounts', 'utf8')).not.toContain(`${lower} `);
+      return lower;
     } finally {
       c.close();
+    }
+  }
+
+  test('CRI labels: blob layers are remote, the bootstrap layer mounts a rafs instance, Remove unmounts it', async () => {
+    await criFlow(snp!.address, root, 'k8s.io');
+  });
+
+  test('dedicated mode: one nydusd per image, stopped when the image is removed', async () => {
+    const dRoot = path.join(dir, 'droot');
+    const configPath = path.join(dir, 'dedicated.toml');
+    fs.writeFileSync(configPath, `root = "${dRoot}"\naddress = "${dir}/dedicated.sock"\ndaemon_mode = "dedicated"\n[daemon]\nnydusd_config = "${path.join(REPO_ROOT, 'config', 'nydusd.json')}"\n`);
+    const dsn = new SnapshotterProcess(configPath, path.join(dir, 'dedicated.sock'), path.join(dir, 'dedicated.log'));
+    await dsn.start();
+    try {
+      const pidsOf = (): number[] => {
+        const db = new Database(path.join(dRoot, 'metadata.db'), { readonly: true });
+        try {
+          return (db.prepare("SELECT value FROM records WHERE kind = 'daemon'").all() as { value: string }[]).map((r) => JSON.parse(r.value).pid as number);
+        } finally {
+          db.close();
+        }
+      };
+      expect(pidsOf()).toEqual([]); // nothing runs before an image needs it
+      await criFlow(dsn.address, dRoot, 'ded');
+      // The image's daemon went with its bootstrap snapshot.
+      expect(pidsOf()).toEqual([]);
+      expect(fs.readFileSync(path.join(dir, 'dedicated.log'), 'utf8')).toMatch(/"daemon":"d\d+-[0-9a-f]+".*nydusd running/);
+    } finally {
+      await dsn.kill9();
     }
   });
 });

@@ -203,6 +203,14 @@ describe('snapshots service', () => {
     expect((await fetch(sn.metricsUrl!.replace('/v1/metrics', '/'))).status).toBe(404);
   });
 
+  test('Cleanup running beside Prepare never removes the new snapshot (containerd GC races container starts)', async () => {
+    for (let i = 0; i < 20; i++) {
+      const [, p] = await Promise.all([call(c, 'Cleanup', {}), call(c, 'Prepare', { key: `race/${i}`, parent: '' })]);
+      expect(fs.existsSync(p.mounts[0].source)).toBe(true);
+    }
+    for (let i = 0; i < 20; i++) await call(c, 'Remove', { key: `race/${i}` });
+  });
+
   test('Remove deletes the directory; Cleanup removes directories no record owns', async () => {
     const p = await call(c, 'Prepare', { key: 'rm/1/a', parent: '' });
     const snapDir = path.dirname(p.mounts[0].source);

@@ -185,12 +185,14 @@ export class Snapshotter {
 
   /** Removes directories and rafs instances that no snapshot record owns (crash leftovers, GC). */
   async cleanup(): Promise<void> {
-    const ids = this.store.ids();
+    // Other RPCs run between the awaits below: ask the store again for every entry, or a snapshot
+    // prepared meanwhile would look like an orphan.
+    const live = (id: string): boolean => /^\d+$/.test(id) && this.store.hasId(Number(id));
     if (this.rafs) {
-      for (const sid of this.rafs.mounted()) if (!ids.has(Number(sid))) await this.rafs.umount(sid);
+      for (const sid of this.rafs.mounted()) if (!live(sid)) await this.rafs.umount(sid);
     }
     for (const name of await fs.promises.readdir(this.snapshotsDir)) {
-      if (/^\d+$/.test(name) && ids.has(Number(name))) continue;
+      if (live(name)) continue;
       log.info({ dir: name }, 'cleanup: removing orphan snapshot directory');
       await fs.promises.rm(path.join(this.snapshotsDir, name), { recursive: true, force: true });
     }

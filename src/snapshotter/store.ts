@@ -126,8 +126,8 @@ export class MetaStore {
     return (this.db.prepare('SELECT * FROM snapshots ORDER BY id').all() as Row[]).map(toRecord);
   }
 
-  ids(): Set<number> {
-    return new Set((this.db.prepare('SELECT id FROM snapshots').all() as { id: number }[]).map((r) => r.id));
+  hasId(id: number): boolean {
+    return this.db.prepare('SELECT 1 FROM snapshots WHERE id = ?').get(id) !== undefined;
   }
 
   /** Creates an ACTIVE or VIEW snapshot; checks key uniqueness and that the parent is committed. */
