@@ -61,13 +61,25 @@ interface DaemonRecord {
   owner?: string;
 }
 
+/** The parts of nydusd's JSON config the snapshotter fills in; everything else passes through. */
+interface NydusdJson {
+  device: {
+    id?: string;
+    backend: { type: string; config: { host?: string; repo?: string; scheme?: string; mirrors?: unknown[] } & Record<string, unknown> };
+    cache: { type?: string; config?: Record<string, unknown> } & Record<string, unknown>;
+  } & Record<string, unknown>;
+  [key: string]: unknown;
+}
+
 /** What the store keeps per rafs instance (the config may carry registry auth: never logged). */
 interface InstanceRecord {
   snapshotId: string;
   daemonId: string;
   mountpoint: string;
   bootstrap: string;
-  config: Record<string, unknown>;
+  /** The registry host the instance reads from. */
+  registry: string;
+  config: NydusdJson;
 }
 
 interface Daemon {
@@ -149,7 +161,7 @@ export class DaemonManager implements RafsMounter {
         await this.restart(d).catch((err: Error) => log.error({ daemon: rec.id, err: err.message }, 'restart failed'));
       }
       // Keep the daemon's mirrors in step with certs.d from now on.
-      const hosts = new Set([...this.instances.values()].filter((i) => i.daemonId === rec.id).map((i) => String((i.config as any).device?.backend?.config?.host))); // eslint-disable-line
+      const hosts = new Set([...this.instances.values()].filter((i) => i.daemonId === rec.id).map((i) => i.registry));
       for (const registry of hosts) await this.o.mirrors?.add({ apiSock: rec.apiSock, registry });
     }
     // The shared daemon is started now rather than on the first container: a cold start then
@@ -196,7 +208,7 @@ export class DaemonManager implements RafsMounter {
     await this.spawnDaemon(d);
     for (const i of mine) {
       fs.mkdirSync(i.mountpoint, { recursive: true });
-      await d.client.mount(i.mountpoint, i.bootstrap, this.withMirrors(i.config));
+      await d.client.mount(i.mountpoint, i.bootstrap, this.withMirrors(i));
     }
     this.o.metrics?.daemonEvents.inc({ nydusd_event: 'restarted' });
     log.info({ daemon: d.rec.id, pid: d.rec.pid, instances: mine.length }, 'nydusd restarted');
@@ -256,7 +268,7 @@ export class DaemonManager implements RafsMounter {
   }
 
   /** The per-instance nydusd config: template + registry of the image + cache dir. */
-  private instanceConfig(meta: MetaLayer): Record<string, unknown> {
+  private instanceConfig(meta: MetaLayer): { registry: string; config: NydusdJson } {
     const ref = L.imageRef(meta.labels);
     if (!ref) {
       throw failedPrecondition(
@@ -264,30 +276,26 @@ export class DaemonManager implements RafsMounter {
       );
     }
     const r = parseReference(ref);
-    const cfg = JSON.parse(JSON.stringify(this.o.template)) as Record<string, any>; // eslint-disable-line
-    cfg.device ??= {};
-    cfg.device.backend ??= { type: 'registry', config: {} };
-    const bc = (cfg.device.backend.config ??= {});
+    const t = JSON.parse(JSON.stringify(this.o.template)) as Partial<NydusdJson>;
+    const device = (t.device ?? {}) as Partial<NydusdJson['device']>;
+    const backend = device.backend ?? { type: 'registry', config: {} };
     const host = apiHost(r.registry);
-    bc.host = host;
-    bc.repo = r.repository;
+    backend.config = { ...(backend.config ?? {}), host, repo: r.repository };
     // containerd's rules: registries on loopback speak plain HTTP, and so does a registry whose
     // certs.d hosts.toml names an http:// server.
     const server = this.o.mirrors?.certs.hostsFor(r.registry)?.server;
-    if (isLoopback(host) || server?.startsWith('http://')) bc.scheme = 'http';
-    cfg.device.id = `/${meta.snapshotId}`;
-    cfg.device.cache ??= { type: 'blobcache' };
-    cfg.device.cache.config = { ...(cfg.device.cache.config ?? {}), work_dir: this.o.cacheDir };
-    return cfg;
+    if (isLoopback(host) || server?.startsWith('http://')) backend.config.scheme = 'http';
+    const cache = device.cache ?? { type: 'blobcache' };
+    cache.config = { ...(cache.config ?? {}), work_dir: this.o.cacheDir };
+    const config: NydusdJson = { ...t, device: { ...device, id: `/${meta.snapshotId}`, backend, cache } };
+    return { registry: r.registry, config };
   }
 
   /** The config with the certs.d mirrors for its registry in force now (if any are configured). */
-  private withMirrors(cfg: Record<string, unknown>): Record<string, unknown> {
-    const bc = (cfg as any).device?.backend?.config; // eslint-disable-line
-    if (!this.o.mirrors || !bc?.host) return cfg;
-    const mirrors = this.o.mirrors.certs.mirrorsFor(bc.host);
-    if (mirrors.length === 0) return cfg;
-    const out = JSON.parse(JSON.stringify(cfg));
+  private withMirrors(inst: { registry: string; config: NydusdJson }): NydusdJson {
+    const mirrors = this.o.mirrors?.certs.mirrorsFor(inst.registry) ?? [];
+    if (mirrors.length === 0) return inst.config;
+    const out = JSON.parse(JSON.stringify(inst.config)) as NydusdJson;
     out.device.backend.config.mirrors = mirrors.map(mirrorToJson);
     return out;
   }
@@ -300,25 +308,25 @@ export class DaemonManager implements RafsMounter {
         if (d?.restarting) await d.restarting;
         return known.mountpoint;
       }
-      const config = this.instanceConfig(meta);
+      const { registry, config } = this.instanceConfig(meta);
       const d = await this.daemonFor(meta.snapshotId);
       const mountpoint = path.join(this.o.root, 'mnt', meta.snapshotId);
       detach(mountpoint);
       fs.mkdirSync(mountpoint, { recursive: true });
       try {
-        await d.client.mount(mountpoint, meta.bootstrap, this.withMirrors(config));
+        await d.client.mount(mountpoint, meta.bootstrap, this.withMirrors({ registry, config }));
       } catch (err) {
         // The daemon may still hold an instance there from before a snapshotter crash: replace it.
         log.warn({ snapshot: meta.snapshotId, err: (err as Error).message }, 'mount refused; replacing a stale instance');
         await d.client.umount(mountpoint).catch(() => undefined);
         detach(mountpoint);
-        await d.client.mount(mountpoint, meta.bootstrap, this.withMirrors(config));
+        await d.client.mount(mountpoint, meta.bootstrap, this.withMirrors({ registry, config }));
       }
-      const inst: InstanceRecord = { snapshotId: meta.snapshotId, daemonId: d.rec.id, mountpoint, bootstrap: meta.bootstrap, config };
+      const inst: InstanceRecord = { snapshotId: meta.snapshotId, daemonId: d.rec.id, mountpoint, bootstrap: meta.bootstrap, registry, config };
       this.o.store.tx(() => this.o.store.putRecord('instance', meta.snapshotId, inst));
       this.instances.set(meta.snapshotId, inst);
       this.updateGauges();
-      await this.o.mirrors?.add({ apiSock: d.rec.apiSock, registry: String((config as any).device.backend.config.host) }); // eslint-disable-line
+      await this.o.mirrors?.add({ apiSock: d.rec.apiSock, registry });
       log.info({ snapshot: meta.snapshotId, daemon: d.rec.id, mountpoint, image: L.imageRef(meta.labels) }, 'rafs instance mounted');
       return mountpoint;
     });
