@@ -125,7 +125,7 @@ maybe('p2p between real nydusd daemons', () => {
 
   /** Starts one nydusd per spec on the image; returns once daemon i sees `expectPeers[i]` peers. */
   async function startDaemons(tag: string, specs: Spec[], expectPeers: number[], keys?: { file: string }[]): Promise<NydusdHandle[]> {
-    const ds = await Promise.all(specs.map((spec, i) => {
+    const started = await Promise.allSettled(specs.map((spec, i) => {
       const dir = path.join(tmp, `${tag}-${i}`);
       fs.mkdirSync(dir, { recursive: true });
       return startNydusd({
@@ -146,16 +146,16 @@ maybe('p2p between real nydusd daemons', () => {
         },
       });
     }));
-    daemons.push(...ds);
+    // Track every daemon that did start, so afterAll cleans it up even when another failed.
+    for (const r of started) if (r.status === 'fulfilled') daemons.push(r.value);
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const ds = started.map((r) => (r as PromiseFulfilledResult<NydusdHandle>).value);
     let peers: (number | undefined)[] = [];
-    const t0 = Date.now();
     for (let i = 0; i < 600; i++) {
       const m = await Promise.all(ds.map((d) => p2p(d)));
       peers = m.map((x) => x?.peers);
-      if (peers.every((x, k) => x === expectPeers[k])) {
-        process.stderr.write(`MESH ${tag} ${Date.now() - t0} ms\n`);
-        return ds;
-      }
+      if (peers.every((x, k) => x === expectPeers[k])) return ds;
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error(`daemons did not reach peers ${JSON.stringify(expectPeers)} within 60 s: ${JSON.stringify(peers)}`);
