@@ -25,10 +25,10 @@ import { cleanStaleMount } from './mounts';
 import { Prefetcher } from './prefetch';
 import { RafsInstance } from './rafs';
 import { applyCertsDir, applyMirrorsUpdate, buildSources, SourceDeps } from './sources';
-import { attachPeers, closeAllHubs, p2pMetrics } from '../p2p/hub';
-import { CertsWatcher } from '../mirrors/watcher';
-import { mirrorSourcesOf } from '../fetch/mirror-set';
-import { ProxySource } from '../fetch/proxy';
+import type { CertsWatcher } from '../mirrors/watcher';
+import type { MirrorSource } from '../fetch/mirror-set';
+import type { ProxySource } from '../fetch/proxy';
+import { loadedMirrorSet, loadedP2pHub, loadedProxy, watcherModule } from './optional';
 import { prometheusText } from './prom';
 
 const log = logger('nydusd');
@@ -74,7 +74,7 @@ export class Daemon {
 
   async listen(): Promise<void> {
     if (this.opts.mirrorsDir && !this.mirrorsWatch) {
-      this.mirrorsWatch = new CertsWatcher(this.opts.mirrorsDir, { onChange: (c) => applyCertsDir(this.instances.values(), c) });
+      this.mirrorsWatch = new (watcherModule().CertsWatcher)(this.opts.mirrorsDir, { onChange: (c) => applyCertsDir(this.instances.values(), c) });
       await this.mirrorsWatch.start();
     }
     if (this.opts.apisock) {
@@ -106,7 +106,7 @@ export class Daemon {
     let rafs: RafsInstance;
     try {
       rafs = RafsInstance.load(bootstrap, pipeline);
-      attachPeers(sources, rafs.blobs, () => pipeline.sources());
+      loadedP2pHub()?.attachPeers(sources, rafs.blobs, () => pipeline.sources());
     } catch (e) {
       await closeSources(sources);
       throw new ApiFault(400, 'InvalidBootstrap', `${bootstrap}: ${(e as Error).message}`);
@@ -157,7 +157,7 @@ export class Daemon {
       await this.umount(mp).catch((e) => log.error({ mountpoint: mp, err: (e as Error).message }, 'unmount failed'));
     }
     for (const c of this.caches.values()) await c.close().catch((e) => log.error({ err: (e as Error).message }, 'cache close failed'));
-    await closeAllHubs();
+    await loadedP2pHub()?.closeAllHubs();
     await this.api.close();
     if (this.opts.apisock) fs.rmSync(this.opts.apisock, { force: true });
   }
@@ -239,7 +239,7 @@ export class Daemon {
     a.addRoute('GET', '/api/v1/daemon/mirrors', (r) =>
       this.select(r.query).map((i) => {
         const srcs = i.pipeline.sources();
-        const proxy = srcs.find((s): s is ProxySource => s instanceof ProxySource);
+        const proxy = srcs.find(isProxy);
         return {
           mountpoint: i.mountpoint,
           sources: srcs.map((s) => s.name),
@@ -271,7 +271,7 @@ export class Daemon {
       };
     });
     a.addRoute('GET', '/api/v1/metrics/backend', (r) => this.backendMetrics(this.select(r.query)));
-    a.addRoute('GET', '/api/v1/metrics/p2p', () => p2pMetrics());
+    a.addRoute('GET', '/api/v1/metrics/p2p', () => loadedP2pHub()?.p2pMetrics() ?? []);
     a.addRoute('GET', '/api/v1/metrics/blobcache', async (r) => {
       const insts = this.select(r.query);
       const caches = [...new Set(insts.map((i) => i.cache))];
@@ -362,12 +362,21 @@ function sourceHealth(insts: MountedInstance[]): Record<string, 'up' | 'down'> {
   const out: Record<string, 'up' | 'down'> = {};
   for (const i of insts) {
     for (const s of i.pipeline.sources()) {
-      const h = s instanceof ProxySource ? s.health : mirrorSourcesOf([s])[0]?.health;
+      const h = isProxy(s) ? s.health : mirrorSourcesOf([s])[0]?.health;
       // One name may serve several instances: report down if any of them has it down.
       if (h && out[s.name] !== 'down') out[s.name] = h.up ? 'up' : 'down';
     }
   }
   return out;
+}
+
+function isProxy(s: ChunkSource): s is ProxySource {
+  const m = loadedProxy();
+  return m !== undefined && s instanceof m.ProxySource;
+}
+
+function mirrorSourcesOf(list: readonly ChunkSource[]): MirrorSource[] {
+  return loadedMirrorSet()?.mirrorSourcesOf(list) ?? [];
 }
 
 async function closeSources(sources: readonly ChunkSource[]): Promise<void> {

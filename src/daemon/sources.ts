@@ -10,14 +10,13 @@ import { FetchMetrics } from '../fetch/metrics';
 import { LocalFsSource } from '../fetch/localfs';
 import { OriginSource, BlobRangeReader } from '../fetch/origin';
 import type { RegistryClient } from '../registry/client';
-import { MirrorSet, OriginInfo, SourceList, updateMirrors } from '../fetch/mirror-set';
-import { withProxy } from '../fetch/proxy';
+import type { OriginInfo, SourceList } from '../fetch/mirror-set';
 import { CertsDir, effectiveMirrors, hostDirCandidates } from '../mirrors/certs-dir';
 import { mirrorsFromJson, proxyFromJson } from '../mirrors/nydus-json';
 import { MirrorConfigError } from '../mirrors/types';
 import { parseP2PConfig, P2PConfigError } from '../p2p/config';
-import { peerSourceFor } from '../p2p/hub';
 import { ApiFault } from './api';
+import { mirrorSetModule, p2pHub, proxyModule } from './optional';
 import type { NydusdConfig, RegistryBackendConfig } from './config';
 
 export interface SourceDeps {
@@ -61,7 +60,7 @@ export function buildSources(config: NydusdConfig, deps: SourceDeps): ChunkSourc
 function peerSources(config: NydusdConfig): ChunkSource[] {
   try {
     const p2p = parseP2PConfig(config.p2p, 'config');
-    return p2p ? [peerSourceFor(p2p)] : [];
+    return p2p ? [p2pHub().peerSourceFor(p2p)] : [];
   } catch (e) {
     if (e instanceof P2PConfigError) throw new ApiFault(400, 'InvalidConfig', e.message);
     throw e;
@@ -88,7 +87,7 @@ function registryChain(cfg: RegistryBackendConfig, client: BlobRangeReader, orig
   try {
     const mirrors = effectiveMirrors(mirrorsFromJson(cfg.mirrors, 'device.backend.config.mirrors'), certs?.mirrorsFor(cfg.host) ?? []);
     const proxy = proxyFromJson(cfg.proxy, 'device.backend.config.proxy');
-    return new MirrorSet(info, mirrors, proxy ? withProxy(proxy, info)(origin) : origin).chain();
+    return new (mirrorSetModule().MirrorSet)(info, mirrors, proxy ? proxyModule().withProxy(proxy, info)(origin) : origin).chain();
   } catch (e) {
     if (e instanceof MirrorConfigError) throw new ApiFault(400, 'InvalidConfig', e.message);
     throw e;
@@ -123,7 +122,7 @@ export async function applyMirrorsUpdate(instances: Iterable<MirrorTarget>, body
     if (be.type !== 'registry') continue;
     if (names && !names.includes(be.config.host.toLowerCase())) continue;
     const own = mirrorsFromJson(be.config.mirrors, 'device.backend.config.mirrors');
-    if (await updateMirrors(inst.pipeline, effectiveMirrors(own, pushed))) updated++;
+    if (await mirrorSetModule().updateMirrors(inst.pipeline, effectiveMirrors(own, pushed))) updated++;
   }
   return { updated };
 }
@@ -134,6 +133,6 @@ export async function applyCertsDir(instances: Iterable<MirrorTarget>, certs: Ce
     const be = inst.config.backend;
     if (be.type !== 'registry') continue;
     const own = mirrorsFromJson(be.config.mirrors, 'device.backend.config.mirrors');
-    await updateMirrors(inst.pipeline, effectiveMirrors(own, certs.mirrorsFor(be.config.host)));
+    await mirrorSetModule().updateMirrors(inst.pipeline, effectiveMirrors(own, certs.mirrorsFor(be.config.host)));
   }
 }
