@@ -4,12 +4,11 @@
  * blob directory read and digest-verify every distinct chunk.
  * `inspectBootstrap`: superblock-level facts, the blob table, counts, sizes and the tree listing.
  */
-import * as fs from 'node:fs';
-import { BlobInfo, Inode, InodeKind, RafsImage } from '../format/model';
-import { decodeBootstrap } from '../format/decode';
+import { BlobInfo, Inode, InodeKind } from '../format/model';
 import { BlobReader } from './blob-reader';
 import { byBytes } from './dir-source';
-import { BuildError, errorMessage } from './errors';
+import { BuildError } from './errors';
+import { loadBootstrap } from './load';
 
 export interface CheckReport {
   bootstrap: string;
@@ -52,19 +51,6 @@ export interface InspectReport {
   tree: TreeEntry[];
 }
 
-export function loadBootstrap(file: string): { image: RafsImage; size: number } {
-  let buf: Buffer;
-  try {
-    buf = fs.readFileSync(file);
-  } catch (err) {
-    throw new BuildError(file, errorMessage(err));
-  }
-  try {
-    return { image: decodeBootstrap(buf), size: buf.length };
-  } catch (err) {
-    throw new BuildError(file, errorMessage(err));
-  }
-}
 
 export async function checkBootstrap(file: string, blobDir?: string): Promise<CheckReport> {
   const { image } = loadBootstrap(file);

@@ -7,11 +7,9 @@
  * Whiteout entries never reach the result. The blob table is recomputed to the blobs still
  * referenced, and every chunk's blob index is remapped to it.
  */
-import * as fs from 'node:fs';
 import { BlobInfo, ChunkInfo, Inode, newInode, RafsImage, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from '../format/model';
-import { decodeBootstrap } from '../format/decode';
 import { encodeBootstrap } from '../format/encode';
-import { BuildError, errorMessage } from './errors';
+import { loadBootstrap } from './load';
 import { copyAttributes } from './tree';
 import { writeFileAtomic } from './create';
 
@@ -69,19 +67,7 @@ export function mergeLayers(layers: RafsImage[]): RafsImage {
 
 /** Reads layer bootstraps, merges them and writes the result to `out`. */
 export function mergeBootstraps(out: string, layerBootstraps: string[]): RafsImage {
-  const layers = layerBootstraps.map((file) => {
-    let buf: Buffer;
-    try {
-      buf = fs.readFileSync(file);
-    } catch (err) {
-      throw new BuildError(file, errorMessage(err));
-    }
-    try {
-      return decodeBootstrap(buf);
-    } catch (err) {
-      throw new BuildError(file, errorMessage(err));
-    }
-  });
+  const layers = layerBootstraps.map((file) => loadBootstrap(file).image);
   const image = mergeLayers(layers);
   writeFileAtomic(out, encodeBootstrap(image));
   return image;
