@@ -9,7 +9,7 @@ import { BuildError, errorMessage } from './errors';
 import { encodeDev, splitGlibcDev } from './devices';
 import { FileChunker } from './file-chunker';
 import { BlobWriter } from './blob-writer';
-import { readTreeXattrs, XattrMap } from './xattrs';
+import { readTreeXattrs } from './xattrs';
 
 export interface SourceContext {
   writer: BlobWriter;

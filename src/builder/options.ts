@@ -1,5 +1,5 @@
 /** Options and result of building one layer (`nydus-image create`). */
-import { Compressor, Digester, RafsImage } from '../format/model';
+import { Digester, RafsImage } from '../format/model';
 
 export type LayerSource = { kind: 'dir'; path: string } | { kind: 'tar'; stream: NodeJS.ReadableStream; gzip: boolean };
 
