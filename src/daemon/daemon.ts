@@ -28,6 +28,7 @@ import { applyCertsDir, applyMirrorsUpdate, buildSources, SourceDeps } from './s
 import type { CertsWatcher } from '../mirrors/watcher';
 import type { MirrorSource } from '../fetch/mirror-set';
 import type { ProxySource } from '../fetch/proxy';
+import { collectGarbage } from './gc';
 import { loadedMirrorSet, loadedP2pHub, loadedProxy, watcherModule } from './optional';
 import { prometheusText } from './prom';
 
@@ -123,6 +124,7 @@ export class Daemon {
     const inst: MountedInstance = { mountpoint: mp, bootstrap: path.resolve(bootstrap), config, rafs, fuse, pipeline, metrics, cache, prefetcher, mountedAt: new Date() };
     this.instances.set(mp, inst);
     log.info({ mountpoint: mp, bootstrap, files: rafs.fileCount, blobs: rafs.blobs.length, backend: config.backend.type }, 'rafs instance mounted');
+    collectGarbage();
     if (startPrefetch) prefetcher.start();
     return inst;
   }

@@ -14,6 +14,7 @@ import type { ChunkInfo, Inode, RafsImage } from '../format/model';
 import { decodeBootstrap } from '../format/decode';
 import { BlobChunks, ChunkPipeline } from '../fetch/pipeline';
 import { LATENCY_BUCKETS_MS } from '../fetch/metrics';
+import { ChunkTable, FileNode } from './chunk-table';
 
 /** One shared, never mutated map for the many inodes without xattrs (saves ~8 MB per Debian image). */
 const NO_XATTRS: Map<string, Buffer> = new Map();
@@ -61,6 +62,7 @@ export class RafsInstance {
     const names = new Map<Inode, number>();
     const unique: Inode[] = [];
     let entries = 0;
+    let chunkCount = 0;
     const stack: Inode[] = [image.root];
     for (let n = stack.pop(); n; n = stack.pop()) {
       entries++;
@@ -69,13 +71,32 @@ export class RafsInstance {
       if (seen) continue;
       unique.push(n);
       if (n.xattrs.size === 0) n.xattrs = NO_XATTRS;
-      if (n.kind === 'file') for (const c of n.chunks ?? []) perBlob[c.blobIndex]?.push(c);
+      if (n.kind === 'file') chunkCount += n.chunks?.length ?? 0;
       for (const c of n.children?.values() ?? []) stack.push(c);
+    }
+    // The image stays in memory as long as it is mounted: regular files become compact FileNodes
+    // whose chunk records live in one typed-array table (hard links keep sharing one node).
+    const table = new ChunkTable(chunkCount);
+    const compact = new Map<Inode, FileNode>();
+    for (let k = 0; k < unique.length; k++) {
+      const n = unique[k];
+      if (n.kind !== 'file') continue;
+      const f = new FileNode(n, table);
+      compact.set(n, f);
+      unique[k] = f;
+      for (const c of f.chunks) perBlob[c.blobIndex]?.push(c);
+    }
+    for (const n of unique) {
+      if (!n.children) continue;
+      for (const [name, c] of n.children) {
+        const f = compact.get(c);
+        if (f) n.children.set(name, f);
+      }
     }
     let nextIno = 1;
     for (const n of unique) if (n.ino) nextIno = Math.max(nextIno, n.ino + 1);
     for (const n of unique) if (!n.ino) n.ino = nextIno++;
-    for (const [n, count] of names) if (count > 1 && n.kind !== 'dir') this.hardLinks.set(n, count);
+    for (const [n, count] of names) if (count > 1 && n.kind !== 'dir') this.hardLinks.set(compact.get(n) ?? n, count);
     this.fileCount = unique.filter((n) => n.kind === 'file').length;
     this.entryCount = entries;
     this.blobs = image.blobs.map((b, i) => BlobChunks.fromChunks(b, perBlob[i]));
