@@ -272,10 +272,13 @@ async function partRss(work: string, mounts: string[], daemons: Daemon[], lines:
     execFileSync('sh', ['-c', `cat "${m}/usr/bin/perl" "${m}/etc/os-release" > /dev/null`]);
     if (i === 0 || i === 9) rss.push(rssMiB(shared.proc.pid!));
   }
-  lines.push(`Resident memory of one shared daemon (Debian image: ${entries} entries, each mount walked with find + stat and two files read):`, '');
+  // The same daemon after 10 s without requests (V8's idle-time memory reducer has run by then).
+  await new Promise((r) => setTimeout(r, 10_000));
+  const settled = rssMiB(shared.proc.pid!);
+  lines.push(`Resident memory of one shared daemon (Debian image: ${entries} entries, each mount walked with find + stat and two files read; measured right after the last walk):`, '');
   lines.push('| images mounted | RSS (MiB) |', '|---|---|');
-  lines.push(`| 0 | ${f2(base)} |`, `| 1 | ${f2(rss[0])} |`, `| 10 | ${f2(rss[1])} |`, '');
-  lines.push(`Target: RSS at most 150 MB with 10 images: ${rss[1] * 1.048576 <= 150 ? 'met' : 'NOT met'} (${f2(rss[1] * 1.048576)} MB).`, '');
+  lines.push(`| 0 | ${f2(base)} |`, `| 1 | ${f2(rss[0])} |`, `| 10 | ${f2(rss[1])} |`, `| 10, after 10 s idle | ${f2(settled)} |`, '');
+  lines.push(`Target: RSS at most 150 MB with 10 images (right after the walks): ${rss[1] * 1.048576 <= 150 ? 'met' : 'NOT met'} (${f2(rss[1] * 1.048576)} MB; ${f2(settled * 1.048576)} MB after 10 s idle).`, '');
   await stopDaemon(shared);
   daemons.length = 0;
 }

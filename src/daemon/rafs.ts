@@ -19,6 +19,14 @@ import { ChunkTable, FileNode } from './chunk-table';
 /** One shared, never mutated map for the many inodes without xattrs (saves ~8 MB per Debian image). */
 const NO_XATTRS: Map<string, Buffer> = new Map();
 
+/** The internalized copy of `s`: property keys always are, and the string table does not keep them alive. */
+function internName(s: string): string {
+  const o: Record<string, number> = {};
+  o[s] = 0;
+  for (const k in o) return k;
+  return s;
+}
+
 export interface FileAccess {
   ino: number;
   path: string;
@@ -86,12 +94,10 @@ export class RafsInstance {
       unique[k] = f;
       for (const c of f.chunks) perBlob[c.blobIndex]?.push(c);
     }
+    // Names are internalized (V8's weak string table): images mounted side by side, often layers of
+    // one distribution, then share one copy of each name instead of one per image.
     for (const n of unique) {
-      if (!n.children) continue;
-      for (const [name, c] of n.children) {
-        const f = compact.get(c);
-        if (f) n.children.set(name, f);
-      }
+      if (n.children) n.children = new Map([...n.children].map(([name, c]) => [internName(name), compact.get(c) ?? c]));
     }
     let nextIno = 1;
     for (const n of unique) if (n.ino) nextIno = Math.max(nextIno, n.ino + 1);
