@@ -7,8 +7,9 @@
  * `FileNode` goes one step further for regular files: no per-file chunk array at all.
  *
  * Contract: `add(c)` returns a `ChunkInfo` whose every field reads back equal to `c`'s (`digest` as
- * a Buffer view into one packed buffer, equal by content). The records are immutable; one view
- * object stands for one added record, so identity-based bookkeeping keeps working.
+ * a Buffer view into one packed buffer, equal by content). The records are immutable. View objects
+ * are not unique per record (`FileNode.chunks` makes fresh ones): key chunks by blob and index,
+ * never by object identity.
  */
 import type { ChunkInfo, Inode } from '../format/model';
 
