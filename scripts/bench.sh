@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Runs every benchmark in src/bench/ (compiled to dist/bench/) and assembles docs/benchmarks.md from
 # the markdown sections they write to bench-out/. Each benchmark measures our tool and its baseline in
-# the same run and reports ratios. Usage: npm run bench [-- NAME...]
+# the same run and reports ratios. Usage: npm run bench [-- NAME...]; `--assemble` only rebuilds
+# docs/benchmarks.md from the sections already in bench-out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
-npm run build >/dev/null
 mkdir -p bench-out
-names=("$@")
-if [ ${#names[@]} -eq 0 ]; then
-  for f in dist/bench/*.js; do names+=("$(basename "$f" .js)"); done
+if [ "${1:-}" != "--assemble" ]; then
+  bash scripts/install-deps.sh
+  npm run build >/dev/null
+  names=("$@")
+  if [ ${#names[@]} -eq 0 ]; then
+    for f in dist/bench/*.js; do names+=("$(basename "$f" .js)"); done
+  fi
+  for n in "${names[@]}"; do
+    echo "== bench $n" >&2
+    node "dist/bench/$n.js" || echo "bench $n failed (exit $?)" >&2
+  done
 fi
-for n in "${names[@]}"; do
-  echo "== bench $n" >&2
-  node "dist/bench/$n.js" || echo "bench $n failed (exit $?)" >&2
-done
 {
   echo "# Benchmarks"
   echo
