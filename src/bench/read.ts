@@ -20,6 +20,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { NydusdClient } from '../daemon/client';
+import { median, timed } from './measure';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const FIXTURES = process.env.NYDUS_FIXTURES ?? '/var/tmp/nydus-ts-fixtures';
@@ -30,16 +31,7 @@ const ROUNDS = 3;
 /** Parts to run (comma-separated): read, find, rss. All by default. */
 const PARTS = new Set((process.env.BENCH_READ_PARTS ?? 'read,find,rss').split(','));
 
-function timed(fn: () => void): number {
-  const t0 = process.hrtime.bigint();
-  fn();
-  return Number(process.hrtime.bigint() - t0) / 1e9;
-}
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
 
 function cat(file: string): number {
   return timed(() => execFileSync('sh', ['-c', 'cat "$1" > /dev/null', 'sh', file], { stdio: 'inherit' }));
