@@ -227,7 +227,6 @@ export class ChunkPipeline {
     const sorted = [...missing].sort((a, b) => a.compressedOffset - b.compressedOffset);
     const start = sorted[0].compressedOffset;
     const last = sorted[sorted.length - 1];
-    let end = last.compressedOffset + last.compressedSize;
     const extra: ChunkInfo[] = [];
     for (let p = bc.position(last) + 1; p > 0 && p < bc.ordered.length; p++) {
       const c = bc.ordered[p];
@@ -239,7 +238,6 @@ export class ChunkPipeline {
       const d = deferred();
       this.inflight.set(key, d);
       extra.push(c);
-      end = cEnd;
     }
     return extra.length ? [...sorted, ...extra] : sorted;
   }
