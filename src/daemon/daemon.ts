@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BlobCacheManager } from '../cache/blob-cache';
 import { ChunkPipeline } from '../fetch/pipeline';
-import { FetchMetrics, SourceStats } from '../fetch/metrics';
+import { addStats, FetchMetrics, SourceStats } from '../fetch/metrics';
 import type { ChunkSource } from '../fetch/source';
 import { logger, setLogLevel } from '../util/log';
 import { ApiFault, ApiServer, ApiRequest } from './api';
@@ -195,15 +195,7 @@ export class Daemon {
       for (const [name, s] of Object.entries(i.metrics.snapshot())) {
         const t = sources[name];
         if (!t) sources[name] = s;
-        else {
-          t.requests += s.requests;
-          t.bytes += s.bytes;
-          t.errors += s.errors;
-          t.digestFailures += s.digestFailures;
-          t.unavailable += s.unavailable;
-          t.latencyMsTotal += s.latencyMsTotal;
-          s.latencyDist.forEach((c, k) => (t.latencyDist[k] += c));
-        }
+        else addStats(t, s);
       }
     }
     const all = Object.values(sources);

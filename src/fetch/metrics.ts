@@ -73,15 +73,18 @@ export class FetchMetrics {
   totals(): SourceStats {
     const t = this.entry('\0total');
     this.sources.delete('\0total');
-    for (const v of this.sources.values()) {
-      t.requests += v.requests;
-      t.bytes += v.bytes;
-      t.errors += v.errors;
-      t.digestFailures += v.digestFailures;
-      t.unavailable += v.unavailable;
-      t.latencyMsTotal += v.latencyMsTotal;
-      v.latencyDist.forEach((c, i) => (t.latencyDist[i] += c));
-    }
+    for (const v of this.sources.values()) addStats(t, v);
     return t;
   }
+}
+
+/** Adds the counters of `s` into `t` (totals across sources, or across mounted instances). */
+export function addStats(t: SourceStats, s: SourceStats): void {
+  t.requests += s.requests;
+  t.bytes += s.bytes;
+  t.errors += s.errors;
+  t.digestFailures += s.digestFailures;
+  t.unavailable += s.unavailable;
+  t.latencyMsTotal += s.latencyMsTotal;
+  s.latencyDist.forEach((c, i) => (t.latencyDist[i] += c));
 }
