@@ -71,7 +71,7 @@ describe('peer channel', () => {
     const ca = mk(a, true, secret);
     const cb = mk(b, false, opts.wrongSecret ? 'another-secret-entirely' : secret, handler);
     cleanup.push(() => ca.close(), () => cb.close(), () => server.close());
-    return { ca, cb };
+    return { ca, cb, sockets: [a, b] as const };
   }
 
   test('answers by request id, out of order, with exactly the asked length', async () => {
@@ -126,6 +126,21 @@ describe('peer channel', () => {
     expect((err as PeerUnavailableError).reason).toBe('timeout');
     for (let i = 0; i < 50 && !aborted; i++) await new Promise((r) => setTimeout(r, 10));
     expect(aborted).toBe(true);
+  });
+
+  test('an owner that goes silent after PENDING (killed, frozen) is dropped by the heartbeat, not the pending limit', async () => {
+    let serverSocket: net.Socket | undefined;
+    const { ca, sockets } = await pair(async (_req, signal) => {
+      // After the first acknowledgements, the owner stops sending anything, as a killed process would.
+      setTimeout(() => { serverSocket!.write = (() => true) as never; }, 50);
+      await new Promise((r) => signal.addEventListener('abort', r, { once: true }));
+      throw new Error('cancelled');
+    });
+    serverSocket = sockets[1];
+    await ca.ready;
+    const err = await ca.request({ blobId, offset: 0, length: 4, digests: [] }, 400, undefined, 60_000).catch((e) => e);
+    expect((err as PeerUnavailableError).reason).toBe('timeout');
+    expect((err as Error).message).toMatch(/went silent after PENDING/);
   });
 
   test('a peer that acknowledges with PENDING is waited for up to the pending limit, not the answer limit', async () => {

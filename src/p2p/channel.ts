@@ -9,10 +9,12 @@
  *    wait for a slot. Whatever happens (slot wait, slow answer, peer gone, BUSY/NOT_FOUND/ERROR) it
  *    settles within `timeoutMs`, rejecting with SourceUnavailableError, unless the peer said
  *    PENDING (it is fetching the range upstream) in time: then the limit becomes
- *    `pendingTimeoutMs` from the start. A timed-out request is CANCELled. It resolves only with
+ *    `pendingTimeoutMs` from the start, as long as the peer keeps repeating PENDING (every
+ *    PENDING_HEARTBEAT_MS); silence longer than max(timeoutMs, 3 heartbeats) drops it. A
+ *    timed-out request is CANCELled. It resolves only with
  *    exactly `length` bytes (never checked for content here).
- *  - Serving, a request that is not answered at once is acknowledged with PENDING, so a peer that
- *    waits on its own upstream is not mistaken for a dead one.
+ *  - Serving, a request that is not answered at once is acknowledged with PENDING, repeated as a
+ *    heartbeat, so a peer that waits on its own upstream is not mistaken for a dead one.
  *  - Incoming requests beyond our advertised maxInflight, or beyond the node-wide serve limit,
  *    are answered BUSY at once instead of queued (load shedding).
  *  - Writes honour backpressure: a frame is written only after the previous write drained.
@@ -23,6 +25,9 @@ import { SourceUnavailableError } from '../fetch/source';
 import {
   encodeFrame, Frame, FrameReader, FrameType, MAX_FRAME, PROTOCOL_VERSION, ProtocolError, Request, Status,
 } from './frames';
+
+/** While a served request is in progress, PENDING is repeated this often (liveness heartbeat). */
+export const PENDING_HEARTBEAT_MS = 100;
 
 /** Node-wide bound on concurrent serves, shared by all channels. */
 export interface ServeLimiter {
@@ -132,11 +137,14 @@ export class PeerChannel extends EventEmitter {
           length: req.length,
           working: () => {
             if (pendingTimeoutMs <= timeoutMs) return;
+            // Each PENDING (repeated as a heartbeat while the owner works) proves it is alive; a
+            // killed or frozen owner goes silent and is dropped within the answer limit.
             clearTimeout(timer);
-            timer = setTimeout(
-              () => cancel(`no answer within ${pendingTimeoutMs} ms after PENDING`, 'timeout'),
-              Math.max(1, start + pendingTimeoutMs - Date.now()),
-            );
+            const cap = start + pendingTimeoutMs;
+            const silent = Date.now() + Math.max(timeoutMs, 3 * PENDING_HEARTBEAT_MS);
+            timer = silent < cap
+              ? setTimeout(() => cancel(`peer went silent after PENDING`, 'timeout'), Math.max(1, silent - Date.now()))
+              : setTimeout(() => cancel(`no answer within ${pendingTimeoutMs} ms after PENDING`, 'timeout'), Math.max(1, cap - Date.now()));
           },
           resolve: (b) => {
             clearTimeout(timer);
@@ -272,10 +280,14 @@ export class PeerChannel extends EventEmitter {
     const ac = new AbortController();
     this.serving.set(req.reqId, ac);
     let settled = false;
-    // Acknowledge work that does not finish at once (an upstream fetch) so the peer keeps waiting.
-    setImmediate(() => {
+    // Acknowledge work that does not finish at once (an upstream fetch) so the peer keeps waiting,
+    // and repeat the acknowledgement as a heartbeat until the answer goes out.
+    const ack = () => {
       if (!settled && !ac.signal.aborted && !this.closed) this.write(encodeFrame({ type: FrameType.Pending, reqId: req.reqId }));
-    });
+    };
+    setImmediate(ack);
+    const heartbeat = setInterval(ack, PENDING_HEARTBEAT_MS).unref();
+    ac.signal.addEventListener('abort', () => clearInterval(heartbeat), { once: true });
     handler(req, ac.signal).then(
       (bytes) => {
         if (!ac.signal.aborted) answer(Status.Ok, bytes);
@@ -285,6 +297,7 @@ export class PeerChannel extends EventEmitter {
       },
     ).finally(() => {
       settled = true;
+      clearInterval(heartbeat);
       limiter.release();
       if (this.serving.get(req.reqId) === ac) this.serving.delete(req.reqId);
     });
