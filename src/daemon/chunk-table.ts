@@ -127,8 +127,14 @@ export class FileNode implements Inode {
   }
 
   get chunks(): ChunkInfo[] {
-    const out: ChunkInfo[] = new Array(this.count);
-    for (let k = 0; k < this.count; k++) out[k] = this.table.ref(this.first + k);
+    return this.chunkSlice(0, this.count);
+  }
+
+  /** Chunks [from, to) of the file: a read needs a few, not the whole list of a big file. */
+  chunkSlice(from: number, to: number): ChunkInfo[] {
+    const end = Math.min(to, this.count);
+    const out: ChunkInfo[] = new Array(Math.max(0, end - from));
+    for (let k = from; k < end; k++) out[k - from] = this.table.ref(this.first + k);
     return out;
   }
 }

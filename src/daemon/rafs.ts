@@ -153,12 +153,16 @@ export class RafsInstance {
     }
   }
 
+  /** Chunks first..last (inclusive) of a file. */
+  private chunksOf(inode: Inode, first: number, last: number): ChunkInfo[] {
+    if (inode instanceof FileNode) return inode.chunkSlice(first, last + 1);
+    return (inode.chunks ?? []).slice(first, last + 1);
+  }
+
   private async readRange(inode: Inode, offset: number, end: number, prefetch: boolean): Promise<Buffer> {
     const cs = this.image.chunkSize;
-    const chunks = inode.chunks ?? [];
     const first = Math.floor(offset / cs);
-    const last = Math.min(chunks.length - 1, Math.floor((end - 1) / cs));
-    const wanted = chunks.slice(first, last + 1);
+    const wanted = this.chunksOf(inode, first, Math.floor((end - 1) / cs));
     // Group by blob (a file's chunks may sit in several blobs after dedup against a chunk dict).
     const byBlob = new Map<number, number[]>();
     wanted.forEach((c, i) => {

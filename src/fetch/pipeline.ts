@@ -204,7 +204,7 @@ export class ChunkPipeline {
   private async readCached(bc: BlobChunks, cf: BlobCacheFile, c: ChunkInfo, ro: ReadOptions): Promise<Buffer> {
     const data = await cf.read(c);
     if (data && !this.opts.validateCache && cf.verified(c)) return this.hit(data);
-    if (data && hex(chunkDigest(bc.blob.digester, data)) === hex(c.digest)) {
+    if (data && chunkDigest(bc.blob.digester, data).equals(c.digest)) {
       cf.markVerified(c);
       return this.hit(data);
     }
@@ -302,6 +302,7 @@ export class ChunkPipeline {
       }
       this.opts.metrics.record(src.name, { ms: performance.now() - t0, bytes: raw.length });
       const bad: ChunkInfo[] = [];
+      const writes: Promise<void>[] = [];
       for (const c of pending) {
         const piece = raw.subarray(c.compressedOffset - start, c.compressedOffset - start + c.compressedSize);
         let data: Buffer | undefined;
@@ -310,12 +311,14 @@ export class ChunkPipeline {
         } catch {
           data = undefined;
         }
-        if (!data || data.length !== c.uncompressedSize || hex(chunkDigest(bc.blob.digester, data)) !== hex(c.digest)) {
+        if (!data || data.length !== c.uncompressedSize || !chunkDigest(bc.blob.digester, data).equals(c.digest)) {
           bad.push(c);
           continue;
         }
-        await this.deliver(bc, cf, c, data, ro);
+        // Waiters get the chunk now; its cache write runs alongside the next chunk's checks.
+        writes.push(this.deliver(bc, cf, c, data, ro));
       }
+      await Promise.all(writes);
       if (bad.length) {
         mismatch = true;
         this.opts.metrics.digestFailure(src.name, bad.length);
