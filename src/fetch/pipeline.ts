@@ -302,7 +302,6 @@ export class ChunkPipeline {
       }
       this.opts.metrics.record(src.name, { ms: performance.now() - t0, bytes: raw.length });
       const bad: ChunkInfo[] = [];
-      const writes: Promise<void>[] = [];
       for (const c of pending) {
         const piece = raw.subarray(c.compressedOffset - start, c.compressedOffset - start + c.compressedSize);
         let data: Buffer | undefined;
@@ -315,10 +314,8 @@ export class ChunkPipeline {
           bad.push(c);
           continue;
         }
-        // Waiters get the chunk now; its cache write runs alongside the next chunk's checks.
-        writes.push(this.deliver(bc, cf, c, data, ro));
+        await this.deliver(bc, cf, c, data, ro);
       }
-      await Promise.all(writes);
       if (bad.length) {
         mismatch = true;
         this.opts.metrics.digestFailure(src.name, bad.length);
