@@ -6,6 +6,7 @@
 import type * as PromClient from 'prom-client';
 import type { Daemon } from './daemon';
 import type { BlobCacheManager } from '../cache/blob-cache';
+import { loadedP2pHub } from './optional';
 
 export async function prometheusText(d: Daemon): Promise<string> {
   // Loaded on the first scrape, so daemons nobody scrapes do not carry it.
@@ -50,6 +51,26 @@ export async function prometheusText(d: Daemon): Promise<string> {
     misses.set(l, c.stats.misses);
     hitBytes.set(l, c.stats.hitBytes);
     corrupt.set(l, c.stats.corrupt);
+  }
+  // One swarm node per cluster this daemon joined; none (and no p2p series) when p2p is off.
+  const nodes = loadedP2pHub()?.p2pMetrics() ?? [];
+  if (nodes.length > 0) {
+    const peers = g('nydusd_p2p_peers', 'Live, handshaken peers.', ['node']);
+    const p2pBytes = g('nydusd_p2p_bytes_total', 'Chunk bytes this node got from peers, or fetched upstream as a chunk owner.', ['node', 'source']);
+    const served = g('nydusd_p2p_served_chunks_total', 'Chunks this node served to peers.', ['node']);
+    const servedBytes = g('nydusd_p2p_served_bytes_total', 'Bytes this node served to peers.', ['node']);
+    const refused = g('nydusd_p2p_refused_total', 'Connections refused by the allowlist or the cluster-secret proof.', ['node']);
+    const failures = g('nydusd_p2p_failures_total', 'Peer requests that failed, by reason (digest: bytes refused).', ['node', 'reason']);
+    for (const n of nodes) {
+      const node = { node: n.publicKey };
+      peers.set(node, n.peers);
+      p2pBytes.set({ ...node, source: 'peer' }, n.bytesFromPeers);
+      p2pBytes.set({ ...node, source: 'upstream' }, n.bytesFromUpstream);
+      served.set(node, n.chunksServed);
+      servedBytes.set(node, n.bytesServed);
+      refused.set(node, n.refused);
+      for (const [reason, v] of Object.entries(n.failures)) failures.set({ ...node, reason }, v);
+    }
   }
   return reg.metrics();
 }

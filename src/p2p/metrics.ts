@@ -1,6 +1,6 @@
 /**
- * Counters of the peer swarm, read by the daemon's API and by tests. Plain numbers plus a
- * Prometheus text rendering so the daemon can append them to its /metrics answer.
+ * Counters of the peer swarm, read by the daemon's API (`/api/v1/metrics/p2p`), its Prometheus
+ * text (`/metrics`, see daemon/prom.ts) and tests.
  */
 export type PeerFailure = 'timeout' | 'busy' | 'not_found' | 'gone' | 'error' | 'digest';
 
@@ -30,24 +30,5 @@ export class P2PMetrics {
       refused: this.refused,
       failures: { ...this.failures },
     };
-  }
-
-  prometheus(prefix = 'nydus_p2p'): string {
-    const lines = [
-      `# TYPE ${prefix}_bytes_total counter`,
-      `${prefix}_bytes_total{source="peer"} ${this.bytesFromPeers}`,
-      `${prefix}_bytes_total{source="upstream"} ${this.bytesFromUpstream}`,
-      `# TYPE ${prefix}_served_chunks_total counter`,
-      `${prefix}_served_chunks_total ${this.chunksServed}`,
-      `# TYPE ${prefix}_served_bytes_total counter`,
-      `${prefix}_served_bytes_total ${this.bytesServed}`,
-      `# TYPE ${prefix}_peers gauge`,
-      `${prefix}_peers ${this.peers}`,
-      `# TYPE ${prefix}_refused_total counter`,
-      `${prefix}_refused_total ${this.refused}`,
-      `# TYPE ${prefix}_failures_total counter`,
-      ...Object.entries(this.failures).map(([k, v]) => `${prefix}_failures_total{reason="${k}"} ${v}`),
-    ];
-    return lines.join('\n') + '\n';
   }
 }
