@@ -26,7 +26,8 @@ import { median, timed } from './measure';
 const ROOT = path.resolve(__dirname, '..', '..');
 const FIXTURES = process.env.NYDUS_FIXTURES ?? '/var/tmp/nydus-ts-fixtures';
 const NYDUS_IMAGE = path.join(ROOT, 'dist', 'cli', 'nydus-image.js');
-const NYDUSD = path.join(ROOT, 'dist', 'cli', 'nydusd.js');
+/** The launcher users and the snapshotter run (it sets the daemon's malloc tuning). */
+const NYDUSD = path.join(ROOT, 'bin', 'nydusd');
 const FLOOR = path.join(ROOT, 'dist', 'bench', 'support', 'fuse-floor.js');
 const FILE_MIB = Number(process.env.BENCH_READ_MIB ?? 256);
 const ROUNDS = 3;
@@ -76,7 +77,7 @@ interface Daemon {
 async function startDaemon(work: string, name: string, args: string[]): Promise<Daemon> {
   const sock = path.join(work, `${name}.sock`);
   const log = fs.openSync(path.join(work, `${name}.log`), 'a');
-  const proc = spawn('node', [NYDUSD, '--apisock', sock, '--log-level', 'warn', ...args], { stdio: ['ignore', log, log] });
+  const proc = spawn(NYDUSD, ['--apisock', sock, '--log-level', 'warn', ...args], { stdio: ['ignore', log, log] });
   fs.closeSync(log);
   const client = new NydusdClient(sock, 5000);
   for (let i = 0; i < 300; i++) {
