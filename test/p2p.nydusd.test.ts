@@ -143,7 +143,7 @@ maybe('p2p between real nydusd daemons', () => {
           ...(spec.amplifyIo === undefined ? {} : { amplify_io: spec.amplifyIo }),
           p2p: {
             enable: true, cluster_secret: `${SECRET}-${tag}`, bootstrap: dht.bootstrap, host: '127.0.0.1',
-            key_file: keys?.[i].file ?? path.join(dir, 'p2p.key'), request_timeout_ms: 1500, allow: spec.allow ?? [],
+            key_file: keys?.[i].file ?? path.join(dir, 'p2p.key'), request_timeout_ms: 3000, allow: spec.allow ?? [],
           },
         },
       });

@@ -120,8 +120,23 @@ export class PeerChannel extends EventEmitter {
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
     try {
       return await new Promise<Buffer>((resolve, reject) => {
-        const fail = (e: Error) => {
+        // Each arming of the timer gets a number; a firing that is no longer the latest does nothing.
+        let armed = 0;
+        let timer: NodeJS.Timeout | undefined;
+        const arm = (ms: number, why: string) => {
           clearTimeout(timer);
+          const mine = ++armed;
+          // The verdict waits one loop turn (setImmediate runs after this turn's socket reads): if this
+          // process's own event loop stalled, frames the peer sent meanwhile are read before it is
+          // judged silent, instead of a stall here being taken for a dead peer.
+          timer = setTimeout(() => setImmediate(() => mine === armed && cancel(why, 'timeout')), Math.max(1, ms));
+        };
+        const disarm = () => {
+          clearTimeout(timer);
+          armed++;
+        };
+        const fail = (e: Error) => {
+          disarm();
           signal?.removeEventListener('abort', onAbort);
           this.pending.delete(reqId);
           reject(e);
@@ -131,7 +146,7 @@ export class PeerChannel extends EventEmitter {
           if (!this.closed) this.write(encodeFrame({ type: FrameType.Cancel, reqId }));
         };
         const onAbort = () => cancel('aborted', 'error');
-        let timer = setTimeout(() => cancel(`no answer within ${timeoutMs} ms`, 'timeout'), Math.max(1, deadline - Date.now()));
+        arm(deadline - Date.now(), `no answer within ${timeoutMs} ms`);
         signal?.addEventListener('abort', onAbort, { once: true });
         this.pending.set(reqId, {
           length: req.length,
@@ -139,15 +154,13 @@ export class PeerChannel extends EventEmitter {
             if (pendingTimeoutMs <= timeoutMs) return;
             // Each PENDING (repeated as a heartbeat while the owner works) proves it is alive; a
             // killed or frozen owner goes silent and is dropped within the answer limit.
-            clearTimeout(timer);
             const cap = start + pendingTimeoutMs;
             const silent = Date.now() + Math.max(timeoutMs, 3 * PENDING_HEARTBEAT_MS);
-            timer = silent < cap
-              ? setTimeout(() => cancel(`peer went silent after PENDING`, 'timeout'), Math.max(1, silent - Date.now()))
-              : setTimeout(() => cancel(`no answer within ${pendingTimeoutMs} ms after PENDING`, 'timeout'), Math.max(1, cap - Date.now()));
+            if (silent < cap) arm(silent - Date.now(), 'peer went silent after PENDING');
+            else arm(cap - Date.now(), `no answer within ${pendingTimeoutMs} ms after PENDING`);
           },
           resolve: (b) => {
-            clearTimeout(timer);
+            disarm();
             signal?.removeEventListener('abort', onAbort);
             this.pending.delete(reqId);
             resolve(b);
