@@ -3,6 +3,8 @@
  * bound, BUSY, timeout with CANCEL, secret proof), rendezvous ownership and config validation.
  */
 import * as net from 'node:net';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { randomBytes } from 'node:crypto';
 import { CountingLimiter, PeerChannel, PeerUnavailableError, RequestHandler } from '../src/p2p/channel';
 import { decodeBody, encodeFrame, FrameReader, FrameType, MAX_FRAME, ProtocolError, Status } from '../src/p2p/frames';
@@ -154,6 +156,43 @@ describe('peer channel', () => {
     const err = await ca.request(req, 100, undefined, 150).catch((e) => e);
     expect((err as PeerUnavailableError).reason).toBe('timeout');
     expect((err as Error).message).toMatch(/after PENDING/);
+  });
+
+  test('a stall of the requester\'s own event loop is not taken for a silent peer: an answer that came meanwhile wins', async () => {
+    // The peer runs on a worker thread (its own event loop, the built module), so it answers while
+    // this thread is blocked; the answer then waits in the socket next to the overdue timer.
+    const server = net.createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+    const dist = path.resolve(__dirname, '..', 'dist', 'p2p');
+    const peer = new Worker(
+      `const net = require('node:net');
+       const { workerData: w } = require('node:worker_threads');
+       const { PeerChannel, CountingLimiter } = require(w.dist + '/channel.js');
+       const { sessionProof } = require(w.dist + '/identity.js');
+       const hh = Buffer.from(w.hh, 'hex');
+       new PeerChannel(net.connect(w.port, '127.0.0.1'), {
+         peer: 'b', maxInflight: 4, limiter: new CountingLimiter(4),
+         proofToSend: sessionProof(w.secret, hh, false), proofExpected: sessionProof(w.secret, hh, true),
+         handler: (req) => new Promise((r) => setTimeout(() => r(Buffer.alloc(req.length, 9)), 50)),
+       });`,
+      { eval: true, workerData: { dist, port: (server.address() as net.AddressInfo).port, hh: hh.toString('hex'), secret } },
+    );
+    const ca = new PeerChannel(await accepted, {
+      peer: 'b', maxInflight: 4, limiter: new CountingLimiter(4),
+      proofToSend: sessionProof(secret, hh, true), proofExpected: sessionProof(secret, hh, false),
+    });
+    cleanup.push(() => ca.close(), () => server.close(), () => void peer.terminate());
+    await ca.ready;
+    const answer = ca.request({ blobId, offset: 0, length: 4, digests: [] }, 200);
+    // Block this thread from ~20 ms to ~520 ms (in the loop's check phase, so the next turn starts
+    // with the overdue timer): the peer answers at ~50 ms, the timer falls due at 200 ms.
+    await new Promise<void>((r) => setTimeout(() => setImmediate(() => {
+      const until = Date.now() + 500;
+      while (Date.now() < until) { /* a stalled event loop */ }
+      r();
+    }), 20));
+    await expect(answer).resolves.toEqual(Buffer.alloc(4, 9));
   });
 
   test('a peer that does not know the cluster secret is disconnected before any request', async () => {
