@@ -29,6 +29,7 @@ import type { CertsWatcher } from '../mirrors/watcher';
 import type { MirrorSource } from '../fetch/mirror-set';
 import type { ProxySource } from '../fetch/proxy';
 import { collectGarbage } from './gc';
+import { IdleCollector } from './idle-gc';
 import { loadedMirrorSet, loadedP2pHub, loadedProxy, watcherModule } from './optional';
 import { prometheusText } from './prom';
 
@@ -66,6 +67,8 @@ export class Daemon {
   readonly api = new ApiServer();
   readonly instances = new Map<string, MountedInstance>();
   private readonly caches = new Map<string, BlobCacheManager>();
+  /** Collects a burst's garbage once the mounts go quiet. */
+  private readonly idleGc = new IdleCollector();
   private stopping?: Promise<void>;
   private mirrorsWatch?: CertsWatcher;
 
@@ -112,7 +115,7 @@ export class Daemon {
       await closeSources(sources);
       throw new ApiFault(400, 'InvalidBootstrap', `${bootstrap}: ${(e as Error).message}`);
     }
-    const fuse = new FuseMount(rafs, mp);
+    const fuse = new FuseMount(rafs, mp, () => this.idleGc.touch());
     try {
       if (cleanStaleMount(mp) === 'live') throw new ApiFault(409, 'MountpointBusy', `${mp}: something is already mounted there`);
       await fuse.mount();
@@ -158,6 +161,7 @@ export class Daemon {
     for (const mp of [...this.instances.keys()]) {
       await this.umount(mp).catch((e) => log.error({ mountpoint: mp, err: (e as Error).message }, 'unmount failed'));
     }
+    this.idleGc.stop();
     for (const c of this.caches.values()) await c.close().catch((e) => log.error({ err: (e as Error).message }, 'cache close failed'));
     await loadedP2pHub()?.closeAllHubs();
     await this.api.close();

@@ -70,9 +70,22 @@ export class FuseMount {
   constructor(
     public readonly rafs: RafsInstance,
     public readonly mountpoint: string,
+    /** Called on every FUSE operation (the daemon's idle collector watches for quiet). */
+    private readonly onActivity: () => void = () => undefined,
   ) {}
 
   private ops(): Fuse.OPERATIONS {
+    const ops = this.handlers();
+    for (const [name, op] of Object.entries(ops)) {
+      ops[name] = (...args: unknown[]) => {
+        this.onActivity();
+        return (op as (...a: unknown[]) => void)(...args);
+      };
+    }
+    return ops;
+  }
+
+  private handlers(): Fuse.OPERATIONS {
     const rafs = this.rafs;
     const find = (p: string): Inode | undefined => rafs.lookup(p);
     return {
