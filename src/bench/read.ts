@@ -372,7 +372,7 @@ async function partRss(work: string, mounts: string[], daemons: Daemon[], lines:
     `Resident memory of one shared daemon (Debian image: ${entries} entries, each mount walked with find + stat and two files read), right after the last walk and ${QUIET_MS / 1000} s later, when the daemon has collected the walk's garbage (it does so after 0.5-1 s without FUSE requests):`,
     '',
   );
-  lines.push('| images mounted | RSS right after (MiB) | RSS 1.5 s later (MiB) |', '|---|---|---|');
+  lines.push(`| images mounted | RSS right after (MiB) | RSS ${QUIET_MS / 1000} s later (MiB) |`, '|---|---|---|');
   lines.push(`| 0 | ${f2(base)} | |`);
   for (const r of rss) lines.push(`| ${r.images} | ${f2(r.now)} | ${f2(r.quiet)} |`);
   lines.push(`| 10, after 10 s idle | | ${f2(settled)} |`, '');

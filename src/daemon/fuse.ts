@@ -76,10 +76,12 @@ export class FuseMount {
 
   private ops(): Fuse.OPERATIONS {
     const ops = this.handlers();
+    const onActivity = this.onActivity;
     for (const [name, op] of Object.entries(ops)) {
-      ops[name] = (...args: unknown[]) => {
-        this.onActivity();
-        return (op as (...a: unknown[]) => void)(...args);
+      // `arguments` passed straight through: no array is built per request on the read path.
+      ops[name] = function (this: unknown) {
+        onActivity();
+        return op.apply(this, arguments as unknown as unknown[]);
       };
     }
     return ops;

@@ -16,8 +16,8 @@ if (!source || !mountpoint) {
 const data = fs.readFileSync(source);
 const name = '/data';
 const now = new Date();
-const BLK = Number(process.env.BLK ?? 0);
-const attr = (mode: number, size: number, nlink: number) => ({ mode, size, nlink, uid: 0, gid: 0, mtime: now, atime: now, ctime: now, blksize: BLK || undefined });
+// blksize as nydusd reports it (src/daemon/fuse.ts statOf), so `cat` reads in the same sizes.
+const attr = (mode: number, size: number, nlink: number) => ({ mode, size, nlink, uid: 0, gid: 0, mtime: now, atime: now, ctime: now, blksize: 4096 });
 type Cb = (err: number, value?: unknown) => void;
 
 const ops = {
