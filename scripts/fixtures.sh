@@ -7,7 +7,23 @@
 # Usage: scripts/fixtures.sh [debian|busybox|all]
 set -euo pipefail
 FIX="${NYDUS_FIXTURES:-/var/tmp/nydus-ts-fixtures}"
-MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# The Debian archive this machine's apt already uses (deb822 .sources or one-line sources.list), so
+# the script names no mirror host of its own; DEBIAN_MIRROR overrides it.
+apt_mirror() {
+  local f uri
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    uri=$(awk '/^URIs:/ {print $2; exit}' "$f")
+    case "$uri" in *security*|"") ;; *) echo "$uri"; return 0 ;; esac
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' "$f")
+    [ -n "$uri" ] && { echo "$uri"; return 0; }
+  done
+  return 1
+}
+MIRROR="${DEBIAN_MIRROR:-$(apt_mirror)}" || { echo "fixtures: no Debian archive found in /etc/apt sources; set DEBIAN_MIRROR" >&2; exit 1; }
 mkdir -p "$FIX"
 what="${1:-all}"
 

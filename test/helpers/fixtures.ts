@@ -6,7 +6,8 @@ import * as path from 'node:path';
 
 export const FIXTURES_DIR = process.env.NYDUS_FIXTURES ?? '/var/tmp/nydus-ts-fixtures';
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
-export const UPSTREAM_FIXTURES = path.resolve(REPO_ROOT, '..', 'shared', 'fixtures', 'nydus-upstream');
+/** Images written by upstream Nydus, copied into the repository (provenance in its README.md). */
+export const UPSTREAM_FIXTURES = path.join(REPO_ROOT, 'test', 'fixtures', 'nydus-upstream');
 
 function ensure(what: 'debian' | 'busybox'): void {
   execFileSync('bash', [path.join(REPO_ROOT, 'scripts', 'fixtures.sh'), what], {
