@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
 # Installs the Debian packages and npm modules the project and its tests use. Idempotent.
+#   --print-packages   print the Debian packages this script installs, one a line, and exit
+#                      (test/native-libs.test.ts checks that every system library a native addon
+#                      loads comes from one of them or from the minimal Debian system)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS=(erofs-utils containerd runc docker-registry skopeo umoci debootstrap stargz-snapshotter fuse3 iproute2 util-linux e2fsprogs openssl attr apache2-utils busybox-static libfuse2)
+PKGS=(
+  erofs-utils containerd runc docker-registry skopeo umoci debootstrap stargz-snapshotter
+  fuse3 iproute2 util-linux e2fsprogs openssl attr apache2-utils busybox-static
+  # fuse-native's prebuilt addon links libfuse.so.2
+  libfuse2
+)
+if [ "${1:-}" = "--print-packages" ]; then printf '%s\n' "${PKGS[@]}"; exit 0; fi
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing Debian packages (run as root to install them): ${missing[*]}" >&2
+    exit 1
+  fi
   echo "installing Debian packages: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "installing npm modules (npm ci; about 2 minutes on a fresh machine)"
   npm ci --no-audit --no-fund
 fi

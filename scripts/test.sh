@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests need, builds, runs Jest
-# and prints one plain line "N passed, N failed" from Jest's --json output.
+# and ends with one plain line "N passed, N failed, N skipped". Above it, every skipped suite or
+# test is listed with the capability it needed (test/helpers/capabilities.ts), so a run that could
+# not test FUSE, the kernel or containerd says so. Extra arguments go to Jest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh || { echo "install-deps failed"; echo "0 passed, 1 failed"; exit 1; }
-npm run build || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+summary_fail() { echo "$1"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+bash scripts/install-deps.sh || summary_fail "install-deps failed"
+npm run build || summary_fail "build failed"
 out="$(mktemp /tmp/nydus-ts-jest.XXXXXX.json)"
+trap 'rm -f "$out"' EXIT
 npx jest --runInBand --json --outputFile="$out" "$@"
 rc=$?
-node -e '
-const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-const failed = r.numFailedTests + (r.numRuntimeErrorTestSuites || 0);
-console.log(`${r.numPassedTests} passed, ${failed} failed`);
-' "$out" || { echo "0 passed, 1 failed"; rc=1; }
-rm -f "$out"
+node scripts/jest-summary.js "$out" || { echo "0 passed, 1 failed, 0 skipped"; rc=1; }
 exit $rc

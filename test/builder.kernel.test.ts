@@ -13,14 +13,15 @@ import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { createLayer, TarWriter } from '../src/builder';
 import { decodeBootstrap } from '../src/format/decode';
-import { debianRootfsDir, debianRootfsTar, IS_ROOT, REPO_ROOT } from './helpers/fixtures';
+import { debianRootfsDir, debianRootfsTar, REPO_ROOT } from './helpers/fixtures';
 import { everyKindEntries, gnuExtract, writeTar } from './helpers/tars';
 import { compareTrees, fsckErofs, Mounted, mountRafs, snapshotTree } from './helpers/erofs';
+import { describeWith } from './helpers/capabilities';
 
-const maybe = IS_ROOT ? describe : describe.skip;
+const NEEDS = ['root', 'erofs', 'loop'] as const;
 jest.setTimeout(15 * 60_000);
 
-maybe('kernel mounts --compressor none builds (acceptance 1)', () => {
+describeWith(NEEDS, 'kernel mounts --compressor none builds (acceptance 1)', () => {
   let work: string;
   const mounts: Mounted[] = [];
   beforeAll(() => {

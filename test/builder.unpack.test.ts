@@ -8,12 +8,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { checkBootstrap, createLayer, unpackToTar } from '../src/builder';
-import { debianRootfsDir, debianRootfsTar, IS_ROOT, REPO_ROOT } from './helpers/fixtures';
+import { debianRootfsDir, debianRootfsTar, REPO_ROOT } from './helpers/fixtures';
 import { everyKindEntries, gnuExtract, writeTar } from './helpers/tars';
 import { compareTrees, snapshotTree, TreeSnapshot } from './helpers/erofs';
+import { testWith } from './helpers/capabilities';
 
 jest.setTimeout(15 * 60_000);
-const rootOnly = IS_ROOT ? test : test.skip;
+const NEEDS = ['root'] as const;
 const NYDUS_IMAGE = path.join(REPO_ROOT, 'bin', 'nydus-image');
 
 let work: string;
@@ -37,7 +38,7 @@ async function unpackTo(image: Parameters<typeof unpackToTar>[0], blobDir: strin
   await closed;
 }
 
-rootOnly('crafted tar, zstd + sha256: unpack reproduces the source', async () => {
+testWith(NEEDS, 'crafted tar, zstd + sha256: unpack reproduces the source', async () => {
   const src = path.join(work, 'crafted.tar');
   await writeTar(src, everyKindEntries());
   const blobDir = path.join(work, 'blobs');
@@ -58,7 +59,7 @@ rootOnly('crafted tar, zstd + sha256: unpack reproduces the source', async () =>
   expect(fileMtimeDiffs(want, got)).toEqual([]);
 });
 
-rootOnly('Debian tar.gz through the CLI, zstd + blake3: unpack reproduces the source tree', async () => {
+testWith(NEEDS, 'Debian tar.gz through the CLI, zstd + blake3: unpack reproduces the source tree', async () => {
   const gz = path.join(work, 'debian.tar.gz');
   execFileSync('bash', ['-c', `gzip -1 -c ${debianRootfsTar()} > ${gz}`]);
   const boot = path.join(work, 'debian.boot');
@@ -106,7 +107,7 @@ test('unpack and check refuse a blob whose bytes were changed, naming blob and c
   expect(fs.existsSync(out)).toBe(false);
 });
 
-rootOnly("GNU tar's own archives (gnu and posix formats, GNU long names, sparse 1.0) build to the same tree", async () => {
+testWith(NEEDS, "GNU tar's own archives (gnu and posix formats, GNU long names, sparse 1.0) build to the same tree", async () => {
   // The reference tree: the crafted entries as GNU tar extracts them, plus a real sparse file.
   const src = path.join(work, 'gnu.src.tar');
   await writeTar(src, everyKindEntries(0x10000));

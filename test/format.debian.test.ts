@@ -13,7 +13,8 @@ import { decodeBootstrap } from '../src/format/decode';
 import { chunkDigest } from '../src/format/digest';
 import { BlobInfo, ChunkInfo, Inode, RafsImage, newInode } from '../src/format/model';
 import { compareTrees, fsckErofs, mountRafs, snapshotTree, Mounted, TreeSnapshot } from './helpers/erofs';
-import { IS_ROOT, debianRootfsDir } from './helpers/fixtures';
+import { debianRootfsDir } from './helpers/fixtures';
+import { describeWith } from './helpers/capabilities';
 
 const CHUNK = 0x100000;
 
@@ -82,7 +83,7 @@ function modelFromDir(src: string, snap: TreeSnapshot, blobPath: string): RafsIm
   return { root: nodes.get('/')!, blobs: [blob], chunkSize: CHUNK, digester: 'sha256', compressor: 'none', prefetch: ['/usr/bin'] };
 }
 
-(IS_ROOT ? describe : describe.skip)('Debian root filesystem as a RAFS v6 image', () => {
+describeWith(['root', 'erofs', 'loop'], 'Debian root filesystem as a RAFS v6 image', () => {
   let dir: string;
   let src: string;
   let srcSnap: TreeSnapshot;

@@ -11,7 +11,8 @@ import { chunkDigest } from '../src/format/digest';
 import { walk, lookup } from '../src/format/walk';
 import { BlobInfo, ChunkInfo, Inode, RafsImage, newInode } from '../src/format/model';
 import { fsckErofs, mountRafs, padBlob, snapshotTree, Mounted } from './helpers/erofs';
-import { IS_ROOT } from './helpers/fixtures';
+import { testWith } from './helpers/capabilities';
+
 
 const CHUNK = 0x100000;
 const GiB = 1024 ** 3;
@@ -207,7 +208,7 @@ describe('hand-built RAFS v6 image', () => {
     expect(fsckErofs(badPath, built.blobPaths).ok).toBe(false);
   });
 
-  (IS_ROOT ? test : test.skip)('the kernel mounts it and shows the model', () => {
+  testWith(['root', 'erofs', 'loop'], 'the kernel mounts it and shows the model', () => {
     mounted = mountRafs(bootPath, built.blobPaths);
     const snap = snapshotTree(mounted.dir, 64 << 20);
     const img = built.image;

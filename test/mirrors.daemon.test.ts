@@ -16,9 +16,10 @@ import { Agent, request } from 'undici';
 import { createLayer } from '../src/builder';
 import { MirrorsSync, pushMirrors } from '../src/mirrors/push';
 import { Dfdaemon, startDfdaemon } from './helpers/dfdaemon';
-import { debianRootfsDir, IS_ROOT } from './helpers/fixtures';
+import { debianRootfsDir } from './helpers/fixtures';
 import { nydusdBin, NydusdHandle, startNydusd } from './helpers/nydusd';
 import { pullThroughCache, startRegistry, TestRegistry } from './helpers/registry';
+import { describeWith } from './helpers/capabilities';
 
 const REPO = 'mirrors/python';
 const PY_DIRS = ['json', 'email', 'http', 'xml', 'urllib', 'logging', 'concurrent', 'importlib', 'asyncio', 'unittest'];
@@ -137,9 +138,9 @@ const mirrorsView = async (d: NydusdHandle) => (await d.client.call<MirrorsView[
 const backendSources = async (d: NydusdHandle) =>
   (await d.client.call<{ sources: Record<string, { requests: number; errors: number; digestFailures: number; bytes: number }> }>('GET', '/api/v1/metrics/backend')).sources;
 
-const maybe = IS_ROOT ? describe : describe.skip;
+const NEEDS = ['root', 'fuse'] as const;
 
-maybe('mirrors through nydusd', () => {
+describeWith(NEEDS, 'mirrors through nydusd', () => {
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mirrors-daemon-'));
     cleanups.push(async () => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -370,7 +371,7 @@ maybe('mirrors through nydusd', () => {
   });
 });
 
-maybe('mirror config errors', () => {
+describeWith(NEEDS, 'mirror config errors', () => {
   test('a bad mirror or proxy entry stops nydusd with one line naming the key', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mirrors-badcfg-'));
     try {

@@ -17,7 +17,8 @@ import { newInode, RafsImage } from '../src/format/model';
 import { FuseMount } from '../src/daemon/fuse';
 import { RafsInstance } from '../src/daemon/rafs';
 import { forceUnmount, makeTestBlob } from './helpers/nydusd';
-import { IS_ROOT } from './helpers/fixtures';
+import { describeWith } from './helpers/capabilities';
+
 
 const run = promisify(execFile);
 const CS = 16384;
@@ -33,9 +34,9 @@ for (let i = 0; i < big.length; i++) big[i] = (i * 7 + (i >> 9)) & 0xff;
 const small = Buffer.from('hello from a lazily fetched file\n');
 const poisoned = Buffer.alloc(CS, 0x42);
 
-const maybe = IS_ROOT ? describe : describe.skip;
+const NEEDS = ['root', 'fuse'] as const;
 
-maybe('FUSE over a hand-made image', () => {
+describeWith(NEEDS, 'FUSE over a hand-made image', () => {
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nydusd-fuse-'));
     mnt = path.join(tmp, 'mnt');

@@ -19,11 +19,12 @@ import { decodeBootstrap } from '../src/format/decode';
 import { lookup } from '../src/format/walk';
 import type { ChunkInfo, RafsImage } from '../src/format/model';
 import { RegistryClient } from '../src/registry/client';
-import { debianRootfsDir, debianRootfsTar, IS_ROOT, REPO_ROOT } from './helpers/fixtures';
+import { debianRootfsDir, debianRootfsTar, REPO_ROOT } from './helpers/fixtures';
 import { describeTree, NydusdHandle, startNydusd } from './helpers/nydusd';
 import { startRegistry, TestRegistry } from './helpers/registry';
+import { describeWith } from './helpers/capabilities';
 
-const maybe = IS_ROOT ? describe : describe.skip;
+const NEEDS = ['root', 'fuse'] as const;
 const REPO = 'nydus/debian';
 const EXTRA = 'nydus-test';
 
@@ -66,7 +67,7 @@ function poisonFront(target: string, chunk: ChunkInfo): Promise<{ host: string; 
 
 // Reads of the mount are asynchronous: the registry's recording front and the poison front run in
 // this process, and a synchronous read would block them from answering the daemon.
-maybe('nydusd over a registry backend (Debian image)', () => {
+describeWith(NEEDS, 'nydusd over a registry backend (Debian image)', () => {
   let tmp: string;
   let reg: TestRegistry;
   let image: RafsImage;

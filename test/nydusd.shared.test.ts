@@ -9,11 +9,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { ApiError } from '../src/daemon/client';
-import { busyboxRootfsDir, IS_ROOT, REPO_ROOT } from './helpers/fixtures';
+import { busyboxRootfsDir, REPO_ROOT } from './helpers/fixtures';
 import { describeTree, isMounted, nydusdBin, NydusdHandle, startNydusd } from './helpers/nydusd';
+import { describeWith } from './helpers/capabilities';
 
 const run = promisify(execFile);
-const maybe = IS_ROOT ? describe : describe.skip;
+const NEEDS = ['root', 'fuse'] as const;
 const CHUNK = 0x10000;
 
 function pattern(size: number, seed: number): Buffer {
@@ -26,7 +27,7 @@ function pattern(size: number, seed: number): Buffer {
   return b.subarray(0, size);
 }
 
-maybe('shared nydusd: two images mounted through the API', () => {
+describeWith(NEEDS, 'shared nydusd: two images mounted through the API', () => {
   let tmp: string;
   let d: NydusdHandle;
   let genDir: string;
@@ -177,7 +178,7 @@ maybe('shared nydusd: two images mounted through the API', () => {
   });
 });
 
-maybe('nydusd command line', () => {
+describeWith(NEEDS, 'nydusd command line', () => {
   test('bad arguments and configs are one-line errors, no stack trace', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nydusd-cli-'));
     try {

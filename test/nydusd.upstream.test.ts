@@ -7,10 +7,11 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { IS_ROOT, UPSTREAM_FIXTURES } from './helpers/fixtures';
+import { UPSTREAM_FIXTURES } from './helpers/fixtures';
 import { forceUnmount, NydusdHandle, startNydusd } from './helpers/nydusd';
+import { describeWith, testWith } from './helpers/capabilities';
 
-const maybe = IS_ROOT ? describe : describe.skip;
+const NEEDS = ['root', 'fuse'] as const;
 
 interface Entry {
   type: string;
@@ -33,7 +34,7 @@ function tree(root: string): Record<string, Entry> {
   return out;
 }
 
-maybe('upstream RAFS v6 image (nydus 2.2) over localfs', () => {
+describeWith(NEEDS, 'upstream RAFS v6 image (nydus 2.2) over localfs', () => {
   let tmp: string;
   let d: NydusdHandle | undefined;
   let kernelMnt: string;
@@ -60,7 +61,7 @@ maybe('upstream RAFS v6 image (nydus 2.2) over localfs', () => {
     fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  test('the tree equals the kernel EROFS view of the same bootstrap', () => {
+  testWith(['erofs', 'loop'], 'the tree equals the kernel EROFS view of the same bootstrap', () => {
     execFileSync('mount', ['-t', 'erofs', '-o', 'loop,ro', path.join(UPSTREAM_FIXTURES, 'rafs-v6-2.2.boot'), kernelMnt]);
     try {
       const ours = tree(path.join(tmp, 'mnt'));

@@ -14,12 +14,13 @@ import HyperDHT from 'hyperdht';
 import { Cluster, startDht } from '../src/bench/p2p';
 import { parseP2PConfig } from '../src/p2p/config';
 import { PeerNode } from '../src/p2p/node';
-import { debianRootfsDir, IS_ROOT, REPO_ROOT } from './helpers/fixtures';
+import { debianRootfsDir, REPO_ROOT } from './helpers/fixtures';
 import { NydusdHandle, startNydusd } from './helpers/nydusd';
 import { startRegistry, TestRegistry } from './helpers/registry';
+import { describeWith } from './helpers/capabilities';
 
 const run = promisify(execFile);
-const maybe = IS_ROOT ? describe : describe.skip;
+const NEEDS = ['root', 'fuse'] as const;
 const REPO = 'p2p/python';
 const SECRET = 'nydusd-p2p-test-cluster-secret';
 /** Each test starts up to four daemons and waits for their mesh (up to 90 s) before reading. */
@@ -74,7 +75,7 @@ async function pushBlob(reg: TestRegistry, file: string): Promise<string> {
   return digest;
 }
 
-maybe('p2p between real nydusd daemons', () => {
+describeWith(NEEDS, 'p2p between real nydusd daemons', () => {
   let tmp: string;
   let src: string;
   let bootstrap: string;

@@ -16,12 +16,13 @@ import Database from 'better-sqlite3';
 import { NydusdClient } from '../src/daemon/client';
 import { loadSnapshotsService } from '../src/snapshotter/service';
 import { Containerd, startContainerd } from './helpers/containerd';
-import { IS_ROOT, REPO_ROOT } from './helpers/fixtures';
+import { REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, pushImage } from './helpers/images';
 import { startRegistry, TestRegistry } from './helpers/registry';
+import { describeWith } from './helpers/capabilities';
 
 const run = promisify(execFile);
-const d = IS_ROOT ? describe : describe.skip;
+const NEEDS = ['root', 'fuse', 'containerd'] as const;
 
 interface Converted {
   blobs: { digest: string; size: number }[];
@@ -92,7 +93,7 @@ class SnapshotterProcess {
 /** The test images' config sets only LANG, so PATH must come from the command line. */
 const ENV = ['--env', 'PATH=/usr/local/bin:/usr/bin:/bin'];
 
-d('nydus image through containerd-nydus-grpc', () => {
+describeWith(NEEDS, 'nydus image through containerd-nydus-grpc', () => {
   let dir: string;
   let root: string;
   let reg: TestRegistry | undefined;

@@ -6,15 +6,16 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Containerd, startContainerd } from './helpers/containerd';
-import { IS_ROOT } from './helpers/fixtures';
+
 import { pushImage } from './helpers/images';
 import { startRegistry, TestRegistry } from './helpers/registry';
 import { parseConfig } from '../src/snapshotter/config';
 import { runSnapshotter, RunningSnapshotter } from '../src/snapshotter/run';
+import { describeWith } from './helpers/capabilities';
 
-const d = IS_ROOT ? describe : describe.skip;
+const NEEDS = ['root', 'containerd'] as const;
 
-d('plain OCI image through containerd-nydus-grpc', () => {
+describeWith(NEEDS, 'plain OCI image through containerd-nydus-grpc', () => {
   let dir: string;
   let reg: TestRegistry | undefined;
   let ctd: Containerd | undefined;

@@ -4,7 +4,8 @@
  * long entry/attr timeouts): a second read of a file never reaches this process. Inode numbers are
  * the image's (`use_ino`), so hard links share one.
  */
-import Fuse from 'fuse-native';
+import type Fuse from 'fuse-native';
+import { constants } from 'node:os';
 import type { Inode, InodeKind } from '../format/model';
 import { RafsInstance } from './rafs';
 import { ChunkFetchError } from '../fetch/pipeline';
@@ -28,6 +29,37 @@ const CACHE_TIMEOUT_S = 86400;
 const OP_TIMEOUT_MS = 300_000;
 
 type Cb<T = void> = (err: number, value?: T) => void;
+
+/** fuse-native takes errors as negative errno values. */
+const E = Object.fromEntries(
+  (['ENOENT', 'ENOTDIR', 'EROFS', 'EIO', 'EINVAL'] as const).map((n) => [n, -constants.errno[n]]),
+) as Record<'ENOENT' | 'ENOTDIR' | 'EROFS' | 'EIO' | 'EINVAL', number>;
+
+let fuseNative: typeof Fuse | undefined;
+/** Libraries fuse-native's addon links, and the Debian package of each. */
+const SYSTEM_LIBS: Record<string, string> = { 'libfuse.so.2': 'libfuse2' };
+
+/**
+ * fuse-native, loaded on the first mount: its addon links libfuse.so.2, and `nydusd --help`, config
+ * checks and an API-only start must work on a machine without it. A missing library is one line
+ * naming it and the package that provides it.
+ */
+export function loadFuseNative(): typeof Fuse {
+  if (fuseNative) return fuseNative;
+  try {
+    fuseNative = require('fuse-native') as typeof Fuse;
+  } catch (e) {
+    const first = (e as Error).message.split('\n')[0];
+    // dlopen's words: "libfuse.so.2: cannot open shared object file: ...", "...: file too short"
+    const m = /(lib[\w+-]+\.so[\w.]*): (.*)$/.exec(first);
+    if (m) {
+      const pkg = SYSTEM_LIBS[m[1]] ? `the Debian package ${SYSTEM_LIBS[m[1]]}` : 'the package that provides it';
+      throw new Error(`FUSE transport unavailable: ${m[1]} cannot be loaded (${m[2]}); install ${pkg} (scripts/install-deps.sh does)`);
+    }
+    throw new Error(`FUSE transport unavailable: fuse-native failed to load: ${first}`);
+  }
+  return fuseNative;
+}
 
 export interface StatLike {
   mode: number;
@@ -93,19 +125,19 @@ export class FuseMount {
     return {
       getattr: (p: string, cb: Cb<StatLike>) => {
         const n = find(p);
-        if (!n) return cb(Fuse.ENOENT);
+        if (!n) return cb(E.ENOENT);
         cb(0, statOf(rafs, n));
       },
       readdir: (p: string, cb: (err: number, names?: string[]) => void) => {
         const n = find(p);
-        if (!n) return cb(Fuse.ENOENT);
-        if (n.kind !== 'dir') return cb(Fuse.ENOTDIR);
+        if (!n) return cb(E.ENOENT);
+        if (n.kind !== 'dir') return cb(E.ENOTDIR);
         cb(0, [...(n.children?.keys() ?? [])]);
       },
       open: (p: string, flags: number, cb: Cb<number>) => {
         const n = find(p);
-        if (!n) return cb(Fuse.ENOENT);
-        if ((flags & 3) !== 0) return cb(Fuse.EROFS);
+        if (!n) return cb(E.ENOENT);
+        if ((flags & 3) !== 0) return cb(E.EROFS);
         const fd = this.nextFd++;
         this.handles.set(fd, n);
         rafs.stats.opens++;
@@ -117,29 +149,29 @@ export class FuseMount {
       },
       read: (p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
         const n = this.handles.get(fd) ?? find(p);
-        if (!n) return cb(Fuse.ENOENT);
+        if (!n) return cb(E.ENOENT);
         rafs.read(n, pos, len, { path: p }).then(
           (data) => cb(data.copy(buf, 0, 0, Math.min(len, data.length))),
           (e: Error) => {
             log.error({ path: p, offset: pos, length: len, err: e.message }, e instanceof ChunkFetchError ? 'read failed: chunk not verified' : 'read failed');
-            cb(Fuse.EIO);
+            cb(E.EIO);
           },
         );
       },
       readlink: (p: string, cb: Cb<string>) => {
         const n = find(p);
-        if (!n) return cb(Fuse.ENOENT);
-        if (n.kind !== 'symlink') return cb(Fuse.EINVAL);
+        if (!n) return cb(E.ENOENT);
+        if (n.kind !== 'symlink') return cb(E.EINVAL);
         cb(0, n.target ?? '');
       },
       getxattr: (p: string, name: string, _pos: number, cb: Cb<Buffer | null>) => {
         const n = find(p);
-        if (!n) return cb(Fuse.ENOENT);
+        if (!n) return cb(E.ENOENT);
         cb(0, n.xattrs.get(name) ?? null);
       },
       listxattr: (p: string, cb: Cb<string[]>) => {
         const n = find(p);
-        if (!n) return cb(Fuse.ENOENT);
+        if (!n) return cb(E.ENOENT);
         cb(0, [...n.xattrs.keys()]);
       },
       statfs: (_p: string, cb: Cb<object>) => {
@@ -149,7 +181,8 @@ export class FuseMount {
   }
 
   mount(): Promise<void> {
-    const fuse = new Fuse(this.mountpoint, this.ops(), {
+    const FuseNative = loadFuseNative();
+    const fuse = new FuseNative(this.mountpoint, this.ops(), {
       force: true,
       mkdir: true,
       allowOther: true,

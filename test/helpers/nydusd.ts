@@ -26,6 +26,8 @@ export interface StartOptions {
   dir?: string;
   extraArgs?: string[];
   logLevel?: string;
+  /** A command that runs nydusd (e.g. `unshare -m ...`); it must exec it, so signals reach nydusd. */
+  wrap?: string[];
   /** Give up waiting for RUNNING after this many ms (default 60 s). */
   startTimeoutMs?: number;
 }
@@ -84,7 +86,8 @@ export async function startNydusd(opts: StartOptions): Promise<NydusdHandle> {
   if (opts.id) args.push('--id', opts.id);
   args.push(...(opts.extraArgs ?? []));
   const logFd = fs.openSync(logFile, 'a');
-  const proc = spawn(nydusdBin(), args, { stdio: ['ignore', logFd, logFd] });
+  const argv = [...(opts.wrap ?? []), nydusdBin(), ...args];
+  const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', logFd, logFd] });
   fs.closeSync(logFd);
   const exited = new Promise<number | string>((resolve) => proc.on('exit', (code, sig) => resolve(code ?? sig ?? -1)));
   let gone = false;
