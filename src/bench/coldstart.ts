@@ -27,6 +27,7 @@ import Database from 'better-sqlite3';
 import { pack } from 'tar-stream';
 import { NydusdClient } from '../daemon/client';
 import { startContainerd } from '../snapshotter/private-containerd';
+import { Teardown } from './support/teardown';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const FIXTURES = process.env.NYDUS_FIXTURES ?? '/var/tmp/nydus-ts-fixtures';
@@ -41,7 +42,9 @@ const REG = `${REG_IP}:5000`;
 const ENV = ['--env', 'PATH=/usr/local/bin:/usr/bin:/bin'];
 const PY = ['python3', '-c', 'import json, sys; print(json.dumps({"python": sys.version.split()[0]}))'];
 
-const say = (msg: string): void => void process.stderr.write(`coldstart: ${msg}\n`);
+const T0 = Date.now();
+/** Progress on stderr, with the time since the run began. */
+const say = (msg: string): void => void process.stderr.write(`coldstart [${((Date.now() - T0) / 1000).toFixed(0).padStart(4)} s]: ${msg}\n`);
 
 function sh(cmd: string, args: string[], timeoutMs = 30 * 60_000): string {
   return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, maxBuffer: 64 << 20 }).toString();
@@ -233,10 +236,43 @@ function daemonRecords(db: string): { pid: number; apiSock: string }[] {
   }
 }
 
-/** Runs the pull, then `ctr run`; resolves at the first output line of the python command. */
-async function coldStart(link: Link, mode: 'oci' | 'nydus', ref: string, certsDir: string): Promise<Result> {
+/** Stops the snapshotter, then every nydusd it recorded in its store (they outlive it by design). */
+async function stopSnapshotter(sn: ChildProcess, db: string): Promise<void> {
+  if (sn.exitCode === null && sn.signalCode === null) {
+    const gone = new Promise((r) => sn.once('exit', r));
+    sn.kill('SIGTERM');
+    await Promise.race([gone, new Promise((r) => setTimeout(r, 10_000))]);
+    if (sn.exitCode === null && sn.signalCode === null) sn.kill('SIGKILL');
+  }
+  for (const r of daemonRecords(db)) {
+    try {
+      process.kill(r.pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+/** Lazily unmounts everything mounted below `dir`, deepest first. */
+function unmountBelow(dir: string): void {
+  const mounts = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]);
+  for (const m of mounts.filter((m) => m && m.startsWith(dir)).sort((a, b) => b.length - a.length)) trySh('umount', ['-l', m]);
+}
+
+/** Runs the pull, then `ctr run`; resolves at the first output line of the python command. Whatever
+ * it starts is registered in `td` as it starts, so a failure or Ctrl-C at any point undoes it. */
+async function coldStart(link: Link, mode: 'oci' | 'nydus', ref: string, certsDir: string, td: Teardown): Promise<Result> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), `cs-${mode}-`));
-  let sn: ChildProcess | undefined;
+  td.add(`work dir ${work}`, () => {
+    // BENCH_LOGS=DIR keeps the snapshotter's and nydusd's logs of each run for a closer look.
+    if (process.env.BENCH_LOGS) {
+      const keep = path.join(process.env.BENCH_LOGS, `${mode}-${path.basename(ref).replace(/[:/]/g, '_')}`);
+      fs.mkdirSync(keep, { recursive: true });
+      trySh('bash', ['-c', `cp -r ${work}/snapshotter.log ${work}/root/logs ${work}/ctd/containerd.log ${keep}/ 2>/dev/null; true`]);
+    }
+    unmountBelow(work);
+    fs.rmSync(work, { recursive: true, force: true });
+  });
   const sock = path.join(work, 'nydus.sock');
   if (mode === 'nydus') {
     fs.writeFileSync(
@@ -244,8 +280,9 @@ async function coldStart(link: Link, mode: 'oci' | 'nydus', ref: string, certsDi
       `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${ROOT}/config/nydusd.json"\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "${process.env.BENCH_LOGS ? 'debug' : 'warn'}"\n`,
     );
     const out = fs.openSync(path.join(work, 'snapshotter.log'), 'a');
-    sn = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli', 'containerd-nydus-grpc.js'), '--config', path.join(work, 'config.toml')], { stdio: ['ignore', out, out] });
+    const sn = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli', 'containerd-nydus-grpc.js'), '--config', path.join(work, 'config.toml')], { stdio: ['ignore', out, out] });
     fs.closeSync(out);
+    td.add('snapshotter and its nydusd', () => stopSnapshotter(sn, path.join(work, 'root', 'metadata.db')));
     for (let i = 0; i < 300 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
     if (!fs.existsSync(sock)) throw new Error(`snapshotter did not start: ${fs.readFileSync(path.join(work, 'snapshotter.log'), 'utf8').slice(-1000)}`);
     // A deployed snapshotter has its shared nydusd up long before a pull: wait for it here too,
@@ -256,57 +293,42 @@ async function coldStart(link: Link, mode: 'oci' | 'nydus', ref: string, certsDi
       running = rec ? await new NydusdClient(rec.apiSock, 1000).daemonInfo().then((d) => d.state === 'RUNNING', () => false) : false;
       if (!running) await new Promise((r) => setTimeout(r, 100));
     }
-    if (!running) throw new Error('the shared nydusd did not reach RUNNING');
+    if (!running) throw new Error(`the shared nydusd did not reach RUNNING; its log: ${lastLines(path.join(work, 'root', 'logs'))}`);
   }
   const ctd = await startContainerd({ snapshotterSocket: sock, dir: path.join(work, 'ctd') });
-  try {
-    const before = link.txBytes();
-    const t0 = process.hrtime.bigint();
-    if (mode === 'oci') await ctd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'overlayfs', ref], 30 * 60_000);
-    else await ctd.ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref], 30 * 60_000);
-    const pullSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    const output = await new Promise<string>((resolve, reject) => {
-      const p = spawn('ctr', ['--address', ctd.address, '-n', ctd.namespace, 'run', '--rm', ...ENV, '--snapshotter', mode === 'oci' ? 'overlayfs' : 'nydus', ref, `cs-${mode}`, ...PY]);
-      let err = '';
-      let done = false;
-      p.stdout.on('data', (d: Buffer) => {
-        if (!done) {
-          done = true;
-          resolve(d.toString().trim());
-        }
-      });
-      p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      p.on('exit', (code) => {
-        if (!done) reject(new Error(`ctr run (${mode}) exited ${code} without output: ${err.trim()}`));
-      });
-    });
-    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    return { seconds, pullSeconds, bytes: link.txBytes() - before, output };
-  } finally {
-    await ctd.stop();
-    if (sn) {
-      sn.kill('SIGTERM');
-      await new Promise((r) => sn!.once('exit', r));
-      // Stop the nydusd this snapshotter started (recorded in its store) and drop its mounts.
-      for (const r of daemonRecords(path.join(work, 'root', 'metadata.db'))) {
-        try {
-          process.kill(r.pid, 'SIGKILL');
-        } catch {
-          // Already gone.
-        }
+  td.add('containerd', () => ctd.stop());
+  const before = link.txBytes();
+  const t0 = process.hrtime.bigint();
+  if (mode === 'oci') await ctd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'overlayfs', ref], 30 * 60_000);
+  else await ctd.ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref], 30 * 60_000);
+  const pullSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const output = await new Promise<string>((resolve, reject) => {
+    const p = spawn('ctr', ['--address', ctd.address, '-n', ctd.namespace, 'run', '--rm', ...ENV, '--snapshotter', mode === 'oci' ? 'overlayfs' : 'nydus', ref, `cs-${mode}`, ...PY]);
+    const drop = td.add('ctr run', () => p.exitCode === null && p.kill('SIGKILL'));
+    let err = '';
+    let done = false;
+    p.stdout.on('data', (d: Buffer) => {
+      if (!done) {
+        done = true;
+        resolve(d.toString().trim());
       }
-    }
-    // BENCH_LOGS=DIR keeps the snapshotter's and nydusd's logs of each run for a closer look.
-    if (process.env.BENCH_LOGS) {
-      const keep = path.join(process.env.BENCH_LOGS, `${mode}-${path.basename(ref).replace(/[:/]/g, '_')}`);
-      fs.mkdirSync(keep, { recursive: true });
-      trySh('bash', ['-c', `cp -r ${work}/snapshotter.log ${work}/root/logs ${work}/ctd/containerd.log ${keep}/ 2>/dev/null; true`]);
-    }
-    for (const m of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(work)).sort((a, b) => b.length - a.length)) {
-      trySh('umount', ['-l', m]);
-    }
-    fs.rmSync(work, { recursive: true, force: true });
-  }
+    });
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    p.on('exit', (code) => {
+      drop();
+      if (!done) reject(new Error(`ctr run (${mode}) exited ${code} without output: ${err.trim()}`));
+    });
+  });
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  return { seconds, pullSeconds, bytes: link.txBytes() - before, output };
+}
+
+/** The last lines of the newest log file in `dir`, for an error message. */
+function lastLines(dir: string): string {
+  const logs = fs.existsSync(dir) ? fs.readdirSync(dir).map((f) => path.join(dir, f)).filter((f) => fs.statSync(f).isFile()) : [];
+  if (!logs.length) return '(no log)';
+  const newest = logs.sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs)[0];
+  return fs.readFileSync(newest, 'utf8').trim().split('\n').slice(-5).join(' | ');
 }
 
 // ---------------------------------------------------------------- report
@@ -368,19 +390,15 @@ async function main(): Promise<void> {
     if (!fs.existsSync(path.join(ROOT, f))) throw new Error(`${f} is missing: run npm run build`);
   }
   const images = demo ? (['small'] as const) : (['small', 'large'] as const);
-  const layouts = new Map<string, { dir: string; unpacked: number }>();
-  for (const name of images) layouts.set(name, await buildLayout(name));
-  const link = await startLink();
-  const certs = fs.mkdtempSync(path.join(os.tmpdir(), 'coldstart-certs-'));
-  const cleanup = (): void => {
-    link.close();
-    fs.rmSync(certs, { recursive: true, force: true });
-  };
-  process.once('SIGINT', () => {
-    cleanup();
-    process.exit(130);
-  });
+  const td = new Teardown(say);
+  td.onSignals();
   try {
+    const layouts = new Map<string, { dir: string; unpacked: number }>();
+    for (const name of images) layouts.set(name, await buildLayout(name));
+    const link = await startLink();
+    td.add('registry and network namespace', () => link.close());
+    const certs = fs.mkdtempSync(path.join(os.tmpdir(), 'coldstart-certs-'));
+    td.add('certs.d', () => fs.rmSync(certs, { recursive: true, force: true }));
     // nydusd reaches this registry over plain HTTP, as containerd's hosts.toml says.
     fs.mkdirSync(path.join(certs, REG));
     fs.writeFileSync(path.join(certs, REG, 'hosts.toml'), `server = "http://${REG}"\n`);
@@ -397,10 +415,10 @@ async function main(): Promise<void> {
     const results = [];
     for (const r of rows) {
       say(`${r.image}: OCI cold start over ${RATE_MBIT} Mbit/s`);
-      const oci = await coldStart(link, 'oci', r.src, certs);
+      const oci = await measured(td, 'OCI run', (scope) => coldStart(link, 'oci', r.src, certs, scope));
       say(`${r.image}: OCI ${oci.seconds.toFixed(2)} s, pull ${oci.pullSeconds.toFixed(2)} s (${oci.output})`);
       say(`${r.image}: nydus cold start over ${RATE_MBIT} Mbit/s`);
-      const nydus = await coldStart(link, 'nydus', r.dst, certs);
+      const nydus = await measured(td, 'nydus run', (scope) => coldStart(link, 'nydus', r.dst, certs, scope));
       say(`${r.image}: nydus ${nydus.seconds.toFixed(2)} s, pull ${nydus.pullSeconds.toFixed(2)} s (${nydus.output})`);
       if (nydus.output !== oci.output) throw new Error(`outputs differ: OCI ${oci.output} vs nydus ${nydus.output}`);
       results.push({ image: r.image, unpacked: r.unpacked, oci, nydus });
@@ -414,7 +432,17 @@ async function main(): Promise<void> {
       process.stdout.write(md);
     }
   } finally {
-    cleanup();
+    await td.run();
+  }
+}
+
+/** One cold start in its own teardown scope: what it started is gone before the next one. */
+async function measured<T>(td: Teardown, name: string, run: (scope: Teardown) => Promise<T>): Promise<T> {
+  const scope = td.scope(name);
+  try {
+    return await run(scope);
+  } finally {
+    await scope.run();
   }
 }
 

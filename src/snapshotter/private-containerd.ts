@@ -96,6 +96,22 @@ async function waitReady(address: string, proc: ChildProcess, logFile: string): 
   throw new Error(`containerd at ${address} not ready after 30 s`);
 }
 
+/** PIDs of containerd-shim processes started for the containerd listening on `address`. */
+function shimsOf(address: string): number[] {
+  const pids: number[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    let argv: string[];
+    try {
+      argv = fs.readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue; // gone
+    }
+    if (/containerd-shim/.test(argv[0] ?? '') && argv[argv.indexOf('-address') + 1] === address && argv.includes('-address')) pids.push(Number(e));
+  }
+  return pids;
+}
+
 export async function startContainerd(opts: ContainerdOptions): Promise<Containerd> {
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'ctd-'));
   fs.mkdirSync(dir, { recursive: true });
@@ -117,7 +133,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     ctrRemote: (args, timeoutMs = 300_000) => run('ctr-remote', [...base, ...args], timeoutMs),
     log: () => fs.readFileSync(logFile, 'utf8'),
     async stop() {
-      if (proc.exitCode === null) {
+      if (proc.exitCode === null && proc.signalCode === null) {
         // Tasks first: their shims outlive containerd otherwise.
         const tasks = await run('ctr', [...base, 'tasks', 'ls', '-q'], 10_000).catch(() => ({ stdout: '' }));
         for (const id of tasks.stdout.split('\n').filter(Boolean)) {
@@ -139,6 +155,15 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
             resolve();
           });
         });
+      }
+      // A shim whose task went away while containerd was stopping is left without anyone to tell
+      // it to exit; it names this containerd's socket on its command line.
+      for (const pid of shimsOf(address)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // Exited meanwhile.
+        }
       }
       for (const m of mountsUnder(dir)) {
         try {
