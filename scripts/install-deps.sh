@@ -10,6 +10,8 @@ PKGS=(
   fuse3 iproute2 util-linux e2fsprogs openssl attr apache2-utils busybox-static
   # fuse-native's prebuilt addon links libfuse.so.2
   libfuse2
+  # containerd's own snapshotter test suite, built offline from Debian's Go source
+  golang-go golang-github-containerd-containerd-dev
 )
 if [ "${1:-}" = "--print-packages" ]; then printf '%s\n' "${PKGS[@]}"; exit 0; fi
 missing=()

@@ -268,3 +268,30 @@ describe('metadata store across kill -9', () => {
     }
   });
 });
+
+describe('metadata store format', () => {
+  test('a store written with millisecond timestamps opens with the same times in microseconds', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'snstore-'));
+    try {
+      const file = path.join(dir, 'metadata.db');
+      const old = new Database(file);
+      old.exec(`CREATE TABLE snapshots (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE, parent TEXT NOT NULL DEFAULT '',
+        kind TEXT NOT NULL, labels TEXT NOT NULL DEFAULT '{}', created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0, inodes INTEGER NOT NULL DEFAULT 0)`);
+      old.prepare("INSERT INTO snapshots (key, kind, created_ms, updated_ms) VALUES ('c1', 'COMMITTED', 1700000000123, 1700000000456)").run();
+      old.close();
+      const store = new MetaStore(file);
+      try {
+        expect(store.mustGet('c1')).toMatchObject({ name: 'c1', kind: 'COMMITTED', createdUs: 1700000000123000, updatedUs: 1700000000456000 });
+        const before = Date.now() * 1000;
+        const a = store.create('ACTIVE', 'a1', 'c1', {});
+        expect(a.createdUs).toBeGreaterThanOrEqual(before);
+        expect(a.createdUs).toBeLessThanOrEqual(Date.now() * 1000 + 999);
+      } finally {
+        store.close();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

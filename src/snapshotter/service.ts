@@ -38,12 +38,12 @@ interface Timestamp {
   nanos: number;
 }
 
-function ts(ms: number): Timestamp {
-  return { seconds: String(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1e6 };
+function ts(us: number): Timestamp {
+  return { seconds: String(Math.floor(us / 1e6)), nanos: (us % 1e6) * 1000 };
 }
 
 function toProtoInfo(i: SnapshotInfo): Record<string, unknown> {
-  return { name: i.name, parent: i.parent, kind: i.kind, created_at: ts(i.createdAt), updated_at: ts(i.updatedAt), labels: i.labels };
+  return { name: i.name, parent: i.parent, kind: i.kind, created_at: ts(i.createdUs), updated_at: ts(i.updatedUs), labels: i.labels };
 }
 
 function toProtoMounts(ms: Mount[]): Record<string, unknown>[] {

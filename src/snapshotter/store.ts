@@ -12,6 +12,14 @@
 import Database from 'better-sqlite3';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from './errors';
 
+/** The wall clock in whole microseconds: Date.now()'s millisecond, refined by the monotonic clock's
+ * fraction (clamped into that millisecond, so a stepped wall clock is still followed). */
+function nowUs(): number {
+  const ms = Date.now();
+  const fine = Math.floor((performance.timeOrigin + performance.now()) * 1000);
+  return Math.min(Math.max(fine, ms * 1000), ms * 1000 + 999);
+}
+
 export type Kind = 'VIEW' | 'ACTIVE' | 'COMMITTED';
 
 export interface SnapshotInfo {
@@ -19,9 +27,10 @@ export interface SnapshotInfo {
   parent: string;
   kind: Kind;
   labels: Record<string, string>;
-  /** Milliseconds since the epoch. */
-  createdAt: number;
-  updatedAt: number;
+  /** Microseconds since the epoch: containerd's clients compare these with their own nanosecond
+   * clocks (its test suite checks that an Update happened after the moment it called it). */
+  createdUs: number;
+  updatedUs: number;
 }
 
 export interface SnapshotRecord extends SnapshotInfo {
@@ -37,8 +46,8 @@ interface Row {
   parent: string;
   kind: Kind;
   labels: string;
-  created_ms: number;
-  updated_ms: number;
+  created_us: number;
+  updated_us: number;
   size: number;
   inodes: number;
 }
@@ -50,8 +59,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
   parent TEXT NOT NULL DEFAULT '',
   kind TEXT NOT NULL,
   labels TEXT NOT NULL DEFAULT '{}',
-  created_ms INTEGER NOT NULL,
-  updated_ms INTEGER NOT NULL,
+  created_us INTEGER NOT NULL,
+  updated_us INTEGER NOT NULL,
   size INTEGER NOT NULL DEFAULT 0,
   inodes INTEGER NOT NULL DEFAULT 0
 );
@@ -71,8 +80,8 @@ function toRecord(r: Row): SnapshotRecord {
     parent: r.parent,
     kind: r.kind,
     labels: JSON.parse(r.labels) as Record<string, string>,
-    createdAt: r.created_ms,
-    updatedAt: r.updated_ms,
+    createdUs: r.created_us,
+    updatedUs: r.updated_us,
     size: r.size,
     inodes: r.inodes,
   };
@@ -85,7 +94,19 @@ export class MetaStore {
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = FULL');
+    this.migrateMillis();
     this.db.exec(SCHEMA);
+  }
+
+  /** Stores before microsecond timestamps kept milliseconds in created_ms/updated_ms. */
+  private migrateMillis(): void {
+    const cols = this.db.prepare("SELECT name FROM pragma_table_info('snapshots')").all() as { name: string }[];
+    if (!cols.some((c) => c.name === 'created_ms')) return;
+    this.tx(() => {
+      this.db.exec('ALTER TABLE snapshots RENAME COLUMN created_ms TO created_us');
+      this.db.exec('ALTER TABLE snapshots RENAME COLUMN updated_ms TO updated_us');
+      this.db.exec('UPDATE snapshots SET created_us = created_us * 1000, updated_us = updated_us * 1000');
+    });
   }
 
   close(): void {
@@ -139,22 +160,23 @@ export class MetaStore {
       if (!p) throw notFound(`missing parent ${JSON.stringify(parent)}: not found`);
       if (p.kind !== 'COMMITTED') throw invalidArgument(`parent ${JSON.stringify(parent)} is not committed snapshot: invalid argument`);
     }
-    const now = Date.now();
+    const now = nowUs();
     this.db
-      .prepare('INSERT INTO snapshots (key, parent, kind, labels, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?)')
+      .prepare('INSERT INTO snapshots (key, parent, kind, labels, created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?)')
       .run(key, parent, kind, JSON.stringify(labels), now, now);
     return this.mustGet(key);
   }
 
-  /** Turns active `key` into committed `name`, keeping its id; labels are replaced. */
+  /** Turns active `key` into committed `name`, keeping its id; labels are replaced. As in
+   * containerd's own metadata store, a commit makes a new snapshot: created = updated = now. */
   commit(key: string, name: string, labels: Record<string, string>, size: number, inodes: number): SnapshotRecord {
     const r = this.mustGet(key);
     if (r.kind !== 'ACTIVE') throw failedPrecondition(`snapshot ${key} is not active: failed precondition`);
     if (this.get(name)) throw alreadyExists(`snapshot ${name}: already exists`);
-    const now = Date.now();
+    const now = nowUs();
     this.db
-      .prepare("UPDATE snapshots SET key = ?, kind = 'COMMITTED', labels = ?, updated_ms = ?, size = ?, inodes = ? WHERE id = ?")
-      .run(name, JSON.stringify(labels), now, size, inodes, r.id);
+      .prepare("UPDATE snapshots SET key = ?, kind = 'COMMITTED', labels = ?, created_us = ?, updated_us = ?, size = ?, inodes = ? WHERE id = ?")
+      .run(name, JSON.stringify(labels), now, now, size, inodes, r.id);
     return this.mustGet(name);
   }
 
@@ -169,7 +191,7 @@ export class MetaStore {
 
   setLabels(key: string, labels: Record<string, string>): SnapshotRecord {
     const r = this.mustGet(key);
-    this.db.prepare('UPDATE snapshots SET labels = ?, updated_ms = ? WHERE id = ?').run(JSON.stringify(labels), Date.now(), r.id);
+    this.db.prepare('UPDATE snapshots SET labels = ?, updated_us = ? WHERE id = ?').run(JSON.stringify(labels), nowUs(), r.id);
     return this.mustGet(key);
   }
 

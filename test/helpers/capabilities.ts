@@ -12,7 +12,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 
-export type Capability = 'root' | 'fuse' | 'erofs' | 'loop' | 'containerd' | 'netns';
+export type Capability = 'root' | 'fuse' | 'erofs' | 'loop' | 'containerd' | 'netns' | 'go-containerd';
 
 function onPath(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
@@ -48,6 +48,8 @@ const PROBES: Record<Capability, () => boolean> = {
   loop: () => openable('/dev/loop-control') && onPath('losetup'),
   containerd: () => ['containerd', 'runc', 'ctr'].every(onPath),
   netns: () => onPath('ip') && onPath('unshare'),
+  // Go and containerd's Go source (its snapshotter test suite), from Debian's packages
+  'go-containerd': () => onPath('go') && fs.existsSync('/usr/share/gocode/src/github.com/containerd/containerd/snapshots/testsuite'),
 };
 
 const probed = new Map<Capability, boolean>();
