@@ -1,8 +1,14 @@
 /**
- * nydusctl: ask a running nydusd about itself.
- *   nydusctl --sock SOCK info|metrics|backend|cache|files|pattern [--json] [--id MOUNTPOINT]
+ * nydusctl: ask a running nydusd about itself, or tell it something. Upstream's verbs and ours:
+ *   nydusctl -S SOCK [-r|--raw|--json] info
+ *   nydusctl -S SOCK set log-level LEVEL                       PUT /api/v1/daemon {"log_level"}
+ *   nydusctl -S SOCK metrics [backend|cache|fsstats] [-I SECS]  -I repeats backend deltas every SECS
+ *   nydusctl -S SOCK mount -s BOOTSTRAP -c CONFIG -m MOUNTPOINT -t rafs
+ *   nydusctl -S SOCK umount -m MOUNTPOINT
+ *   nydusctl -S SOCK backend|cache|files|pattern [--id MOUNTPOINT]   (ours: per source, per file)
  */
 import { Command } from 'commander';
+import * as fs from 'node:fs';
 import { NydusdClient } from '../daemon/client';
 
 type Obj = Record<string, any>;
@@ -62,28 +68,118 @@ function human(what: string, b: any): string {
   }
 }
 
-async function main(): Promise<void> {
-  const program = new Command('nydusctl')
-    .description('Query a running nydusd over its API socket')
-    .requiredOption('-S, --sock <path>', 'nydusd API socket')
-    .option('--json', 'print the raw JSON answer')
-    .option('--id <mountpoint>', 'one rafs instance of a shared daemon')
-    .argument('<what>', Object.keys(PATHS).join('|'))
-    .showHelpAfterError()
-    .parse();
-  const o = program.opts<{ sock: string; json?: boolean; id?: string }>();
-  const what = program.args[0];
-  if (!PATHS[what]) fail(`unknown command ${JSON.stringify(what)} (${Object.keys(PATHS).join(', ')})`);
-  const client = new NydusdClient(o.sock);
-  const q = o.id && what !== 'info' ? `?id=${encodeURIComponent(o.id)}` : '';
-  let body: unknown;
+interface Globals {
+  sock: string;
+  raw?: boolean;
+  json?: boolean;
+  id?: string;
+}
+
+/** Calls nydusd; a socket nobody listens on is one clear line. */
+async function call(g: Globals, method: string, path: string, body?: unknown): Promise<unknown> {
   try {
-    body = await client.call('GET', PATHS[what] + q);
+    return await new NydusdClient(g.sock).call(method, path, body);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    fail(code === 'ENOENT' || code === 'ECONNREFUSED' ? `${o.sock}: no nydusd is listening there` : (e as Error).message);
+    fail(code === 'ENOENT' || code === 'ECONNREFUSED' ? `${g.sock}: no nydusd is listening there` : (e as Error).message);
   }
-  process.stdout.write(`${o.json ? JSON.stringify(body, null, 2) : human(what, body)}\n`);
+}
+
+async function show(g: Globals, what: string): Promise<void> {
+  const q = g.id && what !== 'info' ? `?id=${encodeURIComponent(g.id)}` : '';
+  const body = await call(g, 'GET', PATHS[what] + q);
+  process.stdout.write(`${g.raw || g.json ? JSON.stringify(body, null, 2) : human(what, body)}\n`);
+}
+
+/** Upstream's `metrics backend -I N`: every N seconds, what the backend did since the last sample. */
+async function watchBackend(g: Globals, seconds: number): Promise<never> {
+  const q = g.id ? `?id=${encodeURIComponent(g.id)}` : '';
+  let last = (await call(g, 'GET', PATHS.backend + q)) as Obj;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+    const cur = (await call(g, 'GET', PATHS.backend + q)) as Obj;
+    const d = (k: string) => (cur[k] ?? 0) - (last[k] ?? 0);
+    const reqs = d('read_count');
+    process.stdout.write(
+      [
+        `Backend read bandwidth:  ${(d('read_amount_total') / seconds / 1024).toFixed(0)} KB/s`,
+        `Backend average IO size: ${reqs ? Math.round(d('read_amount_total') / reqs) : 0} bytes`,
+        `Backend average latency: ${reqs ? (d('read_cumulative_latency_millis_total') / reqs).toFixed(1) : 0} ms`,
+        `Backend errors:          ${d('read_errors')}`,
+        '',
+      ].join('\n'),
+    );
+    last = cur;
+  }
+}
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
+/** Upstream's `set` items and the daemon fields they map to. */
+const SETTABLE: Record<string, string> = { 'log-level': 'log_level' };
+
+async function main(): Promise<void> {
+  const program = new Command('nydusctl')
+    .description('Query and configure a running nydusd over its API socket')
+    .requiredOption('-S, --sock <path>', 'nydusd API socket')
+    .option('-r, --raw', 'print the raw JSON answer')
+    .option('--json', 'the same as --raw')
+    .option('--id <mountpoint>', 'one rafs instance of a shared daemon')
+    .showHelpAfterError();
+  const g = (): Globals => program.opts<Globals>();
+  program.command('info').description('the daemon: state, version, instances').action(() => show(g(), 'info'));
+  program
+    .command('set <kind> <value>')
+    .description(`configure the daemon; kinds: ${Object.keys(SETTABLE).join(', ')} (${LOG_LEVELS.join(', ')})`)
+    .action(async (kind: string, value: string) => {
+      const field = SETTABLE[kind];
+      if (!field) fail(`set: unknown kind ${JSON.stringify(kind)} (${Object.keys(SETTABLE).join(', ')})`);
+      if (!LOG_LEVELS.includes(value)) fail(`set log-level: expected ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(value)}`);
+      await call(g(), 'PUT', '/api/v1/daemon', { [field]: value });
+    });
+  program
+    .command('metrics [category]')
+    .description('fsstats (default), backend or cache metrics')
+    .option('-I, --interval <seconds>', 'with backend: print what changed every this many seconds, until interrupted')
+    .action(async (category: string | undefined, o: { interval?: string }) => {
+      const cat = category ?? 'fsstats';
+      const what = { fsstats: 'metrics', backend: 'backend', cache: 'cache' }[cat];
+      if (!what) fail(`metrics: unknown category ${JSON.stringify(cat)} (backend, cache, fsstats)`);
+      if (o.interval !== undefined) {
+        const secs = Number(o.interval);
+        if (!Number.isInteger(secs) || secs < 1) fail(`--interval: expected whole seconds, got ${JSON.stringify(o.interval)}`);
+        if (what !== 'backend') process.stderr.write(`nydusctl: warning: --interval applies to backend metrics only (upstream too); showing ${cat} once\n`);
+        else await watchBackend(g(), secs);
+      }
+      await show(g(), what);
+    });
+  program
+    .command('mount')
+    .description('mount a rafs instance in a shared daemon')
+    .requiredOption('-s, --source <bootstrap>', 'the image bootstrap')
+    .requiredOption('-c, --config <file>', 'nydusd config for the instance (JSON or TOML)')
+    .requiredOption('-m, --mountpoint <dir>', 'where to mount it')
+    .requiredOption('-t, --type <type>', 'rafs (upstream also has passthrough_fs, which this nydusd does not serve)')
+    .action(async (o: { source: string; config: string; mountpoint: string; type: string }) => {
+      if (o.type !== 'rafs') fail(`mount: --type ${o.type} is not supported (only rafs)`);
+      let config: string;
+      try {
+        config = fs.readFileSync(o.config, 'utf8');
+      } catch (e) {
+        fail(`--config: ${o.config}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+      }
+      await call(g(), 'POST', `/api/v1/mount?mountpoint=${encodeURIComponent(o.mountpoint)}`, { source: o.source, fs_type: o.type, config });
+    });
+  program
+    .command('umount')
+    .description('unmount a rafs instance')
+    .requiredOption('-m, --mountpoint <dir>', 'the instance to unmount')
+    .action(async (o: { mountpoint: string }) => {
+      await call(g(), 'DELETE', `/api/v1/mount?mountpoint=${encodeURIComponent(o.mountpoint)}`);
+    });
+  for (const what of ['backend', 'cache', 'files', 'pattern']) {
+    program.command(what).description(`${what} metrics (per source, per file)`).action(() => show(g(), what));
+  }
+  await program.parseAsync();
 }
 
 main().catch((e) => fail((e as Error).message));
