@@ -3,9 +3,11 @@
  * survives the failures real networks produce:
  *   reset     the connection is reset (TCP RST) before the request reaches the registry
  *   500       the proxy answers 500 itself; the registry never sees the request
- *   truncate  the request goes through, but the answer's body is cut off halfway by a reset
- *             (GET answers with a body of at least 2 bytes; when the Nth request is not one, the
- *             next one that is gets cut instead)
+ *   truncate  the request goes through; the answer's headers and exactly the first
+ *             floor(length / 2) bytes of its body are passed on unchanged, then the connection is
+ *             reset (GET answers with a body of at least 2 bytes; when the Nth request is not one,
+ *             the next one that is gets cut instead). What the client receives is always a true
+ *             prefix of the body: a fault here is a lost tail, never a changed byte.
  * Faults rotate through `faults` in order. The Host header is passed on unchanged so the
  * registry builds upload Locations that point back at this proxy.
  */
@@ -56,13 +58,15 @@ export async function startFaultProxy(targetUrl: string, opts: { every: number; 
         truncatePending = false;
         injected.truncate++;
         res.writeHead(upRes.statusCode ?? 502, upRes.rawHeaders);
+        const cut = Math.floor(len / 2);
         let sent = 0;
         upRes.on('data', (c: Buffer) => {
-          if (sent >= len / 2) return;
-          const part = c.subarray(0, Math.max(1, Math.floor(len / 2) - sent));
+          if (sent >= cut) return;
+          // The chunk that crosses the cut gives only its head; nothing after the cut is sent.
+          const part = c.subarray(0, cut - sent);
           sent += part.length;
           res.write(part);
-          if (sent >= len / 2) {
+          if (sent === cut) {
             upRes.destroy();
             // Let the written half leave before the reset.
             setTimeout(() => res.socket?.resetAndDestroy(), 20);
@@ -74,8 +78,9 @@ export async function startFaultProxy(targetUrl: string, opts: { every: number; 
       upRes.pipe(res);
     });
     up.on('error', () => {
-      if (!res.headersSent) res.writeHead(502);
-      res.end();
+      // After the headers a proxy cannot finish the body honestly: reset rather than end it short.
+      if (res.headersSent) res.socket?.resetAndDestroy();
+      else res.writeHead(502).end();
     });
     req.pipe(up);
   });
