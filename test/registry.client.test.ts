@@ -188,28 +188,11 @@ describe('RegistryClient on an open registry', () => {
   test('a registry serving corrupted bytes: getBlob fails naming the blob, expected and actual digest', async () => {
     const d = sha(odd);
     const bad = Buffer.from(odd);
-    bad[1000] ^= 0xff;
-    // A front that passes everything on, with byte 1000 of every blob body flipped.
-    const target = new URL(reg.url);
-    const front = http.createServer((req, res) => {
-      const up = http.request({ host: target.hostname, port: Number(target.port), method: req.method, path: req.url, headers: req.headers }, (u) => {
-        res.writeHead(u.statusCode ?? 502, u.rawHeaders);
-        const flip = req.method === 'GET' && req.url?.includes('/blobs/') ? 1000 : -1;
-        let at = 0;
-        u.on('data', (c: Buffer) => {
-          let out = c;
-          if (flip >= at && flip < at + c.length) { out = Buffer.from(c); out[flip - at] ^= 0xff; }
-          at += c.length;
-          res.write(out);
-        });
-        u.on('end', () => res.end());
-      });
-      req.pipe(up);
-    });
-    await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
-    const host = `127.0.0.1:${(front.address() as net.AddressInfo).port}`;
-    const c = new RegistryClient({ registry: host, insecure: true, noDockerConfig: true });
-    const want = `registry ${host}, repository src/odd: GET blob ${d}: HTTP 200: content digest ${sha(bad)} (${odd.length} bytes) does not match the expected ${d}`;
+    bad[Math.floor(odd.length / 2)] ^= 0xff;
+    // Every GET of a blob, or of a manifest by digest, has its middle byte inverted.
+    const proxy = await startFaultProxy(reg.url, { every: 1, faults: ['corrupt'], match: (method, p) => method === 'GET' && /\/(blobs|manifests)\/sha256:/.test(p) });
+    const c = new RegistryClient({ registry: proxy.host, insecure: true, noDockerConfig: true });
+    const want = `registry ${proxy.host}, repository src/odd: GET blob ${d}: HTTP 200: content digest ${sha(bad)} (${odd.length} bytes) does not match the expected ${d}`;
     try {
       let received = 0;
       const err = await (async () => {
@@ -224,10 +207,13 @@ describe('RegistryClient on an open registry', () => {
       // Right bytes, wrong size in the descriptor: also refused.
       await expect(readAll(await client.getBlob('src/odd', d, { size: odd.length + 1 }))).rejects.toThrow(
         `registry ${reg.host}, repository src/odd: GET blob ${d}: HTTP 200: content is ${odd.length} bytes, the descriptor says ${odd.length + 1}`);
+      const m = await client.getManifest('src/busybox', 'v1');
+      await expect(c.getManifest('src/busybox', m.digest)).rejects.toThrow(
+        new RegExp(`^registry ${proxy.host}, repository src/busybox: GET manifest ${m.digest}: HTTP 200: content digest sha256:[0-9a-f]{64} \\(${m.body.length} bytes\\) does not match the expected ${m.digest}$`));
+      expect(proxy.injected.corrupt).toBe(3);
     } finally {
       await c.close();
-      front.closeAllConnections();
-      await new Promise((r) => front.close(r));
+      await proxy.close();
     }
   });
 });
