@@ -23,6 +23,22 @@ async function readAll(s: Readable): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
+/** A plain GET on a fresh connection: the body bytes that arrived and whether the answer completed. */
+function rawGet(url: string): Promise<{ status: number; bytes: Buffer; complete: boolean }> {
+  return new Promise((resolve, reject) => {
+    let answered = false;
+    const req = http.get(url, { agent: false }, (res) => {
+      answered = true;
+      const parts: Buffer[] = [];
+      res.on('data', (c: Buffer) => parts.push(c));
+      res.on('error', () => undefined);
+      res.on('close', () => resolve({ status: res.statusCode ?? 0, bytes: Buffer.concat(parts), complete: res.complete }));
+    });
+    // A reset after the headers also reaches the request; the answer's 'close' reports it.
+    req.on('error', (e) => { if (!answered) reject(e); });
+  });
+}
+
 describe('parseReference', () => {
   test('defaults and forms', () => {
     expect(parseReference('busybox')).toEqual({ registry: 'docker.io', repository: 'library/busybox', tag: 'latest', digest: undefined });
@@ -50,10 +66,15 @@ describe('parseReference', () => {
 describe('RegistryClient on an open registry', () => {
   let reg: TestRegistry;
   let client: RegistryClient;
+  // Odd length on purpose: the fault proxy cuts an answer at floor(length / 2), and an odd length
+  // is what once made it change a byte instead of dropping the tail (the fixture layer's length
+  // depends on the machine).
+  const odd = randomBytes(1_087_357);
   beforeAll(async () => {
     reg = await startRegistry();
     await pushImage(reg, 'busybox', 'src/busybox', 'v1');
     client = new RegistryClient({ registry: reg.host, insecure: true, noDockerConfig: true });
+    await client.pushBlob('src/odd', sha(odd), Readable.from([odd]), odd.length);
   });
   afterAll(async () => { await client?.close(); await reg?.stop(); });
 
@@ -122,6 +143,24 @@ describe('RegistryClient on an open registry', () => {
     await expect(client.getManifest('src/busybox', 'multi', { platform: 'linux/s390x' })).rejects.toThrow(/no manifest for platform linux\/s390x \(index has linux\/amd64, linux\/arm64\)/);
   });
 
+  test('the fault proxy cuts a body to a true prefix of it, then resets', async () => {
+    const proxy = await startFaultProxy(reg.url, { every: 1, faults: ['truncate'] });
+    try {
+      const got = await rawGet(`${proxy.url}/v2/src/odd/blobs/${sha(odd)}`);
+      expect(got.status).toBe(200);
+      expect(got.complete).toBe(false);
+      expect(proxy.injected.truncate).toBe(1);
+      // The reset may drop bytes still in flight, so only an upper bound on the length.
+      expect(got.bytes.length).toBeGreaterThan(0);
+      expect(got.bytes.length).toBeLessThanOrEqual(Math.floor(odd.length / 2));
+      expect(got.bytes.equals(odd.subarray(0, got.bytes.length))).toBe(true);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  // A fault test: run it in a loop before trusting a change, e.g.
+  //   for i in $(seq 20); do npx jest --runInBand test/registry.client.test.ts || break; done
   test('retries through resets, 500s and truncated bodies', async () => {
     const proxy = await startFaultProxy(reg.url, { every: 3, faults: ['reset', '500', 'truncate'] });
     const c = new RegistryClient({ registry: proxy.host, insecure: true, noDockerConfig: true, retryLimit: 6 });
@@ -133,12 +172,45 @@ describe('RegistryClient on an open registry', () => {
         expect(sha(bytes)).toBe(layer.digest);
         const part = await c.getBlobRange('src/busybox', layer.digest, 10, 100_000);
         expect(part.equals(bytes.subarray(10, 100_010))).toBe(true);
+        expect((await readAll(await c.getBlob('src/odd', sha(odd)))).equals(odd)).toBe(true);
       }
       const data = randomBytes(200_000);
       await c.pushBlob('faulty/x', sha(data), Readable.from([data]), data.length, { chunkSize: 32 * 1024 });
       expect(await c.hasBlob('faulty/x', sha(data))).toBe(true);
       expect(proxy.injected.reset + proxy.injected['500']).toBeGreaterThan(2);
       expect(proxy.injected.truncate).toBeGreaterThan(0);
+    } finally {
+      await c.close();
+      await proxy.close();
+    }
+  });
+
+  test('a registry serving corrupted bytes: getBlob fails naming the blob, expected and actual digest', async () => {
+    const d = sha(odd);
+    const bad = Buffer.from(odd);
+    bad[Math.floor(odd.length / 2)] ^= 0xff;
+    // Every GET of a blob, or of a manifest by digest, has its middle byte inverted.
+    const proxy = await startFaultProxy(reg.url, { every: 1, faults: ['corrupt'], match: (method, p) => method === 'GET' && /\/(blobs|manifests)\/sha256:/.test(p) });
+    const c = new RegistryClient({ registry: proxy.host, insecure: true, noDockerConfig: true });
+    const want = `registry ${proxy.host}, repository src/odd: GET blob ${d}: HTTP 200: content digest ${sha(bad)} (${odd.length} bytes) does not match the expected ${d}`;
+    try {
+      let received = 0;
+      const err = await (async () => {
+        for await (const chunk of (await c.getBlob('src/odd', d)) as AsyncIterable<Buffer>) received += chunk.length;
+      })().catch((e) => e);
+      expect(err).toBeInstanceOf(RegistryError);
+      expect(err.message).toBe(want);
+      // The last chunk is held back until the digest verifies: the whole blob never reaches a reader.
+      expect(received).toBeGreaterThan(0);
+      expect(received).toBeLessThan(odd.length);
+      await expect(c.getBlobBuffer('src/odd', d, 2 << 20)).rejects.toThrow(want);
+      // Right bytes, wrong size in the descriptor: also refused.
+      await expect(readAll(await client.getBlob('src/odd', d, { size: odd.length + 1 }))).rejects.toThrow(
+        `registry ${reg.host}, repository src/odd: GET blob ${d}: HTTP 200: content is ${odd.length} bytes, the descriptor says ${odd.length + 1}`);
+      const m = await client.getManifest('src/busybox', 'v1');
+      await expect(c.getManifest('src/busybox', m.digest)).rejects.toThrow(
+        new RegExp(`^registry ${proxy.host}, repository src/busybox: GET manifest ${m.digest}: HTTP 200: content digest sha256:[0-9a-f]{64} \\(${m.body.length} bytes\\) does not match the expected ${m.digest}$`));
+      expect(proxy.injected.corrupt).toBe(3);
     } finally {
       await c.close();
       await proxy.close();

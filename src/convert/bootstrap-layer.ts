@@ -2,9 +2,9 @@
  * The bootstrap layer: a gzip'd tar holding `image/` and `image/image.boot`, deterministic (zero
  * mtimes, root owner) so the same bootstrap always gives the same layer digest.
  */
-import { createHash } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import * as tarStream from 'tar-stream';
+import { contentDigest } from '../registry/content-digest';
 import { BOOTSTRAP_PATH_IN_TAR } from './nydus-manifest';
 
 export interface BootstrapLayer {
@@ -14,8 +14,6 @@ export interface BootstrapLayer {
   /** sha256 of the uncompressed tar (the config's diff_id). */
   diffId: string;
 }
-
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 export async function packBootstrap(bootstrap: Buffer): Promise<BootstrapLayer> {
   const pack = tarStream.pack();
@@ -32,7 +30,7 @@ export async function packBootstrap(bootstrap: Buffer): Promise<BootstrapLayer> 
   await done;
   const tar = Buffer.concat(parts);
   const data = gzipSync(tar, { level: 6 });
-  return { data, digest: sha256(data), diffId: sha256(tar) };
+  return { data, digest: contentDigest(data), diffId: contentDigest(tar) };
 }
 
 /**
@@ -56,5 +54,5 @@ export async function unpackBootstrap(layer: Buffer, where: string): Promise<{ b
     if (name === BOOTSTRAP_PATH_IN_TAR || name === 'image.boot') found = Buffer.concat(parts);
   }
   if (!found) throw new Error(`${where}: bootstrap layer has no ${BOOTSTRAP_PATH_IN_TAR}`);
-  return { bootstrap: found, diffId: sha256(tar) };
+  return { bootstrap: found, diffId: contentDigest(tar) };
 }

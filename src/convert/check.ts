@@ -3,17 +3,16 @@
  *  1. the manifest's layout (nydus-manifest.ts) and the config's diff_ids;
  *  2. the bootstrap layer: digest, diff_id, `image/image.boot` that decodes, every blob of its blob
  *     table present as a layer;
- *  3. every blob: downloaded, size and sha256 checked, then every chunk decompressed and
+ *  3. every blob: downloaded, size and digest checked, then every chunk decompressed and
  *     digest-verified against the bootstrap (builder's checkBootstrap);
  *  4. the file tree: the nydus image unpacked to a tar (library, no FUSE) against the source layers
  *     applied with their whiteouts; types, modes, owners, sizes, contents, link targets, devices,
  *     xattrs.
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PassThrough, Transform, pipeline } from 'node:stream';
+import { PassThrough } from 'node:stream';
 import { pipeline as pipelineAsync } from 'node:stream/promises';
 import { checkBootstrap, unpackToTar } from '../builder';
 import { decodeBootstrap } from '../format/decode';
@@ -47,14 +46,9 @@ export interface CheckResult {
   entries: number;
 }
 
-/** Streams a blob to `file`, checking its size and sha256 on the way. */
+/** Streams a blob to `file`; the registry client checks its size and digest on the way. */
 async function downloadVerified(client: RegistryClient, repo: string, desc: Descriptor, file: string): Promise<void> {
-  const hash = createHash('sha256');
-  let size = 0;
-  const tap = new Transform({ transform(c: Buffer, _e, cb) { hash.update(c); size += c.length; cb(null, c); } });
-  await pipelineAsync(await client.getBlob(repo, desc.digest), tap, fs.createWriteStream(file));
-  const digest = `sha256:${hash.digest('hex')}`;
-  if (digest !== desc.digest || size !== desc.size) throw new Error(`blob ${desc.digest}: got ${size} bytes with digest ${digest}, the manifest says ${desc.size} bytes`);
+  await pipelineAsync(await client.getBlob(repo, desc.digest, { size: desc.size }), fs.createWriteStream(file));
 }
 
 async function sourceTree(client: RegistryClient, repo: string, manifest: ImageManifest): Promise<FsTree> {
@@ -63,11 +57,10 @@ async function sourceTree(client: RegistryClient, repo: string, manifest: ImageM
     const where = `source layer ${i + 1} (${desc.digest})`;
     const gzip = isGzipLayer(desc.mediaType);
     if (!gzip && !isPlainTarLayer(desc.mediaType)) throw new Error(`${where}: unsupported layer media type ${desc.mediaType}`);
-    const hash = createHash('sha256');
-    const tap = new Transform({ transform(c: Buffer, _e, cb) { hash.update(c); cb(null, c); } });
-    const stream = pipeline(await client.getBlob(repo, desc.digest), tap, () => undefined);
+    const stream = await client.getBlob(repo, desc.digest, { size: desc.size });
     await applyLayer(tree, stream, { gzip, whiteouts: true, where });
-    if (`sha256:${hash.digest('hex')}` !== desc.digest) throw new Error(`${where}: content does not match its digest`);
+    // The blob stream ends only after its digest verified; a tar that ended early has not.
+    if (!stream.readableEnded) throw new Error(`${where}: the tar ended before the blob did, so the blob was not verified`);
   }
   return tree;
 }

@@ -10,13 +10,13 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createHash } from 'node:crypto';
 import { mergeLayers, DEFAULT_CHUNK_SIZE } from '../builder';
 import { validateChunkSize } from '../builder/options';
 import { decodeBootstrap } from '../format/decode';
 import { encodeBootstrap } from '../format/encode';
 import type { RafsImage } from '../format/model';
 import type { RegistryClient } from '../registry/client';
+import { contentDigest } from '../registry/content-digest';
 import { Descriptor, ImageConfig, ImageManifest, OCI_MANIFEST, isIndex } from '../registry/media';
 import { formatReference, referenceTarget } from '../registry/reference';
 import { logger } from '../util/log';
@@ -149,7 +149,7 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
     progress({ layer: 0, layers: n, what: 'bootstrap', phase: 'done' });
 
     const config = Buffer.from(JSON.stringify(nydusConfig(srcConfig, blobs, boot.diffId)));
-    const configDesc: Descriptor = { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length };
+    const configDesc: Descriptor = { mediaType: 'application/vnd.oci.image.config.v1+json', digest: contentDigest(config), size: config.length };
     await pushBuffer(tgt.client, tgtRepo, configDesc.digest, config, path.join(work, 'config.json'));
     const manifest = nydusManifest(configDesc, blobs, bootDesc);
     const manifestDigest = await tgt.client.putManifest(tgtRepo, tgt.ref.tag, OCI_MANIFEST, Buffer.from(JSON.stringify(manifest)));
@@ -167,10 +167,6 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
 function createdSeconds(config: ImageConfig): number {
   const t = config.created ? Date.parse(config.created) : NaN;
   return Number.isNaN(t) ? 0 : Math.floor(t / 1000);
-}
-
-function sha256(b: Buffer): string {
-  return `sha256:${createHash('sha256').update(b).digest('hex')}`;
 }
 
 /**

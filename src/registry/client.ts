@@ -5,12 +5,13 @@
  *
  * Every call is retried on 429, 5xx and connection resets (transport.ts) and re-authenticated once
  * on 401. Errors are RegistryError: they name the registry, the repository, the operation and the
- * HTTP status; credentials never appear in them.
+ * HTTP status; credentials never appear in them. Whole blobs and manifests asked for by digest are
+ * checked against that digest (content-digest.ts): wrong bytes are an error, never data.
  */
-import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { Authenticator, repositoryScope } from './auth';
+import { DigestCheck, contentDigest } from './content-digest';
 import { Credentials, ResolvedCredentials, dockerConfigCredentials, resolveCredentials } from './credentials';
 import { RegistryError, describeErrorBody } from './errors';
 import { Descriptor, ImageIndex, MANIFEST_ACCEPT, isIndex } from './media';
@@ -59,10 +60,6 @@ export interface CallSpec {
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 5;
 const MAX_MANIFEST = 8 << 20;
-
-function sha256(b: Buffer): string {
-  return `sha256:${createHash('sha256').update(b).digest('hex')}`;
-}
 
 /** A network failure as a RegistryError; aborts stay what they are (they are never retried). */
 function netError(registry: string, repo: string | undefined, op: string, e: unknown): Error {
@@ -159,8 +156,9 @@ export class RegistryClient {
       const res = await this.attempt({ repo, actions: ['pull'], op, method: 'GET', path: `/v2/${repo}/manifests/${ref}`, headers: { accept: MANIFEST_ACCEPT.join(', ') }, ok: [200] });
       const body = Buffer.from(await res.body.arrayBuffer());
       if (body.length > MAX_MANIFEST) throw new RegistryError(this.registry, repo, op, 200, `manifest larger than ${MAX_MANIFEST} bytes`);
-      const digest = sha256(body);
-      if (ref.includes(':') && ref !== digest) throw new RegistryError(this.registry, repo, op, 200, `content digest ${digest} does not match the reference`);
+      const bad = ref.includes(':') ? new DigestCheck(ref).update(body).mismatch() : undefined;
+      if (bad) throw new RegistryError(this.registry, repo, op, 200, bad);
+      const digest = contentDigest(body);
       let json: any;
       try {
         json = JSON.parse(body.toString('utf8'));
@@ -180,7 +178,7 @@ export class RegistryClient {
       headers: { 'content-type': mediaType }, body: () => body, ok: [200, 201],
     });
     await res.body.dump();
-    return sha256(body);
+    return contentDigest(body);
   }
 
   /** Whether `repo` has blob `digest` (HEAD). */
@@ -226,43 +224,61 @@ export class RegistryClient {
   }
 
   /**
-   * The whole blob as a stream. A connection that breaks mid-body is resumed with a Range request
-   * from the bytes already delivered (up to retryLimit times). The caller verifies the digest.
+   * The whole blob as a stream, verified: its bytes are hashed as they pass, and when they do not
+   * match `digest` (or `opts.size`) the stream errors with a RegistryError naming the blob, the
+   * expected and the actual digest, instead of ending. The last chunk is held back until the check
+   * passes, so no reader ever has the complete blob unverified. A connection that breaks mid-body
+   * is resumed with a Range request from the bytes already received (up to retryLimit times).
    */
-  async getBlob(repo: string, digest: string): Promise<Readable> {
+  async getBlob(repo: string, digest: string, opts: { size?: number } = {}): Promise<Readable> {
     const op = `GET blob ${digest}`;
+    const check = new DigestCheck(digest, opts.size);
     const open = (from: number) => withRetry(() => this.openBlob(repo, digest, from, undefined), { retryLimit: this.transport.retryLimit, onRetry: (e, n) => this.logRetry({ op, repo }, e, n) });
     const first = await open(0);
     const registry = this.registry;
     const client = this;
     async function* chunks(): AsyncGenerator<Buffer> {
       let res = first;
-      let delivered = 0;
+      let received = 0;
       let resumes = 0;
-      for (;;) {
-        // A server that ignores Range answers 200 from byte 0: skip what was already delivered.
-        let skip = res.statusCode === 200 ? delivered : 0;
-        try {
-          for await (const c of res.body as AsyncIterable<Buffer>) {
-            let chunk = c;
-            if (skip > 0) {
-              const n = Math.min(skip, chunk.length);
-              skip -= n;
-              chunk = chunk.subarray(n);
-              if (!chunk.length) continue;
-            }
-            delivered += chunk.length;
-            yield chunk;
+      let held: Buffer | undefined;
+      // A server that ignores Range answers 200 from byte 0: skip what was already received.
+      let skip = 0;
+      let body = (res.body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+      try {
+        for (;;) {
+          // Only the body read is retried; a throw into a yield (the reader gave up) ends the read.
+          let step: IteratorResult<Buffer>;
+          try {
+            step = await body.next();
+          } catch (e) {
+            res.body.destroy();
+            const err = netError(registry, repo, op, e);
+            if (!isRetryable(err) || resumes >= client.transport.retryLimit) throw err;
+            client.logRetry({ op, repo }, err, resumes++);
+            res = await open(received);
+            skip = res.statusCode === 200 ? received : 0;
+            body = (res.body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+            continue;
           }
-          return;
-        } catch (e) {
-          res.body.destroy();
-          const err = netError(registry, repo, op, e);
-          if (!isRetryable(err) || resumes >= client.transport.retryLimit) throw err;
-          resumes++;
-          client.logRetry({ op, repo }, err, resumes - 1);
-          res = await open(delivered);
+          if (step.done) break;
+          let chunk = step.value;
+          if (skip > 0) {
+            const n = Math.min(skip, chunk.length);
+            skip -= n;
+            chunk = chunk.subarray(n);
+            if (!chunk.length) continue;
+          }
+          received += chunk.length;
+          check.update(chunk);
+          if (held) yield held;
+          held = chunk;
         }
+        const bad = check.mismatch();
+        if (bad) throw new RegistryError(registry, repo, op, res.statusCode, bad);
+        if (held) yield held;
+      } finally {
+        if (!res.body.readableEnded) res.body.destroy();
       }
     }
     return Readable.from(chunks(), { objectMode: false });
@@ -324,7 +340,7 @@ export class RegistryClient {
     return false;
   }
 
-  /** Reads a small blob (a config) fully and verifies its digest. */
+  /** Reads a small blob (a config) fully; verified as getBlob verifies. */
   async getBlobBuffer(repo: string, digest: string, maxBytes = 64 << 20): Promise<Buffer> {
     const stream = await this.getBlob(repo, digest);
     const parts: Buffer[] = [];
@@ -337,9 +353,7 @@ export class RegistryClient {
       }
       parts.push(c);
     }
-    const buf = Buffer.concat(parts);
-    if (sha256(buf) !== digest) throw new RegistryError(this.registry, repo, `GET blob ${digest}`, 200, 'content does not match its digest');
-    return buf;
+    return Buffer.concat(parts);
   }
 
   close(): Promise<void> {
