@@ -147,7 +147,7 @@ test('auth_through=true: the mirror is asked as a registry and its own challenge
     await agent.close();
     const cfg = mirrorFromJson({ host: tokenCache.url, auth_through: true, ca_cert_files: [tokenCache.caCertPath!] }, 'm');
     let originAsked = 0;
-    const m = new MirrorSource(cfg, { url: origin.url, repo: REPO, basicAuth: basic, authorization: async () => (originAsked++, undefined) });
+    const m = new MirrorSource(cfg, { url: origin.url, repo: REPO, basicAuth: () => basic, authorization: async () => (originAsked++, undefined) });
     try {
       const before = tokenCache.tokenRequests().length;
       expect((await m.read(range(10, 20))).equals(slice(10, 20))).toBe(true);
