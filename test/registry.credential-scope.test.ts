@@ -124,6 +124,34 @@ describe('Basic-auth origin', () => {
     }
   });
 
+  test('an auth_through mirror redirecting to another host: the redirect carries no credentials', async () => {
+    // object storage on another host name, and a mirror front that redirects blob GETs there
+    const seen: { authorized: boolean; range?: string }[] = [];
+    const storage = http.createServer((req, res) => {
+      seen.push({ authorized: req.headers.authorization !== undefined, range: req.headers.range });
+      const m = /bytes=(\d+)-(\d+)/.exec(req.headers.range ?? '');
+      const [from, to] = m ? [Number(m[1]), Number(m[2])] : [0, BLOB.length - 1];
+      res.writeHead(206, { 'content-range': `bytes ${from}-${to}/${BLOB.length}` });
+      res.end(BLOB.subarray(from, to + 1));
+    });
+    await new Promise<void>((r) => storage.listen(0, '127.0.0.1', r));
+    const front = http.createServer((req, res) => {
+      seen.push({ authorized: req.headers.authorization !== undefined });
+      res.writeHead(307, { location: `http://localhost:${(storage.address() as AddressInfo).port}/blob?sig=x` });
+      res.end();
+    });
+    await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+    const srcs = buildSources(registryConfig(basicReg, { mirrors: [{ host: `http://127.0.0.1:${(front.address() as AddressInfo).port}`, auth_through: true }] }, auth()), { metrics: new FetchMetrics() });
+    try {
+      expect((await srcs[0].read(range(500, 700))).equals(slice(500, 700))).toBe(true);
+      expect(seen).toEqual([{ authorized: true }, { authorized: false, range: 'bytes=500-1199' }]);
+    } finally {
+      await closeAll(srcs);
+      await new Promise((r) => front.close(r));
+      await new Promise((r) => storage.close(r));
+    }
+  });
+
   test('IMAGE_PULL_AUTH reaches only the --config instance, never one mounted with its own config', async () => {
     const saved = process.env.IMAGE_PULL_AUTH;
     process.env.IMAGE_PULL_AUTH = auth();
