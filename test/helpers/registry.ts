@@ -80,6 +80,11 @@ export interface TestRegistry {
   issuedTokens(): string[];
   /** Token auth only: the password the token server accepts from now on (the old one is refused). */
   setPassword(password: string): void;
+  /**
+   * Token auth only: lifetime of tokens issued from now on (as `tokenTtlSeconds`). Tools that do not
+   * renew tokens early (skopeo, containerd) are best run before tokens are made short-lived.
+   */
+  setTokenTtlSeconds(seconds: number): void;
   /** Storage root of the registry (filesystem driver). */
   storageDir: string;
   stop(): Promise<void>;
@@ -132,6 +137,7 @@ interface TokenServer {
   records: TokenRecord[];
   issued: string[];
   setPassword(password: string): void;
+  setTtl(seconds: number): void;
   close(): Promise<void>;
 }
 
@@ -151,7 +157,8 @@ async function startTokenServer(opts: {
   const certDer = new crypto.X509Certificate(certPem).raw.toString('base64');
   const records: TokenServer['records'] = [];
   const issued: string[] = [];
-  const ttl = opts.ttl ?? 300;
+  let ttl = opts.ttl ?? 300;
+  let short = opts.ttl !== undefined;
   let password = opts.password;
 
   const grant = (scopes: string[], account: string | undefined) =>
@@ -166,7 +173,7 @@ async function startTokenServer(opts: {
     const now = Math.floor(Date.now() / 1000);
     const header = { typ: 'JWT', alg: 'RS256', x5c: [certDer] };
     const claims = {
-      iss: opts.issuer, sub: account ?? '', aud: opts.service, exp: now + (opts.ttl ? ttl - REGISTRY_TOKEN_LEEWAY_S : ttl), nbf: now - 10, iat: now,
+      iss: opts.issuer, sub: account ?? '', aud: opts.service, exp: now + (short ? ttl - REGISTRY_TOKEN_LEEWAY_S : ttl), nbf: now - 10, iat: now,
       jti: crypto.randomBytes(12).toString('hex'), access: grant(scopes, account),
     };
     const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
@@ -223,6 +230,10 @@ async function startTokenServer(opts: {
     issued,
     setPassword: (p) => {
       password = p;
+    },
+    setTtl: (seconds) => {
+      ttl = seconds;
+      short = true;
     },
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
   };
@@ -364,6 +375,10 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
     setPassword: (p) => {
       if (!token) throw new Error('setPassword: not a token-auth registry');
       token.setPassword(p);
+    },
+    setTokenTtlSeconds: (seconds) => {
+      if (!token) throw new Error('setTokenTtlSeconds: not a token-auth registry');
+      token.setTtl(seconds);
     },
     stop,
   };
