@@ -2,7 +2,8 @@
  * Acceptance for private registries through the snapshotter (issue 12, point 3), with real
  * containerd 1.6, runc, docker-registry (token auth, tokens living 3 s), ./bin/nydusd and FUSE:
  *  - a private nydus image; the credentials are only in a docker config file (DOCKER_CONFIG names
- *    its directory; no variable carries a credential);
+ *    its directory; no variable carries a credential: IMAGE_PULL_AUTH holds a refused decoy, which
+ *    is neither used nor passed on to nydusd);
  *  - `ctr-remote image rpull` with the same credentials, then `ctr run --snapshotter nydus` of a
  *    program that keeps reading new files for ~20 s (several token lifetimes): every read succeeds
  *    and the token server saw repeated token fetches from nydusd;
@@ -158,7 +159,12 @@ level = "debug"
 `);
     const out = fs.openSync(path.join(dir, 'snapshotter.log'), 'a');
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/PASSWORD|SECRET|TOKEN|AUTH|_USER$/i.test(k)));
-    snp = spawn(path.join(REPO_ROOT, 'bin', 'containerd-nydus-grpc'), ['--config', configPath], { stdio: ['ignore', out, out], env: { ...env, DOCKER_CONFIG: dockerDir } });
+    // IMAGE_PULL_AUTH is a decoy with credentials the registry refuses: the snapshotter must neither
+    // use it nor hand it to nydusd (upstream nydusd would apply it to every instance).
+    snp = spawn(path.join(REPO_ROOT, 'bin', 'containerd-nydus-grpc'), ['--config', configPath], {
+      stdio: ['ignore', out, out],
+      env: { ...env, DOCKER_CONFIG: dockerDir, IMAGE_PULL_AUTH: b64('decoy:decoy-password') },
+    });
     fs.closeSync(out);
     for (let i = 0; i < 600 && !fs.existsSync(path.join(dir, 'nydus.sock')); i++) {
       if (snp.exitCode !== null) throw new Error(`snapshotter exited: ${fs.readFileSync(path.join(dir, 'snapshotter.log'), 'utf8').slice(-2000)}`);
@@ -216,6 +222,7 @@ level = "debug"
     const fetched = reg!.tokenRequests().filter((t) => t.at >= started && t.status === 200 && t.account === USER);
     expect(fetched.length).toBeGreaterThanOrEqual(4);
     expect(nydusdPids()).toHaveLength(1);
+    expect(fs.readFileSync(`/proc/${nydusdPids()[0]}/environ`, 'latin1')).not.toContain('IMAGE_PULL_AUTH');
     expect(fs.statSync(path.join(root, 'metadata.db')).mode & 0o777).toBe(0o600);
     if (fs.existsSync(path.join(root, 'metadata.db-wal'))) expect(fs.statSync(path.join(root, 'metadata.db-wal')).mode & 0o777).toBe(0o600);
     expectNoSecretAnywhere();
