@@ -217,7 +217,7 @@ describeWith(NEEDS, 'mirrors through nydusd', () => {
     const dragonfly = (m: Dfdaemon) => `server = "${origin.url}"
 [host."${m.url}"]
   capabilities = ["pull", "resolve"]
-  auth_through = false
+  auth_through = true
   ping_url = "${m.pingUrl}"
   health_check_interval = 1
   failure_limit = 2
@@ -230,8 +230,8 @@ describeWith(NEEDS, 'mirrors through nydusd', () => {
     df.clearRequests();
     origin.clearRequests();
 
-    // 1: through the mirror, with the hosts.toml header and the origin's token (auth_through=false:
-    // the token request goes to the origin's token server, nothing auth-related to the mirror)
+    // 1: through the mirror, with the hosts.toml header and the origin's token, which the mirror
+    // forwards (auth_through=true; the token request itself goes to the origin's token server)
     const tokensBefore = origin.tokenRequests().length;
     let f = fresh();
     expect(await readSha(d, f)).toBe(f.sha);
@@ -351,7 +351,8 @@ describeWith(NEEDS, 'mirrors through nydusd', () => {
   });
 
   test('5: a mirror answering 5xx, truncated bodies or wrong bytes never yields wrong content', async () => {
-    const d = await daemon('faults', { mirrors: [{ host: df.url, headers: { 'X-Dragonfly-Registry': origin.directUrl }, failure_limit: 100 }] });
+    // auth_through: the origin is private, so the mirror needs the forwarded token to answer at all
+    const d = await daemon('faults', { mirrors: [{ host: df.url, headers: { 'X-Dragonfly-Registry': origin.directUrl }, failure_limit: 100, auth_through: true }] });
     const name = `mirror:127.0.0.1:${df.port}`;
     try {
       for (const fault of ['5xx', 'truncate', 'corrupt'] as const) {

@@ -113,10 +113,22 @@ test('a docker-registry pull-through cache serves the range; the origin sees no 
   }
 });
 
-test('Dragonfly mirror mode: header reaches the mirror, origin token attached, token request goes to the origin', async () => {
+test('Dragonfly mirror mode: header reaches the mirror, origin token forwarded with auth_through, token request goes to the origin', async () => {
+  // auth_through = false: nothing auth-related goes to the mirror, so a private origin answers it 401
+  df.clearRequests();
+  const closed = new MirrorSource(
+    mirrorFromJson({ host: df.url, headers: { 'X-Dragonfly-Registry': tokenOrigin.directUrl }, auth_through: false }, 'm'),
+    originInfo(tokenOrigin, () => token(`repository:${REPO}:pull`)),
+  );
+  try {
+    await expect(closed.read(range(123, 4567))).rejects.toMatchObject({ status: 401 });
+    expect(df.requests()).toEqual([expect.objectContaining({ authorized: false, status: 401 })]);
+  } finally {
+    await closed.close();
+  }
   const tokensBefore = tokenOrigin.tokenRequests().length;
   df.clearRequests();
-  const cfg = mirrorFromJson({ host: df.url, headers: { 'X-Dragonfly-Registry': tokenOrigin.directUrl }, auth_through: false }, 'm');
+  const cfg = mirrorFromJson({ host: df.url, headers: { 'X-Dragonfly-Registry': tokenOrigin.directUrl }, auth_through: true }, 'm');
   const m = new MirrorSource(cfg, originInfo(tokenOrigin, () => token(`repository:${REPO}:pull`)));
   try {
     expect((await m.read(range(123, 4567))).equals(slice(123, 4567))).toBe(true);
@@ -147,12 +159,13 @@ test('auth_through=true: the mirror is asked as a registry and its own challenge
     await agent.close();
     const cfg = mirrorFromJson({ host: tokenCache.url, auth_through: true, ca_cert_files: [tokenCache.caCertPath!] }, 'm');
     let originAsked = 0;
-    const m = new MirrorSource(cfg, { url: origin.url, repo: REPO, basicAuth: basic, authorization: async () => (originAsked++, undefined) });
+    const m = new MirrorSource(cfg, { url: origin.url, repo: REPO, basicAuth: () => basic, authorization: async () => (originAsked++, undefined) });
     try {
       const before = tokenCache.tokenRequests().length;
       expect((await m.read(range(10, 20))).equals(slice(10, 20))).toBe(true);
       expect(tokenCache.tokenRequests().length).toBe(before + 1);
-      expect(originAsked).toBe(0);
+      // the origin's Authorization (none: it is open) was asked for, to be forwarded
+      expect(originAsked).toBe(1);
       expect(tokenCache.requests().filter((r) => r.status === 401).length).toBeGreaterThan(0);
     } finally {
       await m.close();

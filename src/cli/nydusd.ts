@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { Daemon } from '../daemon/daemon';
 import { NydusdConfig, parseNydusdConfigText } from '../daemon/config';
+import { applyImagePullAuth } from '../daemon/sources';
 import { logger, setLogLevel } from '../util/log';
 
 const log = logger('nydusd');
@@ -50,6 +51,7 @@ async function main(): Promise<void> {
     try {
       const parsed = parseNydusdConfigText(text, o.config);
       config = parsed.config;
+      applyImagePullAuth(config);
       for (const w of parsed.warnings) log.warn(w);
     } catch (e) {
       fail((e as Error).message);

@@ -24,7 +24,7 @@ import { FuseMount } from './fuse';
 import { cleanStaleMount } from './mounts';
 import { Prefetcher } from './prefetch';
 import { RafsInstance } from './rafs';
-import { applyCertsDir, applyMirrorsUpdate, buildSources, SourceDeps } from './sources';
+import { applyCertsDir, applyConfigUpdate, applyMirrorsUpdate, buildSources, SourceDeps } from './sources';
 import type { CertsWatcher } from '../mirrors/watcher';
 import type { MirrorSource } from '../fetch/mirror-set';
 import type { ProxySource } from '../fetch/proxy';
@@ -246,6 +246,7 @@ export class Daemon {
         };
       }),
     );
+    a.addRoute('PUT', '/api/v1/config', (r) => applyConfigUpdate(this.select(r.query), r.body));
     a.addRoute('POST', '/api/v1/mount', (r) => this.apiMount(r));
     a.addRoute('DELETE', '/api/v1/mount', async (r) => {
       await this.umount(requireMountpoint(r));

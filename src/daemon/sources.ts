@@ -3,6 +3,11 @@
  * (or the localfs blob directory). The mirror and peer modules extend this function: peers first,
  * then mirrors, then the dfdaemon proxy wrapping the origin, then the origin itself — the order the
  * pipeline asks them in.
+ *
+ * Credentials are per instance: `device.backend.config.auth` of that instance only (the
+ * `IMAGE_PULL_AUTH` environment variable fills in the `--config` file's, as upstream, through
+ * `applyImagePullAuth`), replaceable while it runs with `updateRegistryAuth`
+ * (`PUT /api/v1/config {"registry_auth"}`). Where they may be sent: docs/registry.md.
  */
 import * as fs from 'node:fs';
 import type { ChunkSource } from '../fetch/source';
@@ -28,7 +33,7 @@ export interface SourceDeps {
 }
 
 export function defaultRegistryClient(cfg: RegistryBackendConfig): RegistryClient {
-  const auth = process.env.IMAGE_PULL_AUTH || cfg.auth;
+  const auth = cfg.auth;
   // Loaded on first use: undici costs ~15 MB of RSS that a localfs-only daemon does not need.
   const { RegistryClient: Client } = require('../registry/client') as typeof import('../registry/client');
   return new Client({
@@ -74,20 +79,33 @@ function backendSources(config: NydusdConfig, deps: SourceDeps): ChunkSource[] {
   return registryChain(b.config, client, new OriginSource(client, b.config.repo), deps.certs);
 }
 
+/** The credentials of one registry chain; replaced in place by `updateRegistryAuth`. */
+interface AuthCell {
+  auth?: string;
+  client: BlobRangeReader;
+}
+
+/** Chains by their origin and tail sources (these stay when mirrors are swapped). */
+const authCells = new WeakMap<ChunkSource, AuthCell>();
+
 /** `[...mirrors, proxy(origin) | origin]` for a registry backend; the mirror set can be swapped live. */
 function registryChain(cfg: RegistryBackendConfig, client: BlobRangeReader, origin: ChunkSource, certs?: CertsDir): ChunkSource[] {
   const authz = (client as Partial<Pick<RegistryClient, 'authorization'>>).authorization?.bind(client);
+  const cell: AuthCell = { auth: cfg.auth, client };
   const info: OriginInfo = {
     url: `${cfg.scheme}://${cfg.host}`,
     repo: cfg.repo,
-    basicAuth: process.env.IMAGE_PULL_AUTH || cfg.auth,
+    basicAuth: () => cell.auth,
     // Tokens always come from the origin (never through a mirror or the proxy).
     authorization: () => (authz ? authz(cfg.repo, ['pull']) : Promise.resolve(undefined)),
   };
+  authCells.set(origin, cell);
   try {
     const mirrors = effectiveMirrors(mirrorsFromJson(cfg.mirrors, 'device.backend.config.mirrors'), certs?.mirrorsFor(cfg.host) ?? []);
     const proxy = proxyFromJson(cfg.proxy, 'device.backend.config.proxy');
-    return new (mirrorSetModule().MirrorSet)(info, mirrors, proxy ? proxyModule().withProxy(proxy, info)(origin) : origin).chain();
+    const tail = proxy ? proxyModule().withProxy(proxy, info)(origin) : origin;
+    authCells.set(tail, cell);
+    return new (mirrorSetModule().MirrorSet)(info, mirrors, tail).chain();
   } catch (e) {
     if (e instanceof MirrorConfigError) throw new ApiFault(400, 'InvalidConfig', e.message);
     throw e;
@@ -135,4 +153,59 @@ export async function applyCertsDir(instances: Iterable<MirrorTarget>, certs: Ce
     const own = mirrorsFromJson(be.config.mirrors, 'device.backend.config.mirrors');
     await mirrorSetModule().updateMirrors(inst.pipeline, effectiveMirrors(own, certs.mirrorsFor(be.config.host)));
   }
+}
+
+/** Throws a one-line fault unless `auth` is base64 of `user:password`. */
+function checkAuth(auth: string, what: string): void {
+  if (!/^[A-Za-z0-9+/]+=*$/.test(auth) || !Buffer.from(auth, 'base64').toString('utf8').includes(':')) {
+    throw new ApiFault(400, 'InvalidBody', `${what}: must be base64 of "user:password"`);
+  }
+}
+
+/**
+ * Replaces the registry credentials of a running instance (`auth` base64 `user:password`, or
+ * undefined for anonymous): the next request uses them, cached tokens are dropped. Returns false
+ * for an instance without a registry backend.
+ */
+export function updateRegistryAuth(target: MirrorTarget, auth: string | undefined): boolean {
+  if (auth !== undefined) checkAuth(auth, 'registry_auth');
+  const be = target.config.backend;
+  if (be.type !== 'registry') return false;
+  const cell = target.pipeline.sources().map((s) => authCells.get(s)).find((c): c is AuthCell => c !== undefined);
+  if (!cell) return false;
+  cell.auth = auth;
+  (cell.client as Partial<Pick<RegistryClient, 'setCredentials'>>).setCredentials?.(auth ? { auth } : undefined);
+  be.config.auth = auth;
+  return true;
+}
+
+/**
+ * `PUT /api/v1/config?id=<mountpoint>` body `{"registry_auth": "<base64 user:password>"}` (upstream's
+ * hot-reload API; `""` clears the credentials) for the selected instances. Other keys are named in
+ * the answer's `warnings`, not applied (upstream has no others).
+ */
+export function applyConfigUpdate(instances: Iterable<MirrorTarget>, body: unknown): { updated: number; warnings?: string[] } {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw new ApiFault(400, 'InvalidBody', 'body: expected {"registry_auth": "<base64 user:password>"}');
+  const b = body as Record<string, unknown>;
+  const warnings = Object.keys(b).filter((k) => k !== 'registry_auth').map((k) => `${k}: unknown key, ignored`);
+  let updated = 0;
+  if ('registry_auth' in b) {
+    if (typeof b.registry_auth !== 'string') throw new ApiFault(400, 'InvalidBody', 'registry_auth: expected a string');
+    const auth = b.registry_auth || undefined;
+    if (auth !== undefined) checkAuth(auth, 'registry_auth');
+    for (const inst of instances) if (updateRegistryAuth(inst, auth)) updated++;
+  }
+  return warnings.length ? { updated, warnings } : { updated };
+}
+
+/**
+ * `IMAGE_PULL_AUTH` (base64 `user:password`), as upstream nydusd: it fills in the registry `auth` of
+ * the `--config` file's instance only, never of instances mounted through the API with their own
+ * config, so one registry's credentials do not reach another.
+ */
+export function applyImagePullAuth(config: NydusdConfig, env: NodeJS.ProcessEnv = process.env): void {
+  const auth = env.IMAGE_PULL_AUTH;
+  if (!auth || config.backend.type !== 'registry') return;
+  checkAuth(auth, 'IMAGE_PULL_AUTH');
+  config.backend.config.auth = auth;
 }

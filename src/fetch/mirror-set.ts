@@ -8,15 +8,19 @@
  *  - transport error, short body or bytes that fail verification: one failure; `failureLimit` in a
  *    row marks the mirror down (then `SourceUnavailableError` until its ping answers < 500);
  *  - status >= 500: next source, not counted as a failure;
- *  - `authThrough: false`: the origin's Authorization is attached (the token was fetched from the
- *    origin), nothing auth-related is ever sent to the mirror; `authThrough: true`: the mirror is a
- *    registry of its own and its 401 challenge is answered against its own realm.
+ *  - credentials (docs/registry.md, "Where credentials go"): `authThrough: false` sends no
+ *    Authorization at all (a mirror that needs one answers 401 and the read moves on);
+ *    `authThrough: true` forwards the origin's Authorization (its Bearer token, or Basic when the
+ *    mirror is https or on the registry's own host) and answers the mirror's own 401 challenge
+ *    with the origin's credentials only at a realm `mayCarryCredentials` allows;
+ *  - redirects are followed with `Range` only.
  * `MirrorSet` holds the live list and swaps it on a config push, keeping the health of unchanged
  * mirrors.
  */
 import { Agent, Dispatcher, request } from 'undici';
 import * as fs from 'node:fs';
 import type { MirrorConfig } from '../mirrors/types';
+import { describeRealm, mayCarryCredentials } from '../registry/auth';
 import { logger } from '../util/log';
 import { Health, HealthSnapshot, pingStatus } from './health';
 import { BlobRange, ChunkSource, ReadContext, SourceUnavailableError } from './source';
@@ -34,8 +38,8 @@ export interface OriginInfo {
   repo: string;
   /** The Authorization value for pulling `repo` from the origin (token fetched from the origin), if any. */
   authorization(): Promise<string | undefined>;
-  /** Base64 `user:pass` for answering an auth_through mirror's own challenge, if configured. */
-  basicAuth?: string;
+  /** Base64 `user:pass` of the origin (it may be replaced while running), if configured. */
+  basicAuth?: () => string | undefined;
 }
 
 /** A failed HTTP exchange; `status` 0 means transport-level (refused, reset, timeout, short body). */
@@ -209,7 +213,7 @@ export class MirrorSource implements ChunkSource {
       this.health.recordSuccess();
     }
     const headers: Record<string, string> = { ...this.config.headers };
-    const auth = this.config.authThrough ? this.mirrorAuth : await this.origin.authorization();
+    const auth = this.config.authThrough ? (this.mirrorAuth ?? (await this.forwardedAuth())) : undefined;
     if (auth) headers.authorization = auth;
     try {
       const buf = await getRange(this.name, this.blobUrl(range.blobId), range, headers, this.dispatcher, ctx.signal);
@@ -226,6 +230,13 @@ export class MirrorSource implements ChunkSource {
     }
   }
 
+  /** auth_through: the origin's Authorization, for the mirror to forward; Basic only where allowed. */
+  private async forwardedAuth(): Promise<string | undefined> {
+    const a = await this.origin.authorization();
+    if (a && /^basic /i.test(a) && !mayCarryCredentials(new URL(this.config.host), this.origin.url)) return undefined;
+    return a;
+  }
+
   /** auth_through: fetch a token from the realm the mirror names. Returns true when auth changed. */
   private async answerChallenge(range: BlobRange, signal?: AbortSignal): Promise<boolean> {
     let res: Dispatcher.ResponseData;
@@ -238,12 +249,22 @@ export class MirrorSource implements ChunkSource {
     const ch = parseChallenge(String(res.headers['www-authenticate'] ?? ''));
     if (!ch) return false;
     let next: string | undefined;
-    if (ch.scheme === 'basic' && this.origin.basicAuth) next = `Basic ${this.origin.basicAuth}`;
+    const basic = this.origin.basicAuth?.();
+    if (ch.scheme === 'basic' && basic && mayCarryCredentials(new URL(this.config.host), this.origin.url)) next = `Basic ${basic}`;
     if (ch.scheme === 'bearer' && ch.params.realm) {
-      const u = new URL(ch.params.realm);
+      let u: URL;
+      try {
+        u = new URL(ch.params.realm);
+      } catch {
+        return false;
+      }
+      if (basic && !mayCarryCredentials(u, this.origin.url)) {
+        log.warn({ source: this.name, realm: describeRealm(ch.params.realm) }, "refused token realm: credentials go over plain http only to the registry's own host");
+        return false;
+      }
       if (ch.params.service) u.searchParams.set('service', ch.params.service);
       u.searchParams.set('scope', ch.params.scope ?? `repository:${this.origin.repo}:pull`);
-      const th: Record<string, string> = this.origin.basicAuth ? { authorization: `Basic ${this.origin.basicAuth}` } : {};
+      const th: Record<string, string> = basic ? { authorization: `Basic ${basic}` } : {};
       try {
         const tr = await request(u, { headers: th, dispatcher: this.dispatcher, signal });
         if (tr.statusCode !== 200) {

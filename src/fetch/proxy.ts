@@ -3,8 +3,10 @@
  * source: `withProxy(config, origin)(direct)`.
  *
  * Blob reads go to the proxy as absolute-form HTTP requests (`GET http://<registry>/v2/<repo>/blobs/
- * sha256:<id>` with `Host: <registry>`, `Range`, and the origin's Authorization; token requests never
- * go through the proxy). `use_http` rewrites an https origin URL to http so dfdaemon sees plaintext.
+ * sha256:<id>` with `Host: <registry>`, `Range`, and the origin's Bearer token, which the proxy
+ * relays to the registry; token requests never go through the proxy). Basic credentials never go
+ * to the proxy: for an origin that wants Basic, reads go straight to the origin (docs/registry.md,
+ * "Where credentials go"). `use_http` rewrites an https origin URL to http so dfdaemon sees plaintext.
  * Rules, as current nydusd has them:
  *  - `ping_url` is probed at start and every `check_interval` s; 2xx/3xx is healthy;
  *  - healthy: a proxy answer < 500 is the answer; >= 500 or a transport error goes to the origin
@@ -74,9 +76,10 @@ export class ProxySource implements ChunkSource {
     await this.health.ready;
     this.health.touch();
     if (!this.health.up) return this.fallback(range, ctx, 'proxy ping failing');
+    const auth = await this.origin.authorization();
+    if (auth && /^basic /i.test(auth)) return this.readDirect(range, ctx, 'the origin wants Basic credentials, which never go through the proxy');
     const target = this.proxiedUrl(range.blobId);
     const headers: Record<string, string> = { host: new URL(target).host };
-    const auth = await this.origin.authorization();
     if (auth) headers.authorization = auth;
     try {
       const buf = await getRange(this.name, this.config.url, range, headers, this.dispatcher, ctx.signal, target);
@@ -92,6 +95,11 @@ export class ProxySource implements ChunkSource {
 
   private fallback(range: BlobRange, ctx: ReadContext, why: string): Promise<Buffer> {
     if (!this.config.fallback) throw new ProxyUnhealthyError(this.config.url);
+    return this.readDirect(range, ctx, why);
+  }
+
+  /** A read from the origin itself, with a warning at most every 2 s. */
+  private readDirect(range: BlobRange, ctx: ReadContext, why: string): Promise<Buffer> {
     const now = Date.now();
     if (now - this.lastFallbackWarn > 2000) {
       this.lastFallbackWarn = now;

@@ -5,6 +5,10 @@
  *  - Bearer: fetch a token from the realm for the exact scope set, cache it per scope set until
  *    shortly before it expires, share in-flight fetches;
  *  - Basic: the configured user and password.
+ * Where credentials may go (`mayCarryCredentials`): a token realm gets the registry's credentials
+ * only over https, or over plain http when it is on the registry's own host; otherwise the token
+ * request is not sent and the call fails naming the refused realm. Without credentials a token is
+ * asked for anonymously from any realm (nothing secret leaves). Redirects are never followed here.
  * Tokens and credentials never go into errors or logs.
  */
 import type { Dispatcher } from 'undici';
@@ -39,6 +43,25 @@ export function repositoryScope(repo: string, actions: string[]): string {
   return `repository:${repo}:${actions.join(',')}`;
 }
 
+/**
+ * Whether credentials for the registry at `registryUrl` may be sent to `target`: https anywhere, or
+ * plain http to the registry's own host name (the registry itself already gets them in the clear).
+ */
+export function mayCarryCredentials(target: URL, registryUrl: string): boolean {
+  if (target.protocol === 'https:') return true;
+  return target.protocol === 'http:' && target.hostname.toLowerCase() === new URL(registryUrl).hostname.toLowerCase();
+}
+
+/** The realm as it may appear in an error: scheme, host and path, no query. */
+export function describeRealm(realm: string): string {
+  try {
+    const u = new URL(realm);
+    return `${u.protocol}//${u.host}${u.pathname}`;
+  } catch {
+    return JSON.stringify(realm.slice(0, 100));
+  }
+}
+
 interface CachedToken {
   header: string;
   expiresAt: number;
@@ -53,8 +76,14 @@ export class Authenticator {
     private readonly registry: string,
     private readonly baseUrl: string,
     private readonly transport: Transport,
-    private readonly creds: ResolvedCredentials | undefined,
+    private creds: ResolvedCredentials | undefined,
   ) {}
+
+  /** New credentials (rotated password): cached headers are dropped, the next request asks again. */
+  setCredentials(creds: ResolvedCredentials | undefined): void {
+    this.creds = creds;
+    this.tokens.clear();
+  }
 
   /** The Authorization header for these scopes, or undefined when the registry wants none. */
   async header(scopes: string[], repo?: string): Promise<string | undefined> {
@@ -127,6 +156,16 @@ export class Authenticator {
     if (!realm) throw new RegistryError(this.registry, repo, 'token', 401, 'Bearer challenge without realm');
     const wanted = scopes.length ? scopes : params.scope ? [params.scope] : [];
     const op = `token for ${wanted.join(' ') || 'registry'}`;
+    let realmUrl: URL;
+    try {
+      realmUrl = new URL(realm);
+    } catch {
+      throw new RegistryError(this.registry, repo, op, 401, `Bearer challenge with an invalid realm ${describeRealm(realm)}`);
+    }
+    if (this.creds && !mayCarryCredentials(realmUrl, this.baseUrl)) {
+      throw new RegistryError(this.registry, repo, op, 401,
+        `refused token realm ${describeRealm(realm)}: credentials go over plain http only to the registry's own host`);
+    }
     return withRetry(async () => {
       let res: Dispatcher.ResponseData;
       try {

@@ -74,7 +74,7 @@ export class RegistryClient {
   readonly baseUrl: string;
   readonly transport: Transport;
   private readonly auth: Authenticator;
-  private readonly creds?: ResolvedCredentials;
+  private creds?: ResolvedCredentials;
 
   constructor(opts: RegistryClientOptions) {
     this.registry = opts.registry;
@@ -83,6 +83,12 @@ export class RegistryClient {
     const creds = opts.credentials ?? (opts.noDockerConfig ? undefined : dockerConfigCredentials(opts.registry));
     this.creds = resolveCredentials(creds);
     this.auth = new Authenticator(this.registry, this.baseUrl, this.transport, this.creds);
+  }
+
+  /** Replaces the credentials (a rotated password); cached tokens are dropped. */
+  setCredentials(c: Credentials | undefined): void {
+    this.creds = resolveCredentials(c);
+    this.auth.setCredentials(this.creds);
   }
 
   /**

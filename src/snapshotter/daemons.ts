@@ -13,6 +13,13 @@
  *    are detached, it is spawned again and its instances are mounted again at the same paths.
  *  - The certs.d mirrors in force are written into each instance's config at mount (and remount
  *    after a restart); later changes are pushed live to every daemon by the mirrors sync.
+ *  - Registry credentials are resolved per image (pull-auth.ts) and reach only that image's
+ *    instance, inside the mount request on the daemon's API socket (directory mode 0700). They are
+ *    never in nydusd's arguments or environment (credential variables are removed from it), never
+ *    stored (the instance record keeps the image reference and re-resolves them after a restart),
+ *    never logged. When docker's config file changes, and every minute for credential helpers, the
+ *    credentials are resolved again and changed ones pushed with `PUT /api/v1/config
+ *    {"registry_auth"}` to the running instance, without a remount.
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -28,6 +35,7 @@ import * as L from './labels';
 import type { Metrics } from './metrics';
 import type { MetaLayer, RafsMounter } from './snapshotter';
 import type { MetaStore } from './store';
+import { ImageAuth, PullAuth } from './pull-auth';
 
 const log = logger('daemon-manager');
 
@@ -50,6 +58,10 @@ export interface DaemonManagerOptions {
   pollMs?: number;
   /** How long a spawned daemon may take to reach RUNNING (ms). */
   startTimeoutMs?: number;
+  /** Per-image registry credentials (default: labels, docker config of this process's env, template). */
+  pullAuth?: PullAuth;
+  /** Period of the credential re-resolution for helper-backed credentials (ms). */
+  credentialRefreshMs?: number;
 }
 
 /** What the store keeps per daemon. */
@@ -71,7 +83,7 @@ interface NydusdJson {
   [key: string]: unknown;
 }
 
-/** What the store keeps per rafs instance (the config may carry registry auth: never logged). */
+/** What the store keeps per rafs instance; the config never carries `auth` (resolved per mount). */
 interface InstanceRecord {
   snapshotId: string;
   daemonId: string;
@@ -79,8 +91,13 @@ interface InstanceRecord {
   bootstrap: string;
   /** The registry host the instance reads from. */
   registry: string;
+  /** The image reference, to resolve its credentials again. */
+  ref?: string;
   config: NydusdJson;
 }
+
+/** Environment variables that carry credentials and must not reach nydusd. */
+const CREDENTIAL_ENV = /^(IMAGE_PULL_AUTH$|NYDUSIFY_.*_(USER|USERNAME|PASSWORD)$)|(PASSWORD|SECRET|TOKEN)/i;
 
 interface Daemon {
   rec: DaemonRecord;
@@ -125,11 +142,17 @@ export class DaemonManager implements RafsMounter {
   /** Per-key serialisation of mounts and daemon starts. */
   private readonly locks = new Map<string, Promise<unknown>>();
   private timer?: NodeJS.Timeout;
+  private credTimer?: NodeJS.Timeout;
   private closed = false;
+  private readonly pullAuth: PullAuth;
+  /** The credentials each instance was last given (memory only). */
+  private readonly authOf = new Map<string, ImageAuth>();
 
   constructor(private readonly o: DaemonManagerOptions) {
     for (const d of ['mnt', 'socket', 'logs']) fs.mkdirSync(path.join(o.root, d), { recursive: true, mode: 0o700 });
     fs.mkdirSync(o.cacheDir, { recursive: true });
+    const tpl = (o.template.device as { backend?: { config?: { auth?: unknown; host?: unknown } } } | undefined)?.backend?.config;
+    this.pullAuth = o.pullAuth ?? new PullAuth({ template: tpl });
   }
 
   private serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
@@ -148,7 +171,14 @@ export class DaemonManager implements RafsMounter {
 
   /** Finds recorded daemons again (adopting live ones, restarting dead ones) and starts the liveness poll. */
   async recover(): Promise<void> {
-    for (const inst of this.o.store.records<InstanceRecord>('instance')) this.instances.set(inst.snapshotId, inst);
+    for (const inst of this.o.store.records<InstanceRecord>('instance')) {
+      if (inst.config.device.backend.config.auth !== undefined) {
+        // A record from before credentials were kept out of the store.
+        delete inst.config.device.backend.config.auth;
+        this.o.store.tx(() => this.o.store.putRecord('instance', inst.snapshotId, inst));
+      }
+      this.instances.set(inst.snapshotId, inst);
+    }
     for (const rec of this.o.store.records<DaemonRecord>('daemon')) {
       const d: Daemon = { rec, client: new NydusdClient(rec.apiSock, 10_000) };
       this.daemons.set(rec.id, d);
@@ -173,6 +203,50 @@ export class DaemonManager implements RafsMounter {
     const poll = this.o.pollMs ?? 1000;
     this.timer = setInterval(() => void this.checkLiveness(), poll);
     this.timer.unref();
+    // Adopted daemons hold whatever credentials they had: bring them up to date, then follow changes.
+    this.pullAuth.watch(() => void this.refreshCredentials());
+    this.credTimer = setInterval(() => void this.refreshCredentials(), this.o.credentialRefreshMs ?? 60_000);
+    this.credTimer.unref();
+    await this.refreshCredentials();
+  }
+
+  /** Credentials for an instance's image, resolved now. */
+  private resolveAuth(inst: { snapshotId: string; ref?: string }, labels?: Record<string, string>): Promise<ImageAuth> {
+    if (!inst.ref) return Promise.resolve({ from: 'none' });
+    return this.pullAuth.resolve(inst.ref, labels ?? this.o.store.labelsOfId(Number(inst.snapshotId)) ?? {});
+  }
+
+  /**
+   * Resolves every instance's credentials again and pushes those that changed to the running
+   * daemon (`PUT /api/v1/config`). Label credentials do not change after the pull.
+   */
+  private refreshCredentials(): Promise<void> {
+    return this.serial('credentials', async () => {
+      for (const inst of [...this.instances.values()]) {
+        if (this.closed) return;
+        const prev = this.authOf.get(inst.snapshotId);
+        if (prev?.from === 'labels') continue;
+        const d = this.daemons.get(inst.daemonId);
+        if (!d || d.restarting) continue;
+        const next = await this.resolveAuth(inst);
+        if (prev && prev.auth === next.auth) continue;
+        try {
+          await d.client.call('PUT', `/api/v1/config?id=${encodeURIComponent(inst.mountpoint)}`, { registry_auth: next.auth ?? '' });
+          this.authOf.set(inst.snapshotId, next);
+          log.info({ snapshot: inst.snapshotId, daemon: d.rec.id, from: next.from }, 'registry credentials updated in the running nydusd');
+        } catch (err) {
+          log.warn({ snapshot: inst.snapshotId, daemon: d.rec.id, err: (err as Error).message }, 'pushing registry credentials failed; retried on the next change');
+        }
+      }
+    });
+  }
+
+  /** The config as sent to nydusd: with the image's credentials, if any. */
+  private withAuth(config: NydusdJson, a: ImageAuth): NydusdJson {
+    if (!a.auth) return config;
+    const out = JSON.parse(JSON.stringify(config)) as NydusdJson;
+    out.device.backend.config.auth = a.auth;
+    return out;
   }
 
   private async state(d: Daemon): Promise<string> {
@@ -208,7 +282,9 @@ export class DaemonManager implements RafsMounter {
     await this.spawnDaemon(d);
     for (const i of mine) {
       fs.mkdirSync(i.mountpoint, { recursive: true });
-      await d.client.mount(i.mountpoint, i.bootstrap, this.withMirrors(i));
+      const a = await this.resolveAuth(i);
+      await d.client.mount(i.mountpoint, i.bootstrap, this.withAuth(this.withMirrors(i), a));
+      this.authOf.set(i.snapshotId, a);
     }
     this.o.metrics?.daemonEvents.inc({ nydusd_event: 'restarted' });
     log.info({ daemon: d.rec.id, pid: d.rec.pid, instances: mine.length }, 'nydusd restarted');
@@ -225,7 +301,8 @@ export class DaemonManager implements RafsMounter {
       fs.mkdirSync(logDir, { recursive: true });
       out = fs.openSync(path.join(logDir, 'nydusd.log'), 'a');
     }
-    const proc = spawn(this.o.nydusdPath, args, { stdio: ['ignore', out, out], detached: true });
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !CREDENTIAL_ENV.test(k)));
+    const proc = spawn(this.o.nydusdPath, args, { stdio: ['ignore', out, out], detached: true, env });
     if (typeof out === 'number') fs.closeSync(out);
     proc.unref();
     const spawnError = new Promise<never>((_, reject) => proc.once('error', (e) => reject(new Error(`spawn ${this.o.nydusdPath}: ${e.message}`))));
@@ -267,8 +344,8 @@ export class DaemonManager implements RafsMounter {
     });
   }
 
-  /** The per-instance nydusd config: template + registry of the image + cache dir. */
-  private instanceConfig(meta: MetaLayer): { registry: string; config: NydusdJson } {
+  /** The per-instance nydusd config: template + registry of the image + cache dir; no credentials. */
+  private instanceConfig(meta: MetaLayer): { registry: string; ref: string; config: NydusdJson } {
     const ref = L.imageRef(meta.labels);
     if (!ref) {
       throw failedPrecondition(
@@ -281,6 +358,7 @@ export class DaemonManager implements RafsMounter {
     const backend = device.backend ?? { type: 'registry', config: {} };
     const host = apiHost(r.registry);
     backend.config = { ...(backend.config ?? {}), host, repo: r.repository };
+    delete backend.config.auth; // the image's own credentials are added when it is mounted
     // containerd's rules: registries on loopback speak plain HTTP, and so does a registry whose
     // certs.d hosts.toml names an http:// server.
     const server = this.o.mirrors?.certs.hostsFor(r.registry)?.server;
@@ -288,7 +366,7 @@ export class DaemonManager implements RafsMounter {
     const cache = device.cache ?? { type: 'blobcache' };
     cache.config = { ...(cache.config ?? {}), work_dir: this.o.cacheDir };
     const config: NydusdJson = { ...t, device: { ...device, id: `/${meta.snapshotId}`, backend, cache } };
-    return { registry: r.registry, config };
+    return { registry: r.registry, ref, config };
   }
 
   /** The config with the certs.d mirrors for its registry in force now (if any are configured). */
@@ -308,26 +386,29 @@ export class DaemonManager implements RafsMounter {
         if (d?.restarting) await d.restarting;
         return known.mountpoint;
       }
-      const { registry, config } = this.instanceConfig(meta);
+      const { registry, ref, config } = this.instanceConfig(meta);
+      const auth = await this.resolveAuth({ snapshotId: meta.snapshotId, ref }, meta.labels);
       const d = await this.daemonFor(meta.snapshotId);
       const mountpoint = path.join(this.o.root, 'mnt', meta.snapshotId);
       detach(mountpoint);
       fs.mkdirSync(mountpoint, { recursive: true });
+      const sent = (): NydusdJson => this.withAuth(this.withMirrors({ registry, config }), auth);
       try {
-        await d.client.mount(mountpoint, meta.bootstrap, this.withMirrors({ registry, config }));
+        await d.client.mount(mountpoint, meta.bootstrap, sent());
       } catch (err) {
         // The daemon may still hold an instance there from before a snapshotter crash: replace it.
         log.warn({ snapshot: meta.snapshotId, err: (err as Error).message }, 'mount refused; replacing a stale instance');
         await d.client.umount(mountpoint).catch(() => undefined);
         detach(mountpoint);
-        await d.client.mount(mountpoint, meta.bootstrap, this.withMirrors({ registry, config }));
+        await d.client.mount(mountpoint, meta.bootstrap, sent());
       }
-      const inst: InstanceRecord = { snapshotId: meta.snapshotId, daemonId: d.rec.id, mountpoint, bootstrap: meta.bootstrap, registry, config };
+      this.authOf.set(meta.snapshotId, auth);
+      const inst: InstanceRecord = { snapshotId: meta.snapshotId, daemonId: d.rec.id, mountpoint, bootstrap: meta.bootstrap, registry, ref, config };
       this.o.store.tx(() => this.o.store.putRecord('instance', meta.snapshotId, inst));
       this.instances.set(meta.snapshotId, inst);
       this.updateGauges();
       await this.o.mirrors?.add({ apiSock: d.rec.apiSock, registry });
-      log.info({ snapshot: meta.snapshotId, daemon: d.rec.id, mountpoint, image: L.imageRef(meta.labels) }, 'rafs instance mounted');
+      log.info({ snapshot: meta.snapshotId, daemon: d.rec.id, mountpoint, image: ref, credentials: auth.from }, 'rafs instance mounted');
       return mountpoint;
     });
   }
@@ -342,6 +423,7 @@ export class DaemonManager implements RafsMounter {
       fs.rmSync(inst.mountpoint, { recursive: true, force: true });
       this.o.store.tx(() => this.o.store.deleteRecord('instance', snapshotId));
       this.instances.delete(snapshotId);
+      this.authOf.delete(snapshotId);
       // A dedicated daemon lives as long as its image.
       if (d && d.rec.owner === snapshotId) await this.stopDaemon(d);
       this.updateGauges();
@@ -375,6 +457,8 @@ export class DaemonManager implements RafsMounter {
   close(): void {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.credTimer) clearInterval(this.credTimer);
+    this.pullAuth.close();
   }
 
   /** Unmounts every instance and stops every daemon (cleanup_on_close, tests). */

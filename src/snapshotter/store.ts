@@ -8,7 +8,12 @@
  * renames the key. It also keeps the daemon manager's records (daemons and rafs instances) so they
  * can be found again after a restart. It enforces the same invariants as containerd's
  * `snapshots/storage` (unique keys, committed parents, no removal of a parent).
+ *
+ * Labels may carry registry credentials a client set (`containerd.io/snapshot/pullsecret`), so the
+ * database and its WAL and shared-memory files are mode 0600 (SQLite gives the side files the
+ * database file's mode).
  */
+import * as fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from './errors';
 
@@ -91,6 +96,14 @@ export class MetaStore {
   private readonly db: Database.Database;
 
   constructor(file: string) {
+    fs.closeSync(fs.openSync(file, 'a', 0o600));
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+      try {
+        fs.chmodSync(f, 0o600);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
+    }
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = FULL');
@@ -145,6 +158,12 @@ export class MetaStore {
 
   all(): SnapshotRecord[] {
     return (this.db.prepare('SELECT * FROM snapshots ORDER BY id').all() as Row[]).map(toRecord);
+  }
+
+  /** The labels of the snapshot with numeric id `id`, or undefined. */
+  labelsOfId(id: number): Record<string, string> | undefined {
+    const r = this.db.prepare('SELECT labels FROM snapshots WHERE id = ?').get(id) as { labels: string } | undefined;
+    return r ? (JSON.parse(r.labels) as Record<string, string>) : undefined;
   }
 
   hasId(id: number): boolean {

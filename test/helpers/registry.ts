@@ -27,6 +27,8 @@ export interface RequestRecord {
   /** True when the request carried an Authorization header (its value is never recorded). */
   authorized: boolean;
   status: number;
+  /** Date.now() when the answer's headers came back. */
+  at: number;
 }
 
 export interface RegistryOptions {
@@ -38,6 +40,23 @@ export interface RegistryOptions {
   proxyPassword?: string;
   username?: string;
   password?: string;
+  /**
+   * Token auth: lifetime of issued tokens in seconds (default 300). The registry accepts a token for
+   * 60 s past its `exp` (distribution's clock-skew leeway), so a short-lived token is signed with
+   * `exp` = now + ttl - 60: the registry then really refuses it after `ttl` seconds.
+   */
+  tokenTtlSeconds?: number;
+  /** Token auth: the realm the registry names in its challenge, instead of the token server's. */
+  realmOverride?: string;
+}
+
+export interface TokenRecord {
+  method: string;
+  scope: string;
+  account?: string;
+  status: number;
+  /** Date.now() of the answer. */
+  at: number;
 }
 
 export interface TestRegistry {
@@ -56,7 +75,16 @@ export interface TestRegistry {
   requests(): RequestRecord[];
   clearRequests(): void;
   /** Token auth only: requests the token server answered (no credentials recorded). */
-  tokenRequests(): { method: string; scope: string; account?: string; status: number }[];
+  tokenRequests(): TokenRecord[];
+  /** Token auth only: every token issued, for tests that check no token leaked anywhere. */
+  issuedTokens(): string[];
+  /** Token auth only: the password the token server accepts from now on (the old one is refused). */
+  setPassword(password: string): void;
+  /**
+   * Token auth only: lifetime of tokens issued from now on (as `tokenTtlSeconds`). Tools that do not
+   * renew tokens early (skopeo, containerd) are best run before tokens are made short-lived.
+   */
+  setTokenTtlSeconds(seconds: number): void;
   /** Storage root of the registry (filesystem driver). */
   storageDir: string;
   stop(): Promise<void>;
@@ -106,9 +134,15 @@ function b64url(b: Buffer | string): string {
 
 interface TokenServer {
   realm: string;
-  records: { method: string; scope: string; account?: string; status: number }[];
+  records: TokenRecord[];
+  issued: string[];
+  setPassword(password: string): void;
+  setTtl(seconds: number): void;
   close(): Promise<void>;
 }
+
+/** distribution's leeway on `exp` and `nbf` (registry/auth/token/token.go). */
+const REGISTRY_TOKEN_LEEWAY_S = 60;
 
 /**
  * A Docker token server (distribution's token spec): GET with Basic credentials or the OAuth2 POST
@@ -116,12 +150,16 @@ interface TokenServer {
  * the certificate in `x5c` so the registry verifies it against its `rootcertbundle`.
  */
 async function startTokenServer(opts: {
-  certPath: string; keyPath: string; service: string; issuer: string; username: string; password: string;
+  certPath: string; keyPath: string; service: string; issuer: string; username: string; password: string; ttl?: number;
 }): Promise<TokenServer> {
   const certPem = fs.readFileSync(opts.certPath, 'utf8');
   const keyPem = fs.readFileSync(opts.keyPath, 'utf8');
   const certDer = new crypto.X509Certificate(certPem).raw.toString('base64');
   const records: TokenServer['records'] = [];
+  const issued: string[] = [];
+  let ttl = opts.ttl ?? 300;
+  let short = opts.ttl !== undefined;
+  let password = opts.password;
 
   const grant = (scopes: string[], account: string | undefined) =>
     scopes.flatMap((s) => {
@@ -135,7 +173,7 @@ async function startTokenServer(opts: {
     const now = Math.floor(Date.now() / 1000);
     const header = { typ: 'JWT', alg: 'RS256', x5c: [certDer] };
     const claims = {
-      iss: opts.issuer, sub: account ?? '', aud: opts.service, exp: now + 300, nbf: now - 10, iat: now,
+      iss: opts.issuer, sub: account ?? '', aud: opts.service, exp: now + (short ? ttl - REGISTRY_TOKEN_LEEWAY_S : ttl), nbf: now - 10, iat: now,
       jti: crypto.randomBytes(12).toString('hex'), access: grant(scopes, account),
     };
     const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
@@ -169,18 +207,19 @@ async function startTokenServer(opts: {
       let status = 200;
       let account: string | undefined;
       if (user !== undefined) {
-        if (user === opts.username && pass === opts.password) account = user;
+        if (user === opts.username && pass === password) account = user;
         else status = 401;
       }
-      records.push({ method: req.method ?? '', scope: scopes.join(' '), account, status });
+      records.push({ method: req.method ?? '', scope: scopes.join(' '), account, status, at: Date.now() });
       if (status !== 200) {
         res.writeHead(401, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password' }] }));
         return;
       }
       const token = sign(account, scopes);
+      issued.push(token);
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ token, access_token: token, expires_in: 300, issued_at: new Date().toISOString() }));
+      res.end(JSON.stringify({ token, access_token: token, expires_in: ttl, issued_at: new Date().toISOString() }));
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -188,6 +227,14 @@ async function startTokenServer(opts: {
   return {
     realm: `https://127.0.0.1:${port}/token`,
     records,
+    issued,
+    setPassword: (p) => {
+      password = p;
+    },
+    setTtl: (seconds) => {
+      ttl = seconds;
+      short = true;
+    },
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
   };
 }
@@ -202,13 +249,13 @@ async function startRecorder(targetPort: number): Promise<{ port: number; record
     }, (upRes) => {
       records.push({
         method: req.method ?? '', path: req.url ?? '', range: req.headers.range,
-        authorized: req.headers.authorization !== undefined, status: upRes.statusCode ?? 0,
+        authorized: req.headers.authorization !== undefined, status: upRes.statusCode ?? 0, at: Date.now(),
       });
       res.writeHead(upRes.statusCode ?? 502, upRes.rawHeaders);
       upRes.pipe(res);
     });
     up.on('error', () => {
-      records.push({ method: req.method ?? '', path: req.url ?? '', range: req.headers.range, authorized: false, status: 502 });
+      records.push({ method: req.method ?? '', path: req.url ?? '', range: req.headers.range, authorized: false, status: 502, at: Date.now() });
       if (!res.headersSent) res.writeHead(502);
       res.end();
     });
@@ -275,8 +322,8 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
   } else if (auth === 'token') {
     const { certPath, keyPath } = makeCert(dir);
     caCertPath = certPath;
-    token = await startTokenServer({ certPath, keyPath, service: 'nydus-ts-registry', issuer: 'nydus-ts-token-issuer', username, password });
-    cfg.push('auth:', '  token:', `    realm: ${token.realm}`, '    service: nydus-ts-registry',
+    token = await startTokenServer({ certPath, keyPath, service: 'nydus-ts-registry', issuer: 'nydus-ts-token-issuer', username, password, ttl: opts.tokenTtlSeconds });
+    cfg.push('auth:', '  token:', `    realm: ${opts.realmOverride ?? token.realm}`, '    service: nydus-ts-registry',
       '    issuer: nydus-ts-token-issuer', `    rootcertbundle: ${certPath}`);
   }
   if (opts.proxyRemoteUrl) {
@@ -324,6 +371,15 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
     requests: () => rec.records.slice(),
     clearRequests: () => { rec.records.length = 0; },
     tokenRequests: () => (token ? token.records.slice() : []),
+    issuedTokens: () => (token ? token.issued.slice() : []),
+    setPassword: (p) => {
+      if (!token) throw new Error('setPassword: not a token-auth registry');
+      token.setPassword(p);
+    },
+    setTokenTtlSeconds: (seconds) => {
+      if (!token) throw new Error('setTokenTtlSeconds: not a token-auth registry');
+      token.setTtl(seconds);
+    },
     stop,
   };
 }
