@@ -1,5 +1,6 @@
 /**
- * Reads a RAFS v6 bootstrap (ours or upstream nydus-image's) into the image model.
+ * Reads a RAFS v6 bootstrap (ours or upstream nydus-image's) into the image model; a RAFS v5
+ * bootstrap ("RAFS" magic at offset 0) goes to decode-v5.ts.
  *
  * Contract: returns a complete model or throws FormatError naming the structure and byte offset.
  * Every offset and count read from the input is checked against the buffer before it is used, so
@@ -11,6 +12,7 @@ import { BlobInfo, ChunkInfo, Compressor, Digester, FormatError, Inode, InodeKin
 import * as L from './layout';
 import { decodeXattrs, xattrSize } from './xattr';
 import { parseDir } from './dirent';
+import { decodeBootstrapV5, isRafsV5 } from './decode-v5';
 
 const KIND_OF_IFMT = new Map<number, InodeKind>([
   [L.S_IFREG, 'file'],
@@ -26,9 +28,6 @@ const FT_OF_KIND: Record<InodeKind, number> = {
   fifo: L.FT_FIFO, socket: L.FT_SOCK, symlink: L.FT_SYMLINK,
 };
 
-/** "RAFS" at offset 0: the legacy v5 format. */
-const RAFS_V5_MAGIC = 0x52414653;
-
 interface Super {
   rootNid: number;
   metaAddr: number;
@@ -43,6 +42,7 @@ interface Super {
 }
 
 export function decodeBootstrap(buf: Buffer): RafsImage {
+  if (isRafsV5(buf)) return decodeBootstrapV5(buf);
   const sb = readSuper(buf);
   const tree = new TreeReader(buf, sb);
   const root = tree.read();
@@ -73,9 +73,6 @@ function within(buf: Buffer, off: number, size: number): boolean {
 }
 
 function readSuper(buf: Buffer): Super {
-  if (buf.length >= 4 && buf.readUInt32LE(0) === RAFS_V5_MAGIC) {
-    throw new FormatError('RAFS v5 bootstraps are not supported, only v6', 'superblock @0');
-  }
   if (buf.length < L.BLOCK_SIZE || buf.length % L.BLOCK_SIZE !== 0) {
     throw new FormatError(`size ${buf.length} is not a non-zero multiple of ${L.BLOCK_SIZE}`, 'bootstrap');
   }
