@@ -39,6 +39,8 @@ export interface TreeEntry {
 export interface InspectReport {
   bootstrap: string;
   bootstrapSize: number;
+  /** On-disk format: 5 (legacy RAFS v5) or 6. */
+  rafsVersion: 5 | 6;
   chunkSize: number;
   digester: string;
   compressor: string;
@@ -73,7 +75,8 @@ export async function checkBootstrap(file: string, blobDir?: string): Promise<Ch
         if (!blob) throw new BuildError(where, `blob index ${c.blobIndex} is not in the blob table (${image.blobs.length} blobs)`);
         const size = Math.min(image.chunkSize, inode.size - i * image.chunkSize);
         if (c.uncompressedSize !== size) throw new BuildError(where, `uncompressed size ${c.uncompressedSize}, expected ${size}`);
-        if (c.uncompressedOffset % 4096 !== 0) throw new BuildError(where, `uncompressed offset ${c.uncompressedOffset} is not 4 KiB aligned`);
+        // RAFS v6 addresses chunks in 4 KiB blocks; v5 chunks sit at any byte offset.
+        if (image.rafsVersion !== 5 && c.uncompressedOffset % 4096 !== 0) throw new BuildError(where, `uncompressed offset ${c.uncompressedOffset} is not 4 KiB aligned`);
         if (blob.uncompressedSize && c.uncompressedOffset + c.uncompressedSize > blob.uncompressedSize) {
           throw new BuildError(where, `uncompressed range ends beyond blob ${blob.blobId} (${blob.uncompressedSize} bytes)`);
         }
@@ -141,6 +144,7 @@ export function inspectBootstrap(file: string): InspectReport {
   return {
     bootstrap: file,
     bootstrapSize: size,
+    rafsVersion: image.rafsVersion ?? 6,
     chunkSize: image.chunkSize,
     digester: image.digester,
     compressor: image.compressor,

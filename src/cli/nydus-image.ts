@@ -1,5 +1,5 @@
 /**
- * nydus-image: build, merge, check, inspect and unpack RAFS v6 images.
+ * nydus-image: build and merge RAFS v6 images; check, inspect and unpack RAFS v5 and v6 images.
  *
  *   nydus-image create --type dir-rafs|tar-rafs|targz-rafs --bootstrap FILE (--blob FILE | --blob-dir DIR)
  *     [--compressor zstd|none] [--chunk-size 0x100000] [--digester sha256|blake3]
@@ -263,7 +263,7 @@ function openForRead(file: string): fs.ReadStream {
 
 function formatInspect(r: InspectReport, withTree: boolean): string {
   const lines = [
-    `bootstrap:   ${r.bootstrap} (${r.bootstrapSize} bytes)`,
+    `bootstrap:   ${r.bootstrap} (${r.bootstrapSize} bytes, RAFS v${r.rafsVersion})`,
     `chunk size:  0x${r.chunkSize.toString(16)}`,
     `digester:    ${r.digester}`,
     `compressor:  ${r.compressor}`,
