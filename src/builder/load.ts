@@ -1,19 +1,66 @@
-/** Reading a bootstrap file into the image model, with errors that name the file. */
+/**
+ * Reading an image's bootstrap into the model, with errors that name the file. The file is either a
+ * bootstrap (RAFS v5 or v6) or a data blob that carries its bootstrap as the `image.boot` section of
+ * its ToC (upstream's RAFS-in-blob layout); only the blob's ends and that section are read.
+ */
 import * as fs from 'node:fs';
 import { decodeBootstrap } from '../format/decode';
+import { isRafsV5 } from '../format/decode-v5';
+import { EROFS_MAGIC, SB_OFFSET } from '../format/layout';
 import { RafsImage } from '../format/model';
+import { extractTocEntry, parseToc, TOC_BOOTSTRAP, tocTailSize } from '../format/toc';
 import { BuildError, errorMessage } from './errors';
 
-export function loadBootstrap(file: string): { image: RafsImage; size: number } {
-  let buf: Buffer;
+/** Larger files without a bootstrap's magic are not read whole to produce a decoder error. */
+const MAX_BOOTSTRAP = 1 << 30;
+
+export interface LoadedImage {
+  image: RafsImage;
+  /** Bytes of the bootstrap. */
+  size: number;
+  /** Set when the bootstrap came out of this data blob's ToC. */
+  blobFile?: string;
+}
+
+export function loadBootstrap(file: string): LoadedImage {
+  let fd: number;
   try {
-    buf = fs.readFileSync(file);
+    fd = fs.openSync(file, 'r');
   } catch (err) {
     throw new BuildError(file, errorMessage(err));
   }
   try {
-    return { image: decodeBootstrap(buf), size: buf.length };
+    const size = fs.fstatSync(fd).size;
+    const head = readAt(fd, 0, Math.min(size, SB_OFFSET + 4));
+    const isBootstrap = isRafsV5(head) || (head.length === SB_OFFSET + 4 && head.readUInt32LE(SB_OFFSET) === EROFS_MAGIC);
+    if (isBootstrap || size < 512) return { image: decodeBootstrap(readAt(fd, 0, size)), size };
+    let toc;
+    try {
+      toc = parseToc(readAt(fd, size - tocTailSize(size), tocTailSize(size)));
+    } catch {
+      // Neither magic nor a ToC: the bootstrap decoder names what is wrong (bounded: no blob is read whole).
+      if (size > MAX_BOOTSTRAP) throw new Error(`neither a RAFS bootstrap nor a data blob with a ToC (${size} bytes)`);
+      return { image: decodeBootstrap(readAt(fd, 0, size)), size };
+    }
+    const e = toc.entries.find((x) => x.name === TOC_BOOTSTRAP);
+    if (!e) throw new Error(`a data blob whose ToC has no ${TOC_BOOTSTRAP} section (pass its bootstrap instead)`);
+    if (e.compressedOffset + e.compressedSize > size) throw new Error(`ToC section ${TOC_BOOTSTRAP} ends beyond the blob`);
+    const boot = extractTocEntry(e, readAt(fd, e.compressedOffset, e.compressedSize));
+    return { image: decodeBootstrap(boot), size: boot.length, blobFile: file };
   } catch (err) {
     throw new BuildError(file, errorMessage(err));
+  } finally {
+    fs.closeSync(fd);
   }
+}
+
+function readAt(fd: number, offset: number, length: number): Buffer {
+  const buf = Buffer.allocUnsafe(length);
+  let got = 0;
+  while (got < length) {
+    const n = fs.readSync(fd, buf, got, length - got, offset + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return buf.subarray(0, got);
 }

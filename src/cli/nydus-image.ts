@@ -80,9 +80,9 @@ program
 program
   .command('check')
   .description('verify every structure of a bootstrap, and with --blob-dir every chunk digest')
-  .argument('[bootstrap]', 'bootstrap (or --bootstrap)')
+  .argument('[bootstrap]', 'bootstrap, or a data blob carrying its bootstrap in its ToC (or --bootstrap)')
   .option('-B, --bootstrap <file>', 'bootstrap to check')
-  .option('-D, --blob-dir <dir>', 'directory with the blobs, named by blob id')
+  .option('-D, --blob-dir <dir>', 'directory with the blobs, named by blob id (default for a blob carrying its bootstrap: that blob)')
   .option('--json', 'print the report as JSON')
   .action(async (arg: string | undefined, o: { bootstrap?: string; blobDir?: string; json?: boolean }) => {
     const report = await checkBootstrap(bootstrapArg(arg, o.bootstrap), o.blobDir);
@@ -92,14 +92,16 @@ program
     }
     process.stdout.write(
       `${report.bootstrap}: ok: ${report.inodes} inodes, ${report.files} files, ${report.chunks} chunks in ${report.blobs.length} blobs` +
-        (o.blobDir ? `, ${report.verifiedChunks} chunk digests verified\n` : '\n'),
+        (report.verifiedChunks ? `, ${report.verifiedChunks} chunk digests verified` : '') +
+        (report.blobMetaChunks ? `, ${report.blobMetaChunks} chunks match the blob meta` : '') +
+        '\n',
     );
   });
 
 program
   .command('inspect')
   .description('show superblock facts, blobs, counts, sizes and the tree')
-  .argument('[bootstrap]', 'bootstrap (or --bootstrap)')
+  .argument('[bootstrap]', 'bootstrap, or a data blob carrying its bootstrap in its ToC (or --bootstrap)')
   .option('-B, --bootstrap <file>', 'bootstrap to inspect')
   .option('--json', 'print the report as JSON')
   .option('--no-tree', 'leave out the tree listing')
@@ -113,19 +115,21 @@ program
 program
   .command('unpack')
   .description('write the tree of an image back as a tar, verifying every chunk')
-  .argument('[bootstrap]', 'bootstrap (or --bootstrap)')
+  .argument('[bootstrap]', 'bootstrap, or a data blob carrying its bootstrap in its ToC (or --bootstrap)')
   .option('-B, --bootstrap <file>', 'bootstrap to unpack')
-  .requiredOption('-D, --blob-dir <dir>', 'directory with the blobs, named by blob id')
+  .option('-D, --blob-dir <dir>', 'directory with the blobs, named by blob id (default for a blob carrying its bootstrap: that blob)')
   .requiredOption('-o, --output <file>', "tar file to write ('-' for stdout)")
-  .action(async (arg: string | undefined, o: { bootstrap?: string; blobDir: string; output: string }) => {
-    const { image } = loadBootstrap(bootstrapArg(arg, o.bootstrap));
+  .action(async (arg: string | undefined, o: { bootstrap?: string; blobDir?: string; output: string }) => {
+    const { image, blobFile } = loadBootstrap(bootstrapArg(arg, o.bootstrap));
+    const own = blobFile && !o.blobDir && image.blobs.length === 1 ? new Map([[image.blobs[0].blobId, blobFile]]) : undefined;
+    if (!o.blobDir && !own) throw new Error("required option '-D, --blob-dir <dir>' not specified");
     if (o.output === '-') {
-      await unpackToTar(image, o.blobDir, process.stdout);
+      await unpackToTar(image, o.blobDir, process.stdout, own);
       return;
     }
     const tmp = `${o.output}.${process.pid}.tmp`;
     try {
-      await unpackToTar(image, o.blobDir, fs.createWriteStream(tmp));
+      await unpackToTar(image, o.blobDir, fs.createWriteStream(tmp), own);
       fs.renameSync(tmp, o.output);
     } finally {
       fs.rmSync(tmp, { force: true });

@@ -77,33 +77,39 @@ export function compressChunk(c: Compressor, data: Buffer): { data: Buffer; comp
 }
 
 export function decompressChunk(c: Compressor, data: Buffer, uncompressedSize: number, compressed: boolean): Buffer {
-  if (!Number.isSafeInteger(uncompressedSize) || uncompressedSize < 0 || uncompressedSize > MAX_CHUNK_SIZE) {
-    throw new FormatError(`invalid uncompressed size ${uncompressedSize}`, 'chunk');
-  }
-  if (!compressed || c === 'none') {
-    if (data.length !== uncompressedSize) {
-      throw new FormatError(`stored chunk has ${data.length} bytes, expected ${uncompressedSize}`, 'chunk');
-    }
-    return data;
+  if (!compressed) return decompressAny('none', data, uncompressedSize, MAX_CHUNK_SIZE);
+  return decompressAny(c, data, uncompressedSize, MAX_CHUNK_SIZE);
+}
+
+/**
+ * Exactly `size` bytes out of `data` compressed with `c`; `limit` bounds `size` (chunks: 16 MiB;
+ * metadata such as a blob meta CI array may be larger). Same errors as `decompressChunk`.
+ */
+export function decompressAny(c: Compressor, data: Buffer, size: number, limit: number): Buffer {
+  if (!Number.isSafeInteger(size) || size < 0 || size > limit) {
+    throw new FormatError(`invalid uncompressed size ${size}`, 'chunk');
   }
   let out: Buffer;
   switch (c) {
+    case 'none':
+      if (data.length !== size) throw new FormatError(`stored chunk has ${data.length} bytes, expected ${size}`, 'chunk');
+      return data;
     case 'zstd':
-      out = zstdDecompress(data, uncompressedSize);
+      out = zstdDecompress(data, size);
       break;
     case 'lz4_block':
-      out = lz4Decompress(data, uncompressedSize);
+      out = lz4Decompress(data, size);
       break;
     case 'gzip':
-      out = gzipDecompress(data, uncompressedSize);
+      out = gzipDecompress(data, size);
       break;
     default: {
       const problem = decompressorProblem(c);
       throw new CodecUnavailableError(String(c), problem ?? 'no decoder');
     }
   }
-  if (out.length !== uncompressedSize) {
-    throw new FormatError(`${c} chunk holds ${out.length} bytes, expected ${uncompressedSize}`, 'chunk');
+  if (out.length !== size) {
+    throw new FormatError(`${c} chunk holds ${out.length} bytes, expected ${size}`, 'chunk');
   }
   return out;
 }
