@@ -51,3 +51,21 @@ test('a blob with a ToC but no bootstrap section is named as such', () => {
   expect(r.status).toBe(1);
   expect(r.stderr.trim()).toMatch(/: a data blob whose ToC has no image\.boot section \(pass its bootstrap instead\)$/);
 });
+
+test('a bootstrap without its chunk table: check --blob-dir takes chunk details and digests from the blob and verifies all', () => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'builder-toc-'));
+  try {
+    const boot = fs.readFileSync(path.join(UPSTREAM_FIXTURES, 'rafs-v6-2.2.boot'));
+    boot.writeBigUInt64LE(0n, 1152 + 24);
+    boot.writeBigUInt64LE(0n, 1152 + 32);
+    const file = path.join(work, 'old.boot');
+    fs.writeFileSync(file, boot);
+    const report = JSON.parse(run(['check', file, '--blob-dir', path.join(UPSTREAM_FIXTURES, 'blobs'), '--json']));
+    expect([report.chunks, report.verifiedChunks, report.blobMetaChunks]).toEqual([2, 2, 2]);
+    const r = spawnSync(NYDUS_IMAGE, ['inspect', file], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/chunk 0 of blob 0 missing from the chunk table \(its details are in the blob meta: give the blobs\)/);
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});

@@ -120,3 +120,40 @@ describe('blob meta (chunk info array)', () => {
     expect(() => decodeBlobMetaData(file.subarray(0, 1000), h, h.features)).toThrow(FormatError);
   });
 });
+
+describe('chunk details only in the blob meta (no chunk table in the bootstrap)', () => {
+  /** The nydus 2.2 bootstrap with its chunk info table cut off, as images from before 2022-02 have it. */
+  const withoutChunkTable = (b: Buffer): Buffer => {
+    const out = Buffer.from(b);
+    out.writeBigUInt64LE(0n, 1152 + 24);
+    out.writeBigUInt64LE(0n, 1152 + 32);
+    return out;
+  };
+  const boot = fs.readFileSync(path.join(UPSTREAM_FIXTURES, 'rafs-v6-2.2.boot'));
+
+  test('decoded from the blob meta and the blob.digest section, the chunks equal the chunk table ones', () => {
+    const image = decodeBootstrap(boot);
+    const blob = fs.readFileSync(path.join(UPSTREAM_FIXTURES, 'blobs', image.blobs[0].blobId));
+    const toc = parseToc(tailOf(blob));
+    const digests = extractTocEntry(entry(toc, 'blob.digest'), section(blob, entry(toc, 'blob.digest')));
+    let asked = 0;
+    const ext = decodeBootstrap(withoutChunkTable(boot), {
+      externalChunks: (b) => {
+        asked++;
+        return { chunks: readBlobMeta(b, (o, l) => blob.subarray(o, o + l)).chunks, digests };
+      },
+    });
+    expect(asked).toBe(1);
+    const full = (img: RafsImage) => [...walk(img)].flatMap(([p, i]) => (i.chunks ?? []).map((c) => ({ p, ...c, digest: c.digest.toString('hex') })));
+    expect(full(ext)).toEqual(full(image));
+  });
+
+  test('without the blob, or without chunk digests anywhere, it is a FormatError, never unverifiable chunks', () => {
+    expect(() => decodeBootstrap(withoutChunkTable(boot))).toThrow(/missing from the chunk table \(its details are in the blob meta: give the blobs\)/);
+    const image = decodeBootstrap(boot);
+    const blob = fs.readFileSync(path.join(UPSTREAM_FIXTURES, 'blobs', image.blobs[0].blobId));
+    expect(() =>
+      decodeBootstrap(withoutChunkTable(boot), { externalChunks: (b) => ({ chunks: readBlobMeta(b, (o, l) => blob.subarray(o, o + l)).chunks }) }),
+    ).toThrow(/no digest for chunk 0 of blob 0: neither the chunk table nor the blob \(INLINED_CHUNK_DIGEST\) has one, so it cannot be verified/);
+  });
+});

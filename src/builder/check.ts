@@ -61,7 +61,7 @@ export interface InspectReport {
 
 
 export async function checkBootstrap(file: string, blobDir?: string): Promise<CheckReport> {
-  const { image, blobFile } = loadBootstrap(file);
+  const { image, blobFile } = loadBootstrap(file, blobDir);
   const inodes = new Set<Inode>();
   const chunks = new Set<string>();
   const distinct: ChunkInfo[] = [];
@@ -144,8 +144,8 @@ function checkBlobMetas(file: string, image: RafsImage, chunks: ChunkInfo[], rea
   return checked;
 }
 
-export function inspectBootstrap(file: string): InspectReport {
-  const { image, size } = loadBootstrap(file);
+export function inspectBootstrap(file: string, blobDir?: string): InspectReport {
+  const { image, size } = loadBootstrap(file, blobDir);
   const counts: InspectReport['counts'] = {
     file: 0, dir: 0, symlink: 0, chardev: 0, blockdev: 0, fifo: 0, socket: 0,
     inodes: 0, entries: 0, hardlinkedInodes: 0, chunks: 0, uniqueChunks: 0,

@@ -103,10 +103,11 @@ program
   .description('show superblock facts, blobs, counts, sizes and the tree')
   .argument('[bootstrap]', 'bootstrap, or a data blob carrying its bootstrap in its ToC (or --bootstrap)')
   .option('-B, --bootstrap <file>', 'bootstrap to inspect')
+  .option('-D, --blob-dir <dir>', 'blobs, for images whose chunk details live only in the blob meta')
   .option('--json', 'print the report as JSON')
   .option('--no-tree', 'leave out the tree listing')
-  .action((arg: string | undefined, o: { bootstrap?: string; json?: boolean; tree: boolean }) => {
-    const report = inspectBootstrap(bootstrapArg(arg, o.bootstrap));
+  .action((arg: string | undefined, o: { bootstrap?: string; blobDir?: string; json?: boolean; tree: boolean }) => {
+    const report = inspectBootstrap(bootstrapArg(arg, o.bootstrap), o.blobDir);
     const shown = o.tree ? report : { ...report, tree: undefined };
     if (o.json) process.stdout.write(JSON.stringify(shown, (_k, v: unknown) => (v instanceof Map ? Object.fromEntries(v) : v), 2) + '\n');
     else process.stdout.write(formatInspect(report, o.tree));
@@ -120,7 +121,7 @@ program
   .option('-D, --blob-dir <dir>', 'directory with the blobs, named by blob id (default for a blob carrying its bootstrap: that blob)')
   .requiredOption('-o, --output <file>', "tar file to write ('-' for stdout)")
   .action(async (arg: string | undefined, o: { bootstrap?: string; blobDir?: string; output: string }) => {
-    const { image, blobFile } = loadBootstrap(bootstrapArg(arg, o.bootstrap));
+    const { image, blobFile } = loadBootstrap(bootstrapArg(arg, o.bootstrap), o.blobDir);
     const own = blobFile && !o.blobDir && image.blobs.length === 1 ? new Map([[image.blobs[0].blobId, blobFile]]) : undefined;
     if (!o.blobDir && !own) throw new Error("required option '-D, --blob-dir <dir>' not specified");
     if (o.output === '-') {
