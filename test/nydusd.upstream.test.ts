@@ -139,15 +139,17 @@ maybe('upstream RAFS v5 images over localfs', () => {
     const entries: Listed[] = [];
     const md5 = new Map<string, string>();
     const owners = new Set<string>();
-    const visit = (rel: string): void => {
-      const st = fs.lstatSync(path.join(mnt, rel));
+    // Asynchronous reads: a long synchronous walk would keep this process from seeing the API
+    // socket's keep-alive close, and the next request would hit a closed socket.
+    const visit = async (rel: string): Promise<void> => {
+      const st = await fs.promises.lstat(path.join(mnt, rel));
       owners.add(`${st.uid}:${st.gid}`);
       const kind = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : 'other';
-      entries.push({ path: rel, kind, target: kind === 'symlink' ? fs.readlinkSync(path.join(mnt, rel)) : undefined });
-      if (kind === 'file') md5.set(`/${rel}`, createHash('md5').update(fs.readFileSync(path.join(mnt, rel))).digest('hex'));
-      if (kind === 'dir') for (const n of fs.readdirSync(path.join(mnt, rel))) visit(rel ? `${rel}/${n}` : n);
+      entries.push({ path: rel, kind, target: kind === 'symlink' ? await fs.promises.readlink(path.join(mnt, rel)) : undefined });
+      if (kind === 'file') md5.set(`/${rel}`, createHash('md5').update(await fs.promises.readFile(path.join(mnt, rel))).digest('hex'));
+      if (kind === 'dir') for (const n of await fs.promises.readdir(path.join(mnt, rel))) await visit(rel ? `${rel}/${n}` : n);
     };
-    visit('');
+    await visit('');
     expect(treeJson(entries)).toEqual(want.root);
     expect(Object.fromEntries(md5)).toEqual(Object.fromEntries(want.md5));
     // The 2022 images leave owners to the daemon (its euid/egid: root here); the 2020 one stores 1000.
