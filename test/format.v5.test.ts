@@ -104,15 +104,15 @@ test('a v5 superblock over inode records that are not RafsV5Inode is refused at 
   expect(() => decodeBootstrap(buf)).toThrow(/^v5 inode @75592 \(slot 1\): /);
 });
 
-test('corrupted v5 bootstraps give a FormatError or a valid image, quickly', () => {
-  const orig = fs.readFileSync(path.join(V5, 'blake3-lz4_block-2020'));
+test.each(['blake3-lz4_block-2020', 'sha256-nocompress-repeatable'])('corrupted copies of %s give a FormatError or a valid image, quickly', (file) => {
+  const orig = fs.readFileSync(path.join(V5, file));
   let seed = 12345;
   const rnd = (n: number): number => {
     seed = (seed * 1103515245 + 12345) & 0x7fffffff;
     return seed % n;
   };
   let errors = 0;
-  for (let k = 0; k < 600; k++) {
+  for (let k = 0; k < 400; k++) {
     const b = Buffer.from(orig);
     if (k % 5 === 0) {
       // Truncation anywhere.
@@ -142,5 +142,5 @@ test('corrupted v5 bootstraps give a FormatError or a valid image, quickly', () 
     }
     expect(Date.now() - t0).toBeLessThan(2000);
   }
-  expect(errors).toBeGreaterThan(100);
+  expect(errors).toBeGreaterThan(60);
 });

@@ -91,7 +91,7 @@ export function isRafsV5(buf: Buffer): boolean {
   return buf.length >= 4 && buf.readUInt32LE(0) === RAFS_V5_MAGIC;
 }
 
-interface Record {
+interface V5Record {
   inode: Inode;
   ino: number;
   nlink: number;
@@ -258,7 +258,7 @@ class TreeReader {
     const root = this.readSlot(V5.rootIno, 'root');
     if (root.ino !== V5.rootIno || root.inode.kind !== 'dir') throw new FormatError(`root is inode ${root.ino} of kind ${root.inode.kind}`, 'v5 inode table slot 1');
     this.pathByIno.set(V5.rootIno, '/');
-    const queue: Array<[Record, string]> = [[root, '/']];
+    const queue: Array<[V5Record, string]> = [[root, '/']];
     for (let q = 0; q < queue.length; q++) {
       const [dir, dirPath] = queue[q];
       if (dir.childCount === 0) continue;
@@ -283,7 +283,7 @@ class TreeReader {
   }
 
   /** Reads the record of inode table slot `slot` (1-based); each slot once. */
-  private readSlot(slot: number, parent: string): Record {
+  private readSlot(slot: number, parent: string): V5Record {
     const where0 = `v5 inode table slot ${slot} (from ${parent})`;
     if (slot < 1 || slot > this.slots.length) throw new FormatError('slot outside the inode table', where0);
     if (this.slotSeen[slot]) throw new FormatError('slot reached twice (cycle or shared child)', where0);
@@ -341,8 +341,8 @@ class TreeReader {
     if (inode.mtimeNsec > 999_999_999) throw new FormatError(`mtime nsec ${inode.mtimeNsec}`, where);
     switch (kind) {
       case 'dir':
+        // The stored size (upstream builders write 4096 or the source's) is what stat shows.
         inode.children = new Map();
-        inode.size = 0;
         break;
       case 'file':
         if (iflags & INODE_FLAG_HAS_HOLE) throw new FormatError('files with holes (HAS_HOLE) are not supported', where);
