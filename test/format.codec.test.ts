@@ -1,5 +1,10 @@
-/** Chunk digests and compression: known vectors, raw fallback, and clean errors on bad input. */
-import { compressChunk, decompressChunk } from '../src/format/codec';
+/**
+ * Chunk digests and compression: known vectors, raw fallback, every compressor upstream writes
+ * (zstd, lz4_block, gzip, none) read back, and clean errors on bad input.
+ */
+import * as zlib from 'node:zlib';
+import { CodecUnavailableError, compressChunk, decompressChunk, decompressorProblem } from '../src/format/codec';
+import { Compressor } from '../src/format/model';
 import { chunkDigest, hex } from '../src/format/digest';
 import { FormatError } from '../src/format/model';
 import * as zstd from 'zstd-napi';
@@ -54,5 +59,62 @@ describe('compressChunk / decompressChunk', () => {
     const frame = cs.compress(text);
     expect(() => decompressChunk('zstd', frame, 1000, true)).toThrow(FormatError);
     expect(decompressChunk('zstd', frame, text.length, true).equals(text)).toBe(true);
+  });
+});
+
+/** A raw LZ4 block as upstream's LZ4_compress_default writes it: lz4-napi's output minus its size prefix. */
+function lz4Block(data: Buffer): Buffer {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const lz4 = require('lz4-napi') as { compressSync(d: Buffer): Buffer };
+  const framed = lz4.compressSync(data);
+  expect(framed.readUInt32LE(0)).toBe(data.length);
+  return framed.subarray(4);
+}
+
+describe('lz4_block and gzip', () => {
+  const text = Buffer.from('lazy nydus pulls chunks on demand; '.repeat(30000));
+
+  test('every compressor upstream writes is readable here', () => {
+    for (const c of ['none', 'lz4_block', 'gzip', 'zstd']) expect(decompressorProblem(c)).toBeNull();
+    expect(decompressorProblem('brotli')).toMatch(/unknown compressor "brotli"/);
+  });
+
+  test('lz4_block: a raw block decodes to exactly the chunk', () => {
+    const block = lz4Block(text);
+    expect(block.length).toBeLessThan(text.length / 10);
+    expect(decompressChunk('lz4_block', block, text.length, true).equals(text)).toBe(true);
+  });
+
+  test('lz4_block: corrupt, truncated or mis-sized blocks are FormatErrors, bounded by the chunk size', () => {
+    const block = lz4Block(text);
+    expect(() => decompressChunk('lz4_block', block.subarray(0, block.length - 7), text.length, true)).toThrow(FormatError);
+    expect(() => decompressChunk('lz4_block', block, text.length - 1, true)).toThrow(FormatError);
+    expect(() => decompressChunk('lz4_block', block, text.length + 1, true)).toThrow(FormatError);
+    // A match (token 0x0f) whose offset points before the start of the output.
+    expect(() => decompressChunk('lz4_block', Buffer.concat([Buffer.from([0x0f]), Buffer.alloc(3, 0xff)]), 1000, true)).toThrow(FormatError);
+    expect(() => decompressChunk('lz4_block', block, 1 << 30, true)).toThrow(FormatError);
+  });
+
+  test('gzip: one member per chunk decodes; more output than the chunk table says is refused', () => {
+    const member = zlib.gzipSync(text);
+    expect(decompressChunk('gzip', member, text.length, true).equals(text)).toBe(true);
+    expect(() => decompressChunk('gzip', member, text.length - 1, true)).toThrow(FormatError);
+    expect(() => decompressChunk('gzip', member, text.length + 1, true)).toThrow(FormatError);
+    expect(() => decompressChunk('gzip', member.subarray(0, member.length - 10), text.length, true)).toThrow(FormatError);
+    expect(() => decompressChunk('gzip', Buffer.from('not gzip'), 10, true)).toThrow(FormatError);
+  });
+
+  test('a compressor without a decoder is CodecUnavailableError, not a FormatError about the bytes', () => {
+    const err = (() => {
+      try {
+        decompressChunk('brotli' as Compressor, text, text.length, true);
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    expect(err).toBeInstanceOf(CodecUnavailableError);
+    expect(err).not.toBeInstanceOf(FormatError);
+    expect((err as Error).message).toBe('compressor brotli cannot be decompressed here: unknown compressor "brotli"');
   });
 });

@@ -22,12 +22,13 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { Containerd, startContainerd } from './helpers/containerd';
-import { IS_ROOT, REPO_ROOT } from './helpers/fixtures';
+import { REPO_ROOT } from './helpers/fixtures';
+import { describeWith } from './helpers/capabilities';
 import { pushImage } from './helpers/images';
 import { startRegistry, TestRegistry } from './helpers/registry';
 
 const run = promisify(execFile);
-const d = IS_ROOT ? describe : describe.skip;
+const NEEDS = ['root', 'fuse', 'containerd'] as const;
 
 const TOKEN_TTL_S = 3;
 const USER = 'carol';
@@ -57,7 +58,7 @@ function filesUnder(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true, recursive: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name));
 }
 
-d('private registry through containerd-nydus-grpc: credentials per image, renewed while running', () => {
+describeWith(NEEDS, 'private registry through containerd-nydus-grpc: credentials per image, renewed while running', () => {
   let dir: string;
   let root: string;
   let dockerDir: string;

@@ -1,19 +1,93 @@
-/** Reading a bootstrap file into the image model, with errors that name the file. */
+/**
+ * Reading an image's bootstrap into the model, with errors that name the file. The file is either a
+ * bootstrap (RAFS v5 or v6) or a data blob that carries its bootstrap as the `image.boot` section of
+ * its ToC (upstream's RAFS-in-blob layout); only the blob's ends and that section are read.
+ * With a blob directory, chunks missing from an (old) bootstrap's chunk table are looked up in the
+ * blobs' own blob meta and chunk digest sections (decode.ts `externalChunks`).
+ */
 import * as fs from 'node:fs';
-import { decodeBootstrap } from '../format/decode';
-import { RafsImage } from '../format/model';
+import * as path from 'node:path';
+import { BLOB_FEATURE, readBlobMeta } from '../format/blob-meta';
+import { decodeBootstrap, DecodeOptions, ExternalChunks } from '../format/decode';
+import { isRafsV5 } from '../format/decode-v5';
+import { EROFS_MAGIC, SB_OFFSET } from '../format/layout';
+import { BlobInfo, RafsImage } from '../format/model';
+import { extractTocEntry, parseToc, TOC_BLOB_DIGEST, TOC_BOOTSTRAP, tocTailSize } from '../format/toc';
 import { BuildError, errorMessage } from './errors';
 
-export function loadBootstrap(file: string): { image: RafsImage; size: number } {
-  let buf: Buffer;
+/** Larger files without a bootstrap's magic are not read whole to produce a decoder error. */
+const MAX_BOOTSTRAP = 1 << 30;
+
+export interface LoadedImage {
+  image: RafsImage;
+  /** Bytes of the bootstrap. */
+  size: number;
+  /** Set when the bootstrap came out of this data blob's ToC. */
+  blobFile?: string;
+}
+
+export function loadBootstrap(file: string, blobDir?: string): LoadedImage {
+  let fd: number;
   try {
-    buf = fs.readFileSync(file);
+    fd = fs.openSync(file, 'r');
   } catch (err) {
     throw new BuildError(file, errorMessage(err));
   }
   try {
-    return { image: decodeBootstrap(buf), size: buf.length };
+    const size = fs.fstatSync(fd).size;
+    const head = readAt(fd, 0, Math.min(size, SB_OFFSET + 4));
+    const isBootstrap = isRafsV5(head) || (head.length === SB_OFFSET + 4 && head.readUInt32LE(SB_OFFSET) === EROFS_MAGIC);
+    const opts = (own?: string): DecodeOptions => ({ externalChunks: (blob) => localExternalChunks(blob, blobDir, own) });
+    if (isBootstrap || size < 512) return { image: decodeBootstrap(readAt(fd, 0, size), opts()), size };
+    let toc;
+    try {
+      toc = parseToc(readAt(fd, size - tocTailSize(size), tocTailSize(size)));
+    } catch {
+      // Neither magic nor a ToC: the bootstrap decoder names what is wrong (bounded: no blob is read whole).
+      if (size > MAX_BOOTSTRAP) throw new Error(`neither a RAFS bootstrap nor a data blob with a ToC (${size} bytes)`);
+      return { image: decodeBootstrap(readAt(fd, 0, size), opts()), size };
+    }
+    const e = toc.entries.find((x) => x.name === TOC_BOOTSTRAP);
+    if (!e) throw new Error(`a data blob whose ToC has no ${TOC_BOOTSTRAP} section (pass its bootstrap instead)`);
+    if (e.compressedOffset + e.compressedSize > size) throw new Error(`ToC section ${TOC_BOOTSTRAP} ends beyond the blob`);
+    const boot = extractTocEntry(e, readAt(fd, e.compressedOffset, e.compressedSize));
+    return { image: decodeBootstrap(boot, opts(file)), size: boot.length, blobFile: file };
   } catch (err) {
     throw new BuildError(file, errorMessage(err));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function readAt(fd: number, offset: number, length: number): Buffer {
+  const buf = Buffer.allocUnsafe(length);
+  let got = 0;
+  while (got < length) {
+    const n = fs.readSync(fd, buf, got, length - got, offset + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return buf.subarray(0, got);
+}
+
+/**
+ * Chunk details of `blob` from its file (`<blobDir>/<blobId>`, else `own`, the blob the bootstrap
+ * came from): the blob meta, and the `blob.digest` ToC section when the blob has inlined digests.
+ */
+function localExternalChunks(blob: BlobInfo, blobDir: string | undefined, own: string | undefined): ExternalChunks | undefined {
+  const inDir = blobDir !== undefined ? path.join(blobDir, blob.blobId) : undefined;
+  const file = inDir !== undefined && fs.existsSync(inDir) ? inDir : own;
+  if (file === undefined || (blob.ciCompressedSize === 0 && blob.ciUncompressedSize === 0)) return undefined;
+  const fd = fs.openSync(file, 'r');
+  try {
+    const size = fs.fstatSync(fd).size;
+    const chunks = readBlobMeta(blob, (o, l) => readAt(fd, o, l)).chunks;
+    if (!(blob.features & BLOB_FEATURE.INLINED_CHUNK_DIGEST)) return { chunks };
+    const toc = parseToc(readAt(fd, size - tocTailSize(size), tocTailSize(size)));
+    const e = toc.entries.find((x) => x.name === TOC_BLOB_DIGEST);
+    if (!e) return { chunks };
+    return { chunks, digests: extractTocEntry(e, readAt(fd, e.compressedOffset, e.compressedSize)) };
+  } finally {
+    fs.closeSync(fd);
   }
 }

@@ -14,8 +14,9 @@ import { TarHeader, TarType, TarWriter } from './tar-writer';
 
 const log = logger('unpack');
 
-export async function unpackToTar(image: RafsImage, blobDir: string, out: NodeJS.WritableStream): Promise<void> {
-  const reader = new BlobReader(image, blobDir);
+/** `files` names blob files by blob id where they are not `<blobDir>/<blobId>` (see BlobReader). */
+export async function unpackToTar(image: RafsImage, blobDir: string | undefined, out: NodeJS.WritableStream, files?: ReadonlyMap<string, string>): Promise<void> {
+  const reader = new BlobReader(image, blobDir, files);
   const tar = new TarWriter(out);
   const firstName = new Map<Inode, string>();
   const visit = async (inode: Inode, name: string): Promise<void> => {

@@ -1,5 +1,5 @@
 /**
- * nydus-image: build, merge, check, inspect and unpack RAFS v6 images.
+ * nydus-image: build and merge RAFS v6 images; check, inspect and unpack RAFS v5 and v6 images.
  *
  *   nydus-image create --type dir-rafs|tar-rafs|targz-rafs --bootstrap FILE (--blob FILE | --blob-dir DIR)
  *     [--compressor zstd|none] [--chunk-size 0x100000] [--digester sha256|blake3]
@@ -80,9 +80,9 @@ program
 program
   .command('check')
   .description('verify every structure of a bootstrap, and with --blob-dir every chunk digest')
-  .argument('[bootstrap]', 'bootstrap (or --bootstrap)')
+  .argument('[bootstrap]', 'bootstrap, or a data blob carrying its bootstrap in its ToC (or --bootstrap)')
   .option('-B, --bootstrap <file>', 'bootstrap to check')
-  .option('-D, --blob-dir <dir>', 'directory with the blobs, named by blob id')
+  .option('-D, --blob-dir <dir>', 'directory with the blobs, named by blob id (default for a blob carrying its bootstrap: that blob)')
   .option('--json', 'print the report as JSON')
   .action(async (arg: string | undefined, o: { bootstrap?: string; blobDir?: string; json?: boolean }) => {
     const report = await checkBootstrap(bootstrapArg(arg, o.bootstrap), o.blobDir);
@@ -92,19 +92,22 @@ program
     }
     process.stdout.write(
       `${report.bootstrap}: ok: ${report.inodes} inodes, ${report.files} files, ${report.chunks} chunks in ${report.blobs.length} blobs` +
-        (o.blobDir ? `, ${report.verifiedChunks} chunk digests verified\n` : '\n'),
+        (report.verifiedChunks ? `, ${report.verifiedChunks} chunk digests verified` : '') +
+        (report.blobMetaChunks ? `, ${report.blobMetaChunks} chunks match the blob meta` : '') +
+        '\n',
     );
   });
 
 program
   .command('inspect')
   .description('show superblock facts, blobs, counts, sizes and the tree')
-  .argument('[bootstrap]', 'bootstrap (or --bootstrap)')
+  .argument('[bootstrap]', 'bootstrap, or a data blob carrying its bootstrap in its ToC (or --bootstrap)')
   .option('-B, --bootstrap <file>', 'bootstrap to inspect')
+  .option('-D, --blob-dir <dir>', 'blobs, for images whose chunk details live only in the blob meta')
   .option('--json', 'print the report as JSON')
   .option('--no-tree', 'leave out the tree listing')
-  .action((arg: string | undefined, o: { bootstrap?: string; json?: boolean; tree: boolean }) => {
-    const report = inspectBootstrap(bootstrapArg(arg, o.bootstrap));
+  .action((arg: string | undefined, o: { bootstrap?: string; blobDir?: string; json?: boolean; tree: boolean }) => {
+    const report = inspectBootstrap(bootstrapArg(arg, o.bootstrap), o.blobDir);
     const shown = o.tree ? report : { ...report, tree: undefined };
     if (o.json) process.stdout.write(JSON.stringify(shown, (_k, v: unknown) => (v instanceof Map ? Object.fromEntries(v) : v), 2) + '\n');
     else process.stdout.write(formatInspect(report, o.tree));
@@ -113,19 +116,21 @@ program
 program
   .command('unpack')
   .description('write the tree of an image back as a tar, verifying every chunk')
-  .argument('[bootstrap]', 'bootstrap (or --bootstrap)')
+  .argument('[bootstrap]', 'bootstrap, or a data blob carrying its bootstrap in its ToC (or --bootstrap)')
   .option('-B, --bootstrap <file>', 'bootstrap to unpack')
-  .requiredOption('-D, --blob-dir <dir>', 'directory with the blobs, named by blob id')
+  .option('-D, --blob-dir <dir>', 'directory with the blobs, named by blob id (default for a blob carrying its bootstrap: that blob)')
   .requiredOption('-o, --output <file>', "tar file to write ('-' for stdout)")
-  .action(async (arg: string | undefined, o: { bootstrap?: string; blobDir: string; output: string }) => {
-    const { image } = loadBootstrap(bootstrapArg(arg, o.bootstrap));
+  .action(async (arg: string | undefined, o: { bootstrap?: string; blobDir?: string; output: string }) => {
+    const { image, blobFile } = loadBootstrap(bootstrapArg(arg, o.bootstrap), o.blobDir);
+    const own = blobFile && !o.blobDir && image.blobs.length === 1 ? new Map([[image.blobs[0].blobId, blobFile]]) : undefined;
+    if (!o.blobDir && !own) throw new Error("required option '-D, --blob-dir <dir>' not specified");
     if (o.output === '-') {
-      await unpackToTar(image, o.blobDir, process.stdout);
+      await unpackToTar(image, o.blobDir, process.stdout, own);
       return;
     }
     const tmp = `${o.output}.${process.pid}.tmp`;
     try {
-      await unpackToTar(image, o.blobDir, fs.createWriteStream(tmp));
+      await unpackToTar(image, o.blobDir, fs.createWriteStream(tmp), own);
       fs.renameSync(tmp, o.output);
     } finally {
       fs.rmSync(tmp, { force: true });
@@ -263,7 +268,7 @@ function openForRead(file: string): fs.ReadStream {
 
 function formatInspect(r: InspectReport, withTree: boolean): string {
   const lines = [
-    `bootstrap:   ${r.bootstrap} (${r.bootstrapSize} bytes)`,
+    `bootstrap:   ${r.bootstrap} (${r.bootstrapSize} bytes, RAFS v${r.rafsVersion})`,
     `chunk size:  0x${r.chunkSize.toString(16)}`,
     `digester:    ${r.digester}`,
     `compressor:  ${r.compressor}`,

@@ -7,11 +7,16 @@
  *  - the image is immutable, so every answer about the tree is computed once at load;
  *  - `read()` returns exactly the requested bytes clipped to the file size, every one of them from a
  *    digest-verified chunk; a chunk nobody could deliver rejects with `ChunkFetchError` (EIO);
- *  - access statistics (per-file reads and first-access order) are kept for the metrics API.
+ *  - access statistics (per-file reads and first-access order) are kept for the metrics API;
+ *  - an image with a blob whose chunks this process cannot decompress is refused here, at mount,
+ *    with one line naming blob and compressor: it is never half-served;
+ *  - RAFS v5 and v6 images are served alike (the model hides the format); without
+ *    EXPLICIT_UID_GID every inode shows this process's euid/egid, like upstream.
  */
 import * as fs from 'node:fs';
 import type { ChunkInfo, Inode, RafsImage } from '../format/model';
 import { decodeBootstrap } from '../format/decode';
+import { decompressorProblem } from '../format/codec';
 import { BlobChunks, ChunkPipeline } from '../fetch/pipeline';
 import { LATENCY_BUCKETS_MS } from '../fetch/metrics';
 import { ChunkTable, FileNode } from './chunk-table';
@@ -66,6 +71,11 @@ export class RafsInstance {
     public readonly image: RafsImage,
     public readonly pipeline: ChunkPipeline,
   ) {
+    for (const b of image.blobs) {
+      const problem = decompressorProblem(b.compressor);
+      if (problem) throw new Error(`blob ${b.blobId} uses compressor ${b.compressor}, which cannot be read: ${problem}`);
+    }
+    const owner = image.explicitUidGid === false ? { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 } : undefined;
     const perBlob: ChunkInfo[][] = image.blobs.map(() => []);
     const names = new Map<Inode, number>();
     const unique: Inode[] = [];
@@ -79,6 +89,10 @@ export class RafsInstance {
       if (seen) continue;
       unique.push(n);
       if (n.xattrs.size === 0) n.xattrs = NO_XATTRS;
+      if (owner) {
+        n.uid = owner.uid;
+        n.gid = owner.gid;
+      }
       if (n.kind === 'file') chunkCount += n.chunks?.length ?? 0;
       for (const c of n.children?.values() ?? []) stack.push(c);
     }

@@ -16,11 +16,14 @@
  *  5. a chunk no source could deliver with the right digest rejects with `ChunkFetchError`
  *     (`digestMismatch` set when some source did answer, wrongly) and, in that case, keeps failing
  *     without new requests for POISON_HOLD_MS. Unverified bytes are never returned or cached.
+ *  A blob whose compressor this process cannot decompress is never fetched: its chunks reject at
+ *  once and no source is asked, so no mirror or peer is blamed for our own limitation (nydusd
+ *  refuses such images at mount; this guards every other caller).
  */
 import type { BlobInfo, ChunkInfo } from '../format/model';
 import { CHUNK_COMPRESSED } from '../format/model';
 import { chunkDigest } from '../format/digest';
-import { decompressChunk } from '../format/codec';
+import { decompressChunk, decompressorProblem } from '../format/codec';
 import type { BlobCacheFile, BlobCacheManager } from '../cache/blob-cache';
 import { ChunkSource, SourceUnavailableError, BlobRange } from './source';
 import { FetchMetrics } from './metrics';
@@ -280,6 +283,11 @@ export class ChunkPipeline {
 
   private async fetchGroup(bc: BlobChunks, cf: BlobCacheFile, chunks: ChunkInfo[], sources: ChunkSource[], ro: ReadOptions): Promise<void> {
     const blobId = bc.blob.blobId;
+    const problem = decompressorProblem(bc.blob.compressor);
+    if (problem) {
+      for (const c of chunks) this.take(blobId, c)?.reject(new ChunkFetchError(`blob ${blobId} chunk ${c.index}: ${problem}`, false));
+      return;
+    }
     let pending = chunks;
     let lastError = 'no chunk source configured';
     let mismatch = false;

@@ -1,5 +1,6 @@
 /**
- * Reads a RAFS v6 bootstrap (ours or upstream nydus-image's) into the image model.
+ * Reads a RAFS v6 bootstrap (ours or upstream nydus-image's) into the image model; a RAFS v5
+ * bootstrap ("RAFS" magic at offset 0) goes to decode-v5.ts.
  *
  * Contract: returns a complete model or throws FormatError naming the structure and byte offset.
  * Every offset and count read from the input is checked against the buffer before it is used, so
@@ -7,10 +8,12 @@
  * reached twice is a cycle), a non-directory nid reached twice is a hard link to the same Inode,
  * and arrays are only allocated after their end was found inside the buffer.
  */
-import { BlobInfo, ChunkInfo, Compressor, Digester, FormatError, Inode, InodeKind, RafsImage } from './model';
+import { BlobInfo, CHUNK_COMPRESSED, ChunkInfo, Compressor, Digester, FormatError, Inode, InodeKind, RafsImage } from './model';
 import * as L from './layout';
 import { decodeXattrs, xattrSize } from './xattr';
 import { parseDir } from './dirent';
+import { decodeBootstrapV5, isRafsV5 } from './decode-v5';
+import type { BlobMetaChunk } from './blob-meta';
 
 const KIND_OF_IFMT = new Map<number, InodeKind>([
   [L.S_IFREG, 'file'],
@@ -26,9 +29,6 @@ const FT_OF_KIND: Record<InodeKind, number> = {
   fifo: L.FT_FIFO, socket: L.FT_SOCK, symlink: L.FT_SYMLINK,
 };
 
-/** "RAFS" at offset 0: the legacy v5 format. */
-const RAFS_V5_MAGIC = 0x52414653;
-
 interface Super {
   rootNid: number;
   metaAddr: number;
@@ -42,9 +42,28 @@ interface Super {
   prefetchNids: number[];
 }
 
-export function decodeBootstrap(buf: Buffer): RafsImage {
+/**
+ * Chunk details of a blob from outside the bootstrap: its blob meta (CI array) and, when the blob
+ * carries them (INLINED_CHUNK_DIGEST), its chunk digests, 32 bytes per chunk index.
+ */
+export interface ExternalChunks {
+  chunks: BlobMetaChunk[];
+  digests?: Buffer;
+}
+
+export interface DecodeOptions {
+  /**
+   * Asked (once per blob) for a chunk the bootstrap's chunk info table does not hold: images from
+   * before the table existed (nydus-image before 2022-02) keep chunk details only in the blob meta.
+   * Returns undefined when the blob is not at hand.
+   */
+  externalChunks?(blob: BlobInfo, blobIndex: number): ExternalChunks | undefined;
+}
+
+export function decodeBootstrap(buf: Buffer, opts: DecodeOptions = {}): RafsImage {
+  if (isRafsV5(buf)) return decodeBootstrapV5(buf);
   const sb = readSuper(buf);
-  const tree = new TreeReader(buf, sb);
+  const tree = new TreeReader(buf, sb, opts);
   const root = tree.read();
   const prefetch = sb.prefetchNids.map((nid, i) => {
     const p = tree.pathOf(nid);
@@ -73,9 +92,6 @@ function within(buf: Buffer, off: number, size: number): boolean {
 }
 
 function readSuper(buf: Buffer): Super {
-  if (buf.length >= 4 && buf.readUInt32LE(0) === RAFS_V5_MAGIC) {
-    throw new FormatError('RAFS v5 bootstraps are not supported, only v6', 'superblock @0');
-  }
   if (buf.length < L.BLOCK_SIZE || buf.length % L.BLOCK_SIZE !== 0) {
     throw new FormatError(`size ${buf.length} is not a non-zero multiple of ${L.BLOCK_SIZE}`, 'bootstrap');
   }
@@ -240,7 +256,41 @@ class TreeReader {
   private readonly leaves = new Map<number, Inode>();
   private readonly dirsSeen = new Set<number>();
 
-  constructor(private readonly buf: Buffer, private readonly sb: Super) {}
+  private readonly external = new Map<number, ExternalChunks | undefined>();
+
+  constructor(private readonly buf: Buffer, private readonly sb: Super, private readonly opts: DecodeOptions) {}
+
+  /**
+   * A chunk missing from the chunk info table, from the blob's own metadata. Its digest must come
+   * from the blob too: a chunk without a digest could never be verified, so it is an error.
+   */
+  private externalChunk(blobIndex: number, index: number, at: string): ChunkInfo {
+    if (!this.external.has(blobIndex)) this.external.set(blobIndex, this.opts.externalChunks?.(this.sb.blobs[blobIndex], blobIndex));
+    const ext = this.external.get(blobIndex);
+    const blob = this.sb.blobs[blobIndex];
+    if (!ext) {
+      throw new FormatError(`chunk ${index} of blob ${blobIndex} missing from the chunk table${blob.ciUncompressedSize ? ' (its details are in the blob meta: give the blobs)' : ''}`, at);
+    }
+    const m = ext.chunks[index];
+    if (!m) throw new FormatError(`chunk ${index} not in the blob meta of blob ${blobIndex} (${ext.chunks.length} entries)`, at);
+    if (m.zran || m.batch || m.encrypted) throw new FormatError(`chunk ${index} of blob ${blobIndex} is a ${m.zran ? 'zran' : m.batch ? 'batch' : 'encrypted'} chunk, which is not supported`, at);
+    if (!ext.digests || ext.digests.length < (index + 1) * 32) {
+      throw new FormatError(`no digest for chunk ${index} of blob ${blobIndex}: neither the chunk table nor the blob (INLINED_CHUNK_DIGEST) has one, so it cannot be verified`, at);
+    }
+    if (m.compressedOffset + m.compressedSize > blob.compressedSize || m.uncompressedOffset + m.uncompressedSize > blob.uncompressedSize) {
+      throw new FormatError(`blob meta entry ${index} lies outside blob ${blobIndex}`, at);
+    }
+    return {
+      digest: Buffer.from(ext.digests.subarray(index * 32, index * 32 + 32)),
+      blobIndex,
+      index,
+      flags: m.compressed ? CHUNK_COMPRESSED : 0,
+      compressedOffset: m.compressedOffset,
+      compressedSize: m.compressedSize,
+      uncompressedOffset: m.uncompressedOffset,
+      uncompressedSize: m.uncompressedSize,
+    };
+  }
 
   read(): Inode {
     const rootNid = this.sb.rootNid;
@@ -449,8 +499,7 @@ class TreeReader {
       const dev = hi & 0xff;
       if (dev === 0 || dev > this.sb.blobs.length) throw new FormatError(`device id ${dev} names no blob`, at);
       const index = ((hi >> 8) << 16) | lo;
-      const row = this.sb.chunks.get(chunkKey(dev - 1, index));
-      if (!row) throw new FormatError(`chunk ${index} of blob ${dev - 1} missing from the chunk table`, at);
+      const row = this.sb.chunks.get(chunkKey(dev - 1, index)) ?? this.externalChunk(dev - 1, index, at);
       if (blk === L.NULL_ADDR || blk * L.BLOCK_SIZE !== row.uncompressedOffset) {
         throw new FormatError(`block address ${blk} disagrees with the chunk table`, at);
       }

@@ -45,7 +45,7 @@ export interface ChunkInfo {
   flags: number;
   compressedOffset: number;
   compressedSize: number;
-  /** 4 KiB aligned offset in the blob's uncompressed address space. */
+  /** Offset in the blob's uncompressed address space: 4 KiB aligned in RAFS v6, any in v5. */
   uncompressedOffset: number;
   uncompressedSize: number;
 }
@@ -93,6 +93,13 @@ export interface RafsImage {
   prefetch: string[];
   /** Build time written into the superblock (seconds). */
   buildTime?: number;
+  /** On-disk format the image was decoded from; unset means RAFS v6 (all images we write). */
+  rafsVersion?: 5 | 6;
+  /**
+   * false when the superblock lacks EXPLICIT_UID_GID: the stored owners are not meaningful and
+   * nydusd shows its own euid/egid for every inode (upstream `RafsSuper` does the same).
+   */
+  explicitUidGid?: boolean;
 }
 
 /** OCI whiteout names, recorded as ordinary entries in a layer bootstrap and applied by merge. */
