@@ -47,9 +47,9 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
   let nydusLayers: Layer[];
 
   /** Runs ./bin/ctr-remote against the test containerd; never rejects. */
-  const ctrRemote = (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+  const ctrRemote = (args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; stdout: string; stderr: string }> =>
     new Promise((resolve) => {
-      execFile(path.join(REPO_ROOT, 'bin', 'ctr-remote'), ['-a', ctd!.address, '-n', ctd!.namespace, ...args], { timeout: 10 * 60_000, maxBuffer: 1 << 24 }, (err, stdout, stderr) =>
+      execFile(path.join(REPO_ROOT, 'bin', 'ctr-remote'), ['-a', ctd!.address, '-n', ctd!.namespace, ...args], { env, timeout: 10 * 60_000, maxBuffer: 1 << 24 }, (err, stdout, stderr) =>
         resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout, stderr }),
       );
     });
@@ -122,13 +122,29 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
     expect(r.stderr).toMatch(/^ctr-remote: registry 127\.0\.0\.1:\d+, repository nope\/missing: GET manifest latest: HTTP 404/);
   });
 
-  test('a registry that refuses the credentials ends with one line', async () => {
+  test('credentials from --user or the docker config file; a registry that refuses them ends with one line', async () => {
     authReg = await startRegistry({ auth: 'basic', username: 'alice', password: 'right-pw' });
-    const r = await ctrRemote(['images', 'rpull', '--plain-http', '--user', 'alice:wrong-pw', `${authReg.host}/oci/busybox:latest`]);
-    expect(r.code).toBe(1);
-    expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/^ctr-remote: .*HTTP 401: credentials rejected/);
-    expect(r.stderr).not.toContain('wrong-pw');
+    const ref = await pushImage(authReg, 'busybox', 'private/busybox');
+    const noDockerConfig = { ...process.env, DOCKER_CONFIG: path.join(dir, 'no-docker-config') };
+    const refused = await ctrRemote(['images', 'rpull', '--plain-http', '--user', 'alice:wrong-pw', ref], noDockerConfig);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+    expect(refused.stderr).toMatch(/^ctr-remote: registry 127\.0\.0\.1:\d+, repository private\/busybox: GET manifest latest: HTTP 401: credentials rejected/);
+    expect(refused.stderr).not.toContain('wrong-pw');
+    const anonymous = await ctrRemote(['images', 'rpull', '--plain-http', ref], noDockerConfig);
+    expect(anonymous.code).toBe(1);
+    expect(anonymous.stderr).toMatch(/HTTP 401: authentication required \(no credentials given\)/);
+    const withUser = await ctrRemote(['images', 'rpull', '--plain-http', '--user', 'alice:right-pw', ref], noDockerConfig);
+    expect(withUser.stderr).toBe('');
+    expect(withUser.code).toBe(0);
+    await ctd!.ctr(['images', 'rm', '--sync', ref]);
+    const cfgDir = path.join(dir, 'docker-config');
+    fs.mkdirSync(cfgDir);
+    fs.writeFileSync(path.join(cfgDir, 'config.json'), JSON.stringify({ auths: { [authReg.host]: { auth: Buffer.from('alice:right-pw').toString('base64') } } }), { mode: 0o600 });
+    const fromFile = await ctrRemote(['images', 'rpull', '--plain-http', ref], { ...process.env, DOCKER_CONFIG: cfgDir });
+    expect(fromFile.stderr).toBe('');
+    expect(fromFile.code).toBe(0);
+    expect(authReg.requests().filter((q) => q.path.includes('/manifests/') && q.status === 200).every((q) => q.authorized)).toBe(true);
   });
 
   test('a snapshotter containerd does not have ends with one line', async () => {

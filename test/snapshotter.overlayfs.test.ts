@@ -16,6 +16,7 @@ import { REPO_ROOT } from './helpers/fixtures';
 import { pushImage, skopeoInspect } from './helpers/images';
 import { startRegistry, TestRegistry } from './helpers/registry';
 import { parseConfig } from '../src/snapshotter/config';
+import { chainIds } from '../src/ctr/snapshot-labels';
 import { decodeExtraOption } from '../src/snapshotter/kata-mounts';
 import { runSnapshotter, RunningSnapshotter } from '../src/snapshotter/run';
 
@@ -108,6 +109,30 @@ describeWith(['root', 'fuse', 'containerd'], 'nydus-overlayfs through containerd
       expect(config.device.cache.config.work_dir).toBe(path.join(snRoot, 'cache'));
     } finally {
       await ctd!.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'ovl-nydus']).catch(() => undefined);
+    }
+  });
+
+  test('a view of the nydus image is a fuse.nydus-overlayfs mount that util-linux mount performs through the helper', async () => {
+    const chain = chainIds((await skopeoInspect(reg!, nydusRef, 'config')).rootfs.diff_ids as string[]);
+    await ctd!.ctr(['snapshots', '--snapshotter', 'nydus', 'view', 'ovl-view', chain[chain.length - 1]]);
+    const target = fs.mkdtempSync(path.join(dir, 'view-'));
+    try {
+      const m = parseMountLine((await ctd!.ctr(['snapshots', '--snapshotter', 'nydus', 'mounts', target, 'ovl-view'])).stdout);
+      expect(m.type).toBe('fuse.nydus-overlayfs');
+      expect(m.options.some((o) => o.startsWith('upperdir='))).toBe(false);
+      const extra = decodeExtraOption(m.options.find((o) => o.startsWith('extraoption='))!);
+      // The helper mounts overlays only: a read-only view gets its own empty dir as a second lower.
+      expect(m.options).toContain(`lowerdir=${path.join(dir, 'root', 'mnt', path.basename(path.dirname(path.dirname(path.dirname(extra.source)))))}:${extra.snapshotdir}/fs`);
+      // What `ctr snapshots mounts` prints is a command a user can run.
+      await run('mount', ['-t', m.type, m.source, target, '-o', m.options.join(',')]);
+      try {
+        expect((await fs.promises.stat(path.join(target, 'bin', 'busybox'))).size).toBeGreaterThan(0);
+        expect(helperLines().some((l) => l.includes(`mounted overlay at ${target} (2 lower dirs, 1 nydus option(s) dropped)`))).toBe(true);
+      } finally {
+        await run('umount', [target]);
+      }
+    } finally {
+      await ctd!.ctr(['snapshots', '--snapshotter', 'nydus', 'rm', 'ovl-view']);
     }
   });
 
