@@ -147,6 +147,17 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
     expect(authReg.requests().filter((q) => q.path.includes('/manifests/') && q.status === 200).every((q) => q.authorized)).toBe(true);
   });
 
+  test('a containerd socket nobody listens on ends with one line', async () => {
+    const r = await new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(path.join(REPO_ROOT, 'bin', 'ctr-remote'), ['-a', path.join(dir, 'no-containerd.sock'), 'images', 'rpull', ociRef], { timeout: 60_000 }, (err, _o, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stderr }),
+      ),
+    );
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(new RegExp(`^ctr-remote: cannot reach containerd at ${dir}/no-containerd.sock: `));
+  });
+
   test('a snapshotter containerd does not have ends with one line', async () => {
     const r = await ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nosuch', ociRef]);
     expect(r.code).toBe(1);

@@ -25,8 +25,7 @@ const program = new Command('ctr-remote')
   .description('pull images into containerd for remote (lazy) snapshotters')
   .option('-a, --address <sock>', 'containerd gRPC socket', process.env.CONTAINERD_ADDRESS ?? DEFAULT_ADDRESS)
   .option('-n, --namespace <ns>', 'containerd namespace', process.env.CONTAINERD_NAMESPACE ?? 'default')
-  .version('0.1.0')
-  .showHelpAfterError();
+  .version('0.1.0');
 
 const images = program.command('images').aliases(['image', 'i']).description('manage images');
 

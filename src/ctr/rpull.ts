@@ -56,7 +56,13 @@ async function checkSnapshotter(ctd: ContainerdClient, name: string): Promise<vo
     if (!(err instanceof ContainerdError)) throw err;
     if (err.code === grpc.status.NOT_FOUND) return;
     if (/not loaded/.test(err.details)) throw new Error(`snapshotter "${name}" is not loaded in containerd at ${ctd.address} (see ctr plugin ls)`);
-    if (err.code === grpc.status.UNAVAILABLE) throw new Error(`cannot reach containerd or snapshotter "${name}" at ${ctd.address}: ${err.details}`);
+    if (err.code === grpc.status.UNAVAILABLE) {
+      const why = err.details.replace(/\s*Resolution note:.*$/s, '');
+      // grpc-js names our socket when containerd itself is not there; otherwise containerd could
+      // not reach the (proxy) snapshotter.
+      if (why.includes(ctd.address)) throw new Error(`cannot reach containerd at ${ctd.address}: ${why}`);
+      throw new Error(`snapshotter "${name}" is unavailable in containerd at ${ctd.address}: ${why}`);
+    }
     throw err;
   }
 }

@@ -6,8 +6,9 @@
  *  - labels: those containerd's unpacker passes (`containerd.io/snapshot.ref` = chain ID and the
  *    layer annotations under `containerd.io/snapshot/`, which carry the nydus markers), plus the
  *    image reference, layer digest and the layers from this one up, under both names remote
- *    snapshotters read: CRI's `cri.*` (nydus-snapshotter) and stargz's `remote/stargz.*` (what
- *    stargz's ctr-remote sets; BuildKit and our snapshotter read it too).
+ *    snapshotters read: `cri.*` (containerd's pkg/snapshotters AppendInfoHandlerWrapper, what CRI
+ *    sets; upstream nydus-snapshotter reads it) and `remote/stargz.*` (what stargz's ctr-remote
+ *    sets; our snapshotter reads either).
  */
 import { createHash } from 'node:crypto';
 import * as L from '../snapshotter/labels';
