@@ -17,7 +17,7 @@ import { pushImage, skopeoInspect } from './helpers/images';
 import { startRegistry, TestRegistry } from './helpers/registry';
 import { parseConfig } from '../src/snapshotter/config';
 import { chainIds } from '../src/ctr/snapshot-labels';
-import { decodeExtraOption } from '../src/snapshotter/kata-mounts';
+import { decodeExtraOption, encodeExtraOption, vmMountMode, withoutSecrets } from '../src/snapshotter/kata-mounts';
 import { runSnapshotter, RunningSnapshotter } from '../src/snapshotter/run';
 
 const run = promisify(execFile);
@@ -148,6 +148,45 @@ describeWith(['root', 'fuse', 'containerd'], 'nydus-overlayfs through containerd
     expect(m.type).toBe('overlay');
     expect(m.options.some((o) => o.startsWith('extraoption='))).toBe(false);
     await ctd!.ctr(['snapshots', '--snapshotter', 'nydus', 'rm', 'ovl-oci-active']);
+  });
+});
+
+describe('[snapshot] keys', () => {
+  const mode = (toml: string) => vmMountMode(parseConfig(toml, 'test.toml').snapshot);
+
+  test('off by default; enable_nydus_overlayfs names the helper; enable_kata_volume wins, with a warning', () => {
+    expect(mode('')).toEqual({});
+    expect(mode('[snapshot]\nenable_nydus_overlayfs = true')).toEqual({ nydusOverlayfs: { helper: 'nydus-overlayfs' } });
+    expect(mode('[snapshot]\nenable_nydus_overlayfs = true\nnydus_overlayfs_path = "/opt/nydus/bin/nydus-overlayfs"')).toEqual({ nydusOverlayfs: { helper: '/opt/nydus/bin/nydus-overlayfs' } });
+    const kata = mode('[snapshot]\nenable_nydus_overlayfs = true\nenable_kata_volume = true');
+    expect(kata.nydusOverlayfs).toBeUndefined();
+    expect(kata.warning).toMatch(/^enable_kata_volume: .*plain overlay$/);
+    expect(() => mode('[snapshot]\nenable_nydus_overlayfs = "yes"')).toThrow('test.toml: snapshot.enable_nydus_overlayfs: must be true or false, got "yes"');
+  });
+});
+
+describe('extraoption', () => {
+  test('carries the nydusd config without credentials, and round-trips', () => {
+    const config = {
+      device: {
+        backend: {
+          type: 'registry',
+          config: {
+            host: 'reg.example:5000', repo: 'app', auth: 'YWxpY2U6cHc=', registry_token: 'tok',
+            mirrors: [{ host: 'http://m:65001', headers: { Authorization: 'Basic eA==', 'X-Dragonfly-Registry': 'https://reg.example:5000' } }],
+          },
+        },
+        cache: { type: 'blobcache', config: { work_dir: '/c' } },
+      },
+      mode: 'direct',
+    };
+    const clean = withoutSecrets(config) as typeof config;
+    expect(JSON.stringify(clean)).not.toMatch(/YWxpY2U6cHc=|tok|Basic eA==/);
+    expect(clean.device.backend.config).toEqual({ host: 'reg.example:5000', repo: 'app', mirrors: [{ host: 'http://m:65001', headers: { 'X-Dragonfly-Registry': 'https://reg.example:5000' } }] });
+    const extra = { source: '/r/snapshots/2/fs/image/image.boot', config: JSON.stringify(clean), snapshotdir: '/r/snapshots/5', fs_version: 'v6' as const };
+    const opt = encodeExtraOption(extra);
+    expect(opt).toMatch(/^extraoption=[A-Za-z0-9+/]+=*$/);
+    expect(decodeExtraOption(opt)).toEqual(extra);
   });
 });
 

@@ -93,3 +93,16 @@ export function isNydusOnlyOption(opt: string): boolean {
 export function nydusOverlayMount(overlayOptions: string[], extra: ExtraOption, helper: string): Mount {
   return { type: `fuse.${helper}`, source: NYDUS_OVERLAY_SOURCE, options: [...overlayOptions, encodeExtraOption(extra)] };
 }
+
+/**
+ * What the `[snapshot]` keys ask for, with upstream's precedence: `enable_kata_volume` comes first,
+ * and upstream then adds a Kata volume only for proxy-mode and tarfs images (otherwise a plain
+ * overlay, even with `enable_nydus_overlayfs`). This snapshotter serves neither kind, so that key
+ * means plain overlay mounts, and a warning says so.
+ */
+export function vmMountMode(s: { enableNydusOverlayfs: boolean; nydusOverlayfsPath: string; enableKataVolume: boolean }): { nydusOverlayfs?: { helper: string }; warning?: string } {
+  if (s.enableKataVolume) {
+    return { warning: 'enable_kata_volume: Kata volumes are made for proxy-mode and tarfs images only, which this snapshotter does not serve; rootfs mounts stay plain overlay' };
+  }
+  return s.enableNydusOverlayfs ? { nydusOverlayfs: { helper: s.nydusOverlayfsPath } } : {};
+}

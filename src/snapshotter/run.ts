@@ -13,6 +13,7 @@ import { ConfigError, SnapshotterConfig } from './config';
 import { DaemonManager } from './daemons';
 import { Metrics } from './metrics';
 import { serveSnapshots } from './server';
+import { vmMountMode } from './kata-mounts';
 import { Snapshotter } from './snapshotter';
 import { MetaStore } from './store';
 
@@ -43,17 +44,6 @@ function readTemplate(file: string): Record<string, unknown> {
   }
 }
 
-/** `[snapshot]` mount keys, with upstream's precedence: enable_kata_volume comes first. */
-function vmMounts(cfg: SnapshotterConfig): { helper: string } | undefined {
-  if (cfg.snapshot.enableKataVolume) {
-    // Upstream adds a Kata volume only for proxy-mode and tarfs images and otherwise answers a
-    // plain overlay, even with enable_nydus_overlayfs; this snapshotter serves neither kind.
-    log.warn('enable_kata_volume: Kata volumes are made for proxy-mode and tarfs images only, which this snapshotter does not serve; rootfs mounts stay plain overlay');
-    return undefined;
-  }
-  return cfg.snapshot.enableNydusOverlayfs ? { helper: cfg.snapshot.nydusOverlayfsPath } : undefined;
-}
-
 export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSnapshotter> {
   fs.mkdirSync(cfg.root, { recursive: true, mode: 0o700 });
   const metrics = new Metrics();
@@ -79,12 +69,14 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
       metrics,
     });
   }
+  const vm = vmMountMode(cfg.snapshot);
+  if (vm.warning) log.warn(vm.warning);
   const sn = new Snapshotter({
     root: cfg.root,
     store,
     rafs: daemons,
     cache: cfg.cache.disable ? undefined : { dir: cfg.cache.dir, maxBytes: cfg.cache.maxSizeMb * 1024 * 1024 },
-    nydusOverlayfs: vmMounts(cfg),
+    nydusOverlayfs: vm.nydusOverlayfs,
   });
   const grpcServer = await serveSnapshots(sn, cfg.address, metrics);
   log.info({ address: cfg.address, root: cfg.root, daemonMode: cfg.daemonMode }, 'serving snapshots');
