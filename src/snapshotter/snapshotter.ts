@@ -296,7 +296,9 @@ export class Snapshotter {
     if (!ro) opts.push(`workdir=${path.join(own, 'work')}`, `upperdir=${path.join(own, 'fs')}`);
     opts.push(`lowerdir=${lowers.join(':')}`);
     if (rafs && this.nydusOverlayfs) {
-      const config = this.rafs!.config(rafs.snapshotId) ?? {};
+      const config = this.rafs!.config(rafs.snapshotId);
+      // Only a Remove of the bootstrap snapshot racing this call unmounts it between the awaits.
+      if (!config) throw failedPrecondition(`rafs instance of snapshot ${rafs.snapshotId} is gone: failed precondition`);
       const extra = { source: rafs.bootstrap, config: JSON.stringify(withoutSecrets(config)), snapshotdir: own, fs_version: detectFsVersion(rafs.bootstrap) };
       return [nydusOverlayMount(opts, extra, this.nydusOverlayfs.helper)];
     }
