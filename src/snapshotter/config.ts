@@ -11,6 +11,7 @@
  *   [cache_manager] disable, cache_dir, max_size_mb   # blob cache collected on Cleanup past max
  *   [log]         level, log_to_stdout, dir
  *   [metrics]     address = "127.0.0.1:9110"         # Prometheus at /v1/metrics; "" = off
+ *   [snapshot]    enable_nydus_overlayfs, nydus_overlayfs_path, enable_kata_volume  # kata-mounts.ts
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -29,6 +30,8 @@ export interface SnapshotterConfig {
   cache: { disable: boolean; dir: string; maxSizeMb: number };
   log: { level: string; logToStdout: boolean; dir: string };
   metrics: { address: string };
+  /** [snapshot]: mounts for VM runtimes (kata-mounts.ts). */
+  snapshot: { enableNydusOverlayfs: boolean; nydusOverlayfsPath: string; enableKataVolume: boolean };
 }
 
 export const DEFAULT_ROOT = '/var/lib/containerd/io.containerd.snapshotter.v1.nydus';
@@ -107,6 +110,14 @@ export interface ConfigOverrides {
   daemonMode?: string;
 }
 
+function snapshotKeys(t: Reader): SnapshotterConfig['snapshot'] {
+  return {
+    enableNydusOverlayfs: t.bool('enable_nydus_overlayfs', false),
+    nydusOverlayfsPath: t.str('nydus_overlayfs_path', 'nydus-overlayfs') || 'nydus-overlayfs',
+    enableKataVolume: t.bool('enable_kata_volume', false),
+  };
+}
+
 /** Parses config text; `file` is only used in error messages. */
 export function parseConfig(text: string, file: string, over: ConfigOverrides = {}): SnapshotterConfig {
   let doc: Table;
@@ -151,6 +162,7 @@ export function parseConfig(text: string, file: string, over: ConfigOverrides = 
     },
     log: { level, logToStdout: over.logToStdout ?? logT.bool('log_to_stdout', false), dir: path.resolve(root, logT.str('dir', 'logs')) },
     metrics: { address: r.table('metrics').str('address', '') },
+    snapshot: snapshotKeys(r.table('snapshot')),
   };
   if (cfg.mirrorsDir && !fs.existsSync(cfg.mirrorsDir)) throw new ConfigError(file, 'remote.mirrors_config.dir', `${cfg.mirrorsDir} does not exist`);
   if (cfg.metrics.address && !/^[^:]*:\d+$/.test(cfg.metrics.address)) throw new ConfigError(file, 'metrics.address', `must be host:port, got ${JSON.stringify(cfg.metrics.address)}`);

@@ -435,6 +435,12 @@ export class DaemonManager implements RafsMounter {
     return [...this.instances.keys()];
   }
 
+  /** The config an instance runs with now (mirrors included); for nydus-overlayfs mounts. */
+  config(snapshotId: string): Record<string, unknown> | undefined {
+    const inst = this.instances.get(snapshotId);
+    return inst ? this.withMirrors(inst) : undefined;
+  }
+
   /** Daemons known now: id, pid, API socket. */
   list(): DaemonRecord[] {
     return [...this.daemons.values()].map((d) => ({ ...d.rec }));

@@ -13,6 +13,7 @@ import { ConfigError, SnapshotterConfig } from './config';
 import { DaemonManager } from './daemons';
 import { Metrics } from './metrics';
 import { serveSnapshots } from './server';
+import { vmMountMode } from './kata-mounts';
 import { Snapshotter } from './snapshotter';
 import { MetaStore } from './store';
 
@@ -68,11 +69,14 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
       metrics,
     });
   }
+  const vm = vmMountMode(cfg.snapshot);
+  if (vm.warning) log.warn(vm.warning);
   const sn = new Snapshotter({
     root: cfg.root,
     store,
     rafs: daemons,
     cache: cfg.cache.disable ? undefined : { dir: cfg.cache.dir, maxBytes: cfg.cache.maxSizeMb * 1024 * 1024 },
+    nydusOverlayfs: vm.nydusOverlayfs,
   });
   const grpcServer = await serveSnapshots(sn, cfg.address, metrics);
   log.info({ address: cfg.address, root: cfg.root, daemonMode: cfg.daemonMode }, 'serving snapshots');

@@ -14,7 +14,9 @@
  *     containerd unpacks `image/image.boot` into it.
  *  5. Running a container: `Prepare("ns/9/<id>", parent top chainID)`. If a parent in the chain is
  *     a nydus bootstrap layer, the rafs mounter mounts its bootstrap in nydusd and the overlay's
- *     lowerdir is that rafs mountpoint, so files are fetched on first read.
+ *     lowerdir is that rafs mountpoint, so files are fetched on first read. With
+ *     `enable_nydus_overlayfs` that overlay is answered as a `fuse.nydus-overlayfs` mount carrying
+ *     the image's bootstrap, config and snapshot dir for VM runtimes (kata-mounts.ts).
  *  6. Removal: containerd's GC calls `Remove` leaves first, then `Cleanup`, which deletes
  *     directories no record owns and unmounts rafs instances no snapshot owns.
  *
@@ -37,6 +39,7 @@ import * as L from './labels';
 import { MetaStore, SnapshotInfo, SnapshotRecord } from './store';
 import { collectBlobCache } from './cache-gc';
 import { diskUsage, Usage } from './usage';
+import { detectFsVersion, nydusOverlayMount, withoutSecrets } from './kata-mounts';
 
 const log = logger('snapshotter');
 
@@ -67,6 +70,8 @@ export interface RafsMounter {
   mount(meta: MetaLayer): Promise<string>;
   umount(snapshotId: string): Promise<void>;
   mounted(): string[];
+  /** The nydusd config a mounted instance runs with (undefined when it is not mounted). */
+  config(snapshotId: string): Record<string, unknown> | undefined;
 }
 
 export interface SnapshotterOptions {
@@ -77,6 +82,12 @@ export interface SnapshotterOptions {
   store?: MetaStore;
   /** Blob cache collected on Cleanup once it is larger than maxBytes (0: never). */
   cache?: { dir: string; maxBytes: number };
+  /**
+   * `[snapshot] enable_nydus_overlayfs`: rootfs mounts over a nydus image become one
+   * `fuse.<helper>` mount carrying `extraoption=` (kata-mounts.ts); `helper` is
+   * `nydus_overlayfs_path`.
+   */
+  nydusOverlayfs?: { helper: string };
 }
 
 /** Where nydusify puts the bootstrap inside the metadata layer (current and legacy paths). */
@@ -87,12 +98,14 @@ export class Snapshotter {
   private readonly store: MetaStore;
   private readonly rafs?: RafsMounter;
   private readonly cache?: { dir: string; maxBytes: number };
+  private readonly nydusOverlayfs?: { helper: string };
   private readonly snapshotsDir: string;
 
   constructor(opts: SnapshotterOptions) {
     this.root = opts.root;
     this.rafs = opts.rafs;
     this.cache = opts.cache;
+    this.nydusOverlayfs = opts.nydusOverlayfs;
     this.snapshotsDir = path.join(this.root, 'snapshots');
     fs.mkdirSync(this.snapshotsDir, { recursive: true, mode: 0o700 });
     this.store = opts.store ?? new MetaStore(path.join(this.root, 'metadata.db'));
@@ -263,21 +276,32 @@ export class Snapshotter {
     const chain = this.store.chain(rec.name);
     const own = this.dir(rec.id);
     const nydus = this.rafs ? this.findMeta(chain) : undefined;
+    const ro = rec.kind === 'VIEW';
     let lowers: string[];
+    let rafs: { bootstrap: string; snapshotId: string } | undefined;
     if (nydus) {
       const bootstrap = BOOTSTRAP_PATHS.map((p) => path.join(this.dir(nydus.meta.id), 'fs', p)).find((p) => fs.existsSync(p));
       if (!bootstrap) throw failedPrecondition(`nydus bootstrap layer ${nydus.meta.name} has no image/image.boot: failed precondition`);
       const mnt = await this.rafs!.mount({ snapshotId: String(nydus.meta.id), bootstrap, labels: nydus.meta.labels });
       lowers = [...nydus.above.map((p) => path.join(this.dir(p.id), 'fs')), mnt];
+      rafs = { bootstrap, snapshotId: String(nydus.meta.id) };
+      // The helper mounts overlays only: a view gets its own (empty) dir as a second lower, as upstream.
+      if (this.nydusOverlayfs && ro && lowers.length === 1) lowers.push(path.join(own, 'fs'));
     } else {
       lowers = chain.slice(1).map((p) => path.join(this.dir(p.id), 'fs'));
     }
-    const ro = rec.kind === 'VIEW';
     if (lowers.length === 0) return [{ type: 'bind', source: path.join(own, 'fs'), options: [ro ? 'ro' : 'rw', 'rbind'] }];
     if (ro && lowers.length === 1) return [{ type: 'bind', source: lowers[0], options: ['ro', 'rbind'] }];
     const opts = ['index=off'];
     if (!ro) opts.push(`workdir=${path.join(own, 'work')}`, `upperdir=${path.join(own, 'fs')}`);
     opts.push(`lowerdir=${lowers.join(':')}`);
+    if (rafs && this.nydusOverlayfs) {
+      const config = this.rafs!.config(rafs.snapshotId);
+      // Only a Remove of the bootstrap snapshot racing this call unmounts it between the awaits.
+      if (!config) throw failedPrecondition(`rafs instance of snapshot ${rafs.snapshotId} is gone: failed precondition`);
+      const extra = { source: rafs.bootstrap, config: JSON.stringify(withoutSecrets(config)), snapshotdir: own, fs_version: detectFsVersion(rafs.bootstrap) };
+      return [nydusOverlayMount(opts, extra, this.nydusOverlayfs.helper)];
+    }
     return [{ type: 'overlay', source: 'overlay', options: opts }];
   }
 }

@@ -1,0 +1,51 @@
+/**
+ * ctr-remote: containerd's `ctr` for remote snapshotters (the command stargz-snapshotter ships,
+ * here for nydus). It talks to containerd's gRPC API directly.
+ *
+ *   ctr-remote [-a SOCK] [-n NAMESPACE] images rpull [--plain-http] [--user USER:PASS]
+ *              [--snapshotter nydus] [--platform linux/amd64] REF
+ *
+ * Credentials: --user, else the docker config file (DOCKER_CONFIG or ~/.docker/config.json).
+ * Exit 0 when the image is pulled; otherwise one line `ctr-remote: <what went wrong>` and exit 1.
+ */
+import { Command } from 'commander';
+import { parseUserPass } from '../registry';
+import { ContainerdClient } from '../ctr/containerd-client';
+import { Progress } from '../ctr/progress';
+import { rpull } from '../ctr/rpull';
+
+const DEFAULT_ADDRESS = '/run/containerd/containerd.sock';
+
+function fail(msg: string): never {
+  process.stderr.write(`ctr-remote: ${msg.split('\n')[0]}\n`);
+  process.exit(1);
+}
+
+const program = new Command('ctr-remote')
+  .description('pull images into containerd for remote (lazy) snapshotters')
+  .option('-a, --address <sock>', 'containerd gRPC socket', process.env.CONTAINERD_ADDRESS ?? DEFAULT_ADDRESS)
+  .option('-n, --namespace <ns>', 'containerd namespace', process.env.CONTAINERD_NAMESPACE ?? 'default')
+  .version('0.1.0');
+
+const images = program.command('images').aliases(['image', 'i']).description('manage images');
+
+images
+  .command('rpull')
+  .description('pull an image; layers the snapshotter serves remotely are not downloaded')
+  .argument('<ref>', 'image reference (host[:port]/repository[:tag|@digest])')
+  .option('--plain-http', 'talk to the registry over plain HTTP')
+  .option('-u, --user <user:password>', 'registry credentials')
+  .option('--snapshotter <name>', 'snapshotter to unpack into', 'nydus')
+  .option('--platform <os/arch>', 'platform to pull from an index', 'linux/amd64')
+  .action(async (ref: string, o: { plainHttp?: boolean; user?: string; snapshotter: string; platform: string }) => {
+    const g = program.opts<{ address: string; namespace: string }>();
+    const ctd = new ContainerdClient(g.address, g.namespace);
+    try {
+      const credentials = o.user !== undefined ? parseUserPass(o.user, '--user') : undefined;
+      await rpull(ctd, { ref, snapshotter: o.snapshotter, plainHttp: o.plainHttp, credentials, platform: o.platform, progress: new Progress((s) => process.stdout.write(s)) });
+    } finally {
+      ctd.close();
+    }
+  });
+
+program.parseAsync().catch((err: Error) => fail(err.message));
