@@ -4,7 +4,7 @@
 #   2. starts a local registry (in its own network namespace, behind a 200 Mbit/s link) and a
 #      private containerd with containerd-nydus-grpc as its `nydus` proxy snapshotter;
 #   3. pushes a Debian/python image and converts it to a nydus image with nydusify;
-#   4. runs `python3 -c ...` from it lazily (`ctr-remote images rpull` + `ctr run --snapshotter nydus`)
+#   4. runs `python3 -c ...` from it lazily (`./bin/ctr-remote images rpull` + `ctr run --snapshotter nydus`)
 #      and prints the time beside the plain OCI run (`ctr images pull` + overlayfs).
 # Nothing outside temp dirs is touched: the machine's own containerd keeps running as it was.
 # Everything it starts (registry, network namespace, containerd, snapshotter, nydusd, mounts) is

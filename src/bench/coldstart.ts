@@ -303,7 +303,7 @@ async function coldStart(link: Link, mode: 'oci' | 'nydus', ref: string, certsDi
   else await ctd.ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref], 30 * 60_000);
   const pullSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const output = await new Promise<string>((resolve, reject) => {
-    const p = spawn('ctr', ['--address', ctd.address, '-n', ctd.namespace, 'run', '--rm', ...ENV, '--snapshotter', mode === 'oci' ? 'overlayfs' : 'nydus', ref, `cs-${mode}`, ...PY]);
+    const p = spawn('ctr', ['--address', ctd.address, '-n', ctd.namespace, 'run', '--runc-root', ctd.runcRoot, '--rm', ...ENV, '--snapshotter', mode === 'oci' ? 'overlayfs' : 'nydus', ref, `cs-${mode}`, ...PY]);
     const drop = td.add('ctr run', () => p.exitCode === null && p.kill('SIGKILL'));
     let err = '';
     let done = false;

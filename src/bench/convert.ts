@@ -111,7 +111,8 @@ async function main(): Promise<void> {
     const src = await pushedBytes(reg.host, 'src/debian', 'v1');
     const ctrd = await startContainerd(path.join(work, 'containerd'));
     procs.push(ctrd.proc);
-    const ctr = (args: string[]) => run('ctr-remote', ['-a', ctrd.sock, '-n', 'bench', ...args]);
+    // stargz-snapshotter's ctr-remote (Debian): its `images convert --estargz` is the eStargz baseline.
+    const ctr = (args: string[]) => run('/usr/bin/ctr-remote', ['-a', ctrd.sock, '-n', 'bench', ...args]);
 
     const ours = await timed(() => run(process.execPath, [path.join(ROOT, 'dist', 'cli', 'nydusify.js'), 'convert', '--source', source,
       '--target', `${reg.host}/nydus/debian:v1`, '--source-insecure', '--target-insecure', '--work-dir', work]));

@@ -349,7 +349,7 @@ export class DaemonManager implements RafsMounter {
     const ref = L.imageRef(meta.labels);
     if (!ref) {
       throw failedPrecondition(
-        `nydus image of snapshot ${meta.snapshotId} has no image reference label (${L.CRI_IMAGE_REF} or ${L.STARGZ_REFERENCE}): pull it with ctr-remote rpull, nerdctl, or CRI with disable_snapshot_annotations = false`,
+        `nydus image of snapshot ${meta.snapshotId} has no image reference label (${L.CRI_IMAGE_REF} or ${L.STARGZ_REFERENCE}): pull it with ./bin/ctr-remote images rpull, nerdctl, or CRI with disable_snapshot_annotations = false`,
       );
     }
     const r = parseReference(ref);

@@ -6,7 +6,7 @@
  *    (`nydus-blob`, `nydus-bootstrap`);
  *  - CRI (and nerdctl) add `cri.image-ref`, `cri.layer-digest`, `cri.image-layers`;
  *  - `ctr-remote image rpull` (stargz-snapshotter's client) adds `remote/stargz.reference`,
- *    `remote/stargz.digest`, `remote/stargz.layers`.
+ *    `remote/stargz.digest`, `remote/stargz.layers`; our `bin/ctr-remote` adds both sets.
  * The image reference and layer digest are taken from whichever set is present.
  */
 

@@ -31,9 +31,13 @@ export interface Containerd {
   address: string;
   dir: string;
   namespace: string;
-  /** Runs `ctr --address … -n <namespace> ARGS`; rejects with stderr on a non-zero exit. */
+  /** runc's state directory for this containerd's containers. runc keeps state per container id
+   * under one root shared by every containerd of the machine unless told otherwise, so two private
+   * containerds running a container of the same name would collide; `ctr()` passes it to `run`. */
+  runcRoot: string;
+  /** Runs `ctr --address … -n <namespace> ARGS` (`run` gets `--runc-root`); rejects with stderr on a non-zero exit. */
   ctr(args: string[], timeoutMs?: number): Promise<CommandResult>;
-  /** Runs `ctr-remote --address … -n <namespace> ARGS` (stargz-snapshotter's client, for rpull). */
+  /** Runs this repository's `bin/ctr-remote --address … -n <namespace> ARGS` (for `images rpull`). */
   ctrRemote(args: string[], timeoutMs?: number): Promise<CommandResult>;
   /** containerd's own log so far. */
   log(): string;
@@ -96,6 +100,9 @@ async function waitReady(address: string, proc: ChildProcess, logFile: string): 
   throw new Error(`containerd at ${address} not ready after 30 s`);
 }
 
+/** Our ctr-remote (src/cli/ctr-remote.ts), from src/ and from dist/ alike. */
+const CTR_REMOTE = path.resolve(__dirname, '..', '..', 'bin', 'ctr-remote');
+
 /** PIDs of containerd-shim processes started for the containerd listening on `address`. */
 function shimsOf(address: string): number[] {
   const pids: number[] = [];
@@ -124,13 +131,15 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
   const proc = spawn('containerd', ['--config', configPath], { stdio: ['ignore', out, out] });
   fs.closeSync(out);
   const namespace = 'default';
+  const runcRoot = path.join(dir, 'runc');
   const base = ['--address', address, '-n', namespace];
   const ctd: Containerd = {
     address,
     dir,
     namespace,
-    ctr: (args, timeoutMs = 300_000) => run('ctr', [...base, ...args], timeoutMs),
-    ctrRemote: (args, timeoutMs = 300_000) => run('ctr-remote', [...base, ...args], timeoutMs),
+    runcRoot,
+    ctr: (args, timeoutMs = 300_000) => run('ctr', [...base, ...(args[0] === 'run' ? ['run', '--runc-root', runcRoot, ...args.slice(1)] : args)], timeoutMs),
+    ctrRemote: (args, timeoutMs = 300_000) => run(CTR_REMOTE, [...base, ...args], timeoutMs),
     log: () => fs.readFileSync(logFile, 'utf8'),
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) {
