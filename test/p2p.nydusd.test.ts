@@ -35,18 +35,25 @@ async function throttledFront(target: string, bytesPerSec: number) {
     const up = http.request(new URL(req.url ?? '/', target), { method: req.method, agent: false, headers: { ...req.headers, host: new URL(target).host } }, (ur) => {
       res.writeHead(ur.statusCode ?? 502, ur.headers);
       const isBlob = req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '');
+      // Writes and the end go out in order through one chain: a paused response still emits 'end'
+      // right after its last 'data', and two timers due at the same moment may fire in either order
+      // on a loaded machine. Ending first cut the body short, and the daemon waited for the missing
+      // bytes until its body timeout (30 s), which sent every node to the origin.
+      let tail = Promise.resolve();
+      const at = (due: number, fn: () => void) => {
+        tail = tail.then(() => new Promise<void>((r) => setTimeout(r, Math.max(0, due - Date.now())))).then(fn);
+      };
       ur.on('data', (d: Buffer) => {
-        if (!isBlob) return void res.write(d);
+        if (!isBlob) return at(0, () => res.write(d));
         ur.pause();
-        const now = Date.now();
-        nextFree = Math.max(now, nextFree) + (d.length / bytesPerSec) * 1000;
-        setTimeout(() => {
+        nextFree = Math.max(Date.now(), nextFree) + (d.length / bytesPerSec) * 1000;
+        at(nextFree, () => {
           blobBytes += d.length;
           res.write(d);
           ur.resume();
-        }, nextFree - now);
+        });
       });
-      ur.on('end', () => setTimeout(() => res.end(), Math.max(0, nextFree - Date.now())));
+      ur.on('end', () => at(0, () => res.end()));
     });
     up.on('error', () => res.destroy());
     req.pipe(up);
