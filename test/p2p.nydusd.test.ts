@@ -10,10 +10,13 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import HyperDHT from 'hyperdht';
+import HyperDHT, { KeyPair } from 'hyperdht';
+import type { SecretStream } from 'hyperswarm';
 import { Cluster, startDht } from '../src/bench/p2p';
 import { parseP2PConfig } from '../src/p2p/config';
 import { PeerNode } from '../src/p2p/node';
+import { encodeFrame, Frame, FrameReader, FrameType, MAX_FRAME } from '../src/p2p/frames';
+import { sessionProof } from '../src/p2p/identity';
 import { debianRootfsDir, IS_ROOT, REPO_ROOT } from './helpers/fixtures';
 import { NydusdHandle, startNydusd } from './helpers/nydusd';
 import { startRegistry, TestRegistry } from './helpers/registry';
@@ -130,7 +133,7 @@ maybe('p2p between real nydusd daemons', () => {
   }
 
   /** `amplifyIo: 0` makes every file read its own range: many ranges, so every node owns some. */
-  interface Spec { allow?: string[]; amplifyIo?: number }
+  interface Spec { allow?: string[]; amplifyIo?: number; p2p?: Record<string, unknown> }
 
   /** Starts one nydusd per spec on the image; returns once daemon i sees `expectPeers[i]` peers. */
   async function startDaemons(tag: string, specs: Spec[], expectPeers: number[], keys?: { file: string }[]): Promise<NydusdHandle[]> {
@@ -150,7 +153,7 @@ maybe('p2p between real nydusd daemons', () => {
           ...(spec.amplifyIo === undefined ? {} : { amplify_io: spec.amplifyIo }),
           p2p: {
             enable: true, cluster_secret: `${SECRET}-${tag}`, bootstrap: dht.bootstrap, host: '127.0.0.1',
-            key_file: keys?.[i].file ?? path.join(dir, 'p2p.key'), request_timeout_ms: 3000, allow: spec.allow ?? [],
+            key_file: keys?.[i].file ?? path.join(dir, 'p2p.key'), request_timeout_ms: 3000, allow: spec.allow ?? [], ...spec.p2p,
           },
         },
       });
@@ -173,7 +176,9 @@ maybe('p2p between real nydusd daemons', () => {
 
   const startFour = (tag: string) => startDaemons(tag, [{}, {}, {}, {}], [3, 3, 3, 3]);
 
-  async function p2p(d: NydusdHandle): Promise<{ peers: number; refused: number; chunksServed: number; bytesFromPeers: number; failures: Record<string, number> } | undefined> {
+  async function p2p(d: NydusdHandle): Promise<{
+    peers: number; refused: number; refusedBy: Record<string, number>; chunksServed: number; bytesFromPeers: number; failures: Record<string, number>;
+  } | undefined> {
     const r = await d.client.call<unknown[]>('GET', '/api/v1/metrics/p2p').catch(() => undefined);
     return r?.[0] as never;
   }
@@ -281,5 +286,90 @@ maybe('p2p between real nydusd daemons', () => {
     expect(outsider?.bytesFromPeers).toBe(0);
     expect((await Promise.all(ds.slice(0, 3).map(p2p))).reduce((a, x) => a + (x?.chunksServed ?? 0), 0)).toBe(0);
     await Promise.all(ds.map((d) => d.cleanup()));
+  });
+
+  /**
+   * A hand-written client: its own DHT node dials the daemon's key (a Noise stream, like a swarm
+   * peer) and speaks the wire format of docs/p2p.md with raw frames, collecting every byte it gets.
+   */
+  async function rawDial(client: HyperDHT, serverKey: string, keyPair: KeyPair) {
+    const s = (client as unknown as { connect(k: Buffer, o: object): SecretStream }).connect(Buffer.from(serverKey, 'hex'), { keyPair });
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => got.push(d));
+    s.on('error', () => undefined);
+    const closed = new Promise<void>((r) => s.once('close', () => r()));
+    const opened = await new Promise<boolean>((r) => {
+      s.once('open', () => r(true));
+      s.once('close', () => r(false));
+    });
+    return { s, opened, closed, received: () => Buffer.concat(got), frames: (): Frame[] => new FrameReader().push(Buffer.concat(got)) };
+  }
+
+  /** Waits for `p` at most `ms`. */
+  async function within(p: Promise<unknown>, ms: number): Promise<void> {
+    let t: NodeJS.Timeout | undefined;
+    await Promise.race([p, new Promise((r) => (t = setTimeout(r, ms)))]);
+    clearTimeout(t);
+  }
+
+  test('no chunk byte without a verified HELLO: REQUEST first, wrong proof, replayed HELLO, silence, key outside allow; each counted in /metrics', async () => {
+    // Loop: for i in $(seq 20); do npx jest --runInBand test/p2p.nydusd.test.ts -t 'no chunk byte' || break; done
+    const tag = 'a5';
+    const secret = `${SECRET}-${tag}`;
+    const dir = path.join(tmp, `${tag}-0`);
+    fs.mkdirSync(dir, { recursive: true });
+    const key = keyFile(dir, `${tag}/server`);
+    const member = HyperDHT.keyPair(createHash('sha256').update(`${tag}/member`).digest());
+    const outsider = HyperDHT.keyPair(createHash('sha256').update(`${tag}/outsider`).digest());
+    const [d] = await startDaemons(tag, [{ allow: [member.publicKey.toString('hex')], p2p: { hello_timeout_ms: 1000 } }], [0], [key]);
+    const client = new HyperDHT({ bootstrap: dht.bootstrap.map((b) => ({ host: b.split(':')[0], port: Number(b.split(':')[1]) })), host: '127.0.0.1' });
+    const hello = (proof: Buffer) => encodeFrame({ type: FrameType.Hello, version: 1, maxInflight: 4, maxFrame: MAX_FRAME, proof });
+    const blobId = fs.readdirSync(path.join(tmp, 'blobs'))[0];
+    const request = encodeFrame({ type: FrameType.Request, reqId: 1, blobId, offset: 0, length: 4096, digests: [] });
+    try {
+      // Control: the client speaks the protocol well enough to be answered when its HELLO is valid.
+      const good = await rawDial(client, key.publicKey, member);
+      expect(good.opened).toBe(true);
+      const goodHello = hello(sessionProof(secret, good.s.handshakeHash, true));
+      good.s.write(Buffer.concat([goodHello, request]));
+      for (let i = 0; i < 200 && !good.frames().some((f) => f.type === FrameType.Response); i++) await new Promise((r) => setTimeout(r, 25));
+      expect(good.frames().map((f) => f.type)).toEqual(expect.arrayContaining([FrameType.Hello, FrameType.Response]));
+
+      const cases: [string, (s: SecretStream) => Buffer | undefined][] = [
+        ['before_hello', () => request],
+        ['bad_proof', (s) => Buffer.concat([hello(sessionProof('not-the-cluster-secret!', s.handshakeHash, true)), request])],
+        // The HELLO that was valid on the control connection, replayed on another one.
+        ['bad_proof', () => Buffer.concat([goodHello, request])],
+        ['no_hello', () => undefined],
+      ];
+      for (const [reason, bytes] of cases) {
+        const c = await rawDial(client, key.publicKey, member);
+        expect(c.opened).toBe(true);
+        const b = bytes(c.s);
+        if (b) c.s.write(b);
+        await within(c.closed, 10_000);
+        expect([reason, c.s.destroyed, c.received().length]).toEqual([reason, true, 0]);
+      }
+      // A key outside `allow` is refused in the Noise handshake: its HELLO never gets anywhere.
+      const out = await rawDial(client, key.publicKey, outsider);
+      if (out.opened) out.s.write(Buffer.concat([hello(sessionProof(secret, out.s.handshakeHash, true)), request]));
+      await within(out.closed, 10_000);
+      expect(out.received().length).toBe(0);
+      good.s.destroy();
+
+      const m = await p2p(d);
+      expect(m?.chunksServed).toBe(1); // the control's request, nothing else
+      expect(m?.refusedBy).toMatchObject({ before_hello: 1, bad_proof: 2, no_hello: 1 });
+      expect(m?.refusedBy.allowlist).toBeGreaterThanOrEqual(1);
+      const prom = (await d.client.request('GET', '/metrics')).text;
+      const self = `node="${key.publicKey}"`;
+      expect(prom).toContain(`nydusd_p2p_refused_total{${self},reason="before_hello"} 1`);
+      expect(prom).toContain(`nydusd_p2p_refused_total{${self},reason="bad_proof"} 2`);
+      expect(prom).toContain(`nydusd_p2p_refused_total{${self},reason="no_hello"} 1`);
+      expect(prom).toMatch(new RegExp(`nydusd_p2p_refused_total\\{${self},reason="allowlist"\\} [1-9]`));
+    } finally {
+      await client.destroy();
+      await d.cleanup();
+    }
   });
 });

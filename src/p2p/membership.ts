@@ -13,9 +13,8 @@ import { EventEmitter } from 'node:events';
 import HyperDHT, { KeyPair } from 'hyperdht';
 import Hyperswarm, { PeerDiscovery, SecretStream } from 'hyperswarm';
 import { logger } from '../util/log';
-import { PeerChannel, RequestHandler, ServeLimiter } from './channel';
+import { HandshakeError, PeerChannel, RequestHandler, ServeLimiter } from './channel';
 import type { P2PConfig } from './config';
-import { ProtocolError } from './frames';
 import { clusterTopic, sessionProof } from './identity';
 import type { P2PMetrics } from './metrics';
 
@@ -56,7 +55,7 @@ export class Membership extends EventEmitter {
       firewall: (remote) => {
         const refuse = allow.size > 0 && !allow.has(remote.toString('hex'));
         if (refuse) {
-          opts.metrics.refused++;
+          opts.metrics.refusedBy.allowlist++;
           log.warn({ peer: short(remote.toString('hex')) }, 'refused a peer outside the allowlist');
         }
         return refuse;
@@ -118,13 +117,15 @@ export class Membership extends EventEmitter {
     socket.on('error', (e: Error) => log.debug({ err: e.message }, 'peer socket error'));
     const remote = socket.remotePublicKey.toString('hex');
     if (this.closed || (allow.size > 0 && !allow.has(remote))) {
-      this.opts.metrics.refused++;
+      if (!this.closed) this.opts.metrics.refusedBy.allowlist++;
       socket.destroy();
       return;
     }
     const ch = new PeerChannel(socket, {
       peer: short(remote),
       maxInflight: this.cfg.maxInflightPerPeer,
+      isInitiator: socket.isInitiator,
+      helloTimeoutMs: this.cfg.helloTimeoutMs,
       proofToSend: sessionProof(this.cfg.clusterSecret, socket.handshakeHash, socket.isInitiator),
       proofExpected: sessionProof(this.cfg.clusterSecret, socket.handshakeHash, !socket.isInitiator),
       handler: this.opts.handler,
@@ -143,9 +144,9 @@ export class Membership extends EventEmitter {
         }
       },
       () => {
-        if (!(ch.closeError instanceof ProtocolError)) return; // duplicate connection or early close
-        this.opts.metrics.refused++;
-        log.warn({ peer: short(remote), err: ch.closeError.message }, 'refused a peer');
+        if (!(ch.closeError instanceof HandshakeError)) return; // duplicate connection or early close
+        this.opts.metrics.refusedBy[ch.closeError.reason]++;
+        log.warn({ peer: short(remote), reason: ch.closeError.reason, err: ch.closeError.message }, 'refused a peer');
       },
     );
     ch.on('close', () => {
