@@ -5,8 +5,8 @@
  *            "allow": ["<64 hex public key>", ...], "max_peers": 64, "request_timeout_ms": 2000 }
  *
  * Optional extras: `upstream_timeout_ms` (how long to wait for an owner that answered PENDING, i.e.
- * is fetching the chunk from upstream itself), `host` (IPv4 the DHT socket binds; the cluster IP in production, 127.0.0.1 in
- * tests), `key_file` (where this node's 32-byte key seed is kept so its public key, the one other
+ * is fetching the chunk from upstream itself), `host` (IPv4 the DHT socket binds; by default the local
+ * address facing the first bootstrap node, see membership.ts), `key_file` (where this node's 32-byte key seed is kept so its public key, the one other
  * nodes allow, survives restarts), `max_inflight_per_peer`, `serve_concurrency`, `store_bytes`,
  * `hello_timeout_ms` (how long a new connection may stay without a verified HELLO).
  * Every error names the key and the reason in one line.
@@ -23,6 +23,7 @@ export interface P2PConfig {
   requestTimeoutMs: number;
   /** Limit for a request the owner acknowledged with PENDING (it fetches upstream); >= requestTimeoutMs. */
   upstreamTimeoutMs: number;
+  /** Bind address of the DHT socket; undefined = the local address facing `bootstrap[0]`. */
   host?: string;
   keyFile?: string;
   /** Requests this node keeps in flight to one peer; more wait for a slot (within the timeout). */
