@@ -10,6 +10,7 @@ import { CountingLimiter, HandshakeError, PeerChannel, PeerUnavailableError, Req
 import { decodeBody, encodeFrame, FrameReader, FrameType, MAX_FRAME, ProtocolError, Status } from '../src/p2p/frames';
 import { ownerOf, rankNodes } from '../src/p2p/rendezvous';
 import { parseP2PConfig } from '../src/p2p/config';
+import { localAddressToward } from '../src/p2p/membership';
 import { sessionProof } from '../src/p2p/identity';
 import { SourceUnavailableError } from '../src/fetch/source';
 
@@ -280,6 +281,13 @@ describe('rendezvous ownership', () => {
     expect(share).toBeGreaterThan(50);
     expect(share).toBeLessThan(150);
     expect(rankNodes('x', nodes)[0]).toBe(ownerOf('x', nodes));
+  });
+});
+
+describe('default DHT bind address', () => {
+  test('is the local address that routes to the bootstrap node; none when there is no route', async () => {
+    expect(await localAddressToward({ host: '127.0.0.1', port: 49737 })).toBe('127.0.0.1');
+    expect(await localAddressToward({ host: '127.0.0.0', port: 0 })).toBeUndefined();
   });
 });
 

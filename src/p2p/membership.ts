@@ -264,19 +264,20 @@ export class Membership extends EventEmitter {
 export function localAddressToward(to: { host: string; port: number }): Promise<string | undefined> {
   return new Promise((resolve) => {
     const s = dgram.createSocket('udp4');
+    let settled = false;
     const done = (addr?: string) => {
+      if (settled) return;
+      settled = true;
       s.close();
       if (!addr) log.warn({ bootstrap: `${to.host}:${to.port}` }, 'no route to the bootstrap node; the DHT binds 0.0.0.0');
       resolve(addr);
     };
     s.once('error', () => done());
-    s.connect(to.port, to.host, () => {
-      try {
-        done(s.address().address);
-      } catch {
-        done();
-      }
-    });
+    try {
+      s.connect(to.port, to.host, () => done(s.address().address));
+    } catch {
+      done();
+    }
   });
 }
 
