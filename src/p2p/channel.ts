@@ -23,6 +23,7 @@
  *    are answered BUSY at once instead of queued (load shedding).
  *  - Writes honour backpressure: a frame is written only after the previous write drained.
  */
+import { timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { SourceUnavailableError } from '../fetch/source';
@@ -289,7 +290,7 @@ export class PeerChannel extends EventEmitter {
   private onHello(f: Frame): void {
     if (f.type !== FrameType.Hello) throw new HandshakeError('before_hello', `${this.opts.peer} sent ${FrameType[f.type]} before HELLO`);
     if (f.version !== PROTOCOL_VERSION) throw new HandshakeError('protocol', `${this.opts.peer} speaks version ${f.version}`);
-    if (!f.proof.equals(this.opts.proofExpected)) throw new HandshakeError('bad_proof', `${this.opts.peer} sent no valid proof of the cluster secret for this connection`);
+    if (!timingSafeEqual(f.proof, this.opts.proofExpected)) throw new HandshakeError('bad_proof', `${this.opts.peer} sent no valid proof of the cluster secret for this connection`);
     this.verified = true;
     clearTimeout(this.helloTimer);
     this.remoteMaxInflight = Math.max(1, f.maxInflight);
