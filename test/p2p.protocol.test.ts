@@ -6,10 +6,11 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { randomBytes } from 'node:crypto';
-import { CountingLimiter, PeerChannel, PeerUnavailableError, RequestHandler } from '../src/p2p/channel';
+import { CountingLimiter, HandshakeError, PeerChannel, PeerUnavailableError, RequestHandler } from '../src/p2p/channel';
 import { decodeBody, encodeFrame, FrameReader, FrameType, MAX_FRAME, ProtocolError, Status } from '../src/p2p/frames';
 import { ownerOf, rankNodes } from '../src/p2p/rendezvous';
 import { parseP2PConfig } from '../src/p2p/config';
+import { localAddressToward } from '../src/p2p/membership';
 import { sessionProof } from '../src/p2p/identity';
 import { SourceUnavailableError } from '../src/fetch/source';
 
@@ -66,7 +67,7 @@ describe('peer channel', () => {
   async function pair(handler: RequestHandler, opts: { maxInflight?: number; serve?: number; wrongSecret?: boolean } = {}) {
     const [a, b, server] = await socketPair();
     const mk = (s: net.Socket, initiator: boolean, sec: string, h?: RequestHandler) => new PeerChannel(s, {
-      peer: initiator ? 'a' : 'b', maxInflight: opts.maxInflight ?? 4,
+      peer: initiator ? 'a' : 'b', maxInflight: opts.maxInflight ?? 4, isInitiator: initiator, helloTimeoutMs: 5000,
       proofToSend: sessionProof(sec, hh, initiator), proofExpected: sessionProof(secret, hh, !initiator),
       handler: h, limiter: new CountingLimiter(opts.serve ?? 16),
     });
@@ -172,14 +173,14 @@ describe('peer channel', () => {
        const { sessionProof } = require(w.dist + '/identity.js');
        const hh = Buffer.from(w.hh, 'hex');
        new PeerChannel(net.connect(w.port, '127.0.0.1'), {
-         peer: 'b', maxInflight: 4, limiter: new CountingLimiter(4),
+         peer: 'b', maxInflight: 4, isInitiator: false, helloTimeoutMs: 5000, limiter: new CountingLimiter(4),
          proofToSend: sessionProof(w.secret, hh, false), proofExpected: sessionProof(w.secret, hh, true),
          handler: (req) => new Promise((r) => setTimeout(() => r(Buffer.alloc(req.length, 9)), 50)),
        });`,
       { eval: true, workerData: { dist, port: (server.address() as net.AddressInfo).port, hh: hh.toString('hex'), secret } },
     );
     const ca = new PeerChannel(await accepted, {
-      peer: 'b', maxInflight: 4, limiter: new CountingLimiter(4),
+      peer: 'b', maxInflight: 4, isInitiator: true, helloTimeoutMs: 5000, limiter: new CountingLimiter(4),
       proofToSend: sessionProof(secret, hh, true), proofExpected: sessionProof(secret, hh, false),
     });
     cleanup.push(() => ca.close(), () => server.close(), () => void peer.terminate());
@@ -196,10 +197,74 @@ describe('peer channel', () => {
   });
 
   test('a peer that does not know the cluster secret is disconnected before any request', async () => {
-    const { ca } = await pair(async (req) => Buffer.alloc(req.length), { wrongSecret: true });
+    const { ca, cb } = await pair(async (req) => Buffer.alloc(req.length), { wrongSecret: true });
     await expect(ca.ready).rejects.toThrow(/closed before HELLO/);
-    expect(ca.closeError).toBeInstanceOf(ProtocolError);
+    expect(ca.closeError).toBeInstanceOf(HandshakeError);
+    expect((ca.closeError as HandshakeError).reason).toBe('bad_proof');
+    for (let i = 0; i < 100 && !cb.closed; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(cb.closed).toBe(true);
     await expect(ca.request({ blobId, offset: 0, length: 4, digests: [] }, 500)).rejects.toThrow(SourceUnavailableError);
+  });
+
+  /**
+   * The serving side (responder) of a raw TCP connection; the test writes raw frames as the
+   * initiator and collects every byte the channel sends back.
+   */
+  async function rawPeer(helloTimeoutMs = 5000) {
+    const [client, srv, server] = await socketPair();
+    let served = 0;
+    const ch = new PeerChannel(srv, {
+      peer: 'raw', maxInflight: 4, isInitiator: false, helloTimeoutMs, limiter: new CountingLimiter(4),
+      proofToSend: sessionProof(secret, hh, false), proofExpected: sessionProof(secret, hh, true),
+      handler: async (req) => {
+        served++;
+        return Buffer.alloc(req.length, 1);
+      },
+    });
+    const got: Buffer[] = [];
+    client.on('data', (d: Buffer) => got.push(d));
+    const closed = new Promise<void>((r) => client.on('close', () => r()));
+    client.on('error', () => undefined);
+    cleanup.push(() => ch.close(), () => client.destroy(), () => server.close());
+    return { ch, client, closed, received: () => Buffer.concat(got), served: () => served };
+  }
+  const hello = (proof: Buffer) => encodeFrame({ type: FrameType.Hello, version: 1, maxInflight: 4, maxFrame: MAX_FRAME, proof });
+  const request = encodeFrame({ type: FrameType.Request, reqId: 1, blobId, offset: 0, length: 4, digests: [] });
+
+  test('the responder says nothing until the initiator\'s HELLO verified, then answers', async () => {
+    const p = await rawPeer();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(p.received().length).toBe(0);
+    p.client.write(Buffer.concat([hello(sessionProof(secret, hh, true)), request]));
+    for (let i = 0; i < 100 && new FrameReader().push(p.received()).length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+    const frames = new FrameReader().push(p.received()).filter((f) => f.type !== FrameType.Pending);
+    expect(frames.map((f) => f.type)).toEqual([FrameType.Hello, FrameType.Response]);
+    expect(p.served()).toBe(1);
+  });
+
+  test.each([
+    ['a REQUEST before HELLO', 'before_hello', () => request],
+    ['a CANCEL before HELLO', 'before_hello', () => encodeFrame({ type: FrameType.Cancel, reqId: 1 })],
+    ['a HELLO with a wrong proof, then a REQUEST', 'bad_proof', () => Buffer.concat([hello(sessionProof('another-secret-entirely', hh, true)), request])],
+    ['its own HELLO reflected back (responder role)', 'bad_proof', () => Buffer.concat([hello(sessionProof(secret, hh, false)), request])],
+    ['a malformed frame', 'protocol', () => Buffer.from([0, 0, 0, 1, 42])],
+  ])('%s closes the connection (%s): no byte sent, nothing served', async (_what, reason, bytes) => {
+    const p = await rawPeer();
+    p.client.write(bytes());
+    await p.closed;
+    expect(p.received().length).toBe(0);
+    expect(p.served()).toBe(0);
+    expect(p.ch.closed).toBe(true);
+    expect((p.ch.closeError as HandshakeError).reason).toBe(reason);
+  });
+
+  test('silence beyond helloTimeoutMs closes the connection', async () => {
+    const p = await rawPeer(200);
+    const t0 = Date.now();
+    await p.closed;
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(150);
+    expect(p.received().length).toBe(0);
+    expect((p.ch.closeError as HandshakeError).reason).toBe('no_hello');
   });
 });
 
@@ -219,13 +284,22 @@ describe('rendezvous ownership', () => {
   });
 });
 
+describe('default DHT bind address', () => {
+  test('is the local address that routes to the bootstrap node; none when there is no route', async () => {
+    expect(await localAddressToward({ host: '127.0.0.1', port: 49737 })).toBe('127.0.0.1');
+    expect(await localAddressToward({ host: '127.0.0.0', port: 0 })).toBeUndefined();
+  });
+});
+
 describe('p2p config', () => {
   const ok = { enable: true, cluster_secret: 'a-long-cluster-secret', bootstrap: ['127.0.0.1:49737'] };
   test('off by default, defaults filled in, keys normalised', () => {
     expect(parseP2PConfig(undefined)).toBeUndefined();
     expect(parseP2PConfig({ enable: false })).toBeUndefined();
     const c = parseP2PConfig({ ...ok, allow: ['AB'.repeat(32)] });
-    expect(c).toMatchObject({ bootstrap: [{ host: '127.0.0.1', port: 49737 }], allow: ['ab'.repeat(32)], maxPeers: 64, requestTimeoutMs: 2000 });
+    expect(c).toMatchObject({
+      bootstrap: [{ host: '127.0.0.1', port: 49737 }], allow: ['ab'.repeat(32)], maxPeers: 64, requestTimeoutMs: 2000, helloTimeoutMs: 5000,
+    });
   });
   test.each([
     [{ ...ok, bootstrap: [] }, /cfg.json: p2p.bootstrap: must be a non-empty array/],
@@ -233,6 +307,7 @@ describe('p2p config', () => {
     [{ ...ok, cluster_secret: 'short' }, /p2p.cluster_secret: must be a string of at least 16/],
     [{ ...ok, allow: ['xyz'] }, /p2p.allow\[0\]: must be a 64-hex-digit public key/],
     [{ ...ok, request_timeout_ms: -1 }, /p2p.request_timeout_ms: must be a positive integer/],
+    [{ ...ok, hello_timeout_ms: 0 }, /p2p.hello_timeout_ms: must be a positive integer/],
     [{ ...ok, host: '0.0.0.0x' }, /p2p.host: must be an IPv4 address/],
     [{ ...ok, maxpeers: 3 }, /p2p.maxpeers: unknown key/],
     [{ ...ok, request_timeout_ms: 5000, upstream_timeout_ms: 1000 }, /p2p.upstream_timeout_ms: must be at least request_timeout_ms/],

@@ -350,7 +350,7 @@ async function main(): Promise<void> {
         `cache, zstd chunks, digest verification), read the same ${img.files.length} files (/usr/lib/python3.11 of the ` +
         `Debian fixture: ${mib(img.bc.blob.uncompressedSize)} MiB, ${mib(one)} MiB compressed in ${CHUNK / 1048576} MiB chunks) ` +
         `at the same time, 8 files in flight per node, through one origin limited to ${RATE / 1048576} MiB/s. With P2P the ` +
-        'nodes form a hyperswarm on a loopback DHT; each chunk has one owner (rendezvous hashing) that fetches it from the ' +
+        'nodes form a swarm over hyperdht on a loopback DHT; each chunk has one owner (rendezvous hashing) that fetches it from the ' +
         'origin once and serves the others.',
       '',
       "| run | total time (s) | origin bytes (MiB) | origin bytes / one node's | read from other nodes (MiB) |",

@@ -1,5 +1,5 @@
 /**
- * Modules only some daemons need, loaded on first use: the peer swarm (hyperswarm, ~16 MB of RSS),
+ * Modules only some daemons need, loaded on first use: the peer swarm (hyperdht, ~16 MB of RSS),
  * mirrors and the proxy (undici, ~20 MB) and the certs.d watcher (chokidar, ~8 MB). A localfs-only
  * shared daemon never loads them.
  *

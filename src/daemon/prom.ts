@@ -59,7 +59,7 @@ export async function prometheusText(d: Daemon): Promise<string> {
     const p2pBytes = g('nydusd_p2p_bytes_total', 'Chunk bytes this node got from peers, or fetched upstream as a chunk owner.', ['node', 'source']);
     const served = g('nydusd_p2p_served_chunks_total', 'Chunks this node served to peers.', ['node']);
     const servedBytes = g('nydusd_p2p_served_bytes_total', 'Bytes this node served to peers.', ['node']);
-    const refused = g('nydusd_p2p_refused_total', 'Connections refused by the allowlist or the cluster-secret proof.', ['node']);
+    const refused = g('nydusd_p2p_refused_total', 'Connections refused, by reason (allowlist, bad_proof, no_hello, before_hello, protocol).', ['node', 'reason']);
     const failures = g('nydusd_p2p_failures_total', 'Peer requests that failed, by reason (digest: bytes refused).', ['node', 'reason']);
     for (const n of nodes) {
       const node = { node: n.publicKey };
@@ -68,7 +68,7 @@ export async function prometheusText(d: Daemon): Promise<string> {
       p2pBytes.set({ ...node, source: 'upstream' }, n.bytesFromUpstream);
       served.set(node, n.chunksServed);
       servedBytes.set(node, n.bytesServed);
-      refused.set(node, n.refused);
+      for (const [reason, v] of Object.entries(n.refusedBy)) refused.set({ ...node, reason }, v);
       for (const [reason, v] of Object.entries(n.failures)) failures.set({ ...node, reason }, v);
     }
   }

@@ -3,8 +3,12 @@
  * requests to the peer and the peer's requests to this node.
  *
  * Contract:
- *  - `ready` resolves once the peer's HELLO arrived with the expected proof; a wrong proof, a bad
- *    version or a malformed frame destroys the connection.
+ *  - Handshake: the initiator sends its HELLO first; the responder sends its own only after the
+ *    initiator's verified, so a peer without the secret gets no byte of ours. Until the peer's HELLO
+ *    verified, any other frame, a wrong proof, a bad version or a malformed frame closes the
+ *    connection, and so does silence beyond `helloTimeoutMs`; `closeError` is then a
+ *    HandshakeError naming why (for the refusal counters). Nothing is served or requested before.
+ *  - `ready` resolves once the peer's HELLO verified.
  *  - `request` keeps at most min(our maxInflight, the peer's) requests in flight; extra callers
  *    wait for a slot. Whatever happens (slot wait, slow answer, peer gone, BUSY/NOT_FOUND/ERROR) it
  *    settles within `timeoutMs`, rejecting with SourceUnavailableError, unless the peer said
@@ -19,12 +23,14 @@
  *    are answered BUSY at once instead of queued (load shedding).
  *  - Writes honour backpressure: a frame is written only after the previous write drained.
  */
+import { timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { SourceUnavailableError } from '../fetch/source';
 import {
   encodeFrame, Frame, FrameReader, FrameType, MAX_FRAME, PROTOCOL_VERSION, ProtocolError, Request, Status,
 } from './frames';
+import type { RefusalReason } from './metrics';
 
 /** While a served request is in progress, PENDING is repeated this often (liveness heartbeat). */
 export const PENDING_HEARTBEAT_MS = 100;
@@ -62,10 +68,22 @@ export class PeerUnavailableError extends SourceUnavailableError {
   }
 }
 
+/** The peer failed the handshake; `reason` is the refusal counter it goes to. */
+export class HandshakeError extends ProtocolError {
+  constructor(readonly reason: Exclude<RefusalReason, 'allowlist'>, detail: string) {
+    super(detail);
+    this.name = 'HandshakeError';
+  }
+}
+
 export interface ChannelOptions {
   /** Name of the peer for errors and logs (short hex key). */
   peer: string;
   maxInflight: number;
+  /** This side dialled the connection: it sends HELLO first. */
+  isInitiator: boolean;
+  /** The peer's HELLO must have verified within this long, else the connection is closed. */
+  helloTimeoutMs: number;
   proofToSend: Buffer;
   proofExpected: Buffer;
   handler?: RequestHandler;
@@ -93,6 +111,9 @@ export class PeerChannel extends EventEmitter {
   private inflight = 0;
   private readonly slotWaiters: (() => void)[] = [];
   private writeChain: Promise<void> = Promise.resolve();
+  /** The peer's HELLO verified: from here on every frame type is accepted. */
+  private verified = false;
+  private readonly helloTimer: NodeJS.Timeout;
   private markReady!: () => void;
 
   constructor(private readonly socket: Duplex, private readonly opts: ChannelOptions) {
@@ -102,11 +123,19 @@ export class PeerChannel extends EventEmitter {
       this.once('close', () => reject(new SourceUnavailableError('peer', `${opts.peer} closed before HELLO`)));
     });
     this.ready.catch(() => undefined);
+    this.helloTimer = setTimeout(() => {
+      this.close(new HandshakeError('no_hello', `${opts.peer} sent no valid HELLO within ${opts.helloTimeoutMs} ms`));
+    }, opts.helloTimeoutMs);
+    this.helloTimer.unref();
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('error', () => this.close());
     socket.on('close', () => this.close());
+    if (opts.isInitiator) this.sendHello();
+  }
+
+  private sendHello(): void {
     this.write(encodeFrame({
-      type: FrameType.Hello, version: PROTOCOL_VERSION, maxInflight: opts.maxInflight, maxFrame: MAX_FRAME, proof: opts.proofToSend,
+      type: FrameType.Hello, version: PROTOCOL_VERSION, maxInflight: this.opts.maxInflight, maxFrame: MAX_FRAME, proof: this.opts.proofToSend,
     }));
   }
 
@@ -179,6 +208,7 @@ export class PeerChannel extends EventEmitter {
     if (this.closed) return;
     this.closed = true;
     this.closeError = err;
+    clearTimeout(this.helloTimer);
     for (const p of [...this.pending.values()]) p.reject(new PeerUnavailableError(this.opts.peer, 'gone', 'connection closed'));
     for (const c of this.serving.values()) c.abort();
     this.serving.clear();
@@ -193,7 +223,7 @@ export class PeerChannel extends EventEmitter {
     for (let waited = 0; ; waited++) {
       if (this.closed) throw unavailable('connection closed');
       if (signal?.aborted) throw unavailable('aborted', 'error');
-      if (this.inflight < Math.min(this.opts.maxInflight, this.remoteMaxInflight)) {
+      if (this.verified && this.inflight < Math.min(this.opts.maxInflight, this.remoteMaxInflight)) {
         this.inflight++;
         return;
       }
@@ -231,32 +261,48 @@ export class PeerChannel extends EventEmitter {
   }
 
   private onData(d: Buffer): void {
+    if (this.closed) return;
     let frames: Frame[];
     try {
       frames = this.reader.push(d);
     } catch (e) {
-      this.close(e as Error);
+      this.fail(e as Error);
       return;
     }
     for (const f of frames) {
       try {
-        this.onFrame(f);
+        if (this.verified) this.onFrame(f);
+        else this.onHello(f);
       } catch (e) {
-        this.close(e as Error);
+        this.fail(e as Error);
         return;
       }
     }
   }
 
+  /** Closes on a protocol violation; before the handshake completed it is a handshake failure. */
+  private fail(e: Error): void {
+    if (!this.verified && !(e instanceof HandshakeError)) e = new HandshakeError('protocol', e.message);
+    this.close(e);
+  }
+
+  /** The only frame accepted before the handshake: the peer's HELLO with this session's proof. */
+  private onHello(f: Frame): void {
+    if (f.type !== FrameType.Hello) throw new HandshakeError('before_hello', `${this.opts.peer} sent ${FrameType[f.type]} before HELLO`);
+    if (f.version !== PROTOCOL_VERSION) throw new HandshakeError('protocol', `${this.opts.peer} speaks version ${f.version}`);
+    if (!timingSafeEqual(f.proof, this.opts.proofExpected)) throw new HandshakeError('bad_proof', `${this.opts.peer} sent no valid proof of the cluster secret for this connection`);
+    this.verified = true;
+    clearTimeout(this.helloTimer);
+    this.remoteMaxInflight = Math.max(1, f.maxInflight);
+    if (!this.opts.isInitiator) this.sendHello();
+    this.markReady();
+    for (const w of this.slotWaiters.splice(0)) w();
+  }
+
   private onFrame(f: Frame): void {
     switch (f.type) {
       case FrameType.Hello:
-        if (f.version !== PROTOCOL_VERSION) throw new ProtocolError(`${this.opts.peer} speaks version ${f.version}`);
-        if (!f.proof.equals(this.opts.proofExpected)) throw new ProtocolError(`${this.opts.peer} does not know the cluster secret`);
-        this.remoteMaxInflight = Math.max(1, f.maxInflight);
-        this.markReady();
-        for (const w of this.slotWaiters.splice(0)) w();
-        return;
+        throw new ProtocolError(`${this.opts.peer} sent a second HELLO`);
       case FrameType.Response: {
         const p = this.pending.get(f.reqId);
         if (!p) return; // answer to a cancelled or timed-out request

@@ -5,9 +5,10 @@
  *            "allow": ["<64 hex public key>", ...], "max_peers": 64, "request_timeout_ms": 2000 }
  *
  * Optional extras: `upstream_timeout_ms` (how long to wait for an owner that answered PENDING, i.e.
- * is fetching the chunk from upstream itself), `host` (IPv4 the DHT socket binds; the cluster IP in production, 127.0.0.1 in
- * tests), `key_file` (where this node's 32-byte key seed is kept so its public key, the one other
- * nodes allow, survives restarts), `max_inflight_per_peer`, `serve_concurrency`, `store_bytes`.
+ * is fetching the chunk from upstream itself), `host` (IPv4 the DHT socket binds; by default the local
+ * address facing the first bootstrap node, see membership.ts), `key_file` (where this node's 32-byte key seed is kept so its public key, the one other
+ * nodes allow, survives restarts), `max_inflight_per_peer`, `serve_concurrency`, `store_bytes`,
+ * `hello_timeout_ms` (how long a new connection may stay without a verified HELLO).
  * Every error names the key and the reason in one line.
  */
 import { isIPv4 } from 'node:net';
@@ -22,6 +23,7 @@ export interface P2PConfig {
   requestTimeoutMs: number;
   /** Limit for a request the owner acknowledged with PENDING (it fetches upstream); >= requestTimeoutMs. */
   upstreamTimeoutMs: number;
+  /** Bind address of the DHT socket; undefined = the local address facing `bootstrap[0]`. */
   host?: string;
   keyFile?: string;
   /** Requests this node keeps in flight to one peer; more wait for a slot (within the timeout). */
@@ -30,6 +32,8 @@ export interface P2PConfig {
   serveConcurrency: number;
   /** Bytes of served chunks kept in memory for answering peers. */
   storeBytes: number;
+  /** A connection whose peer sent no valid HELLO within this is closed and counted. */
+  helloTimeoutMs: number;
 }
 
 export const P2P_DEFAULTS = {
@@ -39,6 +43,7 @@ export const P2P_DEFAULTS = {
   maxInflightPerPeer: 4,
   serveConcurrency: 16,
   storeBytes: 256 * 1024 * 1024,
+  helloTimeoutMs: 5000,
 };
 
 export class P2PConfigError extends Error {
@@ -50,7 +55,7 @@ export class P2PConfigError extends Error {
 
 const KNOWN = new Set([
   'enable', 'cluster_secret', 'bootstrap', 'allow', 'max_peers', 'request_timeout_ms', 'upstream_timeout_ms', 'host', 'key_file',
-  'max_inflight_per_peer', 'serve_concurrency', 'store_bytes',
+  'max_inflight_per_peer', 'serve_concurrency', 'store_bytes', 'hello_timeout_ms',
 ]);
 
 /** Parses `host:port` (IPv4 or a name) into a DHT bootstrap address. */
@@ -129,5 +134,6 @@ export function parseP2PConfig(raw: unknown, where = 'config'): P2PConfig | unde
     maxInflightPerPeer: posInt(where, o, 'max_inflight_per_peer', P2P_DEFAULTS.maxInflightPerPeer),
     serveConcurrency: posInt(where, o, 'serve_concurrency', P2P_DEFAULTS.serveConcurrency),
     storeBytes: posInt(where, o, 'store_bytes', P2P_DEFAULTS.storeBytes),
+    helloTimeoutMs: posInt(where, o, 'hello_timeout_ms', P2P_DEFAULTS.helloTimeoutMs),
   };
 }

@@ -10,7 +10,7 @@
  *   PENDING  5  u32be reqId
  *
  * The length prefix makes the format independent of the transport's message boundaries. Frames are
- * bounded by MAX_FRAME, far below the 16 MiB atomic-write limit of hyperswarm's secret stream.
+ * bounded by MAX_FRAME, far below the 16 MiB atomic-write limit of hyperdht's secret stream.
  */
 
 export const PROTOCOL_VERSION = 1;

@@ -2,7 +2,7 @@
  * Who this node is and how nodes of one cluster recognise each other:
  *  - the node key pair (Ed25519, from a 32-byte seed kept in `key_file` so the public key that
  *    other nodes put in their allowlist survives restarts; a fresh random seed without a file);
- *  - the cluster topic, sha256 of a label and the cluster secret (32 bytes, as hyperswarm needs);
+ *  - the cluster topic, sha256 of a label and the cluster secret (32 bytes, as DHT topics are);
  *  - the session proof each side sends in HELLO: HMAC-SHA256 keyed by the secret over the Noise
  *    handshake hash and the sender's role, so it proves knowledge of the secret for this very
  *    connection and cannot be replayed or reflected.

@@ -93,7 +93,7 @@ export class PeerSource implements ChunkSource {
     const deadline = start + this.opts.requestTimeoutMs;
     const pendingDeadline = start + Math.max(this.opts.upstreamTimeoutMs ?? 0, this.opts.requestTimeoutMs);
     let ch = peers.get(owner as string) as PeerChannel;
-    // hyperswarm may replace a peer's connection (duplicate dials); a request lost with the old
+    // A peer may have two connections (both dialled at once) and lose one; a request lost with the old
     // one is asked again once on the new one, within the same deadline.
     for (let attempt = 0; ; attempt++) {
       try {
