@@ -32,6 +32,7 @@ import { collectGarbage } from './gc';
 import { IdleCollector } from './idle-gc';
 import { loadedMirrorSet, loadedP2pHub, loadedProxy, watcherModule } from './optional';
 import { prometheusText } from './prom';
+import { hostMountpoint } from './virtual-mounts';
 
 const log = logger('nydusd');
 
@@ -60,6 +61,11 @@ export interface DaemonOptions {
   deps?: Partial<SourceDeps>;
   /** certs.d directory to watch; its mirrors are applied live to every instance (default off). */
   mirrorsDir?: string;
+  /**
+   * The daemon's --mountpoint. When set, API mountpoints and `?id=` are paths under it, as in
+   * upstream's shared daemon (`/ID` is `<mountRoot>/ID`); without it they are absolute host paths.
+   */
+  mountRoot?: string;
 }
 
 export class Daemon {
@@ -168,11 +174,16 @@ export class Daemon {
     if (this.opts.apisock) fs.rmSync(this.opts.apisock, { force: true });
   }
 
+  /** The host path an API mountpoint names (see `DaemonOptions.mountRoot`). */
+  hostMountpoint(apiPath: string): string {
+    return hostMountpoint(this.opts.mountRoot, apiPath);
+  }
+
   /** Instances named by `?id=` (a mountpoint), or all of them. */
   select(q: URLSearchParams): MountedInstance[] {
     const id = q.get('id');
     if (!id) return [...this.instances.values()];
-    const inst = this.instances.get(path.resolve(id));
+    const inst = this.instances.get(this.hostMountpoint(id));
     if (!inst) throw new ApiFault(404, 'NotFound', `${id}: no such rafs instance`);
     return [inst];
   }
@@ -248,7 +259,7 @@ export class Daemon {
     );
     a.addRoute('POST', '/api/v1/mount', (r) => this.apiMount(r));
     a.addRoute('DELETE', '/api/v1/mount', async (r) => {
-      await this.umount(requireMountpoint(r));
+      await this.umount(this.hostMountpoint(requireMountpoint(r)));
       return undefined;
     });
     a.addRoute('GET', '/api/v1/metrics', (r) => {
@@ -325,7 +336,7 @@ export class Daemon {
   }
 
   private async apiMount(r: ApiRequest): Promise<undefined> {
-    const mp = requireMountpoint(r);
+    const mp = this.hostMountpoint(requireMountpoint(r));
     const body = r.body as { source?: unknown; fs_type?: unknown; config?: unknown; prefetch_files?: unknown } | undefined;
     if (!body || typeof body !== 'object') throw new ApiFault(400, 'InvalidBody', 'body: expected {source, fs_type, config}');
     if (typeof body.source !== 'string' || !body.source) throw new ApiFault(400, 'InvalidBody', 'source: expected the bootstrap path');
