@@ -103,7 +103,8 @@ async function main(): Promise<void> {
     .option('--fscache-tag <tag>', 'singleton: fscache tag (not supported)')
     .option('--fscache-threads <n>', 'singleton: fscache threads (not supported)')
     .argument('[mode]', 'fuse (default) or singleton (an API-only daemon)')
-    .showHelpAfterError()
+    // Bad flags are one line, like every other start error.
+    .configureOutput({ outputError: (msg, write) => write(`nydusd: ${msg.trim()}\n`) })
     .parse();
   const o = program.opts<Opts>();
   const mode = program.args[0] ?? 'fuse';

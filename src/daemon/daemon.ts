@@ -33,6 +33,7 @@ import { IdleCollector } from './idle-gc';
 import { loadedMirrorSet, loadedP2pHub, loadedProxy, watcherModule } from './optional';
 import { prometheusText } from './prom';
 import { hostMountpoint } from './virtual-mounts';
+import { addUpstreamRoutes } from './upstream-api';
 
 const log = logger('nydusd');
 
@@ -43,6 +44,7 @@ export const VERSION = { package_ver: '0.1.0', git_commit: 'nydus-ts', build_tim
 export interface MountedInstance {
   mountpoint: string;
   bootstrap: string;
+  /** Replaced by `reconfigure` (hot credential or proxy updates, remount with a new config). */
   config: NydusdConfig;
   rafs: RafsInstance;
   fuse: FuseMount;
@@ -80,6 +82,7 @@ export class Daemon {
 
   constructor(readonly opts: DaemonOptions) {
     this.routes();
+    addUpstreamRoutes(this);
   }
 
   async listen(): Promise<void> {
@@ -136,6 +139,20 @@ export class Daemon {
     collectGarbage();
     if (startPrefetch) prefetcher.start();
     return inst;
+  }
+
+  /**
+   * Serves `inst` from sources built for `config` (new credentials, proxy, mirrors) without
+   * touching its FUSE mount; reads already running finish with the sources they started with.
+   */
+  async reconfigure(inst: MountedInstance, config: NydusdConfig): Promise<void> {
+    const sources = buildSources(config, { metrics: inst.metrics, certs: this.mirrorsWatch?.certs, ...this.opts.deps });
+    loadedP2pHub()?.attachPeers(sources, inst.rafs.blobs, () => inst.pipeline.sources());
+    const old = inst.pipeline.sources();
+    inst.pipeline.setSources(sources);
+    inst.config = config;
+    await closeSources(old);
+    log.info({ mountpoint: inst.mountpoint, sources: sources.map((s) => s.name) }, 'rafs instance reconfigured');
   }
 
   async umount(mountpoint: string): Promise<void> {
@@ -336,6 +353,13 @@ export class Daemon {
   }
 
   private async apiMount(r: ApiRequest): Promise<undefined> {
+    const m = this.mountRequest(r);
+    await this.mount(m.mountpoint, m.source, m.config, m.prefetchFiles);
+    return undefined;
+  }
+
+  /** The body of `POST|PUT /api/v1/mount`, checked: `{source, fs_type?, config?, prefetch_files?}`. */
+  mountRequest(r: ApiRequest): { mountpoint: string; source: string; config: NydusdConfig; prefetchFiles?: string[] } {
     const mp = this.hostMountpoint(requireMountpoint(r));
     const body = r.body as { source?: unknown; fs_type?: unknown; config?: unknown; prefetch_files?: unknown } | undefined;
     if (!body || typeof body !== 'object') throw new ApiFault(400, 'InvalidBody', 'body: expected {source, fs_type, config}');
@@ -354,8 +378,7 @@ export class Daemon {
       if (!Array.isArray(body.prefetch_files) || body.prefetch_files.some((f) => typeof f !== 'string')) throw new ApiFault(400, 'InvalidBody', 'prefetch_files: expected an array of paths');
       files = body.prefetch_files as string[];
     }
-    await this.mount(mp, body.source, config, files);
-    return undefined;
+    return { mountpoint: mp, source: body.source, config, prefetchFiles: files };
   }
 }
 

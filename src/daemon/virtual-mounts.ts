@@ -9,5 +9,5 @@ import * as path from 'node:path';
 export function hostMountpoint(mountRoot: string | undefined, apiPath: string): string {
   if (!mountRoot) return path.resolve(apiPath);
   // Normalised below "/" first, so "../x" cannot climb out of the root.
-  return path.join(mountRoot, path.posix.normalize(`/${apiPath}`));
+  return path.resolve(path.join(mountRoot, path.posix.normalize(`/${apiPath}`)));
 }
