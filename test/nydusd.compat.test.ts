@@ -8,11 +8,16 @@
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { NydusdClient } from '../src/daemon/client';
+import { decodeBootstrap } from '../src/format/decode';
+import { RegistryClient } from '../src/registry/client';
 import { busyboxRootfsDir, IS_ROOT, REPO_ROOT } from './helpers/fixtures';
-import { describeTree, forceUnmount, isMounted, nydusdBin } from './helpers/nydusd';
+import { describeTree, forceUnmount, isMounted, nydusdBin, startNydusd } from './helpers/nydusd';
+import { startRegistry, TestRegistry } from './helpers/registry';
 
 const maybe = IS_ROOT ? describe : describe.skip;
 
@@ -190,12 +195,18 @@ maybe('nydusd under upstream nydus-snapshotter command lines', () => {
     });
 
     test('PUT /api/v1/mount (remount) replaces the config of a mounted image in place; another bootstrap is refused', async () => {
+      const workers = async () => (await shared!.client.call<{ prefetch_workers: number }>('GET', '/api/v1/metrics/blobcache?id=%2F41')).prefetch_workers;
+      expect(await workers()).toBe(8);
       const cfg = JSON.parse(configJson);
-      cfg.digest_validate = true;
+      cfg.fs_prefetch.threads_count = 3;
       await shared!.client.call('PUT', '/api/v1/mount?mountpoint=%2F41', { fs_type: 'rafs', source: bootstrap, config: JSON.stringify(cfg) });
+      expect(await workers()).toBe(3);
       expect(isMounted(path.join(mnt(), '41'))).toBe(true);
       const got = await describeTree(path.join(mnt(), '41', 'bin'));
       expect(got.size).toBeGreaterThan(1);
+      cfg.device.cache.config.work_dir = path.join(tmp, 'elsewhere');
+      const moved = await shared!.client.request('PUT', '/api/v1/mount?mountpoint=%2F41', { fs_type: 'rafs', source: bootstrap, config: JSON.stringify(cfg) });
+      expect(moved.status).toBe(400);
       const other = await shared!.client.request('PUT', '/api/v1/mount?mountpoint=%2F41', { fs_type: 'rafs', source: configFile, config: configJson });
       expect(other.status).toBe(501);
       expect((await shared!.client.request('PUT', '/api/v1/mount?mountpoint=%2F77', { source: bootstrap, config: configJson })).status).toBe(404);
@@ -280,4 +291,103 @@ maybe('nydusd under upstream nydus-snapshotter command lines', () => {
     expect(err).toContain(msg);
     expect(err.trim().split('\n')).toHaveLength(1);
   });
+});
+
+/** Builds the busybox image with its blob in `dir/blobs`; returns the bootstrap path and blob id. */
+function busyboxImage(dir: string): { boot: string; blobId: string; blobFile: string } {
+  const boot = path.join(dir, 'busybox.boot');
+  execFileSync(path.join(REPO_ROOT, 'bin', 'nydus-image'), ['create', '-B', boot, '-D', path.join(dir, 'blobs'), busyboxRootfsDir()], { stdio: 'ignore' });
+  const blobId = decodeBootstrap(fs.readFileSync(boot)).blobs[0].blobId;
+  return { boot, blobId, blobFile: path.join(dir, 'blobs', blobId) };
+}
+
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+
+maybe('upstream API against a registry backend', () => {
+  let tmp: string;
+  let img: { boot: string; blobId: string; blobFile: string };
+  let d: Awaited<ReturnType<typeof startNydusd>> | undefined;
+  const servers: http.Server[] = [];
+  let reg: TestRegistry | undefined;
+
+  beforeAll(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nydusd-compat-reg-'));
+    img = busyboxImage(tmp);
+  }, 120_000);
+
+  afterAll(async () => {
+    await d?.cleanup();
+    for (const s of servers) {
+      s.closeAllConnections();
+      s.close();
+    }
+    await reg?.stop();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  const registryConfig = (host: string, auth: string | undefined, workDir: string) =>
+    JSON.stringify({
+      device: { backend: { type: 'registry', config: { scheme: 'http', host, repo: 'compat/busybox', auth, timeout: 5, retry_limit: 0 } }, cache: { type: 'blobcache', config: { work_dir: workDir } } },
+      mode: 'direct',
+    });
+
+  test('PUT /api/v1/config {registry_auth} replaces the credentials of a mounted instance', async () => {
+    reg = await startRegistry({ auth: 'basic', username: 'alice', password: 's3cret' });
+    const push = new RegistryClient({ registry: reg.host, insecure: true, noDockerConfig: true, credentials: { username: 'alice', password: 's3cret' } });
+    await push.pushBlob('compat/busybox', `sha256:${img.blobId}`, img.blobFile, fs.statSync(img.blobFile).size);
+    d = await startNydusd({ dir: path.join(tmp, 'daemon'), extraArgs: ['--mountpoint', path.join(tmp, 'mnt')] });
+    d.mountpoints.add(path.join(tmp, 'mnt', 'img'));
+    await d.client.call('POST', '/api/v1/mount?mountpoint=%2Fimg', { fs_type: 'rafs', source: img.boot, config: registryConfig(reg.host, b64('alice:wrong'), path.join(tmp, 'cache')) });
+    const busybox = path.join(tmp, 'mnt', 'img', 'bin', 'busybox');
+    await expect(fs.promises.readFile(busybox)).rejects.toThrow(/EIO/);
+    await d.client.call('PUT', '/api/v1/config?id=%2Fimg', { registry_auth: b64('alice:s3cret') });
+    expect(await d.client.call('GET', '/api/v1/config?id=%2Fimg')).toEqual({ registry_auth: '[redacted]' });
+    // A chunk that failed is not retried for 5 s (so the kernel's retries do not hammer the registry).
+    await new Promise((r) => setTimeout(r, 5500));
+    const got = await fs.promises.readFile(busybox);
+    expect(got.equals(fs.readFileSync(path.join(busyboxRootfsDir(), 'bin', 'busybox')))).toBe(true);
+    expect(d.log()).not.toContain('s3cret');
+    expect(d.log()).not.toContain(b64('alice:s3cret'));
+  }, 180_000);
+
+  test('GET /api/v1/metrics/inflight lists a read waiting on a stalled backend, with its inode and FUSE opcode', async () => {
+    // A registry front that answers /v2/ and holds every blob request until the test lets go.
+    const held: http.ServerResponse[] = [];
+    const stall = http.createServer((req, res) => {
+      if (req.url === '/v2/' || req.url === '/v2') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{}');
+      } else held.push(res);
+    });
+    servers.push(stall);
+    await new Promise<void>((r) => stall.listen(0, '127.0.0.1', () => r()));
+    const host = `127.0.0.1:${(stall.address() as net.AddressInfo).port}`;
+    d ??= await startNydusd({ dir: path.join(tmp, 'daemon'), extraArgs: ['--mountpoint', path.join(tmp, 'mnt')] });
+    d.mountpoints.add(path.join(tmp, 'mnt', 'stalled'));
+    await d.client.call('POST', '/api/v1/mount?mountpoint=%2Fstalled', { fs_type: 'rafs', source: img.boot, config: registryConfig(host, undefined, path.join(tmp, 'cache-stalled')) });
+    const file = path.join(tmp, 'mnt', 'stalled', 'bin', 'busybox');
+    const ino = (await fs.promises.stat(file)).ino;
+    const reader = spawn('cat', [file], { stdio: 'ignore' });
+    try {
+      let ops: { inode: number; opcode: number; unique: number; timestamp_secs: number }[] = [];
+      for (let i = 0; i < 100 && ops.length === 0; i++) {
+        const a = await d.client.request('GET', '/api/v1/metrics/inflight');
+        if (a.status === 200) ops = a.body as typeof ops;
+        else await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(ops.length).toBeGreaterThan(0);
+      expect(ops[0]).toEqual({ inode: ino, opcode: 15, unique: expect.any(Number), timestamp_secs: expect.any(Number) });
+      expect(Math.abs(ops[0].timestamp_secs - Date.now() / 1000)).toBeLessThan(60);
+      expect(held.length).toBeGreaterThan(0);
+    } finally {
+      for (const r of held) r.destroy();
+      stall.closeAllConnections();
+      reader.kill('SIGKILL');
+    }
+    for (let i = 0; i < 100; i++) {
+      if ((await d.client.request('GET', '/api/v1/metrics/inflight')).status === 204) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect((await d.client.request('GET', '/api/v1/metrics/inflight')).status).toBe(204);
+  }, 120_000);
 });

@@ -124,6 +124,9 @@ async function remount(d: Daemon, r: ApiRequest): Promise<undefined> {
   if (path.resolve(m.source) !== inst.bootstrap) {
     throw new ApiFault(501, 'UNDEFINED', `remount ${m.mountpoint}: a different bootstrap (${m.source}) needs a new mount; only the config of a mounted image can be replaced`);
   }
+  if (path.resolve(m.config.cache.workDir) !== path.resolve(inst.config.cache.workDir)) {
+    throw new ApiFault(400, 'InvalidConfig', `remount ${m.mountpoint}: the cache work_dir cannot change under a mounted image (${inst.config.cache.workDir})`);
+  }
   await d.reconfigure(inst, m.config);
   return undefined;
 }
