@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse as parseToml } from 'smol-toml';
-import { localfsDirConfig, parseNydusdConfig, parseNydusdConfigFile, parseNydusdConfigText } from '../src/daemon/config';
+import { localfsDirConfig, nydusdConfigAsV1, parseNydusdConfig, parseNydusdConfigFile, parseNydusdConfigText } from '../src/daemon/config';
 import { REPO_ROOT } from './helpers/fixtures';
 
 const registry = {
@@ -150,6 +150,18 @@ describe('upstream config files', () => {
       "v2.toml: rafs.enable_xattr = false: accepted, not used: the image's extended attributes are always served",
       'v2.toml: backend.localfs.speed: unknown key, ignored',
     ]);
+  });
+
+  test('a v2 nydusd_config template becomes the v1 object the snapshotter fills in', () => {
+    const f = fixture('nydusd-v2-all-keys.toml');
+    const v1 = nydusdConfigAsV1(fs.readFileSync(f, 'utf8'), f) as any;
+    expect(v1.device.backend.type).toBe('registry');
+    expect(v1.device.backend.config.host).toBe('127.0.0.1:5000');
+    expect(v1.fs_prefetch.threads_count).toBe(6);
+    expect(parseNydusdConfig(v1).config).toEqual(parseNydusdConfigFile(f).config);
+    const json = fixture('nydusd-v1-all-keys.json');
+    expect(nydusdConfigAsV1(fs.readFileSync(json, 'utf8'), json)).toEqual(JSON.parse(fs.readFileSync(json, 'utf8')));
+    expect(() => nydusdConfigAsV1('version = ', 'bad.toml')).toThrow(/^bad\.toml: \(root\): neither JSON nor valid TOML/);
   });
 
   test('upstream\'s `nydusd --localfs-dir` config: blobs and cache in that directory', () => {

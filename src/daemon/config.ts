@@ -310,6 +310,24 @@ export function parseNydusdConfigText(text: string, file?: string): ParseResult 
   }
 }
 
+/**
+ * The raw v1 object of config text in either format, for the snapshotter's template (it fills in
+ * host, repo and cache dir, and nydusd checks the result at mount).
+ */
+export function nydusdConfigAsV1(text: string, file: string): Obj {
+  const isJson = text.trimStart().startsWith('{');
+  let raw: unknown;
+  try {
+    raw = isJson ? JSON.parse(text) : parseToml(text);
+  } catch (e) {
+    throw new ConfigError('(root)', `${isJson ? 'invalid JSON' : 'neither JSON nor valid TOML'}: ${(e as Error).message.split('\n')[0]}`, file);
+  }
+  if (!isObj(raw)) throw new ConfigError('(root)', `expected an object, got ${typeName(raw)}`, file);
+  const isV2 = raw.version === 2 || (raw.device === undefined && raw.backend !== undefined);
+  // The JSON round trip drops the keys v2ToV1 leaves undefined.
+  return isV2 ? (JSON.parse(JSON.stringify(v2ToV1(raw).v1)) as Obj) : raw;
+}
+
 /** Reads and parses a config file; an unreadable file is an error naming it. */
 export function parseNydusdConfigFile(file: string): ParseResult {
   let text: string;
