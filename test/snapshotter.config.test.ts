@@ -119,6 +119,10 @@ address = "127.0.0.1:9110"`,
     expect(parseConfig('root = "/tmp/r"\n[cache_manager]\ncache_dir = "/srv/c"', 'x.toml').cache.dir).toBe('/srv/c');
   });
 
+  test('metrics.address ":9110" (upstream\'s shipped value: every interface) is accepted', () => {
+    expect(parseConfig('[metrics]\naddress = ":9110"', 'x.toml').metrics.address).toBe(':9110');
+  });
+
   test('a key neither upstream nor this snapshotter knows is warned as unknown', () => {
     expect(parseConfig('colour = "blue"\n[daemon]\nspeed = 3', 'x.toml').warnings).toEqual(['x.toml: colour: unknown key, ignored', 'x.toml: daemon.speed: unknown key, ignored']);
   });
