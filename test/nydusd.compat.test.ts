@@ -5,6 +5,8 @@
  * FailoverPolicy) with the paths its daemon manager uses. Then the API calls its client.go makes:
  * mount at `?mountpoint=/<snapshot id>` under the shared daemon's mountpoint, metrics `?id=/<id>`,
  * inflight, config, start, remount, sendfd/takeover.
+ * Timing-sensitive parts (inflight, the 5 s failed-chunk hold-off) were run in a loop:
+ *   for i in $(seq 20); do npx jest --runInBand test/nydusd.compat.test.ts | grep -E '^Tests:'; done
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -350,6 +352,17 @@ maybe('upstream API against a registry backend', () => {
     expect(d.log()).not.toContain(b64('alice:s3cret'));
   }, 180_000);
 
+  test('PUT /api/v1/config {proxy_url} points the instance at another proxy; "" removes it', async () => {
+    const proxyOf = async () => (await d!.client.call<{ proxy?: { url: string } }[]>('GET', '/api/v1/daemon/mirrors?id=%2Fimg'))[0].proxy?.url;
+    expect(await proxyOf()).toBeUndefined();
+    await d!.client.call('PUT', '/api/v1/config?id=%2Fimg', { proxy_url: 'http://127.0.0.1:9' });
+    expect(await proxyOf()).toBe('http://127.0.0.1:9');
+    expect(await d!.client.call('GET', '/api/v1/config?id=%2Fimg')).toEqual({ registry_auth: '[redacted]', proxy_url: 'http://127.0.0.1:9' });
+    expect((await d!.client.request('PUT', '/api/v1/config?id=%2Fimg', { proxy_url: 'ftp://x' })).status).toBe(400);
+    await d!.client.call('PUT', '/api/v1/config?id=%2Fimg', { proxy_url: '' });
+    expect(await proxyOf()).toBeUndefined();
+  });
+
   test('GET /api/v1/metrics/inflight lists a read waiting on a stalled backend, with its inode and FUSE opcode', async () => {
     // A registry front that answers /v2/ and holds every blob request until the test lets go.
     const held: http.ServerResponse[] = [];
@@ -378,7 +391,12 @@ maybe('upstream API against a registry backend', () => {
       expect(ops.length).toBeGreaterThan(0);
       expect(ops[0]).toEqual({ inode: ino, opcode: 15, unique: expect.any(Number), timestamp_secs: expect.any(Number) });
       expect(Math.abs(ops[0].timestamp_secs - Date.now() / 1000)).toBeLessThan(60);
+      // The read is pending on the backend: its blob request reaches the front (it may still be connecting).
+      for (let i = 0; i < 100 && held.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
       expect(held.length).toBeGreaterThan(0);
+      const still = await d.client.request('GET', '/api/v1/metrics/inflight');
+      expect(still.status).toBe(200);
+      expect((still.body as typeof ops).map((o) => o.inode)).toContain(ino);
     } finally {
       for (const r of held) r.destroy();
       stall.closeAllConnections();
