@@ -2,6 +2,8 @@
  * config.toml parsing: defaults, upstream keys, CLI overrides, and one-line errors naming the file
  * and key. The shipped config/config.toml must parse.
  */
+import { spawn } from 'node:child_process';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import { parse } from 'smol-toml';
@@ -221,4 +223,39 @@ enable_tarfs = false`,
     );
     expect(c.warnings).toEqual([]);
   });
+});
+
+describe('containerd-nydus-grpc started with an upstream config.toml', () => {
+  // Spawns bin/containerd-nydus-grpc (needs `npm run build`): the every-key config, moved to a temp
+  // root, starts serving and logs each warning once.
+  test('it serves its socket and logs one warning line per key it does not honour', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sn-upstream-'));
+    const sock = path.join(tmp, 'grpc.sock');
+    const text = fs
+      .readFileSync(path.join(REPO_ROOT, 'test', 'fixtures', 'compat', 'snapshotter-all-keys.toml'), 'utf8')
+      .replaceAll('/tmp/nydus-compat-root/grpc.sock', sock)
+      .replaceAll('/tmp/nydus-compat-root', path.join(tmp, 'root'))
+      .replace('/etc/nydus/nydusd-config.fusedev.json', path.join(REPO_ROOT, 'config', 'nydusd.json'))
+      .replace('address = "127.0.0.1:9110"', 'address = "127.0.0.1:0"');
+    const cfg = path.join(tmp, 'config.toml');
+    fs.writeFileSync(cfg, text);
+    const proc = spawn(path.join(REPO_ROOT, 'bin', 'containerd-nydus-grpc'), ['--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise((r) => proc.on('exit', r));
+    try {
+      const warnings = () => err.split('\n').filter((l) => l.includes('"level":40') && l.includes(cfg));
+      const expected = loadConfig(cfg).warnings.length;
+      // Log lines are written asynchronously: wait for them as well as for the socket.
+      for (let i = 0; i < 300 && !(fs.existsSync(sock) && warnings().length >= expected); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(fs.existsSync(sock)).toBe(true);
+      expect(warnings()).toHaveLength(expected);
+      expect(expected).toBeGreaterThan(20);
+      expect(err).toContain('daemon.recover_policy: \\"failover\\" is not supported yet');
+    } finally {
+      proc.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000).unref())]);
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
