@@ -10,6 +10,11 @@ import { parseHostsToml } from '../src/mirrors/hosts-toml';
 import { mirrorFromJson, mirrorsFromJson, mirrorToJson, proxyFromJson } from '../src/mirrors/nydus-json';
 import { MirrorConfigError } from '../src/mirrors/types';
 import { CertsWatcher } from '../src/mirrors/watcher';
+import { MirrorsSync } from '../src/mirrors/push';
+import { DaemonManager } from '../src/snapshotter/daemons';
+import { CRI_IMAGE_REF } from '../src/snapshotter/labels';
+import type { MetaLayer } from '../src/snapshotter/snapshotter';
+import { MetaStore } from '../src/snapshotter/store';
 import { REPO_ROOT } from './helpers/fixtures';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mirrors-config-'));
@@ -162,6 +167,30 @@ describe('hosts.toml', () => {
     expect(parseHostsToml('[host."http://m:1"]\n', '/h.toml').serverTls).toBeUndefined();
     expect(() => parseHostsToml('skip_verify = "yes"\n', '/h.toml')).toThrow('/h.toml:1: skip_verify must be true or false');
     expect(() => parseHostsToml('ca = 3\n', '/h.toml')).toThrow('/h.toml:1: ca must be a path or an array of paths');
+  });
+
+  test('the snapshotter puts a registry\'s top-level ca / skip_verify into its instance config', async () => {
+    const dir = path.join(tmp, 'server-tls');
+    write(dir, 'reg.example_5000_', 'ca = "reg-ca.pem"\nskip_verify = true\n[host."http://mirror:1"]\n');
+    const root = path.join(tmp, 'sn-root');
+    fs.mkdirSync(root, { recursive: true });
+    const sync = new MirrorsSync(dir);
+    await sync.start();
+    const store = new MetaStore(path.join(root, 'metadata.db'));
+    try {
+      const dm = new DaemonManager({ root, store, mode: 'shared', nydusdPath: '/bin/false', template: { device: { backend: { type: 'registry', config: { ca_cert_files: ['/etc/own.pem'] } } } }, recoverPolicy: 'restart', cacheDir: path.join(root, 'cache'), logLevel: 'info', mirrors: sync });
+      // instanceConfig is what mount() sends to nydusd; called directly so no daemon has to run.
+      const inst = (dm as unknown as { instanceConfig(m: MetaLayer): { config: { device: { backend: { config: Record<string, unknown> } } } } }).instanceConfig({
+        snapshotId: '5',
+        bootstrap: '/nonexistent',
+        labels: { [CRI_IMAGE_REF]: 'reg.example:5000/app:1' },
+      });
+      expect(inst.config.device.backend.config).toMatchObject({ host: 'reg.example:5000', ca_cert_files: ['/etc/own.pem', path.join(dir, 'reg.example_5000_', 'reg-ca.pem')], skip_verify: true });
+      dm.close();
+    } finally {
+      store.close();
+      await sync.close();
+    }
   });
 
   test('certs.d replaces JSON mirrors only when it has at least one entry', () => {
