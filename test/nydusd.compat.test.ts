@@ -273,6 +273,8 @@ maybe('nydusd under upstream nydus-snapshotter command lines', () => {
       expect(got).toEqual(want);
       const fsm = await dedicated!.client.call<{ id: string }>('GET', '/api/v1/metrics?id=%2F');
       expect(fsm.id).toBe(mnt());
+      // nydusctl --id takes the host path of the mount too.
+      expect((await dedicated!.client.call<{ id: string }>('GET', `/api/v1/metrics?id=${encodeURIComponent(mnt())}`)).id).toBe(mnt());
     }, 120_000);
   });
 

@@ -196,11 +196,16 @@ export class Daemon {
     return hostMountpoint(this.opts.mountRoot, apiPath);
   }
 
+  /** The instance an API path names; a daemon with a mountpoint also takes the host path itself (nydusctl --id). */
+  findInstance(apiPath: string): MountedInstance | undefined {
+    return this.instances.get(this.hostMountpoint(apiPath)) ?? (this.opts.mountRoot ? this.instances.get(path.resolve(apiPath)) : undefined);
+  }
+
   /** Instances named by `?id=` (a mountpoint), or all of them. */
   select(q: URLSearchParams): MountedInstance[] {
     const id = q.get('id');
     if (!id) return [...this.instances.values()];
-    const inst = this.instances.get(this.hostMountpoint(id));
+    const inst = this.findInstance(id);
     if (!inst) throw new ApiFault(404, 'NotFound', `${id}: no such rafs instance`);
     return [inst];
   }
@@ -276,7 +281,8 @@ export class Daemon {
     );
     a.addRoute('POST', '/api/v1/mount', (r) => this.apiMount(r));
     a.addRoute('DELETE', '/api/v1/mount', async (r) => {
-      await this.umount(this.hostMountpoint(requireMountpoint(r)));
+      const mp = requireMountpoint(r);
+      await this.umount(this.findInstance(mp)?.mountpoint ?? this.hostMountpoint(mp));
       return undefined;
     });
     a.addRoute('GET', '/api/v1/metrics', (r) => {

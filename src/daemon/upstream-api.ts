@@ -55,7 +55,7 @@ export function addUpstreamRoutes(d: Daemon): void {
 function instanceById(d: Daemon, r: ApiRequest): MountedInstance {
   const id = r.query.get('id');
   if (!id) throw new ApiFault(400, 'InvalidQuery', 'id: query parameter required (the instance mountpoint, e.g. /<snapshot id>)');
-  const inst = d.instances.get(d.hostMountpoint(id));
+  const inst = d.findInstance(id);
   if (!inst) throw new ApiFault(404, 'NotFound', `${id}: no such rafs instance`);
   return inst;
 }
