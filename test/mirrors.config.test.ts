@@ -10,6 +10,11 @@ import { parseHostsToml } from '../src/mirrors/hosts-toml';
 import { mirrorFromJson, mirrorsFromJson, mirrorToJson, proxyFromJson } from '../src/mirrors/nydus-json';
 import { MirrorConfigError } from '../src/mirrors/types';
 import { CertsWatcher } from '../src/mirrors/watcher';
+import { MirrorsSync } from '../src/mirrors/push';
+import { DaemonManager } from '../src/snapshotter/daemons';
+import { CRI_IMAGE_REF } from '../src/snapshotter/labels';
+import type { MetaLayer } from '../src/snapshotter/snapshotter';
+import { MetaStore } from '../src/snapshotter/store';
 import { REPO_ROOT } from './helpers/fixtures';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mirrors-config-'));
@@ -119,6 +124,73 @@ describe('hosts.toml', () => {
     fs.rmSync(path.join(dir, '127.0.0.1:5000'), { recursive: true });
     expect(certs.reload().changed).toBe(true);
     expect(certs.mirrorsFor('127.0.0.1:5000')[0].host).toBe('http://fallback:1');
+  });
+
+  test('a host:port registry is looked up first in containerd\'s host_port_ directory', () => {
+    const dir = path.join(tmp, 'portdir');
+    write(dir, '127.0.0.1:5000', '[host."http://colon-mirror:1"]\n');
+    write(dir, '127.0.0.1_5000_', '[host."http://underscore-mirror:1"]\n');
+    write(dir, 'reg.example:443', '[host."http://only-colon:1"]\n');
+    const certs = new CertsDir(dir);
+    expect(certs.reload().errors).toEqual([]);
+    expect(hostDirCandidates('127.0.0.1:5000')).toEqual(['127.0.0.1_5000_', '127.0.0.1:5000', '_default']);
+    expect(hostDirCandidates('quay.io')).toEqual(['quay.io', '_default']);
+    expect(certs.mirrorsFor('127.0.0.1:5000')[0].host).toBe('http://underscore-mirror:1');
+    expect(certs.mirrorsFor('reg.example:443')[0].host).toBe('http://only-colon:1');
+  });
+
+  test('top-level ca and skip_verify are the registry\'s own TLS settings; header, client, capabilities are named', () => {
+    const text = [
+      'server = "https://reg.example:5000"',
+      'ca = "certs/reg-ca.pem"',
+      'skip_verify = true',
+      'client = "certs/client.pem"',
+      'capabilities = ["pull", "resolve"]',
+      'colour = "blue"',
+      '',
+      '[header]',
+      '  X-Tenant = "team-a"',
+      '',
+      '[host."http://mirror:1"]',
+      '  capabilities = ["pull"]',
+      '',
+    ].join('\n');
+    const h = parseHostsToml(text, '/etc/certs.d/reg.example_5000_/hosts.toml');
+    expect(h.serverTls).toEqual({ ca: ['/etc/certs.d/reg.example_5000_/certs/reg-ca.pem'], skipVerify: true });
+    expect(h.mirrors.map((m) => m.host)).toEqual(['http://mirror:1']);
+    expect(h.warnings).toEqual([
+      '/etc/certs.d/reg.example_5000_/hosts.toml:6: unknown top-level key colour ignored',
+      '/etc/certs.d/reg.example_5000_/hosts.toml:8: top-level [header] (X-Tenant) is not sent: requests to the registry itself carry no extra headers here',
+      '/etc/certs.d/reg.example_5000_/hosts.toml:4: top-level client certificate is not used: the registry itself is read without a client certificate',
+      '/etc/certs.d/reg.example_5000_/hosts.toml:5: top-level capabilities is not used: the registry itself is always read at /v2 for pulls',
+    ]);
+    expect(parseHostsToml('[host."http://m:1"]\n', '/h.toml').serverTls).toBeUndefined();
+    expect(() => parseHostsToml('skip_verify = "yes"\n', '/h.toml')).toThrow('/h.toml:1: skip_verify must be true or false');
+    expect(() => parseHostsToml('ca = 3\n', '/h.toml')).toThrow('/h.toml:1: ca must be a path or an array of paths');
+  });
+
+  test('the snapshotter puts a registry\'s top-level ca / skip_verify into its instance config', async () => {
+    const dir = path.join(tmp, 'server-tls');
+    write(dir, 'reg.example_5000_', 'ca = "reg-ca.pem"\nskip_verify = true\n[host."http://mirror:1"]\n');
+    const root = path.join(tmp, 'sn-root');
+    fs.mkdirSync(root, { recursive: true });
+    const sync = new MirrorsSync(dir);
+    await sync.start();
+    const store = new MetaStore(path.join(root, 'metadata.db'));
+    try {
+      const dm = new DaemonManager({ root, store, mode: 'shared', nydusdPath: '/bin/false', template: { device: { backend: { type: 'registry', config: { ca_cert_files: ['/etc/own.pem'] } } } }, recoverPolicy: 'restart', cacheDir: path.join(root, 'cache'), logLevel: 'info', mirrors: sync });
+      // instanceConfig is what mount() sends to nydusd; called directly so no daemon has to run.
+      const inst = (dm as unknown as { instanceConfig(m: MetaLayer): { config: { device: { backend: { config: Record<string, unknown> } } } } }).instanceConfig({
+        snapshotId: '5',
+        bootstrap: '/nonexistent',
+        labels: { [CRI_IMAGE_REF]: 'reg.example:5000/app:1' },
+      });
+      expect(inst.config.device.backend.config).toMatchObject({ host: 'reg.example:5000', ca_cert_files: ['/etc/own.pem', path.join(dir, 'reg.example_5000_', 'reg-ca.pem')], skip_verify: true });
+      dm.close();
+    } finally {
+      store.close();
+      await sync.close();
+    }
   });
 
   test('certs.d replaces JSON mirrors only when it has at least one entry', () => {

@@ -189,7 +189,7 @@ describeWith(NEEDS, 'nydusd command line', () => {
       expect(e1?.code).toBe(1);
       expect(e1?.stderr.trim()).toBe(`nydusd: error: ${cfg}: device.backend.config.timeout: expected a number, got string`);
       const e2 = await fail(['--bootstrap', '/x']);
-      expect(e2?.stderr.trim()).toBe('nydusd: error: --bootstrap and --mountpoint go together (omit both for a shared daemon)');
+      expect(e2?.stderr.trim()).toBe('nydusd: error: --bootstrap needs --mountpoint (the FUSE mountpoint)');
       fs.writeFileSync(cfg, JSON.stringify({ device: { backend: { type: 'localfs', config: { dir: tmp } } } }));
       const e3 = await fail(['--config', cfg, '--bootstrap', path.join(tmp, 'nope.boot'), '--mountpoint', path.join(tmp, 'm')]);
       expect(e3?.stderr.trim()).toBe(`nydusd: error: ${path.join(tmp, 'nope.boot')}: bootstrap file not found`);

@@ -14,7 +14,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { request } from 'undici';
 import type { NydusdConfig } from '../src/daemon/config';
-import { applyConfigUpdate, applyImagePullAuth, buildSources } from '../src/daemon/sources';
+import { applyImagePullAuth, buildSources, updateRegistryAuth } from '../src/daemon/sources';
 import { FetchMetrics } from '../src/fetch/metrics';
 import { MirrorSource } from '../src/fetch/mirror-set';
 import { ProxySource } from '../src/fetch/proxy';
@@ -179,16 +179,16 @@ describe('Basic-auth origin', () => {
     }
   });
 
-  test('PUT /api/v1/config registry_auth replaces the credentials of a running instance', async () => {
+  test('registry_auth (PUT /api/v1/config) replaces the credentials of a running instance in place', async () => {
     const config = registryConfig(basicReg, {}, b64(basicReg.username!, 'wrong-password'));
     const srcs = buildSources(config, { metrics: new FetchMetrics() });
     const inst = { config, pipeline: { sources: () => srcs, setSources: () => undefined } };
     try {
       await expect(srcs[0].read(range(0, 100))).rejects.toThrow(/HTTP 401: credentials rejected/);
-      expect(applyConfigUpdate([inst], { registry_auth: auth(), other: 1 })).toEqual({ updated: 1, warnings: ['other: unknown key, ignored'] });
+      expect(updateRegistryAuth(inst, auth())).toBe(true);
       expect((await srcs[0].read(range(0, 100))).equals(slice(0, 100))).toBe(true);
-      expect(() => applyConfigUpdate([inst], { registry_auth: 'bm9jb2xvbg' })).toThrow('registry_auth: must be base64 of "user:password"');
-      expect(applyConfigUpdate([inst], { registry_auth: '' })).toEqual({ updated: 1 });
+      expect(() => updateRegistryAuth(inst, 'bm9jb2xvbg')).toThrow('registry_auth: must be base64 of "user:password"');
+      expect(updateRegistryAuth(inst, undefined)).toBe(true);
       await expect(srcs[0].read(range(0, 100))).rejects.toThrow(/HTTP 401: authentication required/);
     } finally {
       await closeAll(srcs);

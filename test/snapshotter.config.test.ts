@@ -2,6 +2,8 @@
  * config.toml parsing: defaults, upstream keys, CLI overrides, and one-line errors naming the file
  * and key. The shipped config/config.toml must parse.
  */
+import { spawn } from 'node:child_process';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import { parse } from 'smol-toml';
@@ -11,7 +13,9 @@ import { REPO_ROOT } from './helpers/fixtures';
 describe('config.toml', () => {
   test('defaults', () => {
     const c = parseConfig('', 'x.toml');
-    expect(c).toMatchObject({ version: 1, root: DEFAULT_ROOT, address: DEFAULT_ADDRESS, daemonMode: 'shared' });
+    // Upstream's default daemon_mode is "multiple" (one nydusd per image).
+    expect(c).toMatchObject({ version: 1, root: DEFAULT_ROOT, address: DEFAULT_ADDRESS, daemonMode: 'dedicated' });
+    expect(c.warnings).toEqual([]);
     expect(c.daemon.recoverPolicy).toBe('restart');
     expect(c.cache.dir).toBe(path.join(DEFAULT_ROOT, 'cache'));
     expect(c.metrics.address).toBe('');
@@ -79,7 +83,14 @@ address = "127.0.0.1:9110"`,
   test.each([
     ['version = 2', /x\.toml: version: unsupported configuration version 2/],
     ['daemon_mode = "fast"', /x\.toml: daemon_mode: must be one of shared, dedicated, none/],
-    ['[daemon]\nrecover_policy = "failover"', /x\.toml: daemon\.recover_policy: "failover" needs fd passing/],
+    ['[daemon]\nrecover_policy = "sometimes"', /x\.toml: daemon\.recover_policy: must be one of restart, none \(or failover\), got "sometimes"/],
+    ['[daemon]\nfs_driver = "ext4"', /x\.toml: daemon\.fs_driver: must be one of fusedev, fscache/],
+    ['[daemon]\nthreads_number = 2000', /x\.toml: daemon\.threads_number: nydusd worker thread number 2000 is too big, max 1024/],
+    ['[daemon]\nfailover_policy = "retry"', /x\.toml: daemon\.failover_policy: must be one of none, resend, flush/],
+    ['[cache_manager]\ngc_period = "a day"', /x\.toml: cache_manager\.gc_period: must be a duration/],
+    ['[remote.auth]\nenable_cri_keychain = true\nenable_kubeconfig_keychain = true', /can't be set at the same time/],
+    ['[image]\nvalidate_signature = true', /x\.toml: image\.validate_signature: image signature validation is not implemented/],
+    ['[snapshot]\nsync_remove = "yes"', /x\.toml: snapshot\.sync_remove: must be true or false/],
     ['root = 5', /x\.toml: root: must be a string/],
     [`root = "/${'x'.repeat(80)}"`, /x\.toml: root: path longer than 70 bytes/],
     ['[metrics]\naddress = "nope"', /x\.toml: metrics\.address: must be host:port/],
@@ -96,7 +107,155 @@ address = "127.0.0.1:9110"`,
     expect(msg).not.toContain('\n');
   });
 
+  test('recover_policy "failover" runs as "restart" with one warning line', () => {
+    const c = parseConfig('[daemon]\nrecover_policy = "failover"\nfailover_policy = "flush"', 'x.toml');
+    expect(c.daemon.recoverPolicy).toBe('restart');
+    expect(c.warnings).toEqual(['x.toml: daemon.recover_policy: "failover" is not supported yet (no FUSE fd passing); using "restart"']);
+  });
+
+  test('cache_dir and log dir "" mean <root>/cache and <root>/logs (upstream), relative paths are under root', () => {
+    const c = parseConfig('root = "/tmp/r"\n[cache_manager]\ncache_dir = ""\n[log]\ndir = ""', 'x.toml');
+    expect(c.cache.dir).toBe('/tmp/r/cache');
+    expect(c.log.dir).toBe('/tmp/r/logs');
+    expect(parseConfig('root = "/tmp/r"\n[cache_manager]\ncache_dir = "blobs"', 'x.toml').cache.dir).toBe('/tmp/r/blobs');
+    expect(parseConfig('root = "/tmp/r"\n[cache_manager]\ncache_dir = "/srv/c"', 'x.toml').cache.dir).toBe('/srv/c');
+  });
+
+  test('metrics.address ":9110" (upstream\'s shipped value: every interface) is accepted', () => {
+    expect(parseConfig('[metrics]\naddress = ":9110"', 'x.toml').metrics.address).toBe(':9110');
+  });
+
+  test('a key neither upstream nor this snapshotter knows is warned as unknown', () => {
+    expect(parseConfig('colour = "blue"\n[daemon]\nspeed = 3', 'x.toml').warnings).toEqual(['x.toml: colour: unknown key, ignored', 'x.toml: daemon.speed: unknown key, ignored']);
+  });
+
+  test('upstream command-line flags go through the same checks as the file', () => {
+    const c = parseConfig('', 'x.toml', { nydusdPath: '/opt/nydusd', fsDriver: 'fscache' });
+    expect(c.daemon.nydusdPath).toBe('/opt/nydusd');
+    expect(c.warnings).toEqual(['x.toml: daemon.fs_driver = "fscache": not supported, ignored: "fscache" is not supported; rafs instances are served over FUSE ("fusedev")']);
+  });
+
   test('a missing file is named', () => {
     expect(() => loadConfig('/nonexistent/config.toml')).toThrow('/nonexistent/config.toml: (file): cannot read: ENOENT');
   });
+});
+
+describe('upstream nydus-snapshotter config.toml keys', () => {
+  // The file sets every key of upstream's SnapshotterConfig (config/config.go); each one this
+  // snapshotter does not honour must come out as one warning naming it, and nothing else may.
+  test('a config with every upstream key parses, honoured keys applied, the rest warned by name', () => {
+    const file = path.join(REPO_ROOT, 'test', 'fixtures', 'compat', 'snapshotter-all-keys.toml');
+    const c = loadConfig(file);
+    expect(c).toMatchObject({ root: '/tmp/nydus-compat-root', daemonMode: 'dedicated' });
+    expect(c.daemon).toMatchObject({ nydusdPath: '/opt/nydus/bin/nydusd', nydusdConfig: '/etc/nydus/nydusd-config.fusedev.json', recoverPolicy: 'restart' });
+    expect(c.cache.dir).toBe('/tmp/nydus-compat-root/cache');
+    expect(c.log).toMatchObject({ level: 'debug', logToStdout: true, dir: '/tmp/nydus-compat-root/logs' });
+    const keys = c.warnings.map((w) => w.slice(file.length + 2).split(/[ :]/)[0]);
+    expect(keys).toEqual([
+      'daemon.recover_policy',
+      'cleanup_on_close',
+      'system.enable',
+      'system.debug.pprof_address',
+      'daemon.nydusimage_path',
+      'daemon.threads_number',
+      'daemon.log_rotation_size',
+      'cgroup.enable',
+      'log.log_rotation_compress',
+      'log.log_rotation_local_time',
+      'log.log_rotation_max_age',
+      'log.log_rotation_max_backups',
+      'log.log_rotation_max_size',
+      'metrics.hung_io_interval',
+      'metrics.collect_interval',
+      'remote.convert_vpc_registry',
+      'remote.skip_ssl_verify',
+      'remote.auth.enable_kubeconfig_keychain',
+      'remote.auth.enable_kubelet_credential_providers',
+      'remote.auth.credential_renewal_interval',
+      'snapshot.enable_nydus_overlayfs',
+      'snapshot.enable_kata_volume',
+      'snapshot.sync_remove',
+      'snapshot.enable_overlayfs_volatile',
+      'cache_manager.gc_period',
+      'experimental.enable_stargz',
+      'experimental.enable_referrer_detect',
+      'experimental.enable_index_detect',
+      'experimental.enable_backend_source',
+      'experimental.tarfs.enable_tarfs',
+    ]);
+    for (const w of c.warnings) expect(w).not.toContain('unknown key');
+    expect(c.warnings).toContain(`${file}: snapshot.sync_remove = false: not supported, ignored: a snapshot's resources are always removed at Remove (as with sync_remove = true)`);
+  });
+
+  test('the same keys at values matching this snapshotter give no warnings', () => {
+    const c = parseConfig(
+      `daemon_mode = "shared"
+cleanup_on_close = false
+[system]
+enable = false
+[daemon]
+fs_driver = "fusedev"
+recover_policy = "restart"
+threads_number = 0
+log_rotation_size = 0
+failover_policy = "resend"
+[cgroup]
+enable = false
+memory_limit = ""
+[remote]
+convert_vpc_registry = false
+skip_ssl_verify = false
+[remote.auth]
+enable_kubeconfig_keychain = false
+enable_cri_keychain = false
+credential_renewal_interval = "0s"
+[snapshot]
+enable_nydus_overlayfs = false
+enable_kata_volume = false
+sync_remove = true
+[image]
+validate_signature = false
+[experimental]
+enable_stargz = false
+[experimental.tarfs]
+enable_tarfs = false`,
+      'x.toml',
+    );
+    expect(c.warnings).toEqual([]);
+  });
+});
+
+describe('containerd-nydus-grpc started with an upstream config.toml', () => {
+  // Spawns bin/containerd-nydus-grpc (needs `npm run build`): the every-key config, moved to a temp
+  // root, starts serving and logs each warning once.
+  test('it serves its socket and logs one warning line per key it does not honour', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sn-upstream-'));
+    const sock = path.join(tmp, 'grpc.sock');
+    const text = fs
+      .readFileSync(path.join(REPO_ROOT, 'test', 'fixtures', 'compat', 'snapshotter-all-keys.toml'), 'utf8')
+      .replaceAll('/tmp/nydus-compat-root/grpc.sock', sock)
+      .replaceAll('/tmp/nydus-compat-root', path.join(tmp, 'root'))
+      .replace('/etc/nydus/nydusd-config.fusedev.json', path.join(REPO_ROOT, 'config', 'nydusd.json'))
+      .replace('address = "127.0.0.1:9110"', 'address = "127.0.0.1:0"');
+    const cfg = path.join(tmp, 'config.toml');
+    fs.writeFileSync(cfg, text);
+    const proc = spawn(path.join(REPO_ROOT, 'bin', 'containerd-nydus-grpc'), ['--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise((r) => proc.on('exit', r));
+    try {
+      const warnings = () => err.split('\n').filter((l) => l.includes('"level":40') && l.includes(cfg));
+      const expected = loadConfig(cfg).warnings.length;
+      // Log lines are written asynchronously: wait for them as well as for the socket.
+      for (let i = 0; i < 300 && !(fs.existsSync(sock) && warnings().length >= expected); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(fs.existsSync(sock)).toBe(true);
+      expect(warnings()).toHaveLength(expected);
+      expect(expected).toBeGreaterThan(20);
+      expect(err).toContain('daemon.recover_policy: \\"failover\\" is not supported yet');
+    } finally {
+      proc.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000).unref())]);
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

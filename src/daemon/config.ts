@@ -1,12 +1,17 @@
 /**
- * nydusd's v1 JSON configuration ("device" style, what nydus-snapshotter writes), parsed once into a
- * typed object. Wrong types are errors naming the key (`device.backend.config.host: expected a
- * string, got number`); unknown keys are reported as warnings and otherwise ignored, because
- * upstream configs carry many options this daemon has no use for.
+ * nydusd's configuration, parsed once into a typed object: the v1 JSON ("device" style, what
+ * nydus-snapshotter writes) and upstream's v2 format (`version = 2`, TOML or JSON; see
+ * src/daemon/config-v2.ts). Wrong types are errors naming the key (`device.backend.config.host:
+ * expected a string, got number`). Upstream keys this daemon does not honour are warnings that say
+ * why; keys upstream does not know either are warned as unknown. Values whose loss would be unsafe
+ * (cache encryption) and backends this daemon lacks are errors naming them.
  *
  * `device.backend.config.mirrors`, `device.backend.config.proxy` and top-level `p2p` are kept as
  * validated pass-through values for the mirror and peer modules, which parse them themselves.
  */
+import * as fs from 'node:fs';
+import { parse as parseToml } from 'smol-toml';
+import { v2ToV1 } from './config-v2';
 
 export class ConfigError extends Error {
   constructor(
@@ -87,7 +92,7 @@ class Fields {
   private readonly used = new Set<string>();
   constructor(
     private readonly o: Obj,
-    private readonly where: string,
+    readonly where: string,
     private readonly file?: string,
   ) {}
   private key(k: string): string {
@@ -152,23 +157,43 @@ class Fields {
 
 export const DEFAULT_AMPLIFY_IO = 1 << 20;
 
+/** Upstream storage backends this daemon does not have, by their config name. */
+const MISSING_BACKENDS: Record<string, string> = {
+  oss: 'Aliyun OSS',
+  s3: 'S3',
+  localdisk: 'local disk (GPT partitions)',
+  'http-proxy': 'local HTTP proxy',
+};
+
+const PROXY_KEYS = ['url', 'ping_url', 'fallback', 'check_interval', 'use_http', 'check_pause_elapsed'];
+
 /** Parses an already JSON-decoded v1 config. `file` is used in error messages. */
 export function parseNydusdConfig(raw: unknown, file?: string): ParseResult {
   if (!isObj(raw)) throw new ConfigError('(root)', `expected a JSON object, got ${typeName(raw)}`, file);
-  const warnings: string[] = [];
+  const notes: string[] = [];
+  const note = (key: string, value: unknown, why: string) => notes.push(`${file ? `${file}: ` : ''}${key} = ${JSON.stringify(value)}: accepted, not used: ${why}`);
   const top = new Fields(raw, '', file);
   const device = top.obj('device') ?? top.fail('device', 'is required');
   const id = device.str('id');
   const backendF = device.obj('backend') ?? device.fail('backend', 'is required');
   const btype = backendF.str('type') ?? backendF.fail('type', 'is required (registry or localfs)');
+  if (MISSING_BACKENDS[btype]) backendF.fail('type', `the ${JSON.stringify(btype)} (${MISSING_BACKENDS[btype]}) backend is not supported by this nydusd; use registry or localfs`);
   const bconf = backendF.obj('config') ?? backendF.fail('config', 'is required');
   let backend: BackendConfig;
+  const unknown: string[] = [];
   if (btype === 'registry') {
     const scheme = bconf.str('scheme') ?? 'https';
     const host = bconf.str('host') ?? bconf.fail('host', 'is required for the registry backend');
     const repo = bconf.str('repo') ?? bconf.fail('repo', 'is required for the registry backend');
     const auth = bconf.str('auth') || undefined;
     if (auth !== undefined && !Buffer.from(auth, 'base64').toString('utf8').includes(':')) bconf.fail('auth', 'must be base64 of "user:password"');
+    // The proxy is parsed by the mirror module; only its key names are checked here.
+    const proxyRaw = bconf.passthrough('proxy', 'object');
+    const proxy = proxyRaw ? new Fields(proxyRaw as Obj, `${bconf.where}.proxy`, file) : undefined;
+    const dfScheduler = proxy?.str('dragonfly_scheduler_endpoint');
+    if (dfScheduler) note(`${bconf.where}.proxy.dragonfly_scheduler_endpoint`, dfScheduler, 'blobs go through the proxy URL; the Dragonfly scheduler is not contacted directly');
+    proxy?.accept(...PROXY_KEYS);
+    unknown.push(...(proxy?.unknown() ?? []));
     backend = {
       type: 'registry',
       config: {
@@ -182,34 +207,46 @@ export function parseNydusdConfig(raw: unknown, file?: string): ParseResult {
         connectTimeout: bconf.num('connect_timeout', 5),
         retryLimit: bconf.num('retry_limit', 0),
         mirrors: bconf.passthrough('mirrors', 'array'),
-        proxy: bconf.passthrough('proxy', 'object'),
+        proxy: proxyRaw,
         caCertFiles: bconf.strList('ca_cert_files'),
       },
     };
-    bconf.accept('blob_url_scheme', 'blob_redirected_host');
+    const blobScheme = bconf.str('blob_url_scheme');
+    if (blobScheme && blobScheme !== scheme) note(`${bconf.where}.blob_url_scheme`, blobScheme, `blobs are fetched with the registry's scheme (${scheme})`);
+    const redirect = bconf.str('blob_redirected_host');
+    if (redirect) note(`${bconf.where}.blob_redirected_host`, redirect, `blobs are fetched from ${host} (and the registry's own redirects are followed)`);
   } else if (btype === 'localfs') {
     const dir = bconf.str('dir');
     const blobFile = bconf.str('blob_file');
     if (!dir && !blobFile) bconf.fail('dir', 'is required for the localfs backend (or blob_file)');
+    // Older upstream configs carry these; upstream no longer reads them either.
+    for (const k of ['readahead', 'readahead_sec']) {
+      const v = k === 'readahead' ? bconf.bool(k, false) : bconf.num(k, 0);
+      if (v) note(`${bconf.where}.${k}`, v, 'blob data is read on demand, chunk by chunk (no readahead file)');
+    }
     backend = { type: 'localfs', config: { dir, blobFile, altDirs: bconf.strList('alt_dirs') } };
   } else {
     return backendF.fail('type', `unsupported backend ${JSON.stringify(btype)} (registry or localfs)`);
   }
-  warnings.push(...bconf.unknown(), ...backendF.unknown());
+  unknown.push(...bconf.unknown(), ...backendF.unknown());
 
   const cacheF = device.obj('cache');
   let cache: CacheConfig = { type: 'blobcache', workDir: '.', validate: false };
   if (cacheF) {
-    const ctype = cacheF.str('type') ?? 'blobcache';
+    const ctype = cacheF.str('type') || 'blobcache';
     if (ctype !== 'blobcache' && ctype !== 'filecache') cacheF.fail('type', `unsupported cache type ${JSON.stringify(ctype)} (blobcache or filecache)`);
-    if (cacheF.bool('compressed', false)) cacheF.fail('compressed', 'compressed caches are not supported');
+    if (cacheF.bool('compressed', false)) note(`${cacheF.where}.compressed`, true, 'chunks are cached uncompressed (upstream no longer uses this key either)');
     const cc = cacheF.obj('config');
     cache = { type: 'blobcache', workDir: cc?.str('work_dir') ?? '.', validate: cacheF.bool('validate', false) };
-    cc?.accept('disable_indexed_map');
-    warnings.push(...cacheF.unknown(), ...(cc?.unknown() ?? []));
+    if (cc?.bool('disable_indexed_map', false)) note(`${cc.where}.disable_indexed_map`, true, 'the cache always keeps an indexed chunk map (<blob>.chunk_map)');
+    // Writing plaintext where the operator asked for an encrypted cache would be a silent leak.
+    for (const k of ['enable_encryption', 'enable_convergent_encryption']) if (cc?.bool(k, false)) cc.fail(k, 'cache encryption is not supported by this nydusd');
+    cc?.str('encryption_key');
+    unknown.push(...cacheF.unknown(), ...(cc?.unknown() ?? []));
   }
-  device.accept('external_backends');
-  warnings.push(...device.unknown());
+  const ext = device.passthrough('external_backends', 'array') as unknown[] | undefined;
+  if (ext?.length) note(`${device.where}.external_backends`, `${ext.length} entries`, 'external backends are not supported; chunks come from the image blobs');
+  unknown.push(...device.unknown());
 
   const mode = top.str('mode') ?? 'direct';
   if (mode !== 'direct' && mode !== 'cached') top.fail('mode', `expected "direct" or "cached", got ${JSON.stringify(mode)}`);
@@ -221,8 +258,8 @@ export function parseNydusdConfig(raw: unknown, file?: string): ParseResult {
     bandwidthRate: pf?.num('bandwidth_rate', 0) ?? 0,
     prefetchAll: pf?.bool('prefetch_all', true) ?? true,
   };
-  pf?.accept('stream_prefetch');
-  warnings.push(...(pf?.unknown() ?? []));
+  if (pf?.bool('stream_prefetch', false)) note('fs_prefetch.stream_prefetch', true, 'prefetch reads merged ranges, not a stream');
+  unknown.push(...(pf?.unknown() ?? []));
   const config: NydusdConfig = {
     id,
     backend,
@@ -233,21 +270,76 @@ export function parseNydusdConfig(raw: unknown, file?: string): ParseResult {
     accessPattern: top.bool('access_pattern', false),
     p2p: top.passthrough('p2p', 'object'),
   };
+  // Per-file counters and the read log are always kept (GET /api/v1/metrics/files, /pattern).
   top.bool('iostats_files', false);
-  top.bool('enable_xattr', true);
   top.bool('latest_read_files', false);
+  if (!top.bool('enable_xattr', true)) note('enable_xattr', false, "the image's extended attributes are always served");
+  top.num('user_io_batch_size', 0);
   top.accept('version');
-  warnings.push(...top.unknown());
-  return { config, warnings: warnings.map((k) => `${file ? `${file}: ` : ''}${k}: unknown key, ignored`) };
+  unknown.push(...top.unknown());
+  return { config, warnings: [...notes, ...unknown.map((k) => `${file ? `${file}: ` : ''}${k}: unknown key, ignored`)] };
 }
 
-/** Parses config text (JSON). */
+/** Parses config text: v1 JSON, or v2 (`version = 2`) as TOML or JSON. */
 export function parseNydusdConfigText(text: string, file?: string): ParseResult {
   let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new ConfigError('(root)', `invalid JSON: ${(e as Error).message}`, file);
+  if (text.trimStart().startsWith('{')) {
+    try {
+      raw = JSON.parse(text);
+    } catch (e) {
+      throw new ConfigError('(root)', `invalid JSON: ${(e as Error).message}`, file);
+    }
+  } else {
+    try {
+      raw = parseToml(text);
+    } catch (e) {
+      throw new ConfigError('(root)', `neither JSON nor valid TOML: ${(e as Error).message.split('\n')[0]}`, file);
+    }
   }
-  return parseNydusdConfig(raw, file);
+  if (!isObj(raw) || (raw.version !== 2 && !(raw.device === undefined && raw.backend !== undefined))) return parseNydusdConfig(raw, file);
+  // v2: mapped onto v1 and parsed there; messages are renamed back to the v2 keys the user wrote.
+  const v2 = v2ToV1(raw);
+  const named = (m: string) => `${file ? `${file}: ` : ''}${v2.rename(m)}`;
+  try {
+    const r = parseNydusdConfig(v2.v1);
+    return { config: r.config, warnings: [...v2.warnings, ...r.warnings].map(named) };
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    const reason = e.message.slice(e.key.length + 2);
+    throw new ConfigError(v2.rename(e.key), reason, file);
+  }
+}
+
+/**
+ * The raw v1 object of config text in either format, for the snapshotter's template (it fills in
+ * host, repo and cache dir, and nydusd checks the result at mount).
+ */
+export function nydusdConfigAsV1(text: string, file: string): Obj {
+  const isJson = text.trimStart().startsWith('{');
+  let raw: unknown;
+  try {
+    raw = isJson ? JSON.parse(text) : parseToml(text);
+  } catch (e) {
+    throw new ConfigError('(root)', `${isJson ? 'invalid JSON' : 'neither JSON nor valid TOML'}: ${(e as Error).message.split('\n')[0]}`, file);
+  }
+  if (!isObj(raw)) throw new ConfigError('(root)', `expected an object, got ${typeName(raw)}`, file);
+  const isV2 = raw.version === 2 || (raw.device === undefined && raw.backend !== undefined);
+  // The JSON round trip drops the keys v2ToV1 leaves undefined.
+  return isV2 ? (JSON.parse(JSON.stringify(v2ToV1(raw).v1)) as Obj) : raw;
+}
+
+/** Reads and parses a config file; an unreadable file is an error naming it. */
+export function parseNydusdConfigFile(file: string): ParseResult {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError('(file)', (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message, file);
+  }
+  return parseNydusdConfigText(text, file);
+}
+
+/** nydusd's `--localfs-dir DIR`: blobs read from DIR, cache kept in DIR (upstream's built-in config). */
+export function localfsDirConfig(dir: string): NydusdConfig {
+  return parseNydusdConfig({ device: { backend: { type: 'localfs', config: { dir } }, cache: { type: 'blobcache', config: { work_dir: dir } } }, mode: 'direct' }).config;
 }

@@ -24,7 +24,7 @@ import { FuseMount } from './fuse';
 import { cleanStaleMount } from './mounts';
 import { Prefetcher } from './prefetch';
 import { RafsInstance } from './rafs';
-import { applyCertsDir, applyConfigUpdate, applyMirrorsUpdate, buildSources, SourceDeps } from './sources';
+import { applyCertsDir, applyMirrorsUpdate, buildSources, SourceDeps } from './sources';
 import type { CertsWatcher } from '../mirrors/watcher';
 import type { MirrorSource } from '../fetch/mirror-set';
 import type { ProxySource } from '../fetch/proxy';
@@ -32,6 +32,8 @@ import { collectGarbage } from './gc';
 import { IdleCollector } from './idle-gc';
 import { loadedMirrorSet, loadedP2pHub, loadedProxy, watcherModule } from './optional';
 import { prometheusText } from './prom';
+import { hostMountpoint } from './virtual-mounts';
+import { addUpstreamRoutes } from './upstream-api';
 
 const log = logger('nydusd');
 
@@ -42,6 +44,7 @@ export const VERSION = { package_ver: '0.1.0', git_commit: 'nydus-ts', build_tim
 export interface MountedInstance {
   mountpoint: string;
   bootstrap: string;
+  /** Replaced by `reconfigure` (hot credential or proxy updates, remount with a new config). */
   config: NydusdConfig;
   rafs: RafsInstance;
   fuse: FuseMount;
@@ -60,6 +63,11 @@ export interface DaemonOptions {
   deps?: Partial<SourceDeps>;
   /** certs.d directory to watch; its mirrors are applied live to every instance (default off). */
   mirrorsDir?: string;
+  /**
+   * The daemon's --mountpoint. When set, API mountpoints and `?id=` are paths under it, as in
+   * upstream's shared daemon (`/ID` is `<mountRoot>/ID`); without it they are absolute host paths.
+   */
+  mountRoot?: string;
 }
 
 export class Daemon {
@@ -74,6 +82,7 @@ export class Daemon {
 
   constructor(readonly opts: DaemonOptions) {
     this.routes();
+    addUpstreamRoutes(this);
   }
 
   async listen(): Promise<void> {
@@ -132,6 +141,20 @@ export class Daemon {
     return inst;
   }
 
+  /**
+   * Serves `inst` from sources built for `config` (new credentials, proxy, mirrors) without
+   * touching its FUSE mount; reads already running finish with the sources they started with.
+   */
+  async reconfigure(inst: MountedInstance, config: NydusdConfig): Promise<void> {
+    const sources = buildSources(config, { metrics: inst.metrics, certs: this.mirrorsWatch?.certs, ...this.opts.deps });
+    loadedP2pHub()?.attachPeers(sources, inst.rafs.blobs, () => inst.pipeline.sources());
+    const old = inst.pipeline.sources();
+    inst.pipeline.setSources(sources);
+    inst.config = config;
+    await closeSources(old);
+    log.info({ mountpoint: inst.mountpoint, sources: sources.map((s) => s.name) }, 'rafs instance reconfigured');
+  }
+
   async umount(mountpoint: string): Promise<void> {
     const mp = path.resolve(mountpoint);
     const inst = this.instances.get(mp);
@@ -168,11 +191,21 @@ export class Daemon {
     if (this.opts.apisock) fs.rmSync(this.opts.apisock, { force: true });
   }
 
+  /** The host path an API mountpoint names (see `DaemonOptions.mountRoot`). */
+  hostMountpoint(apiPath: string): string {
+    return hostMountpoint(this.opts.mountRoot, apiPath);
+  }
+
+  /** The instance an API path names; a daemon with a mountpoint also takes the host path itself (nydusctl --id). */
+  findInstance(apiPath: string): MountedInstance | undefined {
+    return this.instances.get(this.hostMountpoint(apiPath)) ?? (this.opts.mountRoot ? this.instances.get(path.resolve(apiPath)) : undefined);
+  }
+
   /** Instances named by `?id=` (a mountpoint), or all of them. */
   select(q: URLSearchParams): MountedInstance[] {
     const id = q.get('id');
     if (!id) return [...this.instances.values()];
-    const inst = this.instances.get(path.resolve(id));
+    const inst = this.findInstance(id);
     if (!inst) throw new ApiFault(404, 'NotFound', `${id}: no such rafs instance`);
     return [inst];
   }
@@ -246,10 +279,10 @@ export class Daemon {
         };
       }),
     );
-    a.addRoute('PUT', '/api/v1/config', (r) => applyConfigUpdate(this.select(r.query), r.body));
     a.addRoute('POST', '/api/v1/mount', (r) => this.apiMount(r));
     a.addRoute('DELETE', '/api/v1/mount', async (r) => {
-      await this.umount(requireMountpoint(r));
+      const mp = requireMountpoint(r);
+      await this.umount(this.findInstance(mp)?.mountpoint ?? this.hostMountpoint(mp));
       return undefined;
     });
     a.addRoute('GET', '/api/v1/metrics', (r) => {
@@ -326,7 +359,14 @@ export class Daemon {
   }
 
   private async apiMount(r: ApiRequest): Promise<undefined> {
-    const mp = requireMountpoint(r);
+    const m = this.mountRequest(r);
+    await this.mount(m.mountpoint, m.source, m.config, m.prefetchFiles);
+    return undefined;
+  }
+
+  /** The body of `POST|PUT /api/v1/mount`, checked: `{source, fs_type?, config?, prefetch_files?}`. */
+  mountRequest(r: ApiRequest): { mountpoint: string; source: string; config: NydusdConfig; prefetchFiles?: string[] } {
+    const mp = this.hostMountpoint(requireMountpoint(r));
     const body = r.body as { source?: unknown; fs_type?: unknown; config?: unknown; prefetch_files?: unknown } | undefined;
     if (!body || typeof body !== 'object') throw new ApiFault(400, 'InvalidBody', 'body: expected {source, fs_type, config}');
     if (typeof body.source !== 'string' || !body.source) throw new ApiFault(400, 'InvalidBody', 'source: expected the bootstrap path');
@@ -344,8 +384,7 @@ export class Daemon {
       if (!Array.isArray(body.prefetch_files) || body.prefetch_files.some((f) => typeof f !== 'string')) throw new ApiFault(400, 'InvalidBody', 'prefetch_files: expected an array of paths');
       files = body.prefetch_files as string[];
     }
-    await this.mount(mp, body.source, config, files);
-    return undefined;
+    return { mountpoint: mp, source: body.source, config, prefetchFiles: files };
   }
 }
 

@@ -61,6 +61,19 @@ export function loadFuseNative(): typeof Fuse {
   return fuseNative;
 }
 
+/** A FUSE request not answered yet, as upstream's `GET /api/v1/metrics/inflight` lists it. */
+export interface InflightOp {
+  inode: number;
+  opcode: number;
+  /** This daemon's request counter (fuse-native does not expose the kernel's `unique`). */
+  unique: number;
+  timestamp_secs: number;
+}
+
+/** FUSE_READ: the only operation answered asynchronously here (all others reply at once). */
+const FUSE_READ = 15;
+let requestCounter = 0;
+
 export interface StatLike {
   mode: number;
   uid: number;
@@ -98,6 +111,8 @@ export class FuseMount {
   private fuse?: Fuse;
   private readonly handles = new Map<number, Inode>();
   private nextFd = 1;
+  /** Reads waiting for their data, by request number. */
+  readonly inflight = new Map<number, InflightOp>();
 
   constructor(
     public readonly rafs: RafsInstance,
@@ -150,9 +165,15 @@ export class FuseMount {
       read: (p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
         const n = this.handles.get(fd) ?? find(p);
         if (!n) return cb(E.ENOENT);
+        const id = ++requestCounter;
+        this.inflight.set(id, { inode: rafs.inodeNumber(n), opcode: FUSE_READ, unique: id, timestamp_secs: Math.floor(Date.now() / 1000) });
         rafs.read(n, pos, len, { path: p }).then(
-          (data) => cb(data.copy(buf, 0, 0, Math.min(len, data.length))),
+          (data) => {
+            this.inflight.delete(id);
+            cb(data.copy(buf, 0, 0, Math.min(len, data.length)));
+          },
           (e: Error) => {
+            this.inflight.delete(id);
             log.error({ path: p, offset: pos, length: len, err: e.message }, e instanceof ChunkFetchError ? 'read failed: chunk not verified' : 'read failed');
             cb(E.EIO);
           },

@@ -7,7 +7,7 @@
  * Credentials are per instance: `device.backend.config.auth` of that instance only (the
  * `IMAGE_PULL_AUTH` environment variable fills in the `--config` file's, as upstream, through
  * `applyImagePullAuth`), replaceable while it runs with `updateRegistryAuth`
- * (`PUT /api/v1/config {"registry_auth"}`). Where they may be sent: docs/registry.md.
+ * (`PUT /api/v1/config {"registry_auth"}`, routed in upstream-api.ts). Where they may be sent: docs/registry.md.
  */
 import * as fs from 'node:fs';
 import type { ChunkSource } from '../fetch/source';
@@ -177,25 +177,6 @@ export function updateRegistryAuth(target: MirrorTarget, auth: string | undefine
   (cell.client as Partial<Pick<RegistryClient, 'setCredentials'>>).setCredentials?.(auth ? { auth } : undefined);
   be.config.auth = auth;
   return true;
-}
-
-/**
- * `PUT /api/v1/config?id=<mountpoint>` body `{"registry_auth": "<base64 user:password>"}` (upstream's
- * hot-reload API; `""` clears the credentials) for the selected instances. Other keys are named in
- * the answer's `warnings`, not applied (upstream has no others).
- */
-export function applyConfigUpdate(instances: Iterable<MirrorTarget>, body: unknown): { updated: number; warnings?: string[] } {
-  if (!body || typeof body !== 'object' || Array.isArray(body)) throw new ApiFault(400, 'InvalidBody', 'body: expected {"registry_auth": "<base64 user:password>"}');
-  const b = body as Record<string, unknown>;
-  const warnings = Object.keys(b).filter((k) => k !== 'registry_auth').map((k) => `${k}: unknown key, ignored`);
-  let updated = 0;
-  if ('registry_auth' in b) {
-    if (typeof b.registry_auth !== 'string') throw new ApiFault(400, 'InvalidBody', 'registry_auth: expected a string');
-    const auth = b.registry_auth || undefined;
-    if (auth !== undefined) checkAuth(auth, 'registry_auth');
-    for (const inst of instances) if (updateRegistryAuth(inst, auth)) updated++;
-  }
-  return warnings.length ? { updated, warnings } : { updated };
 }
 
 /**

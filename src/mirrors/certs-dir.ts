@@ -3,8 +3,9 @@
  *
  * `reload()` re-reads every file; a file that fails to parse keeps its last good version in force
  * and the error is returned (naming file, line and reason). Lookup for a registry host tries, as
- * containerd does, `<host[:port]>` then `_default`, and treats docker.io, index.docker.io and
- * registry-1.docker.io as one host (nydus looks up index.docker.io, users write docker.io).
+ * containerd does (its hostDirectory/hostPaths), `<host>_<port>_` for a `host:port` registry, then
+ * `<host[:port]>`, then `_default`, and treats docker.io, index.docker.io and registry-1.docker.io
+ * as one host (nydus looks up index.docker.io, users write docker.io).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -13,11 +14,18 @@ import { HostsFile, MirrorConfig, MirrorConfigError } from './types';
 
 const DOCKER_HUB = ['docker.io', 'index.docker.io', 'registry-1.docker.io'];
 
+/** containerd's directory name for a `host:port` registry: `host_port_` (colons are awkward in paths). */
+export function hostDirectory(host: string): string {
+  const i = host.lastIndexOf(':');
+  return i > 0 ? `${host.slice(0, i)}_${host.slice(i + 1)}_` : host;
+}
+
 /** Directory names tried for `registryHost`, most specific first. */
 export function hostDirCandidates(registryHost: string): string[] {
   const h = registryHost.toLowerCase();
   const names = DOCKER_HUB.includes(h) ? [h, ...DOCKER_HUB.filter((d) => d !== h)] : [h];
-  return [...names, '_default'];
+  const portDir = hostDirectory(h);
+  return [...(portDir !== h ? [portDir] : []), ...names, '_default'];
 }
 
 export interface ReloadResult {
@@ -62,7 +70,7 @@ export class CertsDir {
       try {
         const parsed = parseHostsToml(text, file);
         warnings.push(...parsed.warnings);
-        this.good.set(name, { file: parsed.file, server: parsed.server, mirrors: parsed.mirrors });
+        this.good.set(name, { file: parsed.file, server: parsed.server, serverTls: parsed.serverTls, mirrors: parsed.mirrors });
       } catch (e) {
         if (!(e instanceof MirrorConfigError)) throw e;
         errors.push(e);

@@ -1,7 +1,9 @@
 /**
  * certs.d `hosts.toml` (containerd's format plus nydus's mirror keys) -> HostsFile.
  *
- * containerd keys: top-level `server`; `[host."URL"]` tables, tried in file order, with
+ * containerd keys: top-level `server` and the server's own `ca`, `skip_verify` (kept as `serverTls`),
+ * `header`, `client`, `capabilities`, `override_path` (validated and named in a warning: the origin
+ * is read with the nydusd config's settings); `[host."URL"]` tables, tried in file order, with
  * `capabilities`, `skip_verify`, `ca`, `client`, `override_path` and a `[host."URL".header]` table
  * (string or string array; only the first value is sent, as nydus-snapshotter does).
  * nydus keys per host: `auth_through`, `health_check_interval`, `failure_limit`, `ping_url`,
@@ -77,6 +79,8 @@ export function parseHostsToml(text: string, file: string): ParsedHosts {
     if (typeof doc.server !== 'string') throw new MirrorConfigError(`${file}:${topLine(text, 'server')}`, 'server must be a string URL');
     server = normalizeHostUrl(doc.server, `${file}:${topLine(text, 'server')}`);
   }
+
+  const serverTls = topLevelServerKeys(doc, text, file, dir, warnings);
 
   const hosts = doc.host ?? {};
   if (!isObj(hosts)) throw new MirrorConfigError(`${file}:${topLine(text, 'host')}`, 'host must be a table of [host."URL"] entries');
@@ -169,7 +173,34 @@ export function parseHostsToml(text: string, file: string): ParsedHosts {
       capabilities,
     });
   }
-  return { file, server, mirrors, warnings };
+  return { file, server, serverTls, mirrors, warnings };
+}
+
+const TOP_KEYS = new Set(['server', 'host', 'ca', 'skip_verify', 'header', 'client', 'capabilities', 'override_path']);
+
+/** containerd's keys for the server itself, outside any [host."URL"] table. */
+function topLevelServerKeys(doc: Obj, text: string, file: string, dir: string, warnings: string[]): HostsFile['serverTls'] {
+  const at = (k: string) => `${file}:${topLine(text, k)}`;
+  for (const k of Object.keys(doc)) if (!TOP_KEYS.has(k)) warnings.push(`${at(k)}: unknown top-level key ${k} ignored`);
+  let ca: string[] = [];
+  if (doc.ca !== undefined) {
+    const list = stringList(doc.ca);
+    if (!list) throw new MirrorConfigError(at('ca'), 'ca must be a path or an array of paths');
+    ca = list.map((p) => path.resolve(dir, p));
+  }
+  let skipVerify: boolean | undefined;
+  if (doc.skip_verify !== undefined) {
+    if (typeof doc.skip_verify !== 'boolean') throw new MirrorConfigError(at('skip_verify'), 'skip_verify must be true or false');
+    skipVerify = doc.skip_verify;
+  }
+  if (doc.header !== undefined) {
+    if (!isObj(doc.header) || Object.values(doc.header).some((v) => !stringList(v))) throw new MirrorConfigError(at('header'), 'header must be a table of name = value');
+    const names = Object.keys(doc.header).join(', ');
+    warnings.push(`${file}:${text.split('\n').findIndex((l) => /^\s*\[header\]/.test(l)) + 1 || topLine(text, 'header')}: top-level [header] (${names}) is not sent: requests to the registry itself carry no extra headers here`);
+  }
+  if (doc.client !== undefined) warnings.push(`${at('client')}: top-level client certificate is not used: the registry itself is read without a client certificate`);
+  for (const k of ['capabilities', 'override_path']) if (doc[k] !== undefined) warnings.push(`${at(k)}: top-level ${k} is not used: the registry itself is always read at /v2 for pulls`);
+  return ca.length || skipVerify !== undefined ? { ca, skipVerify } : undefined;
 }
 
 function topLine(text: string, key: string): number {

@@ -58,6 +58,11 @@ export interface HostsFile {
   file: string;
   /** Top-level `server`, if given. */
   server?: string;
+  /**
+   * Top-level `ca` / `skip_verify`: containerd applies them to the server (the registry itself
+   * when `server` is not set); the snapshotter puts them into the instance's registry config.
+   */
+  serverTls?: { ca: string[]; skipVerify?: boolean };
   mirrors: MirrorConfig[];
 }
 

@@ -5,17 +5,23 @@
  *   version = 1
  *   root = "/var/lib/containerd/io.containerd.snapshotter.v1.nydus"
  *   address = "/run/containerd-nydus/containerd-nydus-grpc.sock"
- *   daemon_mode = "shared"            # shared (one nydusd) | dedicated (one per image) | none
+ *   daemon_mode = "multiple"          # dedicated/multiple (one nydusd per image, upstream's default) | shared | none
  *   [daemon]      nydusd_path, nydusd_config (JSON template), recover_policy = "restart" | "none"
+ *                 ("failover" runs as "restart", with a warning), log_level
  *   [remote.mirrors_config] dir      # certs.d directory watched and pushed to every daemon
- *   [cache_manager] disable, cache_dir, max_size_mb   # blob cache collected on Cleanup past max
- *   [log]         level, log_to_stdout, dir
+ *   [cache_manager] disable, cache_dir ("" = <root>/cache), max_size_mb   # collected on Cleanup past max
+ *   [log]         level, log_to_stdout, dir ("" = <root>/logs)
  *   [metrics]     address = "127.0.0.1:9110"         # Prometheus at /v1/metrics; "" = off
  *   [snapshot]    enable_nydus_overlayfs, nydus_overlayfs_path, enable_kata_volume  # kata-mounts.ts
+ *
+ * Every other key of upstream's config (src/snapshotter/upstream-keys.ts) is validated as upstream
+ * does and, where this implementation behaves differently, named in one warning line each
+ * (`config.warnings`); keys upstream does not know either are warned as unknown.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'smol-toml';
+import { checkUpstreamKeys } from './upstream-keys';
 
 export type DaemonMode = 'shared' | 'dedicated' | 'none';
 export type RecoverPolicy = 'restart' | 'none';
@@ -32,6 +38,8 @@ export interface SnapshotterConfig {
   metrics: { address: string };
   /** [snapshot]: mounts for VM runtimes (kata-mounts.ts). */
   snapshot: { enableNydusOverlayfs: boolean; nydusOverlayfsPath: string; enableKataVolume: boolean };
+  /** One line per upstream key accepted but not honoured here (the CLI logs them at start). */
+  warnings: string[];
 }
 
 export const DEFAULT_ROOT = '/var/lib/containerd/io.containerd.snapshotter.v1.nydus';
@@ -42,6 +50,9 @@ export const DEFAULT_NYDUSD_CONFIG = path.resolve(__dirname, '../../config/nydus
 /** The root ends up in unix socket paths (108 bytes): keep room for socket/<id>/api.sock. */
 const MAX_ROOT_LEN = 70;
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
+
+/** Upstream's default when `daemon_mode` is not set: "multiple", i.e. one nydusd per image. */
+export const DEFAULT_DAEMON_MODE: DaemonMode = 'dedicated';
 
 export class ConfigError extends Error {
   constructor(file: string, key: string, reason: string) {
@@ -95,7 +106,10 @@ class Reader {
   oneOf<T extends string>(k: string, def: T, allowed: readonly T[], aliases: Record<string, T> = {}): T {
     const v = this.str(k, def);
     const a = aliases[v] ?? v;
-    if (!(allowed as readonly string[]).includes(a)) throw new ConfigError(this.file, this.name(k), `must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
+    if (!(allowed as readonly string[]).includes(a)) {
+      const also = Object.keys(aliases).length ? ` (or ${Object.keys(aliases).join(', ')})` : '';
+      throw new ConfigError(this.file, this.name(k), `must be one of ${allowed.join(', ')}${also}, got ${JSON.stringify(v)}`);
+    }
     return a as T;
   }
 }
@@ -108,6 +122,23 @@ export interface ConfigOverrides {
   logLevel?: string;
   logToStdout?: boolean;
   daemonMode?: string;
+  nydusdPath?: string;
+  nydusImagePath?: string;
+  fsDriver?: string;
+  nydusOverlayfsPath?: string;
+}
+
+/** Puts command-line values into the parsed file, so they are checked and warned like file keys. */
+function applyOverrides(doc: Table, over: ConfigOverrides): void {
+  const set = (table: string, key: string, v: string | undefined): void => {
+    if (v === undefined) return;
+    const t = doc[table];
+    doc[table] = { ...(typeof t === 'object' && t !== null && !Array.isArray(t) ? (t as Table) : {}), [key]: v };
+  };
+  set('daemon', 'nydusd_path', over.nydusdPath);
+  set('daemon', 'nydusimage_path', over.nydusImagePath);
+  set('daemon', 'fs_driver', over.fsDriver);
+  set('snapshot', 'nydus_overlayfs_path', over.nydusOverlayfsPath);
 }
 
 function snapshotKeys(t: Reader): SnapshotterConfig['snapshot'] {
@@ -126,6 +157,7 @@ export function parseConfig(text: string, file: string, over: ConfigOverrides = 
   } catch (err) {
     throw new ConfigError(file, '(toml)', (err as Error).message.split('\n')[0]);
   }
+  applyOverrides(doc, over);
   const r = new Reader(file, doc);
   const version = r.int('version', 1);
   if (version !== 1) throw new ConfigError(file, 'version', `unsupported configuration version ${version} (must be 1)`);
@@ -133,15 +165,16 @@ export function parseConfig(text: string, file: string, over: ConfigOverrides = 
   if (root.length > MAX_ROOT_LEN) throw new ConfigError(file, 'root', `path longer than ${MAX_ROOT_LEN} bytes (it is part of unix socket paths)`);
   const address = path.resolve(over.address ?? r.str('address', DEFAULT_ADDRESS));
   const modeReader = over.daemonMode !== undefined ? new Reader('--daemon-mode', { daemon_mode: over.daemonMode }) : r;
-  const daemonMode = modeReader.oneOf<DaemonMode>('daemon_mode', 'shared', ['shared', 'dedicated', 'none'], { multiple: 'dedicated' });
+  const daemonMode = modeReader.oneOf<DaemonMode>('daemon_mode', DEFAULT_DAEMON_MODE, ['shared', 'dedicated', 'none'], { multiple: 'dedicated' });
   const d = r.table('daemon');
   const logT = r.table('log');
   const level = over.logLevel ?? logT.str('level', 'info');
   if (!LEVELS.includes(level)) throw new ConfigError(over.logLevel ? '--log-level' : file, 'log.level', `must be one of ${LEVELS.join(', ')}`);
-  const recoverPolicy = d.str('recover_policy', 'restart');
-  if (recoverPolicy === 'failover') {
-    throw new ConfigError(file, 'daemon.recover_policy', '"failover" needs fd passing over unix sockets, which this implementation does not have; use "restart"');
-  }
+  const warnings: string[] = [];
+  // failover needs the FUSE fd handed to a new nydusd (sendfd/takeover), which this nydusd lacks;
+  // restart gives the same recovery minus in-flight requests, so take the config and say so.
+  const failover = d.str('recover_policy', 'restart') === 'failover';
+  if (failover) warnings.push(`${file}: daemon.recover_policy: "failover" is not supported yet (no FUSE fd passing); using "restart"`);
   const cacheT = r.table('cache_manager');
   const cfg: SnapshotterConfig = {
     version: 1,
@@ -151,19 +184,21 @@ export function parseConfig(text: string, file: string, over: ConfigOverrides = 
     daemon: {
       nydusdPath: path.resolve(d.str('nydusd_path', DEFAULT_NYDUSD)),
       nydusdConfig: path.resolve(over.nydusdConfig ?? d.str('nydusd_config', DEFAULT_NYDUSD_CONFIG)),
-      recoverPolicy: d.oneOf<RecoverPolicy>('recover_policy', 'restart', ['restart', 'none']),
+      recoverPolicy: d.oneOf<RecoverPolicy>('recover_policy', 'restart', ['restart', 'none'], { failover: 'restart' }),
       logLevel: d.str('log_level', level),
     },
     mirrorsDir: r.table('remote').table('mirrors_config').str('dir', ''),
     cache: {
       disable: cacheT.bool('disable', false),
-      dir: path.resolve(root, cacheT.str('cache_dir', 'cache')),
+      dir: path.resolve(root, cacheT.str('cache_dir', '') || 'cache'),
       maxSizeMb: cacheT.int('max_size_mb', 0),
     },
-    log: { level, logToStdout: over.logToStdout ?? logT.bool('log_to_stdout', false), dir: path.resolve(root, logT.str('dir', 'logs')) },
+    log: { level, logToStdout: over.logToStdout ?? logT.bool('log_to_stdout', false), dir: path.resolve(root, logT.str('dir', '') || 'logs') },
     metrics: { address: r.table('metrics').str('address', '') },
     snapshot: snapshotKeys(r.table('snapshot')),
+    warnings,
   };
+  warnings.push(...checkUpstreamKeys(doc, file, (k, reason) => new ConfigError(file, k, reason)));
   if (cfg.mirrorsDir && !fs.existsSync(cfg.mirrorsDir)) throw new ConfigError(file, 'remote.mirrors_config.dir', `${cfg.mirrorsDir} does not exist`);
   if (cfg.metrics.address && !/^[^:]*:\d+$/.test(cfg.metrics.address)) throw new ConfigError(file, 'metrics.address', `must be host:port, got ${JSON.stringify(cfg.metrics.address)}`);
   return cfg;

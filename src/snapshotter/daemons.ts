@@ -361,8 +361,12 @@ export class DaemonManager implements RafsMounter {
     delete backend.config.auth; // the image's own credentials are added when it is mounted
     // containerd's rules: registries on loopback speak plain HTTP, and so does a registry whose
     // certs.d hosts.toml names an http:// server.
-    const server = this.o.mirrors?.certs.hostsFor(r.registry)?.server;
+    const hosts = this.o.mirrors?.certs.hostsFor(r.registry);
+    const server = hosts?.server;
     if (isLoopback(host) || server?.startsWith('http://')) backend.config.scheme = 'http';
+    // hosts.toml's top-level ca / skip_verify are, in containerd, the registry's own TLS settings.
+    if (hosts?.serverTls?.ca.length) backend.config.ca_cert_files = [...((backend.config.ca_cert_files as string[] | undefined) ?? []), ...hosts.serverTls.ca];
+    if (hosts?.serverTls?.skipVerify !== undefined) backend.config.skip_verify = hosts.serverTls.skipVerify;
     const cache = device.cache ?? { type: 'blobcache' };
     cache.config = { ...(cache.config ?? {}), work_dir: this.o.cacheDir };
     const config: NydusdJson = { ...t, device: { ...device, id: `/${meta.snapshotId}`, backend, cache } };

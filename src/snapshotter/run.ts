@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MirrorsSync } from '../mirrors/push';
 import { logger } from '../util/log';
+import { nydusdConfigAsV1 } from '../daemon/config';
 import { ConfigError, SnapshotterConfig } from './config';
 import { DaemonManager } from './daemons';
 import { Metrics } from './metrics';
@@ -28,6 +29,7 @@ export interface RunningSnapshotter {
   close(destroyDaemons?: boolean): Promise<void>;
 }
 
+/** nydusd_config: upstream's v1 JSON or v2 (TOML or JSON), as the v1 object daemons.ts fills in. */
 function readTemplate(file: string): Record<string, unknown> {
   let text: string;
   try {
@@ -36,11 +38,9 @@ function readTemplate(file: string): Record<string, unknown> {
     throw new ConfigError(file, '(file)', `cannot read nydusd config: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   try {
-    const v = JSON.parse(text) as unknown;
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not a JSON object');
-    return v as Record<string, unknown>;
+    return nydusdConfigAsV1(text, file);
   } catch (err) {
-    throw new ConfigError(file, '(json)', (err as Error).message);
+    throw new ConfigError(file, '(config)', (err as Error).message.replace(`${file}: `, ''));
   }
 }
 

@@ -16,7 +16,16 @@ export function setLogLevel(l: string): void {
   root.level = l;
 }
 
-const root = pino({ level, redact: { paths: REDACT, censor: '[redacted]' }, base: undefined }, pino.destination(2));
+/** Where log lines go: stderr until `setLogFile` (nydusd's --log-file) points them at a file. */
+let dest: pino.DestinationStream = pino.destination(2);
+const sink: pino.DestinationStream = { write: (line: string) => dest.write(line) };
+
+const root = pino({ level, redact: { paths: REDACT, censor: '[redacted]' }, base: undefined }, sink);
+
+/** Appends log lines to `file` (created with its directory, mode 0600) from now on. */
+export function setLogFile(file: string): void {
+  dest = pino.destination({ dest: file, append: true, mkdir: true, sync: true, mode: 0o600 });
+}
 
 export type Logger = pino.Logger;
 
