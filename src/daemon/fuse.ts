@@ -13,7 +13,7 @@ import { constants } from 'node:fs';
 import type { Inode, InodeKind } from '../format/model';
 import { RafsInstance } from './rafs';
 import { ChunkFetchError } from '../fetch/pipeline';
-import { Attr, DirEntry, Entry, errno, FuseError, FuseFs, FuseSession, Statfs } from '../fuse/session';
+import { Attr, DirEntry, Entry, errno, FuseError, FuseFs, FuseSession, SessionOptions, Statfs } from '../fuse/session';
 import type { ReaderKind } from '../fuse/readers';
 import { logger } from '../util/log';
 
@@ -79,6 +79,8 @@ export class FuseMount implements FuseFs {
     public readonly mountpoint: string,
     /** Called on every FUSE request (the daemon's idle collector watches for quiet). */
     private readonly onActivity: () => void = () => undefined,
+    /** Session settings besides the defaults (tests mount without `ro` or pick readers). */
+    private readonly sessionOptions: Pick<SessionOptions, 'mountOptions' | 'readers'> = {},
   ) {
     const root = rafs.image.root;
     this.rootIno = rafs.inodeNumber(root);
@@ -91,7 +93,7 @@ export class FuseMount implements FuseFs {
   }
 
   async mount(): Promise<void> {
-    const s = new FuseSession(this, { mountpoint: this.mountpoint, cacheTimeoutS: CACHE_TIMEOUT_S, readers: readerChoice(), onActivity: this.onActivity });
+    const s = new FuseSession(this, { mountpoint: this.mountpoint, cacheTimeoutS: CACHE_TIMEOUT_S, readers: readerChoice(), onActivity: this.onActivity, ...this.sessionOptions });
     await s.mount();
     this.session = s;
   }

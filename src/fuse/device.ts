@@ -51,17 +51,34 @@ function unescape(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
 
-/** The FUSE connection id of the mount at `dir` (the minor of its st_dev), from /proc/self/mountinfo without touching the mount. */
-export function connectionId(dir: string): number | undefined {
+/**
+ * The device (`0:NN`) of the FUSE mount at `dir`, from /proc/self/mountinfo without touching the
+ * mount: its minor is the connection id under fusectl, and `0:NN` names its bdi in /sys/class/bdi.
+ */
+export function mountDevice(dir: string): string | undefined {
   const want = path.resolve(dir);
-  let found: number | undefined;
+  let found: string | undefined;
   for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     const f = line.split(' ');
     const sep = f.indexOf('-');
     if (f.length < 10 || unescape(f[4]) !== want || !f[sep + 1]?.startsWith('fuse')) continue;
-    found = Number(f[2].split(':')[1]); // the last mount at a path is the visible one
+    found = f[2]; // the last mount at a path is the visible one
   }
   return found;
+}
+
+/**
+ * Sets the readahead window of the mount's bdi. The kernel starts a FUSE mount at 128 KiB, so
+ * sequential reads arrive as 128 KiB READs whatever max_pages allows; a window of max_pages lets
+ * them arrive whole.
+ */
+export function setReadAhead(dev: string, kib: number): boolean {
+  try {
+    fs.writeFileSync(`/sys/class/bdi/${dev}/read_ahead_kb`, String(kib));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Lazily unmounts `dir`; true when nothing is mounted there any more. */
@@ -73,9 +90,16 @@ export async function detach(dir: string): Promise<boolean> {
   return false;
 }
 
-/** Aborts FUSE connection `id` through fusectl (mounted at /sys/fs/fuse/connections by systemd or here). */
-export function abortConnection(id: number): boolean {
-  const file = `/sys/fs/fuse/connections/${id}/abort`;
+const FUSECTL = '/sys/fs/fuse/connections';
+
+/**
+ * Aborts FUSE connection `id` through fusectl. systemd mounts fusectl at boot; where nobody did,
+ * it is mounted here (it only exposes the connections' control files).
+ */
+export async function abortConnection(dev: string): Promise<boolean> {
+  const id = Number(dev.split(':')[1]);
+  const file = `${FUSECTL}/${id}/abort`;
+  if (!fs.existsSync(`${FUSECTL}/${id}`) && fs.readdirSync(FUSECTL).length === 0) await run('mount', ['-t', 'fusectl', 'fusectl', FUSECTL], ['ignore', 'ignore', 'pipe']);
   try {
     fs.writeFileSync(file, '1');
     return true;

@@ -19,7 +19,7 @@ import {
   fuse_getxattr_out, fuse_in_header, fuse_init_in, fuse_init_out, fuse_interrupt_in, fuse_open_in, fuse_open_out, fuse_out_header,
   fuse_read_in, fuse_release_in, fuse_statfs_out, Init, Op, recAlign, WRITING_OPS,
 } from './abi';
-import { abortConnection, connectionId, detach, mountFuse } from './device';
+import { abortConnection, detach, mountDevice, mountFuse, setReadAhead } from './device';
 import { ReaderKind, Readers, startReaders } from './readers';
 import { logger } from '../util/log';
 
@@ -101,6 +101,8 @@ export interface SessionOptions {
   /** Largest READ in pages (4 KiB); 256 = 1 MiB. */
   maxPages?: number;
   readers?: { kind: ReaderKind; count: number };
+  /** `-o` options besides fd/rootmode/user_id/group_id (default: ro, allow_other, default_permissions). */
+  mountOptions?: string[];
   /** Called for every request (the daemon's idle collector watches for quiet). */
   onActivity?: () => void;
 }
@@ -127,13 +129,13 @@ export class FuseSession {
   private fd = -1;
   private readers?: Readers;
   private initDone?: (n: Negotiated) => void;
-  private connId?: number;
+  private dev?: string;
   private stopping?: Promise<void>;
   /** Uniques of READs being served; an INTERRUPT answers one early and removes it. */
   private readonly inFlight = new Set<bigint>();
   negotiated?: Negotiated;
-  /** Requests served, by opcode, and READ sizes requested, by size. */
-  readonly stats = { requests: new Map<number, number>(), readSizes: new Map<number, number>() };
+  /** Requests served, by opcode; READ sizes requested, by size; most READs in flight at once. */
+  readonly stats = { requests: new Map<number, number>(), readSizes: new Map<number, number>(), maxInFlight: 0 };
 
   constructor(
     private readonly fs: FuseFs,
@@ -149,9 +151,9 @@ export class FuseSession {
       mountpoint: this.opts.mountpoint,
       source: this.opts.source ?? 'nydus',
       subtype: this.opts.subtype ?? 'rafs',
-      options: ['ro', 'allow_other', 'default_permissions'],
+      options: this.opts.mountOptions ?? ['ro', 'allow_other', 'default_permissions'],
     });
-    this.connId = connectionId(this.opts.mountpoint);
+    this.dev = mountDevice(this.opts.mountpoint);
     const init = new Promise<Negotiated>((resolve) => (this.initDone = resolve));
     const { kind, count } = this.opts.readers ?? { kind: 'pool', count: 4 };
     this.readers = startReaders(kind, this.fd, count, READ_BUF, (req) => this.handle(req), (err) => {
@@ -160,7 +162,10 @@ export class FuseSession {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`mount ${this.opts.mountpoint}: the kernel sent no INIT within 10 s`)), 10_000)));
     try {
-      return await Promise.race([init, timeout]);
+      const n = await Promise.race([init, timeout]);
+      const kib = n.maxPages * 4;
+      if (this.dev && !setReadAhead(this.dev, kib)) log.warn({ mountpoint: this.opts.mountpoint, dev: this.dev }, `could not set read_ahead_kb to ${kib}; sequential reads stay at 128 KiB per request`);
+      return n;
     } catch (e) {
       await this.unmount();
       throw e;
@@ -182,7 +187,7 @@ export class FuseSession {
     // detached mount keeps it alive, so after a grace period the connection is aborted.
     const gone = readers ? await Promise.race([readers.ended.then(() => true), sleep(2000).then(() => false)]) : true;
     if (!gone && readers) {
-      const aborted = this.connId !== undefined && abortConnection(this.connId);
+      const aborted = this.dev !== undefined && (await abortConnection(this.dev));
       log.warn({ mountpoint: this.opts.mountpoint, aborted }, 'files still open on the unmounted FUSE mount; aborting its connection');
       if (aborted) await readers.ended;
     }
@@ -334,6 +339,7 @@ export class FuseSession {
     const r = decode(fuse_read_in, arg) as { fh: number; offset: number; size: number };
     this.stats.readSizes.set(r.size, (this.stats.readSizes.get(r.size) ?? 0) + 1);
     this.inFlight.add(unique);
+    if (this.inFlight.size > this.stats.maxInFlight) this.stats.maxInFlight = this.inFlight.size;
     this.fs.read(nodeid, r.fh, r.offset, r.size).then(
       (data) => {
         if (!this.inFlight.delete(unique)) return;
