@@ -37,7 +37,7 @@ const CACHE_TIMEOUT_S = 86400;
  * bin/_run raises for nydusd. NYDUSD_FUSE_READERS=worker:N or pool:N overrides it (for measuring).
  */
 function readerChoice(): { kind: ReaderKind; count: number } {
-  const m = /^(pool|worker):([1-9]\d?)$/.exec(process.env.NYDUSD_FUSE_READERS ?? '');
+  const m = /^(poll|pool|worker):([1-9]\d?)$/.exec(process.env.NYDUSD_FUSE_READERS ?? '');
   if (process.env.NYDUSD_FUSE_READERS && !m) log.warn({ value: process.env.NYDUSD_FUSE_READERS }, 'NYDUSD_FUSE_READERS: expected pool:N or worker:N; using the default');
   return m ? { kind: m[1] as ReaderKind, count: Number(m[2]) } : { kind: 'pool', count: 2 };
 }

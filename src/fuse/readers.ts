@@ -1,8 +1,10 @@
 /**
- * Readers of /dev/fuse. A read blocks until the kernel has a request, so it must not run on the
- * event loop; two ways are offered, both keeping `count` reads waiting in the kernel at once so
- * several requests can be in flight:
+ * Readers of /dev/fuse. A blocking read waits until the kernel has a request, so it must not run on
+ * the event loop. Three ways are offered:
  *
+ *   'poll'    the descriptor made non-blocking and watched by the event loop's epoll like a socket
+ *             (libuv's stream over the fd); every queued request is read as soon as it is there.
+ *             No thread is held, whatever the number of mounts. `count` is ignored.
  *   'pool'    fs.read calls in libuv's thread pool. Each waiting read holds one pool thread, so the
  *             pool must have `count` threads more than the daemon's own file I/O needs
  *             (UV_THREADPOOL_SIZE, read once when the pool starts: bin/_run sets it for nydusd).
@@ -17,14 +19,17 @@
  * Interrupted reads (EINTR, EAGAIN, and ENOENT for a request the kernel withdrew) are retried.
  */
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import { Worker } from 'node:worker_threads';
 
-export type ReaderKind = 'pool' | 'worker';
+export type ReaderKind = 'poll' | 'pool' | 'worker';
 
 export interface Readers {
   readonly kind: ReaderKind;
   /** Resolves once every reader has stopped. */
   readonly ended: Promise<void>;
+  /** Closes the descriptor (the 'poll' reader owns it once started). */
+  close(): void;
 }
 
 const RETRY = new Set(['EINTR', 'EAGAIN', 'ENOENT']);
@@ -41,8 +46,44 @@ export function startReaders(kind: ReaderKind, fd: number, count: number, bufSiz
       done();
     }
   };
+  if (kind === 'poll') {
+    running = 1;
+    const sock = pollReader(fd, onRequest, stopped);
+    return { kind, ended, close: () => sock.destroy() };
+  }
   for (let i = 0; i < count; i++) (kind === 'pool' ? poolReader : workerReader)(fd, bufSize, onRequest, stopped);
-  return { kind, ended };
+  return { kind, ended, close: () => fs.closeSync(fd) };
+}
+
+/** libuv's pipe handle: the one public-ish way to have the event loop poll an arbitrary descriptor. */
+interface PipeBinding {
+  Pipe: new (type: number) => { open(fd: number): number };
+  constants: { SOCKET: number };
+}
+
+function pollReader(fd: number, onRequest: (req: Buffer) => void, stopped: (err: NodeJS.ErrnoException) => void): net.Socket {
+  const { Pipe, constants: pc } = (process as unknown as { binding(name: string): PipeBinding }).binding('pipe_wrap');
+  const handle = new Pipe(pc.SOCKET);
+  const rc = handle.open(fd);
+  if (rc < 0) throw Object.assign(new Error(`/dev/fuse: cannot watch descriptor ${fd} (${rc})`), { code: 'EINVAL' });
+  const sock = new net.Socket({ handle, readable: true, writable: false } as net.SocketConstructorOpts);
+  // One read(2) of /dev/fuse is one request, but a paused stream may join chunks: split by length.
+  let rest: Buffer | undefined;
+  let err: NodeJS.ErrnoException | undefined;
+  sock.on('data', (chunk: Buffer) => {
+    let b = rest ? Buffer.concat([rest, chunk]) : chunk;
+    rest = undefined;
+    while (b.length >= 4) {
+      const len = b.readUInt32LE(0);
+      if (len < 4 || b.length < len) break;
+      onRequest(b.subarray(0, len));
+      b = b.subarray(len);
+    }
+    if (b.length) rest = Buffer.from(b);
+  });
+  sock.on('error', (e: NodeJS.ErrnoException) => (err ??= e));
+  sock.on('close', () => stopped(err ?? Object.assign(new Error('FUSE connection closed'), { code: 'ENODEV' })));
+  return sock;
 }
 
 function poolReader(fd: number, bufSize: number, onRequest: (req: Buffer) => void, stopped: (err: NodeJS.ErrnoException) => void): void {

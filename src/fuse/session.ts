@@ -131,6 +131,8 @@ export class FuseSession {
   private initDone?: (n: Negotiated) => void;
   private dev?: string;
   private stopping?: Promise<void>;
+  /** The connection ended: no more replies (the descriptor may already be closed and its number reused). */
+  private ended = false;
   /** Uniques of READs being served; an INTERRUPT answers one early and removes it. */
   private readonly inFlight = new Set<bigint>();
   negotiated?: Negotiated;
@@ -155,8 +157,9 @@ export class FuseSession {
     });
     this.dev = mountDevice(this.opts.mountpoint);
     const init = new Promise<Negotiated>((resolve) => (this.initDone = resolve));
-    const { kind, count } = this.opts.readers ?? { kind: 'pool', count: 4 };
+    const { kind, count } = this.opts.readers ?? { kind: 'poll', count: 1 };
     this.readers = startReaders(kind, this.fd, count, READ_BUF, (req) => this.handle(req), (err) => {
+      this.ended = true;
       if (err.code !== 'ENODEV') log.error({ mountpoint: this.opts.mountpoint, err: err.message }, 'FUSE connection ended');
     });
     let timer: NodeJS.Timeout | undefined;
@@ -191,13 +194,14 @@ export class FuseSession {
       log.warn({ mountpoint: this.opts.mountpoint, aborted }, 'files still open on the unmounted FUSE mount; aborting its connection');
       if (aborted) await readers.ended;
     }
-    fs.closeSync(this.fd);
+    readers?.close();
     this.fd = -1;
   }
 
   // -------------------------------------------------------------------------------------------
 
   private reply(unique: bigint, error: number, ...body: Buffer[]): void {
+    if (this.ended || this.fd < 0) return;
     let len = HDR;
     for (const b of body) len += b.length;
     const h = Buffer.allocUnsafe(HDR);
