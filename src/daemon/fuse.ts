@@ -33,13 +33,14 @@ const S_IF: Record<InodeKind, number> = {
 const CACHE_TIMEOUT_S = 86400;
 
 /**
- * How requests leave /dev/fuse (src/fuse/readers.ts): two reads waiting in libuv's pool, whose size
- * bin/_run raises for nydusd. NYDUSD_FUSE_READERS=worker:N or pool:N overrides it (for measuring).
+ * How requests leave /dev/fuse (src/fuse/readers.ts): 'auto', two reads waiting in libuv's pool
+ * while it has threads to spare (bin/_run sizes it for nydusd), the event loop's poll after that.
+ * NYDUSD_FUSE_READERS=poll:1, pool:N or worker:N overrides it (for measuring).
  */
 function readerChoice(): { kind: ReaderKind; count: number } {
-  const m = /^(poll|pool|worker):([1-9]\d?)$/.exec(process.env.NYDUSD_FUSE_READERS ?? '');
-  if (process.env.NYDUSD_FUSE_READERS && !m) log.warn({ value: process.env.NYDUSD_FUSE_READERS }, 'NYDUSD_FUSE_READERS: expected pool:N or worker:N; using the default');
-  return m ? { kind: m[1] as ReaderKind, count: Number(m[2]) } : { kind: 'pool', count: 2 };
+  const m = /^(auto|poll|pool|worker):([1-9]\d?)$/.exec(process.env.NYDUSD_FUSE_READERS ?? '');
+  if (process.env.NYDUSD_FUSE_READERS && !m) log.warn({ value: process.env.NYDUSD_FUSE_READERS }, 'NYDUSD_FUSE_READERS: expected auto:N, poll:1, pool:N or worker:N; using auto:2');
+  return m ? { kind: m[1] as ReaderKind, count: Number(m[2]) } : { kind: 'auto', count: 2 };
 }
 
 export function attrOf(rafs: RafsInstance, inode: Inode): Attr {

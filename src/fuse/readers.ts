@@ -11,6 +11,10 @@
  *   'worker'  one worker thread per reader looping on readSync, posting each request (its bytes
  *             transferred, not copied twice) to the event loop. Independent of the pool's size.
  *
+ *   'auto'    'pool' while the pool has `count` threads to spare beyond a reserve of 4 for the
+ *             daemon's own I/O, 'poll' after that: a shared daemon with many mounts never starves
+ *             its pool.
+ *
  * docs/nydusd.md ("FUSE transport") has the measurements behind the default.
  *
  * Contract: `onRequest` gets each request as a Buffer valid only during the call (a reader reuses
@@ -22,7 +26,18 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { Worker } from 'node:worker_threads';
 
-export type ReaderKind = 'poll' | 'pool' | 'worker';
+export type ReaderKind = 'poll' | 'pool' | 'worker' | 'auto';
+
+/** Pool threads kept for the daemon's own file I/O, crypto and compression. */
+const POOL_RESERVE = 4;
+/** Pool threads held by 'pool' readers right now. */
+let poolHeld = 0;
+
+/** libuv reads UV_THREADPOOL_SIZE once, when the pool starts (default 4). */
+function poolSize(): number {
+  const n = Number(process.env.UV_THREADPOOL_SIZE);
+  return Number.isInteger(n) && n > 0 ? Math.min(n, 1024) : 4;
+}
 
 export interface Readers {
   readonly kind: ReaderKind;
@@ -46,6 +61,14 @@ export function startReaders(kind: ReaderKind, fd: number, count: number, bufSiz
       done();
     }
   };
+  // 'auto': pool readers while the pool has threads to spare beyond the reserve (they serve
+  // sequential reads fastest, docs/nydusd.md), the event loop's poll after that.
+  if (kind === 'auto') kind = poolHeld + count <= poolSize() - POOL_RESERVE ? 'pool' : 'poll';
+  if (kind === 'pool') {
+    const held = count;
+    poolHeld += held;
+    void ended.then(() => (poolHeld -= held));
+  }
   if (kind === 'poll') {
     running = 1;
     const sock = pollReader(fd, onRequest, stopped);
