@@ -32,10 +32,35 @@ function run(cmd: string, args: string[], stdio: ('ignore' | 'pipe' | number)[])
   });
 }
 
+/** The FUSE misc device is character device 10:229 on every Linux. */
+const FUSE_MAJOR = 10;
+const FUSE_MINOR = 229;
+const UNAVAILABLE = 'FUSE transport unavailable: /dev/fuse';
+const HINT = 'load the fuse kernel module (modprobe fuse) or give the container /dev/fuse';
+
+/** Opens /dev/fuse read-write, or throws one line saying why it is not usable. */
+function openDevice(): number {
+  let fd: number;
+  try {
+    fd = fs.openSync('/dev/fuse', fs.constants.O_RDWR);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(`${UNAVAILABLE}: ${code === 'ENOENT' ? 'no such device file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code}; ${HINT}`);
+  }
+  const st = fs.fstatSync(fd);
+  const major = Math.floor(st.rdev / 256) & 0xfff;
+  const minor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00);
+  if (!st.isCharacterDevice() || major !== FUSE_MAJOR || minor !== FUSE_MINOR) {
+    fs.closeSync(fd);
+    throw new Error(`${UNAVAILABLE} is not the FUSE device (${st.isCharacterDevice() ? `character device ${major}:${minor}` : 'not a character device'}, want ${FUSE_MAJOR}:${FUSE_MINOR}); ${HINT}`);
+  }
+  return fd;
+}
+
 /** Opens /dev/fuse and mounts it at `spec.mountpoint` through mount(8), which gets the descriptor as its fd 3. */
 export async function mountFuse(spec: MountSpec): Promise<number> {
   fs.mkdirSync(spec.mountpoint, { recursive: true });
-  const fd = fs.openSync('/dev/fuse', fs.constants.O_RDWR);
+  const fd = openDevice();
   // rootmode is the root's file type for the kernel's first inode; uid/gid those of the mounter.
   const opts = [`fd=3`, 'rootmode=40000', `user_id=${process.getuid?.() ?? 0}`, `group_id=${process.getgid?.() ?? 0}`, ...spec.options];
   const r = await run('mount', ['-i', '-t', `fuse.${spec.subtype}`, '-o', opts.join(','), spec.source, spec.mountpoint], ['ignore', 'ignore', 'pipe', fd]);

@@ -3,16 +3,16 @@
  * (src/fuse/) with one file whose bytes sit in memory, answering each read with a slice and nothing
  * else (no image, no cache, no digest). Whatever a read through it costs beyond native `cat` is the
  * price of the kernel's FUSE path plus the session's hand-off to JavaScript, which nydusd pays too.
- * Usage: node fuse-floor.js SOURCE_FILE MOUNTPOINT [poll|pool:N|worker:N]
+ * Usage: node fuse-floor.js SOURCE_FILE MOUNTPOINT [auto:N|poll:1|pool:N|worker:N] (default auto:2, as nydusd)
  * (prints "mounted", unmounts on SIGTERM).
  */
 import * as fs from 'node:fs';
 import { Attr, DirEntry, Entry, errno, FuseError, FuseFs, FuseSession, Statfs } from '../../fuse/session';
 import type { ReaderKind } from '../../fuse/readers';
 
-const [source, mountpoint, readerArg = 'poll:1'] = process.argv.slice(2);
+const [source, mountpoint, readerArg = 'auto:2'] = process.argv.slice(2);
 if (!source || !mountpoint) {
-  process.stderr.write('usage: fuse-floor SOURCE_FILE MOUNTPOINT [poll|pool:N|worker:N]\n');
+  process.stderr.write('usage: fuse-floor SOURCE_FILE MOUNTPOINT [auto:N|poll:1|pool:N|worker:N]\n');
   process.exit(2);
 }
 const [kind, n] = readerArg.split(':');
