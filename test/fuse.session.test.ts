@@ -50,14 +50,14 @@ function stats(fm: FuseMount): FuseSession['stats'] {
 }
 const count = (fm: FuseMount, op: number) => stats(fm).requests.get(op) ?? 0;
 
-/** A FuseMount whose reads of `gatedPath` wait until `open()` is called. */
+/** A FuseMount whose reads of the file named `gatedPath` wait until `openGate()` is called. */
 class GatedMount extends FuseMount {
   gatedPath = '';
   private waiters: (() => void)[] = [];
   started = 0;
   async read(nodeid: number, fh: number, offset: number, size: number): Promise<Buffer> {
     const data = await super.read(nodeid, fh, offset, size);
-    if (this.gatedPath && (this as unknown as { files: Map<number, { path: string }> }).files.get(fh)?.path === this.gatedPath) {
+    if (this.gatedPath && (this as unknown as { files: Map<number, { name: string }> }).files.get(fh)?.name === this.gatedPath) {
       this.started++;
       await new Promise<void>((r) => this.waiters.push(r));
     }
@@ -188,7 +188,7 @@ describeWith(['root', 'fuse'], 'nydusd FUSE session', () => {
   });
 
   test('a stuck O_DIRECT read is interrupted when its reader is killed; the session keeps serving', async () => {
-    fm.gatedPath = '/parts/p0';
+    fm.gatedPath = 'p0';
     const dd = spawn('dd', [`if=${path.join(mnt, 'parts', 'p0')}`, 'of=/dev/null', 'bs=4k', 'count=1', 'iflag=direct', 'status=none'], { stdio: 'ignore' });
     const exited = new Promise<string | number | null>((r) => dd.on('exit', (c, s) => r(s ?? c)));
     for (let i = 0; i < 100 && fm.started === 0; i++) await new Promise((r) => setTimeout(r, 50));

@@ -59,11 +59,14 @@ export function attrOf(rafs: RafsInstance, inode: Inode): Attr {
   };
 }
 
-/** A node the kernel holds: its inode, lookup count, a path for metrics and its parent for `..`. */
+/**
+ * A node the kernel holds: its inode, lookup count, the name it was found by (the image's own
+ * string, no copy) and its parent, for `..` and for the path the metrics API reports.
+ */
 interface Node {
   inode: Inode;
   nlookup: number;
-  path: string;
+  name: string;
   parent: number;
 }
 
@@ -85,7 +88,7 @@ export class FuseMount implements FuseFs {
   ) {
     const root = rafs.image.root;
     this.rootIno = rafs.inodeNumber(root);
-    this.nodes.set(1, { inode: root, nlookup: 1, path: '/', parent: 1 });
+    this.nodes.set(1, { inode: root, nlookup: 1, name: '', parent: 1 });
   }
 
   /** The session (READ sizes and request counts in `session.stats`) while mounted. */
@@ -111,6 +114,18 @@ export class FuseMount implements FuseFs {
     return ino === 1 ? this.rootIno : ino;
   }
 
+  /** The path of a node, from its parents (the kernel holds every ancestor of a node it holds). */
+  private pathOf(n: Node): string {
+    let p = '';
+    for (let k = 0; k < 64 && n.name; k++) {
+      p = `/${n.name}${p}`;
+      const up = this.nodes.get(n.parent);
+      if (!up) break;
+      n = up;
+    }
+    return p || '/';
+  }
+
   private node(nodeid: number): Node {
     const n = this.nodes.get(nodeid);
     if (!n) throw new FuseError(errno.ESTALE, `node ${nodeid} is not known`);
@@ -133,7 +148,7 @@ export class FuseMount implements FuseFs {
     }
     let n = this.nodes.get(id);
     if (!n) {
-      n = { inode, nlookup: 0, path: p.path === '/' ? `/${name}` : `${p.path}/${name}`, parent };
+      n = { inode, nlookup: 0, name, parent };
       this.nodes.set(id, n);
     }
     n.nlookup++;
@@ -168,11 +183,12 @@ export class FuseMount implements FuseFs {
 
   async read(nodeid: number, fh: number, offset: number, size: number): Promise<Buffer> {
     const n = this.files.get(fh) ?? this.node(nodeid);
+    const path = this.pathOf(n);
     try {
-      return await this.rafs.read(n.inode, offset, size, { path: n.path });
+      return await this.rafs.read(n.inode, offset, size, { path });
     } catch (e) {
       const err = e as Error;
-      log.error({ path: n.path, offset, length: size, err: err.message }, e instanceof ChunkFetchError ? 'read failed: chunk not verified' : 'read failed');
+      log.error({ path, offset, length: size, err: err.message }, e instanceof ChunkFetchError ? 'read failed: chunk not verified' : 'read failed');
       throw new FuseError(errno.EIO);
     }
   }

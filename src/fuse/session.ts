@@ -17,7 +17,7 @@ import {
   decode, encode, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_MIN_READ_BUFFER, Fopen, fuse_access_in, fuse_attr, fuse_attr_out,
   fuse_batch_forget_in, fuse_dirent, fuse_direntplus, fuse_entry_out, fuse_forget_in, fuse_forget_one, fuse_getxattr_in,
   fuse_getxattr_out, fuse_in_header, fuse_init_in, fuse_init_out, fuse_interrupt_in, fuse_open_in, fuse_open_out, fuse_out_header,
-  fuse_read_in, fuse_release_in, fuse_statfs_out, Init, Op, recAlign, WRITING_OPS,
+  fuse_read_in, fuse_release_in, fuse_statfs_out, Init, Op, recAlign, Struct, WRITING_OPS,
 } from './abi';
 import { abortConnection, detach, mountDevice, mountFuse, setReadAhead } from './device';
 import { ReaderKind, Readers, startReaders } from './readers';
@@ -216,7 +216,7 @@ export class FuseSession {
     }
   }
 
-  private replyStruct(unique: bigint, s: typeof fuse_attr_out, v: Record<string, unknown>): void {
+  private replyStruct(unique: bigint, s: Struct, v: Record<string, unknown>): void {
     const b = Buffer.alloc(s.size);
     encode(s, b, 0, v);
     this.reply(unique, 0, b);
