@@ -8,8 +8,6 @@ cd "$(dirname "$0")/.."
 PKGS=(
   erofs-utils containerd runc docker-registry skopeo umoci debootstrap stargz-snapshotter
   fuse3 iproute2 util-linux e2fsprogs openssl attr apache2-utils busybox-static
-  # fuse-native's prebuilt addon links libfuse.so.2
-  libfuse2
   # containerd's own snapshotter test suite, built offline from Debian's Go source
   golang-go golang-github-containerd-containerd-dev
 )

@@ -8,7 +8,7 @@
  *            kernel keeps the pages: kernel_cache); the daemon's read count shows none reached it
  *      cache a restarted daemon with the blob cache full, page cache dropped (the daemon's own warm path)
  *      baseline: `cat` of the same file on the host, cold (page cache dropped) and warm
- *      floor: the same passes over a do-nothing fuse-native filesystem (support/fuse-floor.ts)
+ *      floor: the same passes over a do-nothing filesystem on nydusd's FUSE session (support/fuse-floor.ts)
  *   B. `find` + stat of every entry of the Debian tree: nydusd mount vs an overlayfs over a copy
  *      (first walk and second walk)
  *   C. daemon RSS with 1 and with 10 Debian images mounted (each walked once)
@@ -184,7 +184,8 @@ function folioPages(file: string): number | undefined {
 
 /** Starts the transport-floor filesystem (support/fuse-floor.js) serving `source` at `mnt`. */
 async function startFloor(source: string, mnt: string): Promise<ChildProcess> {
-  const proc = spawn('node', [FLOOR, source, mnt], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // The pool sized as bin/_run sizes it for nydusd, so both read /dev/fuse the same way.
+  const proc = spawn('node', [FLOOR, source, mnt], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' } });
   const up = await new Promise<boolean>((resolve) => {
     const timer = setTimeout(() => resolve(false), 30_000);
     proc.stdout!.on('data', (d: Buffer) => d.toString().includes('mounted') && (clearTimeout(timer), resolve(true)));
@@ -283,7 +284,7 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
       `"Cold": the whole page cache is dropped (\`sync; echo 1 > /proc/sys/vm/drop_caches\`) right before the read; nydusd also starts with an empty blob cache, so it reads the localfs blob from disk, decompresses, verifies sha256 and writes its cache. ` +
       `Page-cache bytes of the host file / the blob at the start of each cold read (fincore): ${residentAtCold.join(', ')}. ` +
       `"Warm, first re-read": the file read again right after the cold read; "warm, steady": the median of the ${STEADY_PASSES} re-reads after that (kernel page cache, \`kernel_cache\`). FUSE read requests that reached nydusd during each round's warm passes: ${warmDaemonReads.join(', ')}. ` +
-      `"Floor": a fuse-native filesystem that holds the file in memory and answers each read with one copy and nothing else (src/bench/support/fuse-floor.ts), mounted with the same options: the cost of the kernel's FUSE path and fuse-native's hand-off, which no daemon on fuse-native can go below.`,
+      `"Floor": a filesystem on nydusd's own FUSE session (src/fuse/) that holds the file in memory and answers each read with a slice of it and nothing else (src/bench/support/fuse-floor.ts), mounted with the same options: the cost of the kernel's FUSE path and the session's hand-off, which nydusd cannot go below.`,
     '',
   );
   lines.push('| case | native `cat` (s) | floor (s) | nydusd (s) | floor vs native | nydusd vs native |', '|---|---:|---:|---:|---:|---:|');
@@ -300,7 +301,7 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
   if (folios.native !== undefined) {
     lines.push(
       `Page-cache folio size of the warm file, in 4 KiB pages on average (scripts/folio-sizes.py, /proc/kpageflags): native ${folios.native}, floor ${folios.floor ?? '?'}, nydusd ${folios.nydusd ?? '?'}. ` +
-        'The kernel caches a FUSE file in single pages where ext4 uses large folios, so the first re-read after a cold read (which activates every folio on the LRU) and every later pass walk many more folios: that is the warm gap, for any fuse-native filesystem.',
+        'The kernel caches a FUSE file in single pages where ext4 uses large folios, so the first re-read after a cold read (which activates every folio on the LRU) and every later pass walk many more folios: that is the warm gap, for any FUSE filesystem.',
       '',
     );
   }

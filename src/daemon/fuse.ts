@@ -1,14 +1,20 @@
 /**
- * The FUSE face of a rafs instance, on fuse-native (libfuse 2, path based). Read-only; the image is
- * immutable, so the kernel is told to keep entries, attributes and pages for a day (`kernel_cache`,
- * long entry/attr timeouts): a second read of a file never reaches this process. Inode numbers are
- * the image's (`use_ino`), so hard links share one.
+ * The FUSE face of a rafs instance, on nydusd's own FUSE session (src/fuse/). Read-only; the image
+ * is immutable, so the kernel is told to keep entries (also negative ones), attributes, symlink
+ * targets, directory listings and pages for a day: a second read of a file never reaches this
+ * process.
+ *
+ * Node ids are the image's inode numbers, so hard links share one node and one inode number; the
+ * root is node 1 (FUSE_ROOT_ID), and an inode that happens to carry number 1 takes the root's number
+ * as its node id. Only nodes the kernel has looked up are remembered, with their lookup count:
+ * FORGET drops them at zero.
  */
-import type Fuse from 'fuse-native';
-import { constants } from 'node:os';
+import { constants } from 'node:fs';
 import type { Inode, InodeKind } from '../format/model';
 import { RafsInstance } from './rafs';
 import { ChunkFetchError } from '../fetch/pipeline';
+import { Attr, DirEntry, Entry, errno, FuseError, FuseFs, FuseSession, SessionOptions, Statfs } from '../fuse/session';
+import type { ReaderKind } from '../fuse/readers';
 import { logger } from '../util/log';
 
 const log = logger('fuse');
@@ -25,47 +31,23 @@ const S_IF: Record<InodeKind, number> = {
 
 /** One day: the image never changes under a mount. */
 const CACHE_TIMEOUT_S = 86400;
-/** fuse-native answers ETIMEDOUT after this; sources bound their own attempts well below it. */
-const OP_TIMEOUT_MS = 300_000;
-
-type Cb<T = void> = (err: number, value?: T) => void;
-
-/** fuse-native takes errors as negative errno values. */
-const E = Object.fromEntries(
-  (['ENOENT', 'ENOTDIR', 'EROFS', 'EIO', 'EINVAL'] as const).map((n) => [n, -constants.errno[n]]),
-) as Record<'ENOENT' | 'ENOTDIR' | 'EROFS' | 'EIO' | 'EINVAL', number>;
-
-let fuseNative: typeof Fuse | undefined;
-/** Libraries fuse-native's addon links, and the Debian package of each. */
-const SYSTEM_LIBS: Record<string, string> = { 'libfuse.so.2': 'libfuse2' };
 
 /**
- * fuse-native, loaded on the first mount: its addon links libfuse.so.2, and `nydusd --help`, config
- * checks and an API-only start must work on a machine without it. A missing library is one line
- * naming it and the package that provides it.
+ * How requests leave /dev/fuse (src/fuse/readers.ts): 'auto', two reads waiting in libuv's pool
+ * while it has threads to spare (bin/_run sizes it for nydusd), the event loop's poll after that.
+ * NYDUSD_FUSE_READERS=poll:1, pool:N or worker:N overrides it (for measuring).
  */
-export function loadFuseNative(): typeof Fuse {
-  if (fuseNative) return fuseNative;
-  try {
-    fuseNative = require('fuse-native') as typeof Fuse;
-  } catch (e) {
-    const first = (e as Error).message.split('\n')[0];
-    // dlopen's words: "libfuse.so.2: cannot open shared object file: ...", "...: file too short"
-    const m = /(lib[\w+-]+\.so[\w.]*): (.*)$/.exec(first);
-    if (m) {
-      const pkg = SYSTEM_LIBS[m[1]] ? `the Debian package ${SYSTEM_LIBS[m[1]]}` : 'the package that provides it';
-      throw new Error(`FUSE transport unavailable: ${m[1]} cannot be loaded (${m[2]}); install ${pkg} (scripts/install-deps.sh does)`);
-    }
-    throw new Error(`FUSE transport unavailable: fuse-native failed to load: ${first}`);
-  }
-  return fuseNative;
+function readerChoice(): { kind: ReaderKind; count: number } {
+  const m = /^(auto|poll|pool|worker):([1-9]\d?)$/.exec(process.env.NYDUSD_FUSE_READERS ?? '');
+  if (process.env.NYDUSD_FUSE_READERS && !m) log.warn({ value: process.env.NYDUSD_FUSE_READERS }, 'NYDUSD_FUSE_READERS: expected auto:N, poll:1, pool:N or worker:N; using auto:2');
+  return m ? { kind: m[1] as ReaderKind, count: Number(m[2]) } : { kind: 'auto', count: 2 };
 }
 
 /** A FUSE request not answered yet, as upstream's `GET /api/v1/metrics/inflight` lists it. */
 export interface InflightOp {
   inode: number;
   opcode: number;
-  /** This daemon's request counter (fuse-native does not expose the kernel's `unique`). */
+  /** This daemon's read counter (the session keeps the kernel's `unique` to itself). */
   unique: number;
   timestamp_secs: number;
 }
@@ -74,162 +56,205 @@ export interface InflightOp {
 const FUSE_READ = 15;
 let requestCounter = 0;
 
-export interface StatLike {
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  nlink: number;
-  ino: number;
-  rdev: number;
-  blksize: number;
-  blocks: number;
-  mtime: number;
-  atime: number;
-  ctime: number;
-}
-
-export function statOf(rafs: RafsInstance, inode: Inode): StatLike {
-  const ms = inode.mtime * 1000 + Math.floor(inode.mtimeNsec / 1e6);
+export function attrOf(rafs: RafsInstance, inode: Inode): Attr {
   return {
+    ino: rafs.inodeNumber(inode),
+    size: inode.size,
+    blocks: Math.ceil(inode.size / 512),
+    mtime: inode.mtime,
+    mtimensec: inode.mtimeNsec,
     mode: S_IF[inode.kind] | inode.mode,
+    nlink: rafs.nlink(inode),
     uid: inode.uid,
     gid: inode.gid,
-    size: inode.size,
-    nlink: rafs.nlink(inode),
-    ino: rafs.inodeNumber(inode),
     rdev: inode.rdev,
     blksize: 4096,
-    blocks: Math.ceil(inode.size / 512),
-    mtime: ms,
-    atime: ms,
-    ctime: ms,
   };
 }
 
-export class FuseMount {
-  private fuse?: Fuse;
-  private readonly handles = new Map<number, Inode>();
-  private nextFd = 1;
-  /** Reads waiting for their data, by request number. */
+/**
+ * A node the kernel holds: its inode, lookup count, the name it was found by (the image's own
+ * string, no copy) and its parent, for `..` and for the path the metrics API reports.
+ */
+interface Node {
+  inode: Inode;
+  nlookup: number;
+  name: string;
+  parent: number;
+}
+
+export class FuseMount implements FuseFs {
+  private session?: FuseSession;
+  private readonly nodes = new Map<number, Node>();
+  private readonly files = new Map<number, Node>();
+  private readonly dirs = new Map<number, readonly DirEntry[]>();
+  private nextFh = 1;
+  private readonly rootIno: number;
+  /** Reads waiting for data (GET /api/v1/metrics/inflight). */
   readonly inflight = new Map<number, InflightOp>();
 
   constructor(
     public readonly rafs: RafsInstance,
     public readonly mountpoint: string,
-    /** Called on every FUSE operation (the daemon's idle collector watches for quiet). */
+    /** Called on every FUSE request (the daemon's idle collector watches for quiet). */
     private readonly onActivity: () => void = () => undefined,
-  ) {}
+    /** Session settings besides the defaults (tests mount without `ro` or pick readers). */
+    private readonly sessionOptions: Pick<SessionOptions, 'mountOptions' | 'readers'> = {},
+  ) {
+    const root = rafs.image.root;
+    this.rootIno = rafs.inodeNumber(root);
+    this.nodes.set(1, { inode: root, nlookup: 1, name: '', parent: 1 });
+  }
 
-  private ops(): Fuse.OPERATIONS {
-    const ops = this.handlers();
-    const onActivity = this.onActivity;
-    for (const [name, op] of Object.entries(ops)) {
-      // `arguments` passed straight through: no array is built per request on the read path.
-      ops[name] = function (this: unknown) {
-        onActivity();
-        return op.apply(this, arguments as unknown as unknown[]);
-      };
+  /** The session (READ sizes and request counts in `session.stats`) while mounted. */
+  get fuseSession(): FuseSession | undefined {
+    return this.session;
+  }
+
+  async mount(): Promise<void> {
+    const s = new FuseSession(this, { mountpoint: this.mountpoint, cacheTimeoutS: CACHE_TIMEOUT_S, readers: readerChoice(), onActivity: this.onActivity, ...this.sessionOptions });
+    await s.mount();
+    this.session = s;
+  }
+
+  async unmount(): Promise<void> {
+    const s = this.session;
+    this.session = undefined;
+    await s?.unmount();
+  }
+
+  private idOf(n: Inode): number {
+    if (n === this.rafs.image.root) return 1;
+    const ino = this.rafs.inodeNumber(n);
+    return ino === 1 ? this.rootIno : ino;
+  }
+
+  /** The path of a node, from its parents (the kernel holds every ancestor of a node it holds). */
+  private pathOf(n: Node): string {
+    let p = '';
+    for (let k = 0; k < 64 && n.name; k++) {
+      p = `/${n.name}${p}`;
+      const up = this.nodes.get(n.parent);
+      if (!up) break;
+      n = up;
     }
-    return ops;
+    return p || '/';
   }
 
-  private handlers(): Fuse.OPERATIONS {
-    const rafs = this.rafs;
-    const find = (p: string): Inode | undefined => rafs.lookup(p);
-    return {
-      getattr: (p: string, cb: Cb<StatLike>) => {
-        const n = find(p);
-        if (!n) return cb(E.ENOENT);
-        cb(0, statOf(rafs, n));
-      },
-      readdir: (p: string, cb: (err: number, names?: string[]) => void) => {
-        const n = find(p);
-        if (!n) return cb(E.ENOENT);
-        if (n.kind !== 'dir') return cb(E.ENOTDIR);
-        cb(0, [...(n.children?.keys() ?? [])]);
-      },
-      open: (p: string, flags: number, cb: Cb<number>) => {
-        const n = find(p);
-        if (!n) return cb(E.ENOENT);
-        if ((flags & 3) !== 0) return cb(E.EROFS);
-        const fd = this.nextFd++;
-        this.handles.set(fd, n);
-        rafs.stats.opens++;
-        cb(0, fd);
-      },
-      release: (_p: string, fd: number, cb: Cb) => {
-        this.handles.delete(fd);
-        cb(0);
-      },
-      read: (p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
-        const n = this.handles.get(fd) ?? find(p);
-        if (!n) return cb(E.ENOENT);
-        const id = ++requestCounter;
-        this.inflight.set(id, { inode: rafs.inodeNumber(n), opcode: FUSE_READ, unique: id, timestamp_secs: Math.floor(Date.now() / 1000) });
-        rafs.read(n, pos, len, { path: p }).then(
-          (data) => {
-            this.inflight.delete(id);
-            cb(data.copy(buf, 0, 0, Math.min(len, data.length)));
-          },
-          (e: Error) => {
-            this.inflight.delete(id);
-            log.error({ path: p, offset: pos, length: len, err: e.message }, e instanceof ChunkFetchError ? 'read failed: chunk not verified' : 'read failed');
-            cb(E.EIO);
-          },
-        );
-      },
-      readlink: (p: string, cb: Cb<string>) => {
-        const n = find(p);
-        if (!n) return cb(E.ENOENT);
-        if (n.kind !== 'symlink') return cb(E.EINVAL);
-        cb(0, n.target ?? '');
-      },
-      getxattr: (p: string, name: string, _pos: number, cb: Cb<Buffer | null>) => {
-        const n = find(p);
-        if (!n) return cb(E.ENOENT);
-        cb(0, n.xattrs.get(name) ?? null);
-      },
-      listxattr: (p: string, cb: Cb<string[]>) => {
-        const n = find(p);
-        if (!n) return cb(E.ENOENT);
-        cb(0, [...n.xattrs.keys()]);
-      },
-      statfs: (_p: string, cb: Cb<object>) => {
-        cb(0, { bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: rafs.entryCount, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 });
-      },
-    } as unknown as Fuse.OPERATIONS;
+  private node(nodeid: number): Node {
+    const n = this.nodes.get(nodeid);
+    if (!n) throw new FuseError(errno.ESTALE, `node ${nodeid} is not known`);
+    return n;
   }
 
-  mount(): Promise<void> {
-    const FuseNative = loadFuseNative();
-    const fuse = new FuseNative(this.mountpoint, this.ops(), {
-      force: true,
-      mkdir: true,
-      allowOther: true,
-      kernelCache: true,
-      entryTimeout: CACHE_TIMEOUT_S,
-      attrTimeout: CACHE_TIMEOUT_S,
-      // fuse-native has no switches for these libfuse options; they ride along in the -o list.
-      fsname: `nydus,ro,use_ino,readdir_ino,negative_timeout=${CACHE_TIMEOUT_S}`,
-      subtype: 'rafs',
-      timeout: OP_TIMEOUT_MS,
-    } as Fuse.OPTIONS);
-    return new Promise((resolve, reject) => {
-      fuse.mount((err?: Error | null) => {
-        if (err) return reject(new Error(`mount ${this.mountpoint}: ${err.message}`));
-        this.fuse = fuse;
-        resolve();
-      });
-    });
+  lookup(parent: number, name: string): Entry | undefined {
+    const p = this.node(parent);
+    let id: number;
+    let inode: Inode;
+    if (name === '.' || name === '..') {
+      id = name === '.' ? parent : p.parent;
+      inode = this.node(id).inode;
+    } else {
+      if (p.inode.kind !== 'dir') throw new FuseError(errno.ENOTDIR);
+      const c = p.inode.children?.get(name);
+      if (!c) return undefined;
+      inode = c;
+      id = this.idOf(c);
+    }
+    let n = this.nodes.get(id);
+    if (!n) {
+      n = { inode, nlookup: 0, name, parent };
+      this.nodes.set(id, n);
+    }
+    n.nlookup++;
+    return { nodeid: id, attr: attrOf(this.rafs, inode) };
   }
 
-  unmount(): Promise<void> {
-    const fuse = this.fuse;
-    this.fuse = undefined;
-    if (!fuse) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      fuse.unmount((err?: Error | null) => (err ? reject(new Error(`unmount ${this.mountpoint}: ${err.message}`)) : resolve()));
-    });
+  forget(nodeid: number, nlookup: number): void {
+    const n = this.nodes.get(nodeid);
+    if (!n || nodeid === 1) return;
+    n.nlookup -= nlookup;
+    if (n.nlookup <= 0) this.nodes.delete(nodeid);
+  }
+
+  getattr(nodeid: number): Attr {
+    return attrOf(this.rafs, this.node(nodeid).inode);
+  }
+
+  readlink(nodeid: number): Buffer {
+    const n = this.node(nodeid).inode;
+    if (n.kind !== 'symlink') throw new FuseError(errno.EINVAL);
+    return Buffer.from(n.target ?? '');
+  }
+
+  open(nodeid: number, flags: number): number {
+    const n = this.node(nodeid);
+    if ((flags & 3) !== 0) throw new FuseError(errno.EROFS);
+    const fh = this.nextFh++;
+    this.files.set(fh, n);
+    this.rafs.stats.opens++;
+    return fh;
+  }
+
+  async read(nodeid: number, fh: number, offset: number, size: number): Promise<Buffer> {
+    const n = this.files.get(fh) ?? this.node(nodeid);
+    const path = this.pathOf(n);
+    const id = ++requestCounter;
+    this.inflight.set(id, { inode: this.rafs.inodeNumber(n.inode), opcode: FUSE_READ, unique: id, timestamp_secs: Math.floor(Date.now() / 1000) });
+    try {
+      return await this.rafs.read(n.inode, offset, size, { path });
+    } catch (e) {
+      const err = e as Error;
+      log.error({ path, offset, length: size, err: err.message }, e instanceof ChunkFetchError ? 'read failed: chunk not verified' : 'read failed');
+      throw new FuseError(errno.EIO);
+    } finally {
+      this.inflight.delete(id);
+    }
+  }
+
+  release(_nodeid: number, fh: number): void {
+    this.files.delete(fh);
+  }
+
+  opendir(nodeid: number): number {
+    const n = this.node(nodeid);
+    if (n.inode.kind !== 'dir') throw new FuseError(errno.ENOTDIR);
+    const list: DirEntry[] = [
+      { name: '.', ino: this.rafs.inodeNumber(n.inode), type: 4 },
+      { name: '..', ino: this.rafs.inodeNumber(this.node(n.parent).inode), type: 4 },
+    ];
+    for (const [name, c] of n.inode.children ?? []) list.push({ name, ino: this.rafs.inodeNumber(c), type: S_IF[c.kind] >> 12 });
+    const fh = this.nextFh++;
+    this.dirs.set(fh, list);
+    return fh;
+  }
+
+  readdir(_nodeid: number, fh: number): readonly DirEntry[] {
+    const l = this.dirs.get(fh);
+    if (!l) throw new FuseError(errno.EBADF);
+    return l;
+  }
+
+  releasedir(_nodeid: number, fh: number): void {
+    this.dirs.delete(fh);
+  }
+
+  statfs(): Statfs {
+    return { blocks: 0, files: this.rafs.entryCount, bsize: 4096, namelen: 255 };
+  }
+
+  getxattr(nodeid: number, name: string): Buffer {
+    const v = this.node(nodeid).inode.xattrs.get(name);
+    if (!v) throw new FuseError(errno.ENODATA);
+    return v;
+  }
+
+  listxattr(nodeid: number): Buffer {
+    return Buffer.from([...this.node(nodeid).inode.xattrs.keys()].map((k) => `${k}\0`).join(''));
+  }
+
+  access(nodeid: number, mask: number): void {
+    this.node(nodeid);
+    if (mask & constants.W_OK) throw new FuseError(errno.EROFS);
   }
 }

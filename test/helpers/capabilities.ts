@@ -33,16 +33,8 @@ function erofsRegistered(): boolean {
 
 const PROBES: Record<Capability, () => boolean> = {
   root: () => typeof process.getuid === 'function' && process.getuid() === 0,
-  // /dev/fuse usable and the FUSE binding's native library loads (libfuse2 installed)
-  fuse: () => {
-    if (!openable('/dev/fuse')) return false;
-    try {
-      require('fuse-native');
-      return true;
-    } catch {
-      return false;
-    }
-  },
+  // /dev/fuse opens read-write (nydusd speaks FUSE itself) and mount(8) is there to mount it
+  fuse: () => openable('/dev/fuse') && onPath('mount'),
   // the kernel knows EROFS, loading the module when it is one (root only)
   erofs: () => erofsRegistered() || (spawnSync('modprobe', ['erofs'], { stdio: 'ignore' }).status === 0 && erofsRegistered()),
   loop: () => openable('/dev/loop-control') && onPath('losetup'),

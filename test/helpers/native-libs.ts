@@ -55,12 +55,17 @@ const owners = new Map<string, string | undefined>();
 export function owningPackage(file: string): string | undefined {
   if (owners.has(file)) return owners.get(file);
   let owner: string | undefined;
-  for (const p of [file, fs.realpathSync(file)]) {
+  // dpkg knows a file by the path its package shipped; on merged-/usr systems that may be the
+  // /lib or the /usr/lib spelling of the resolved file, and ldconfig's soname links belong to none.
+  const real = fs.realpathSync(file);
+  const named = path.join(path.dirname(file), path.basename(real));
+  const spellings = [file, real, named].flatMap((p) => [p, p.startsWith('/usr/') ? p.slice(4) : `/usr${p}`]);
+  for (const p of [...new Set(spellings)]) {
     try {
       owner = run('dpkg', ['-S', p]).split('\n')[0].split(':')[0];
       break;
     } catch {
-      // try the resolved path: /lib is a link to /usr/lib on merged-/usr systems
+      // not this spelling
     }
   }
   owners.set(file, owner);

@@ -1,40 +1,63 @@
 /**
- * The FUSE transport floor for the read benchmark: a fuse-native filesystem with one file whose
- * bytes sit in memory, answering each read with a single copy and nothing else (no lookup tables,
- * no cache, no digest). Whatever a read through it costs beyond native `cat` is the price of the
- * kernel's FUSE path plus fuse-native's hand-off to JavaScript, which nydusd pays too.
- * Usage: node fuse-floor.js SOURCE_FILE MOUNTPOINT (prints "mounted", unmounts on SIGTERM).
+ * The FUSE transport floor for the read benchmark: a filesystem on nydusd's own FUSE session
+ * (src/fuse/) with one file whose bytes sit in memory, answering each read with a slice and nothing
+ * else (no image, no cache, no digest). Whatever a read through it costs beyond native `cat` is the
+ * price of the kernel's FUSE path plus the session's hand-off to JavaScript, which nydusd pays too.
+ * Usage: node fuse-floor.js SOURCE_FILE MOUNTPOINT [auto:N|poll:1|pool:N|worker:N] (default auto:2, as nydusd)
+ * (prints "mounted", unmounts on SIGTERM).
  */
 import * as fs from 'node:fs';
-import Fuse from 'fuse-native';
+import { Attr, DirEntry, Entry, errno, FuseError, FuseFs, FuseSession, Statfs } from '../../fuse/session';
+import type { ReaderKind } from '../../fuse/readers';
 
-const [source, mountpoint] = process.argv.slice(2);
+const [source, mountpoint, readerArg = 'auto:2'] = process.argv.slice(2);
 if (!source || !mountpoint) {
-  process.stderr.write('usage: fuse-floor SOURCE_FILE MOUNTPOINT\n');
+  process.stderr.write('usage: fuse-floor SOURCE_FILE MOUNTPOINT [auto:N|poll:1|pool:N|worker:N]\n');
   process.exit(2);
 }
+const [kind, n] = readerArg.split(':');
 const data = fs.readFileSync(source);
-const name = '/data';
-const now = new Date();
-// blksize as nydusd reports it (src/daemon/fuse.ts statOf), so `cat` reads in the same sizes.
-const attr = (mode: number, size: number, nlink: number) => ({ mode, size, nlink, uid: 0, gid: 0, mtime: now, atime: now, ctime: now, blksize: 4096 });
-type Cb = (err: number, value?: unknown) => void;
+const now = Math.floor(Date.now() / 1000);
+// blksize as nydusd reports it (src/daemon/fuse.ts attrOf), so `cat` reads in the same sizes.
+const attr = (ino: number, mode: number, size: number, nlink: number): Attr => ({ ino, mode, size, nlink, uid: 0, gid: 0, mtime: now, mtimensec: 0, rdev: 0, blksize: 4096, blocks: Math.ceil(size / 512) });
+const root = attr(1, 0o40755, 4096, 2);
+const file = attr(2, 0o100444, data.length, 1);
+const enoent = () => new FuseError(errno.ENOENT);
 
-const ops = {
-  getattr: (p: string, cb: Cb) => (p === '/' ? cb(0, attr(0o40755, 4096, 2)) : p === name ? cb(0, attr(0o100444, data.length, 1)) : cb(Fuse.ENOENT)),
-  readdir: (_p: string, cb: Cb) => cb(0, [name.slice(1)]),
-  open: (_p: string, _flags: number, cb: Cb) => cb(0, 1),
-  release: (_p: string, _fd: number, cb: Cb) => cb(0),
-  read: (_p: string, _fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => cb(data.copy(buf, 0, pos, Math.min(pos + len, data.length))),
+const floor: FuseFs = {
+  lookup: (parent: number, name: string): Entry | undefined => (parent === 1 && name === 'data' ? { nodeid: 2, attr: file } : undefined),
+  forget: () => undefined,
+  getattr: (id: number) => (id === 1 ? root : file),
+  readlink: () => {
+    throw new FuseError(errno.EINVAL);
+  },
+  open: () => 1,
+  read: async (_id: number, _fh: number, offset: number, size: number) => data.subarray(offset, Math.min(offset + size, data.length)),
+  release: () => undefined,
+  opendir: () => 1,
+  readdir: (): DirEntry[] => [
+    { name: '.', ino: 1, type: 4 },
+    { name: '..', ino: 1, type: 4 },
+    { name: 'data', ino: 2, type: 8 },
+  ],
+  releasedir: () => undefined,
+  statfs: (): Statfs => ({ blocks: 0, files: 2, bsize: 4096, namelen: 255 }),
+  getxattr: () => {
+    throw new FuseError(errno.ENODATA);
+  },
+  listxattr: () => Buffer.alloc(0),
+  access: (id: number) => {
+    if (id > 2) throw enoent();
+  },
 };
 
-// The same kernel-facing options as nydusd's mounts (kernel_cache, long timeouts).
-const fuse = new Fuse(mountpoint, ops as unknown as Fuse.OPERATIONS, { force: true, mkdir: true, kernelCache: true, entryTimeout: 86400, attrTimeout: 86400 } as Fuse.OPTIONS);
-fuse.mount((err?: Error | null) => {
-  if (err) {
-    process.stderr.write(`fuse-floor: mount ${mountpoint}: ${err.message}\n`);
+// The same kernel-facing settings as nydusd's mounts (day-long caches, 1 MiB reads).
+const session = new FuseSession(floor, { mountpoint, cacheTimeoutS: 86400, readers: { kind: kind as ReaderKind, count: Number(n ?? 1) } });
+session.mount().then(
+  () => process.stdout.write('mounted\n'),
+  (e: Error) => {
+    process.stderr.write(`fuse-floor: ${e.message}\n`);
     process.exit(1);
-  }
-  process.stdout.write('mounted\n');
-});
-process.on('SIGTERM', () => fuse.unmount(() => process.exit(0)));
+  },
+);
+process.on('SIGTERM', () => void session.unmount().then(() => process.exit(0)));
