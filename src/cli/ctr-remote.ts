@@ -3,6 +3,7 @@
  * here for nydus). It talks to containerd's gRPC API directly.
  *
  *   ctr-remote [-a SOCK] [-n NAMESPACE] images rpull [--plain-http] [--user USER:PASS]
+ *              [--tlscacert FILE] [--tlscert FILE --tlskey FILE] [-k|--skip-verify]
  *              [--snapshotter nydus] [--platform linux/amd64] REF
  *
  * Credentials: --user, else the docker config file (DOCKER_CONFIG or ~/.docker/config.json).
@@ -35,14 +36,20 @@ images
   .argument('<ref>', 'image reference (host[:port]/repository[:tag|@digest])')
   .option('--plain-http', 'talk to the registry over plain HTTP')
   .option('-u, --user <user:password>', 'registry credentials')
+  .option('--tlscacert <file>', 'CA certificate (PEM) that signs the registry\'s and its token realm\'s certificates')
+  .option('--tlscert <file>', 'client certificate (PEM)')
+  .option('--tlskey <file>', 'client key (PEM)')
+  .option('-k, --skip-verify', 'accept any registry TLS certificate')
   .option('--snapshotter <name>', 'snapshotter to unpack into', 'nydus')
   .option('--platform <os/arch>', 'platform to pull from an index', 'linux/amd64')
-  .action(async (ref: string, o: { plainHttp?: boolean; user?: string; snapshotter: string; platform: string }) => {
+  .action(async (ref: string, o: { plainHttp?: boolean; user?: string; tlscacert?: string; tlscert?: string; tlskey?: string; skipVerify?: boolean; snapshotter: string; platform: string }) => {
     const g = program.opts<{ address: string; namespace: string }>();
     const ctd = new ContainerdClient(g.address, g.namespace);
     try {
       const credentials = o.user !== undefined ? parseUserPass(o.user, '--user') : undefined;
-      await rpull(ctd, { ref, snapshotter: o.snapshotter, plainHttp: o.plainHttp, credentials, platform: o.platform, progress: new Progress((s) => process.stdout.write(s)) });
+      if (!!o.tlscert !== !!o.tlskey) fail('--tlscert and --tlskey go together');
+      const tls = { ca: o.tlscacert, cert: o.tlscert, key: o.tlskey, skipVerify: o.skipVerify };
+      await rpull(ctd, { ref, snapshotter: o.snapshotter, plainHttp: o.plainHttp, tls, credentials, platform: o.platform, progress: new Progress((s) => process.stdout.write(s)) });
     } finally {
       ctd.close();
     }

@@ -25,6 +25,7 @@ import { Credentials, RegistryClient, formatReference, parseReference, reference
 import { choosePlatform, formatPlatform, parsePlatform, DEFAULT_PLATFORM } from '../registry/platform';
 import { Descriptor as OciDescriptor, ImageConfig, ImageIndex, ImageManifest, isIndex } from '../registry/media';
 import { ContainerdClient, ContainerdError, Descriptor, Mount } from './containerd-client';
+import type { TransportOptions } from '../registry/transport';
 import { chainIds, layerSnapshotLabels } from './snapshot-labels';
 import type { Progress } from './progress';
 
@@ -32,6 +33,8 @@ export interface RpullOptions {
   ref: string;
   snapshotter: string;
   plainHttp?: boolean;
+  /** TLS to the registry, as ctr's --tlscacert, --tlscert, --tlskey and --skip-verify. */
+  tls?: Pick<TransportOptions, 'ca' | 'cert' | 'key' | 'skipVerify'>;
   credentials?: Credentials;
   platform?: string;
   progress: Progress;
@@ -72,7 +75,7 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
   const r = parseReference(o.ref);
   const name = formatReference(r);
   await checkSnapshotter(ctd, o.snapshotter);
-  const reg = new RegistryClient({ registry: r.registry, insecure: o.plainHttp, credentials: o.credentials });
+  const reg = new RegistryClient({ registry: r.registry, insecure: o.plainHttp, credentials: o.credentials, ...o.tls });
   const leaseId = `ctr-remote-${uniquePart()}`;
   let leased = false;
   try {
