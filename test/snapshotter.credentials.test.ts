@@ -21,7 +21,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
-import { Containerd, startContainerd } from './helpers/containerd';
+import { Containerd, killPids, startContainerd, unmountBelow } from './helpers/containerd';
 import { REPO_ROOT } from './helpers/fixtures';
 import { describeWith } from './helpers/capabilities';
 import { pushImage } from './helpers/images';
@@ -182,22 +182,10 @@ level = "debug"
       await exited;
     }
     if (root && fs.existsSync(path.join(root, 'metadata.db'))) {
-      for (const pid of nydusdPids()) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // Already gone.
-        }
-      }
+      killPids(nydusdPids());
     }
     if (dir) {
-      for (const m of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir)).sort((a, b) => b.length - a.length)) {
-        try {
-          execFileSync('umount', ['-l', m], { stdio: 'ignore' });
-        } catch {
-          // Gone with its parent.
-        }
-      }
+      unmountBelow(dir);
       fs.rmSync(dir, { recursive: true, force: true });
     }
     await reg?.stop();

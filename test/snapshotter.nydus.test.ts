@@ -15,7 +15,7 @@ import * as grpc from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
 import { NydusdClient } from '../src/daemon/client';
 import { loadSnapshotsService } from '../src/snapshotter/service';
-import { Containerd, startContainerd } from './helpers/containerd';
+import { Containerd, killPids, startContainerd, unmountBelow } from './helpers/containerd';
 import { REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, pushImage } from './helpers/images';
 import { startRegistry, TestRegistry } from './helpers/registry';
@@ -145,22 +145,10 @@ level = "debug"
     await ctd?.stop();
     await snp?.kill9();
     if (root && fs.existsSync(path.join(root, 'metadata.db'))) {
-      for (const pid of daemonPids()) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // Already gone.
-        }
-      }
+      killPids(daemonPids());
     }
     if (dir) {
-      for (const m of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir)).sort((a, b) => b.length - a.length)) {
-        try {
-          execFileSync('umount', ['-l', m], { stdio: 'ignore' });
-        } catch {
-          // Gone with its parent.
-        }
-      }
+      unmountBelow(dir);
       fs.rmSync(dir, { recursive: true, force: true });
     }
     await reg?.stop();

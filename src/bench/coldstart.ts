@@ -26,7 +26,7 @@ import * as zlib from 'node:zlib';
 import Database from 'better-sqlite3';
 import { pack } from 'tar-stream';
 import { NydusdClient } from '../daemon/client';
-import { startContainerd } from '../snapshotter/private-containerd';
+import { killPids, startContainerd, unmountBelow } from '../snapshotter/private-containerd';
 import { Teardown } from './support/teardown';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -244,20 +244,9 @@ async function stopSnapshotter(sn: ChildProcess, db: string): Promise<void> {
     await Promise.race([gone, new Promise((r) => setTimeout(r, 10_000))]);
     if (sn.exitCode === null && sn.signalCode === null) sn.kill('SIGKILL');
   }
-  for (const r of daemonRecords(db)) {
-    try {
-      process.kill(r.pid, 'SIGKILL');
-    } catch {
-      // Already gone.
-    }
-  }
+  killPids(daemonRecords(db).map((r) => r.pid));
 }
 
-/** Lazily unmounts everything mounted below `dir`, deepest first. */
-function unmountBelow(dir: string): void {
-  const mounts = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]);
-  for (const m of mounts.filter((m) => m && m.startsWith(dir)).sort((a, b) => b.length - a.length)) trySh('umount', ['-l', m]);
-}
 
 /** Runs the pull, then `ctr run`; resolves at the first output line of the python command. Whatever
  * it starts is registered in `td` as it starts, so a failure or Ctrl-C at any point undoes it. */

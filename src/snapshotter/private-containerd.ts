@@ -77,6 +77,28 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 }
 
 /** Mounts below `dir`, deepest first. */
+/** Lazily unmounts everything mounted at or below `dir`, deepest first; never throws. */
+export function unmountBelow(dir: string): void {
+  for (const m of mountsUnder(dir)) {
+    try {
+      execFileSync('umount', ['-l', m], { stdio: 'ignore' });
+    } catch {
+      // Already gone with its parent mount.
+    }
+  }
+}
+
+/** SIGKILLs each pid; one that is already gone is skipped. */
+export function killPids(pids: Iterable<number>): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
 function mountsUnder(dir: string): string[] {
   return fs
     .readFileSync('/proc/self/mounts', 'utf8')
@@ -174,13 +196,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
           // Exited meanwhile.
         }
       }
-      for (const m of mountsUnder(dir)) {
-        try {
-          execFileSync('umount', ['-l', m], { stdio: 'ignore' });
-        } catch {
-          // Already gone with its parent mount.
-        }
-      }
+      unmountBelow(dir);
       if (!opts.dir) fs.rmSync(dir, { recursive: true, force: true });
     },
   };
