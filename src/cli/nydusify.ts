@@ -49,12 +49,16 @@ function parseSize(v: string, what: string): number {
   return n;
 }
 
-/** The log level: the command's --log-level, else the global -l / -D, else upstream's default (info). */
-function logLevel(o: Opts): string {
+/**
+ * The log level: the command's --log-level, else the global -l / -D, else upstream's default
+ * (info) - or warn when progress bars on a terminal already show what info lines would.
+ */
+function logLevel(o: Opts, bars = false): string {
   const g = program.opts() as Opts;
   if (o.logLevel) return o.logLevel as string;
   if (g.debug) return 'debug';
-  return (g.logLevel as string | undefined) ?? 'info';
+  if (g.logLevel !== undefined) return g.logLevel as string;
+  return bars ? 'warn' : 'info';
 }
 
 function warnUpstream(list: UpstreamFlag[], o: Opts): void {
@@ -90,7 +94,7 @@ function chunkDictPath(v: string | undefined): string | undefined {
 
 const program = new Command('nydusify')
   .description('Convert OCI images in a registry to nydus images, and check them')
-  .option('-l, --log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
+  .option('-l, --log-level <level>', 'log level (trace, debug, info, warn, error; default info)')
   .option('-D, --debug', 'debug log level, overrides --log-level');
 
 sideOptions(program.command('convert')
@@ -119,7 +123,7 @@ sideOptions(program.command('convert')
   .option('--push-retry-count <n>', 'attempts per registry request', '3')
   .option('--output-json <file>', 'write upstream\'s conversion metric (sizes, elapsed times in ns) as JSON'), CONVERT_FLAGS)
   .action(async (o: Opts) => {
-    setLogLevel(logLevel(o));
+    setLogLevel(logLevel(o, Boolean(process.stderr.isTTY)));
     warnUpstream(CONVERT_FLAGS, o);
     if (o.ociRef) throw new Error('--oci-ref: OCI-referenced (zran) nydus images are not supported by this builder');
     if (o.fsVersion !== '6') throw new Error(o.fsVersion === '5' ? '--fs-version 5: this builder writes RAFS v6 only' : `--fs-version should be one of [5 6], not "${o.fsVersion}"`);

@@ -220,10 +220,11 @@ async function convertOne(c: Context, srcDesc: Descriptor, srcM: Manifest): Prom
   const config = Buffer.from(JSON.stringify(nydusConfig(srcConfig, blobs, boot.diffId)));
   const configDesc: Descriptor = { mediaType: c.opts.mergePlatform ? NYDUS_CONFIG_MEDIA_TYPE : types.config, digest: contentDigest(config), size: config.length };
   await push(() => pushBuffer(c.tgt.client, tgtRepo, configDesc.digest, config, path.join(c.work, 'config.json')));
+  // Keys in Go's (sorted) map order, so the JSON reads like upstream's.
   const annotations = {
+    [ANNOTATION_FS_VERSION]: '6',
     [ANNOTATION_SOURCE_DIGEST]: srcM.digest,
     [ANNOTATION_SOURCE_REFERENCE]: formatReference(c.src.ref),
-    [ANNOTATION_FS_VERSION]: '6',
   };
   const subject = c.opts.withReferrer ? { mediaType: srcM.mediaType, digest: srcM.digest, size: srcM.body.length } : undefined;
   const manifest = nydusManifest(types, configDesc, blobs, bootDesc, annotations, subject);

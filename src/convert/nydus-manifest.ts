@@ -49,7 +49,7 @@ export function blobDescriptor(blobId: string, size: number): Descriptor {
 }
 
 export function bootstrapDescriptor(digest: string, size: number, mediaType: string): Descriptor {
-  return { mediaType, digest, size, annotations: { [ANNOTATION_FS_VERSION]: '6', [ANNOTATION_NYDUS_BOOTSTRAP]: 'true' } };
+  return { mediaType, digest, size, annotations: { [ANNOTATION_NYDUS_BOOTSTRAP]: 'true', [ANNOTATION_FS_VERSION]: '6' } };
 }
 
 /** The nydus config: the source's, with diff_ids for the nydus layers and the bootstrap's history entry. */
