@@ -51,7 +51,7 @@ describe('nydusify CLI with authenticated registries', () => {
   const noLeak = (r: Run) => { for (const s of secrets) { expect(r.stdout).not.toContain(s); expect(r.stderr).not.toContain(s); } };
 
   test('Basic registry: credentials from flags; convert then check', async () => {
-    const creds = ['--source-user', `alice:${secrets[0]}`, '--target-user', `alice:${secrets[0]}`, '--source-insecure', '--target-insecure'];
+    const creds = ['--source-user', `alice:${secrets[0]}`, '--target-user', `alice:${secrets[0]}`, '--plain-http'];
     const json = path.join(emptyDockerConfig, 'result.json');
     const conv = await nydusify(['convert', '--source', `${basic.host}/src/busybox:v1`, '--target', `${basic.host}/nydus/busybox:v1`, '--output-json', json, ...creds], { DOCKER_CONFIG: emptyDockerConfig });
     expect(conv.stderr).not.toMatch(/error/);
@@ -61,10 +61,16 @@ describe('nydusify CLI with authenticated registries', () => {
     expect(conv.stderr).toMatch(/layer 1\/1: convert/);
     expect(conv.stderr).toMatch(/layer 1\/1: push/);
     noLeak(conv);
-    const result = JSON.parse(fs.readFileSync(json, 'utf8'));
+    // Upstream's --output-json: acceleration-service's Metric, one JSON line, durations in ns.
+    const text = fs.readFileSync(json, 'utf8');
     fs.rmSync(json);
-    expect(conv.stdout).toContain(result.manifestDigest);
-    expect(result.layers).toEqual([expect.objectContaining({ pushed: true, blobId: expect.stringMatching(/^[0-9a-f]{64}$/) })]);
+    expect(text.endsWith('}\n')).toBe(true);
+    const metric = JSON.parse(text);
+    expect(Object.keys(metric)).toEqual(['SourceImageSize', 'TargetImageSize', 'SourcePullElapsed', 'ConversionElapsed', 'TargetPushElapsed']);
+    const src = await skopeoInspect(basic, `${basic.host}/src/busybox:v1`);
+    expect(metric.SourceImageSize).toBe(src.config.size + src.layers.reduce((a: number, l: { size: number }) => a + l.size, 0));
+    expect(metric.TargetImageSize).toBeGreaterThan(0);
+    for (const k of ['SourcePullElapsed', 'ConversionElapsed', 'TargetPushElapsed']) expect(Number.isInteger(metric[k]) && metric[k] >= 0).toBe(true);
     const check = await nydusify(['check', '--source', `${basic.host}/src/busybox:v1`, '--target', `${basic.host}/nydus/busybox:v1`, ...creds], { DOCKER_CONFIG: emptyDockerConfig });
     expect(check.code).toBe(0);
     expect(check.stdout).toMatch(/^check passed: .* 1 blobs, \d+ chunks verified, \d+ entries match the source/);
@@ -75,7 +81,7 @@ describe('nydusify CLI with authenticated registries', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nydus-ts-dockercfg-'));
     try {
       fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ auths: { [basic.host]: { auth: Buffer.from(`alice:${secrets[0]}`).toString('base64') } } }));
-      const r = await nydusify(['convert', '--source', `${basic.host}/src/busybox:v1`, '--target', `${basic.host}/nydus/busybox:cfg`, '--source-insecure', '--target-insecure'], { DOCKER_CONFIG: dir });
+      const r = await nydusify(['convert', '--source', `${basic.host}/src/busybox:v1`, '--target', `${basic.host}/nydus/busybox:cfg`, '--plain-http'], { DOCKER_CONFIG: dir });
       expect(r.code).toBe(0);
       // Same blobs as the first conversion: nothing to push but the manifest.
       expect(r.stdout).toMatch(/\(1 layers, 0 blobs pushed/);
@@ -86,7 +92,7 @@ describe('nydusify CLI with authenticated registries', () => {
   });
 
   test('token registry: credentials from the environment, two-layer Debian', async () => {
-    const flags = ['--source-insecure', '--target-insecure', '--source-ca', token.caCertPath!, '--target-ca', token.caCertPath!];
+    const flags = ['--plain-http', '--source-ca', token.caCertPath!, '--target-ca', token.caCertPath!];
     const env = { NYDUSIFY_SOURCE_USER: `bob:${secrets[1]}`, NYDUSIFY_TARGET_USER: `bob:${secrets[1]}`, DOCKER_CONFIG: emptyDockerConfig };
     const conv = await nydusify(['convert', '--source', `${token.host}/src/debian2:v1`, '--target', `${token.host}/nydus/debian2:v1`, '--work-dir', os.tmpdir(), ...flags], env);
     expect(conv.code).toBe(0);
@@ -103,24 +109,24 @@ describe('nydusify CLI with authenticated registries', () => {
   });
 
   test('wrong credentials: non-zero exit, one clear line, no secret', async () => {
-    const basicRun = await nydusify(['convert', '--source', `${basic.host}/src/busybox:v1`, '--target', `${basic.host}/nydus/x:y`, '--source-insecure', '--target-insecure',
+    const basicRun = await nydusify(['convert', '--source', `${basic.host}/src/busybox:v1`, '--target', `${basic.host}/nydus/x:y`, '--plain-http',
       '--source-user', `alice:${secrets[2]}`, '--target-user', `alice:${secrets[2]}`], { DOCKER_CONFIG: emptyDockerConfig });
     expect(basicRun.code).not.toBe(0);
     expect(basicRun.stderr.trim().split('\n').pop()).toBe(`nydusify: error: registry ${basic.host}, repository src/busybox: GET manifest v1: HTTP 401: credentials rejected (UNAUTHORIZED authentication required)`);
     expect(basicRun.stderr).not.toMatch(/\n\s+at /);
     noLeak(basicRun);
-    const tokenRun = await nydusify(['convert', '--source', `${token.host}/src/debian2:v1`, '--target', `${token.host}/nydus/x:y`, '--source-insecure', '--target-insecure',
+    const tokenRun = await nydusify(['convert', '--source', `${token.host}/src/debian2:v1`, '--target', `${token.host}/nydus/x:y`, '--plain-http',
       '--source-ca', token.caCertPath!, '--source-user', `bob:${secrets[2]}`], { DOCKER_CONFIG: emptyDockerConfig });
     expect(tokenRun.code).not.toBe(0);
     expect(tokenRun.stderr.trim().split('\n').pop()).toMatch(new RegExp(`^nydusify: error: registry ${token.host}, repository src/debian2: token for repository:src/debian2:pull: HTTP 401: the token server rejected the credentials$`));
     noLeak(tokenRun);
-    const anon = await nydusify(['convert', '--source', `${basic.host}/src/busybox:v1`, '--target', `${basic.host}/nydus/x:y`, '--source-insecure', '--target-insecure'], { DOCKER_CONFIG: emptyDockerConfig });
+    const anon = await nydusify(['convert', '--source', `${basic.host}/src/busybox:v1`, '--target', `${basic.host}/nydus/x:y`, '--plain-http'], { DOCKER_CONFIG: emptyDockerConfig });
     expect(anon.stderr).toMatch(/nydusify: error: .*HTTP 401: authentication required \(no credentials given\)/);
   });
 
   test('on a terminal: a progress bar per layer', async () => {
     // script(1) gives the tool a pseudo-terminal; everything it prints comes back on script's stdout.
-    const cmd = [BIN, 'convert', '--source', `${basic.host}/src/busybox:v1`, '--target', `${basic.host}/nydus/busybox:tty`, '--source-insecure', '--target-insecure',
+    const cmd = [BIN, 'convert', '--source', `${basic.host}/src/busybox:v1`, '--target', `${basic.host}/nydus/busybox:tty`, '--plain-http',
       '--source-user', `alice:${secrets[0]}`, '--target-user', `alice:${secrets[0]}`].map((a) => `'${a}'`).join(' ');
     const out = await new Promise<Run>((resolve) => {
       execFile('script', ['-qec', cmd, '/dev/null'], { env: { ...process.env, DOCKER_CONFIG: emptyDockerConfig }, timeout: 5 * 60_000 }, (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr }));

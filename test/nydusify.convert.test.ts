@@ -21,7 +21,7 @@ describe('nydusify convert + check on an open registry', () => {
   });
   afterAll(async () => { await reg?.stop(); });
 
-  const ep = (ref: string) => ({ ref: `${reg.host}/${ref}`, insecure: true });
+  const ep = (ref: string) => ({ ref: `${reg.host}/${ref}`, plainHttp: true });
 
   async function expectNydusLayout(ref: string, blobs: number) {
     const m = await skopeoInspect(reg, `${reg.host}/${ref}`);
@@ -46,7 +46,9 @@ describe('nydusify convert + check on an open registry', () => {
     const m = await expectNydusLayout('nydus/busybox:v1-nydus', 1);
     const cfg = await skopeoInspect(reg, `${reg.host}/nydus/busybox:v1-nydus`, 'config');
     expect(cfg.config.Cmd).toEqual(['/bin/sh']);
-    expect(cfg.history).toHaveLength(1);
+    // The source's one history entry, then upstream's entry for the bootstrap layer.
+    expect(cfg.history).toHaveLength(2);
+    expect(cfg.history[1]).toEqual({ created_by: 'Nydus Converter', comment: 'Nydus Bootstrap Layer' });
     const check = await checkImage({ source: ep('library/busybox:v1'), target: ep('nydus/busybox:v1-nydus') });
     expect(check.problems).toEqual([]);
     expect(check.ok).toBe(true);

@@ -27,7 +27,7 @@ describe('nydusify convert through a faulty network', () => {
     ['every 5th request truncated, reset or 500', 5, ['truncate', 'reset', '500'] as const, 'debian2'],
   ])('%s', async (_name, every, faults, image) => {
     proxy = await startFaultProxy(reg.url, { every, faults: [...faults] });
-    const via = (ref: string) => ({ ref: `${proxy.host}/${ref}`, insecure: true, retryLimit: 8 });
+    const via = (ref: string) => ({ ref: `${proxy.host}/${ref}`, plainHttp: true, retryLimit: 8 });
     const res = await convertImage({ source: via(`src/${image}:v1`), target: via(`nydus/${image}:faulty`), parallelism: 2 });
     expect(res.manifest.layers.length).toBeGreaterThan(1);
     const injected = proxy.injected.reset + proxy.injected['500'] + proxy.injected.truncate;
@@ -36,14 +36,14 @@ describe('nydusify convert through a faulty network', () => {
     expect(injected).toBeLessThanOrEqual(Math.floor(proxy.total() / every));
     if (faults.length === 3) expect(proxy.injected.truncate).toBeGreaterThan(0);
     await proxy.close();
-    const direct = (ref: string) => ({ ref: `${reg.host}/${ref}`, insecure: true });
+    const direct = (ref: string) => ({ ref: `${reg.host}/${ref}`, plainHttp: true });
     const check = await checkImage({ source: direct(`src/${image}:v1`), target: direct(`nydus/${image}:faulty`) });
     expect(check.problems).toEqual([]);
     expect(check.ok).toBe(true);
   });
 
   test('a corrupted blob fails convert and check with the blob, expected and actual digest', async () => {
-    const direct = (ref: string) => ({ ref: `${reg.host}/${ref}`, insecure: true });
+    const direct = (ref: string) => ({ ref: `${reg.host}/${ref}`, plainHttp: true });
     const client = new RegistryClient({ registry: reg.host, insecure: true, noDockerConfig: true });
     const mismatch = (digest: string) => new RegExp(`GET blob ${digest}: HTTP 200: content digest sha256:[0-9a-f]{64} \\(\\d+ bytes\\) does not match the expected ${digest}$`);
     // Each proxy inverts one byte in the middle of every GET of the one blob it is given.
@@ -51,7 +51,7 @@ describe('nydusify convert through a faulty network', () => {
     try {
       const layer = (await client.getManifest('src/busybox', 'v1')).json.layers[0].digest as string;
       proxy = await corrupting(layer);
-      const via = (ref: string) => ({ ref: `${proxy.host}/${ref}`, insecure: true });
+      const via = (ref: string) => ({ ref: `${proxy.host}/${ref}`, plainHttp: true });
       const err = await convertImage({ source: via('src/busybox:v1'), target: direct('nydus/busybox:corrupt') }).catch((e) => e);
       expect(err.message).toMatch(new RegExp(`^layer 1 \\(${layer}\\): `));
       expect(err.message).toMatch(mismatch(layer));
@@ -64,7 +64,7 @@ describe('nydusify convert through a faulty network', () => {
       // check downloads the target's nydus blob through the corrupting proxy.
       const blob = (await client.getManifest('nydus/busybox', 'clean')).json.layers[0].digest as string;
       proxy = await corrupting(blob);
-      const res = await checkImage({ source: direct('src/busybox:v1'), target: { ref: `${proxy.host}/nydus/busybox:clean`, insecure: true } });
+      const res = await checkImage({ source: direct('src/busybox:v1'), target: { ref: `${proxy.host}/nydus/busybox:clean`, plainHttp: true } });
       expect(res.ok).toBe(false);
       expect(res.problems).toHaveLength(1);
       expect(res.problems[0]).toMatch(mismatch(blob));

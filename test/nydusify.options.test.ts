@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { checkImage, convertImage, unpackBootstrap, NYDUS_BLOB_MEDIA_TYPE } from '../src/convert';
+import { checkImage, convertImage, parsePrefetchPatterns, unpackBootstrap, NYDUS_BLOB_MEDIA_TYPE } from '../src/convert';
 import { RegistryClient, OCI_INDEX } from '../src/registry';
 import { decodeBootstrap } from '../src/format/decode';
 import { startRegistry, TestRegistry } from './helpers/registry';
@@ -29,7 +29,7 @@ describe('nydusify convert options', () => {
     await reg?.stop();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
-  const ep = (ref: string) => ({ ref: `${reg.host}/${ref}`, insecure: true });
+  const ep = (ref: string) => ({ ref: `${reg.host}/${ref}`, plainHttp: true });
 
   async function bootstrapOf(repo: string, tag: string) {
     const m = await client.getManifest(repo, tag);
@@ -46,7 +46,7 @@ describe('nydusify convert options', () => {
     ] };
     await client.putManifest('src/busybox', 'arm-only', OCI_INDEX, Buffer.from(JSON.stringify(index)));
     await expect(convertImage({ source: ep('src/busybox:arm-only'), target: ep('nydus/busybox:x') })).rejects.toThrow(/no manifest for platform linux\/amd64 \(index has linux\/arm64\/v8\)/);
-    const res = await convertImage({ source: ep('src/busybox:arm-only'), target: ep('nydus/busybox:arm'), platform: 'linux/arm64' });
+    const res = await convertImage({ source: ep('src/busybox:arm-only'), target: ep('nydus/busybox:arm'), platforms: ['linux/arm64'] });
     expect(res.manifest.layers[0].mediaType).toBe(NYDUS_BLOB_MEDIA_TYPE);
   });
 
@@ -56,19 +56,22 @@ describe('nydusify convert options', () => {
     expect(src.mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
     expect(src.json.layers[0].mediaType).toBe('application/vnd.docker.image.rootfs.diff.tar.gzip');
     await convertImage({ source: ep('src/busybox-docker:v1'), target: ep('nydus/busybox-docker:v1') });
+    // Upstream keeps Docker media types for a Docker source: manifest, config, bootstrap layer.
+    const m = await client.getManifest('nydus/busybox-docker', 'v1');
+    expect(m.mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
+    expect(m.json.config.mediaType).toBe('application/vnd.docker.container.image.v1+json');
+    expect(m.json.layers.at(-1).mediaType).toBe('application/vnd.docker.image.rootfs.diff.tar.gzip');
     const check = await checkImage({ source: ep('src/busybox-docker:v1'), target: ep('nydus/busybox-docker:v1') });
     expect(check.problems).toEqual([]);
   });
 
   test('--prefetch-patterns fills the prefetch table; --compressor none', async () => {
-    const patterns = path.join(dir, 'prefetch.txt');
-    fs.writeFileSync(patterns, '# hot files\n/bin/busybox\n\n/etc/passwd\n');
-    await convertImage({ source: ep('src/busybox:v1'), target: ep('nydus/busybox:prefetch'), prefetchPatternsPath: patterns, compressor: 'none' });
+    const patterns = parsePrefetchPatterns('# hot files\n/bin/busybox\n\n/etc/passwd\n', 'test');
+    await convertImage({ source: ep('src/busybox:v1'), target: ep('nydus/busybox:prefetch'), prefetchPatterns: patterns, compressor: 'none' });
     const { image } = await bootstrapOf('nydus/busybox', 'prefetch');
     expect(image.prefetch).toEqual(['/bin/busybox', '/etc/passwd']);
     expect(image.blobs[0].compressor).toBe('none');
-    fs.writeFileSync(patterns, 'relative/path\n');
-    await expect(convertImage({ source: ep('src/busybox:v1'), target: ep('nydus/busybox:bad'), prefetchPatternsPath: patterns })).rejects.toThrow(`prefetch patterns ${patterns}: line 1: "relative/path" is not an absolute path`);
+    expect(() => parsePrefetchPatterns('/ok\nrelative/path\n', 'prefetch patterns (stdin)')).toThrow('prefetch patterns (stdin): line 2: "relative/path" is not an absolute path');
   });
 
   test('--chunk-dict: chunks found in the dict are not stored again; the dict blob is referenced', async () => {

@@ -139,7 +139,7 @@ describeWith(NEEDS, 'private registry through containerd-nydus-grpc: credentials
     // Private image, converted with the credentials taken from the same docker config file.
     const src = await pushImage({ host: reg.host, username: USER, password: PASSWORDS[0] }, 'debian', 'oci/debian');
     ref = `${reg.host}/private/debian:latest`;
-    await run(path.join(REPO_ROOT, 'bin', 'nydusify'), ['convert', '--source', src, '--target', ref, '--source-insecure', '--target-insecure', '--source-ca', reg.caCertPath!, '--target-ca', reg.caCertPath!], {
+    await run(path.join(REPO_ROOT, 'bin', 'nydusify'), ['convert', '--source', src, '--target', ref, '--plain-http', '--source-ca', reg.caCertPath!, '--target-ca', reg.caCertPath!], {
       timeout: 15 * 60_000,
       maxBuffer: 1 << 24,
       env: { ...process.env, DOCKER_CONFIG: dockerDir },

@@ -14,6 +14,7 @@ import * as zlib from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
 import { NydusdClient } from '../src/daemon/client';
+import { RegistryClient } from '../src/registry';
 import { loadSnapshotsService } from '../src/snapshotter/service';
 import { Containerd, killPids, startContainerd, unmountBelow } from './helpers/containerd';
 import { REPO_ROOT } from './helpers/fixtures';
@@ -33,13 +34,13 @@ interface Converted {
 async function convertedImage(reg: TestRegistry): Promise<{ ref: string } & Converted> {
   const src = await pushImage(reg, 'debian-2layer', 'oci/debian');
   const ref = `${reg.host}/nydus/debian:latest`;
-  const out = path.join(os.tmpdir(), `nydusify-${process.pid}.json`);
+  await run(path.join(REPO_ROOT, 'bin', 'nydusify'), ['convert', '--source', src, '--target', ref, '--plain-http'], {
+    timeout: 15 * 60_000,
+    maxBuffer: 1 << 24,
+  });
+  const client = new RegistryClient({ registry: reg.host, insecure: true, noDockerConfig: true });
   try {
-    await run(path.join(REPO_ROOT, 'bin', 'nydusify'), ['convert', '--source', src, '--target', ref, '--source-insecure', '--target-insecure', '--output-json', out], {
-      timeout: 15 * 60_000,
-      maxBuffer: 1 << 24,
-    });
-    const layers = (JSON.parse(fs.readFileSync(out, 'utf8')) as { manifest: { layers: { digest: string; size: number; annotations?: Record<string, string> }[] } }).manifest.layers;
+    const layers = (await client.getManifest('nydus/debian', 'latest')).json.layers as { digest: string; size: number; annotations?: Record<string, string> }[];
     const hex = (dg: string): string => dg.replace(/^sha256:/, '');
     return {
       ref,
@@ -47,7 +48,7 @@ async function convertedImage(reg: TestRegistry): Promise<{ ref: string } & Conv
       bootDigest: hex(layers.find((l) => l.annotations?.['containerd.io/snapshot/nydus-bootstrap'] === 'true')!.digest),
     };
   } finally {
-    fs.rmSync(out, { force: true });
+    await client.close();
   }
 }
 

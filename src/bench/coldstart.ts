@@ -397,7 +397,7 @@ async function main(): Promise<void> {
       const dst = `${REG}/bench/${name}:nydus`;
       say(`${name}: pushing and converting (before the link is shaped)`);
       sh('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${layouts.get(name)!.dir}:latest`, `docker://${src}`]);
-      sh(process.execPath, [path.join(ROOT, 'dist', 'cli', 'nydusify.js'), 'convert', '--source', src, '--target', dst, '--source-insecure', '--target-insecure']);
+      sh(process.execPath, [path.join(ROOT, 'dist', 'cli', 'nydusify.js'), 'convert', '--source', src, '--target', dst, '--plain-http']);
       rows.push({ image: name, unpacked: layouts.get(name)!.unpacked, src, dst });
     }
     link.shape();

@@ -115,7 +115,7 @@ async function main(): Promise<void> {
     const ctr = (args: string[]) => run('/usr/bin/ctr-remote', ['-a', ctrd.sock, '-n', 'bench', ...args]);
 
     const ours = await timed(() => run(process.execPath, [path.join(ROOT, 'dist', 'cli', 'nydusify.js'), 'convert', '--source', source,
-      '--target', `${reg.host}/nydus/debian:v1`, '--source-insecure', '--target-insecure', '--work-dir', work]));
+      '--target', `${reg.host}/nydus/debian:v1`, '--plain-http', '--work-dir', work]));
     const estargzTarget = `${reg.host}/estargz/debian:v1`;
     const base = await timed(async () => {
       await ctr(['content', 'fetch', '--plain-http', source]);

@@ -1,6 +1,7 @@
 /**
- * The bootstrap layer: a gzip'd tar holding `image/` and `image/image.boot`, deterministic (zero
- * mtimes, root owner) so the same bootstrap always gives the same layer digest.
+ * The bootstrap layer: a gzip'd tar holding the directory `image` (0755) and `image/image.boot`
+ * (0444), as upstream's converter packs it; deterministic (zero mtimes, root owner) so the same
+ * bootstrap always gives the same layer digest.
  */
 import { gunzipSync, gzipSync } from 'node:zlib';
 import * as tarStream from 'tar-stream';
@@ -24,8 +25,8 @@ export async function packBootstrap(bootstrap: Buffer): Promise<BootstrapLayer> 
     pack.on('error', reject);
   });
   const mtime = new Date(0);
-  pack.entry({ name: 'image/', type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime });
-  pack.entry({ name: BOOTSTRAP_PATH_IN_TAR, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: bootstrap.length }, bootstrap);
+  pack.entry({ name: 'image', type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime });
+  pack.entry({ name: BOOTSTRAP_PATH_IN_TAR, type: 'file', mode: 0o444, uid: 0, gid: 0, mtime, size: bootstrap.length }, bootstrap);
   pack.finalize();
   await done;
   const tar = Buffer.concat(parts);

@@ -7,7 +7,10 @@
  *     digest-verified against the bootstrap (builder's checkBootstrap);
  *  4. the file tree: the nydus image unpacked to a tar (library, no FUSE) against the source layers
  *     applied with their whiteouts; types, modes, owners, sizes, contents, link targets, devices,
- *     xattrs.
+ *     xattrs (only with a source).
+ * A target index is resolved to its nydus entry for the platform (the one marked with upstream's
+ * artifactType or os.features, else the first whose manifest has a bootstrap layer); with
+ * multiPlatform the index must also hold a non-nydus entry for that platform (--merge-platform).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -17,21 +20,25 @@ import { pipeline as pipelineAsync } from 'node:stream/promises';
 import { checkBootstrap, unpackToTar } from '../builder';
 import { decodeBootstrap } from '../format/decode';
 import type { RafsImage } from '../format/model';
-import type { RegistryClient } from '../registry/client';
-import { Descriptor, ImageConfig, ImageManifest, isGzipLayer, isPlainTarLayer } from '../registry/media';
+import type { Manifest, RegistryClient } from '../registry/client';
+import { Descriptor, ImageConfig, ImageIndex, ImageManifest, isGzipLayer, isIndex, isPlainTarLayer } from '../registry/media';
+import { DEFAULT_PLATFORM, formatPlatform, parsePlatform } from '../registry/platform';
 import { formatReference, referenceTarget } from '../registry/reference';
 import { logger } from '../util/log';
 import { unpackBootstrap } from './bootstrap-layer';
 import { ImageEndpoint, openEndpoint } from './endpoint';
-import { layoutProblems } from './nydus-manifest';
+import { ANNOTATION_NYDUS_BOOTSTRAP, NYDUS_ARTIFACT_TYPE, NYDUS_OS_FEATURE, layoutProblems } from './nydus-manifest';
 import { FsTree, applyLayer, diffTrees } from './tar-tree';
 
 const log = logger('nydusify');
 
 export interface CheckOptions {
-  source: ImageEndpoint;
+  /** Without a source, the file tree is not compared. */
+  source?: ImageEndpoint;
   target: ImageEndpoint;
   platform?: string;
+  /** The target must be an index with both a source and a nydus image for the platform. */
+  multiPlatform?: boolean;
   workDir?: string;
 }
 
@@ -73,8 +80,32 @@ async function nydusTree(image: RafsImage, blobDir: string): Promise<FsTree> {
   return tree;
 }
 
+const isNydusEntry = (d: Descriptor): boolean => d.artifactType === NYDUS_ARTIFACT_TYPE || Boolean(d.platform?.['os.features']?.includes(NYDUS_OS_FEATURE));
+
+/** The target's nydus manifest for the platform; problems go to `problems`. */
+async function targetManifest(client: RegistryClient, repo: string, ref: string, opts: CheckOptions, problems: string[]): Promise<Manifest> {
+  const top = await client.getManifestRaw(repo, ref);
+  if (!isIndex(top.mediaType)) {
+    if (opts.multiPlatform) problems.push(`target is a ${top.mediaType}, not an index holding both the source and the nydus image`);
+    return top;
+  }
+  const want = parsePlatform(opts.platform ?? DEFAULT_PLATFORM);
+  const entries = ((top.json as ImageIndex).manifests ?? []).filter((d) => d.platform?.os === want.os && d.platform?.architecture === want.architecture);
+  if (!entries.length) throw new Error(`target ${client.registry}/${repo}:${ref}: no manifest for platform ${formatPlatform(want)}`);
+  let nydus = entries.find(isNydusEntry);
+  if (!nydus) {
+    for (const d of entries) {
+      const m = await client.getManifestRaw(repo, d.digest);
+      const last = (m.json as ImageManifest).layers?.at(-1);
+      if (last?.annotations?.[ANNOTATION_NYDUS_BOOTSTRAP] === 'true') { nydus = d; break; }
+    }
+  }
+  if (opts.multiPlatform && !entries.some((d) => d !== nydus)) problems.push(`target index has no source (non-nydus) image for ${formatPlatform(want)}`);
+  return client.getManifestRaw(repo, (nydus ?? entries[0]).digest);
+}
+
 export async function checkImage(opts: CheckOptions): Promise<CheckResult> {
-  const src = openEndpoint(opts.source);
+  const src = opts.source ? openEndpoint(opts.source) : undefined;
   const tgt = openEndpoint(opts.target);
   const base = opts.workDir ?? os.tmpdir();
   fs.mkdirSync(base, { recursive: true });
@@ -82,7 +113,7 @@ export async function checkImage(opts: CheckOptions): Promise<CheckResult> {
   const problems: string[] = [];
   const repo = tgt.ref.repository;
   try {
-    const m = await tgt.client.getManifest(repo, referenceTarget(tgt.ref), { platform: opts.platform });
+    const m = await targetManifest(tgt.client, repo, referenceTarget(tgt.ref), opts, problems);
     const manifest = m.json as ImageManifest;
     const result: CheckResult = { ok: false, problems, target: formatReference(tgt.ref), manifestDigest: m.digest, blobs: 0, verifiedChunks: 0, entries: 0 };
     if (!Array.isArray(manifest.layers) || !manifest.config) {
@@ -136,6 +167,10 @@ export async function checkImage(opts: CheckOptions): Promise<CheckResult> {
       problems.push(`bootstrap or blobs inconsistent: ${(e as Error).message}`);
       return result;
     }
+    if (!src) {
+      result.ok = problems.length === 0;
+      return result;
+    }
     const srcManifest = (await src.client.getManifest(src.ref.repository, referenceTarget(src.ref), { platform: opts.platform })).json as ImageManifest;
     const [want, have] = await Promise.all([sourceTree(src.client, src.ref.repository, srcManifest), nydusTree(image, blobDir)]);
     result.entries = have.size;
@@ -145,6 +180,6 @@ export async function checkImage(opts: CheckOptions): Promise<CheckResult> {
     return result;
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
-    await Promise.all([src.client.close(), tgt.client.close()]);
+    await Promise.all([src?.client.close(), tgt.client.close()]);
   }
 }

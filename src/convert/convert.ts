@@ -1,11 +1,13 @@
 /**
  * nydusify convert: an OCI / Docker image in a registry -> a nydus image in a registry.
  *
- *   source manifest (platform chosen) ─> for each layer, bounded in parallel:
- *       stream the layer blob into the builder ─> blob + layer bootstrap ─> push the blob unless
- *       the target has it
- *   merge layer bootstraps (lowest first) ─> bootstrap layer (tar.gz image/image.boot) ─> push
- *   config (diff_ids for the nydus layers, history kept) ─> push ─> manifest ─> push under the tag
+ *   source manifest (or the index entries for the chosen platforms), for each image:
+ *     each layer, bounded in parallel: stream the layer blob into the builder ─> blob + layer
+ *       bootstrap ─> push the blob unless the target has it
+ *     merge layer bootstraps (lowest first) ─> bootstrap layer (tar.gz image/image.boot) ─> push
+ *     config (diff_ids for the nydus layers, converter history entry) ─> push ─> manifest
+ *   one image is tagged as a manifest; several as an index; --merge-platform tags an index of the
+ *   source images (an empty layer prepended, as upstream does) and the nydus images.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -15,15 +17,20 @@ import { validateChunkSize } from '../builder/options';
 import { decodeBootstrap } from '../format/decode';
 import { encodeBootstrap } from '../format/encode';
 import type { RafsImage } from '../format/model';
-import type { RegistryClient } from '../registry/client';
+import type { Manifest, RegistryClient } from '../registry/client';
 import { contentDigest } from '../registry/content-digest';
-import { Descriptor, ImageConfig, ImageManifest, OCI_MANIFEST, isIndex } from '../registry/media';
+import { Descriptor, ImageConfig, ImageIndex, ImageManifest, OCI_INDEX, OCI_MANIFEST, Platform, isIndex } from '../registry/media';
+import { formatPlatform, parsePlatform } from '../registry/platform';
 import { formatReference, referenceTarget } from '../registry/reference';
 import { logger } from '../util/log';
 import { packBootstrap } from './bootstrap-layer';
-import { ImageEndpoint, openEndpoint } from './endpoint';
+import { ImageEndpoint, OpenEndpoint, openEndpoint } from './endpoint';
 import { BuildSettings, convertLayer } from './layer';
-import { blobDescriptor, bootstrapDescriptor, nydusConfig, nydusManifest } from './nydus-manifest';
+import { mergedIndex, prependEmptyLayer } from './merge-platform';
+import {
+  ANNOTATION_FS_VERSION, ANNOTATION_SOURCE_DIGEST, ANNOTATION_SOURCE_REFERENCE, NYDUS_ARTIFACT_TYPE, NYDUS_CONFIG_MEDIA_TYPE, NYDUS_OS_FEATURE,
+  blobDescriptor, bootstrapDescriptor, layoutTypes, nydusConfig, nydusManifest,
+} from './nydus-manifest';
 import { mapBounded } from './pool';
 import { ProgressFn } from './progress';
 
@@ -32,15 +39,23 @@ const log = logger('nydusify');
 export interface ConvertOptions {
   source: ImageEndpoint;
   target: ImageEndpoint;
-  /** os/arch[/variant] chosen from an index; default linux/amd64. */
-  platform?: string;
+  /** os/arch[/variant] entries to convert from an index; default linux/amd64. */
+  platforms?: string[];
+  /** Every entry of an index (upstream's --all-platforms). */
+  allPlatforms?: boolean;
+  /** OCI media types even for a Docker source (upstream's --oci). */
+  oci?: boolean;
+  /** Tag an index of the source and the nydus images (upstream's --merge-platform). */
+  mergePlatform?: boolean;
+  /** The nydus manifest's `subject` is the source manifest (upstream's --with-referrer). */
+  withReferrer?: boolean;
   compressor?: 'zstd' | 'none';
   chunkSize?: number;
   digester?: 'sha256' | 'blake3';
   /** A bootstrap whose chunks are referenced instead of stored again. */
   chunkDictPath?: string;
-  /** A file of absolute paths (one per line, # comments) to prefetch. */
-  prefetchPatternsPath?: string;
+  /** Absolute paths to prefetch (see parsePrefetchPatterns). */
+  prefetchPatterns?: string[];
   /** Where blobs and bootstraps are built; a fresh subdirectory is used and removed afterwards. */
   workDir?: string;
   /** Layers converted at once. Default 2. */
@@ -55,24 +70,40 @@ export interface ConvertedLayer {
   pushed: boolean;
 }
 
-export interface ConvertResult {
-  target: string;
+export interface ConvertedImage {
+  platform?: Platform;
   manifestDigest: string;
   manifest: ImageManifest;
   layers: ConvertedLayer[];
   bootstrapPushed: boolean;
 }
 
-/** Reads a prefetch patterns file: absolute paths, one per line; blank lines and # comments skipped. */
-export function readPrefetchPatterns(file: string): string[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new Error(`prefetch patterns ${file}: ${(e as Error).message}`);
-  }
+/** Upstream's --output-json metric (acceleration-service's Metric; durations in nanoseconds). */
+export interface ConvertMetric {
+  SourceImageSize: number;
+  TargetImageSize: number;
+  SourcePullElapsed: number;
+  ConversionElapsed: number;
+  TargetPushElapsed: number;
+}
+
+export interface ConvertResult {
+  target: string;
+  /** Digest and media type of what the tag points at: a manifest or an index. */
+  manifestDigest: string;
+  mediaType: string;
+  images: ConvertedImage[];
+  /** The first (usually the only) nydus image's manifest, layers and bootstrap push. */
+  manifest: ImageManifest;
+  layers: ConvertedLayer[];
+  bootstrapPushed: boolean;
+  metric: ConvertMetric;
+}
+
+/** Prefetch patterns as upstream reads them from stdin: absolute paths, one per line; blank lines and # comments skipped. */
+export function parsePrefetchPatterns(text: string, where: string): string[] {
   return text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#')).map((l, i) => {
-    if (!l.startsWith('/')) throw new Error(`prefetch patterns ${file}: line ${i + 1}: "${l}" is not an absolute path`);
+    if (!l.startsWith('/')) throw new Error(`${where}: line ${i + 1}: "${l}" is not an absolute path`);
     return l;
   });
 }
@@ -91,77 +122,193 @@ function readChunkDict(file: string): RafsImage {
   }
 }
 
+/** Nanoseconds since `start` (a Date.now()), as Go's time.Duration marshals. */
+const elapsedNs = (start: number): number => (Date.now() - start) * 1e6;
+
+interface Context {
+  opts: ConvertOptions;
+  src: OpenEndpoint;
+  tgt: OpenEndpoint;
+  build: BuildSettings;
+  work: string;
+  progress: ProgressFn;
+  /** Accumulated push time (ms) across images. */
+  pushMs: number;
+}
+
+/** The source image manifests to convert, with their index entries (platform) when from an index. */
+async function sourceImages(c: Context, top: Manifest): Promise<{ desc: Descriptor; manifest: Manifest }[]> {
+  const repo = c.src.ref.repository;
+  if (!isIndex(top.mediaType)) {
+    if (!Array.isArray(top.json.layers)) throw new Error(`source ${c.opts.source.ref}: ${top.mediaType} is not an image manifest`);
+    return [{ desc: { mediaType: top.mediaType, digest: top.digest, size: top.body.length }, manifest: top }];
+  }
+  const entries = ((top.json as ImageIndex).manifests ?? []).filter((d) => d.platform);
+  let chosen: Descriptor[];
+  if (c.opts.allPlatforms) chosen = entries;
+  else {
+    const wants = (c.opts.platforms ?? ['linux/amd64']).map(parsePlatform);
+    chosen = entries.filter((d) => wants.some((w) => w.os === d.platform!.os && w.architecture === d.platform!.architecture
+      && (!w.variant || w.variant === d.platform!.variant || (w.architecture === 'arm64' && w.variant === 'v8' && !d.platform!.variant))));
+    if (!chosen.length) {
+      throw new Error(`source ${c.opts.source.ref}: no manifest for platform ${wants.map(formatPlatform).join(', ')} (index has ${entries.map((d) => formatPlatform(d.platform!)).join(', ') || 'none'})`);
+    }
+  }
+  const out: { desc: Descriptor; manifest: Manifest }[] = [];
+  for (const desc of chosen) {
+    const manifest = await c.src.client.getManifestRaw(repo, desc.digest);
+    if (isIndex(manifest.mediaType) || !Array.isArray(manifest.json.layers)) throw new Error(`source ${c.opts.source.ref}: entry ${desc.digest} is not an image manifest`);
+    out.push({ desc, manifest });
+  }
+  return out;
+}
+
+function imageSize(m: ImageManifest): number {
+  return m.config.size + m.layers.reduce((a, l) => a + l.size, 0);
+}
+
+/** Converts one source image; pushes blobs, bootstrap, config and the manifest (by digest). */
+async function convertOne(c: Context, srcDesc: Descriptor, srcM: Manifest): Promise<ConvertedImage> {
+  const srcRepo = c.src.ref.repository;
+  const tgtRepo = c.tgt.ref.repository;
+  const srcManifest = srcM.json as ImageManifest;
+  const srcConfig = JSON.parse((await c.src.client.getBlobBuffer(srcRepo, srcManifest.config.digest)).toString('utf8')) as ImageConfig;
+  const n = srcManifest.layers.length;
+  const progress = c.progress;
+  log.info({ source: formatReference(c.src.ref), target: formatReference(c.tgt.ref), layers: n, manifest: srcM.digest }, 'converting');
+  const push = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const t = Date.now();
+    try {
+      return await fn();
+    } finally {
+      c.pushMs += Date.now() - t;
+    }
+  };
+
+  const built = await mapBounded(srcManifest.layers, c.opts.parallelism ?? 2, async (desc, i) => {
+    const ev = { layer: i + 1, layers: n, what: desc.digest, total: desc.size };
+    progress({ ...ev, phase: 'convert', bytes: 0 });
+    const res = await convertLayer(c.src.client, srcRepo, desc, i, c.work, c.build, (bytes) => progress({ ...ev, phase: 'convert', bytes }));
+    let pushed = false;
+    let blob: Descriptor | undefined;
+    if (res.blobId && res.blobPath) {
+      blob = blobDescriptor(res.blobId, fs.statSync(res.blobPath).size);
+      if (await c.tgt.client.hasBlob(tgtRepo, blob.digest)) {
+        progress({ ...ev, phase: 'exists' });
+      } else {
+        progress({ ...ev, phase: 'push' });
+        await push(() => c.tgt.client.pushBlob(tgtRepo, blob!.digest, res.blobPath!, blob!.size));
+        pushed = true;
+      }
+      fs.rmSync(res.blobPath, { force: true });
+    }
+    progress({ ...ev, phase: 'done' });
+    return { res, blob, pushed };
+  });
+
+  // Upstream keeps a Docker manifest Docker unless --oci; an OCI source stays OCI.
+  const types = layoutTypes(Boolean(c.opts.oci) || srcM.mediaType === OCI_MANIFEST);
+  const merged = mergeLayers(built.map((b) => b.res.image));
+  // The same source gives the same bootstrap, hence the same layer and manifest digests.
+  merged.buildTime = createdSeconds(srcConfig);
+  const blobs = await blobLayers(merged, built.map((b) => b.blob), c.tgt.client, tgtRepo);
+  const boot = await packBootstrap(encodeBootstrap(merged));
+  const bootDesc = bootstrapDescriptor(boot.digest, boot.data.length, types.bootstrap);
+  const bootstrapPushed = await push(() => pushBuffer(c.tgt.client, tgtRepo, bootDesc.digest, boot.data, path.join(c.work, 'bootstrap.tar.gz')));
+  progress({ layer: 0, layers: n, what: 'bootstrap', phase: 'done' });
+
+  const config = Buffer.from(JSON.stringify(nydusConfig(srcConfig, blobs, boot.diffId)));
+  const configDesc: Descriptor = { mediaType: c.opts.mergePlatform ? NYDUS_CONFIG_MEDIA_TYPE : types.config, digest: contentDigest(config), size: config.length };
+  await push(() => pushBuffer(c.tgt.client, tgtRepo, configDesc.digest, config, path.join(c.work, 'config.json')));
+  // Keys in Go's (sorted) map order, so the JSON reads like upstream's.
+  const annotations = {
+    [ANNOTATION_FS_VERSION]: '6',
+    [ANNOTATION_SOURCE_DIGEST]: srcM.digest,
+    [ANNOTATION_SOURCE_REFERENCE]: formatReference(c.src.ref),
+  };
+  const subject = c.opts.withReferrer ? { mediaType: srcM.mediaType, digest: srcM.digest, size: srcM.body.length } : undefined;
+  const manifest = nydusManifest(types, configDesc, blobs, bootDesc, annotations, subject);
+  const body = Buffer.from(JSON.stringify(manifest));
+  const manifestDigest = await push(() => c.tgt.client.putManifest(tgtRepo, contentDigest(body), types.manifest, body));
+  return {
+    platform: srcDesc.platform ?? { os: srcConfig.os, architecture: srcConfig.architecture, ...(srcConfig.variant ? { variant: srcConfig.variant } : {}) },
+    manifestDigest, manifest, bootstrapPushed,
+    layers: built.map((b, i) => ({ source: srcManifest.layers[i].digest, blobId: b.res.blobId, pushed: b.pushed })),
+  };
+}
+
 export async function convertImage(opts: ConvertOptions): Promise<ConvertResult> {
   const src = openEndpoint(opts.source);
   const tgt = openEndpoint(opts.target);
   if (!tgt.ref.tag || tgt.ref.digest) throw new Error(`target ${opts.target.ref}: must be a tag reference, not a digest`);
+  if (opts.allPlatforms && opts.platforms?.length) throw new Error('--all-platforms conflicts with --platform');
+  for (const p of opts.platforms ?? []) parsePlatform(p);
   const build: BuildSettings = {
     compressor: opts.compressor ?? 'zstd',
     chunkSize: opts.chunkSize ?? DEFAULT_CHUNK_SIZE,
     digester: opts.digester ?? 'sha256',
     chunkDict: opts.chunkDictPath ? readChunkDict(opts.chunkDictPath) : undefined,
-    prefetchFiles: opts.prefetchPatternsPath ? readPrefetchPatterns(opts.prefetchPatternsPath) : undefined,
+    prefetchFiles: opts.prefetchPatterns,
   };
   // Bad settings fail here, before any network traffic.
   validateChunkSize(build.chunkSize);
-  const progress = opts.onProgress ?? (() => undefined);
   const base = opts.workDir ?? os.tmpdir();
   fs.mkdirSync(base, { recursive: true });
   const work = fs.mkdtempSync(path.join(base, 'nydusify-'));
+  const c: Context = { opts, src, tgt, build, work, progress: opts.onProgress ?? (() => undefined), pushMs: 0 };
+  const started = Date.now();
   try {
-    const srcRepo = src.ref.repository;
+    const top = await src.client.getManifestRaw(src.ref.repository, referenceTarget(src.ref));
+    const sources = await sourceImages(c, top);
+    const pulled = Date.now();
+    const images: ConvertedImage[] = [];
+    for (const s of sources) images.push(await convertOne(c, s.desc, s.manifest));
+
     const tgtRepo = tgt.ref.repository;
-    const m = await src.client.getManifest(srcRepo, referenceTarget(src.ref), { platform: opts.platform });
-    if (isIndex(m.mediaType) || !Array.isArray(m.json.layers)) throw new Error(`source ${opts.source.ref}: ${m.mediaType} is not an image manifest`);
-    const srcManifest = m.json as ImageManifest;
-    const srcConfig = JSON.parse((await src.client.getBlobBuffer(srcRepo, srcManifest.config.digest)).toString('utf8')) as ImageConfig;
-    const n = srcManifest.layers.length;
-    log.info({ source: formatReference(src.ref), target: formatReference(tgt.ref), layers: n, manifest: m.digest }, 'converting');
-
-    const built = await mapBounded(srcManifest.layers, opts.parallelism ?? 2, async (desc, i) => {
-      const ev = { layer: i + 1, layers: n, what: desc.digest, total: desc.size };
-      progress({ ...ev, phase: 'convert', bytes: 0 });
-      const res = await convertLayer(src.client, srcRepo, desc, i, work, build, (bytes) => progress({ ...ev, phase: 'convert', bytes }));
-      let pushed = false;
-      let blob: Descriptor | undefined;
-      if (res.blobId && res.blobPath) {
-        blob = blobDescriptor(res.blobId, fs.statSync(res.blobPath).size);
-        if (await tgt.client.hasBlob(tgtRepo, blob.digest)) {
-          progress({ ...ev, phase: 'exists' });
-        } else {
-          progress({ ...ev, phase: 'push' });
-          await tgt.client.pushBlob(tgtRepo, blob.digest, res.blobPath, blob.size);
-          pushed = true;
-        }
-        fs.rmSync(res.blobPath, { force: true });
-      }
-      progress({ ...ev, phase: 'done' });
-      return { res, blob, pushed };
-    });
-
-    const merged = mergeLayers(built.map((b) => b.res.image));
-    // The same source gives the same bootstrap, hence the same layer and manifest digests.
-    merged.buildTime = createdSeconds(srcConfig);
-    const blobs = await blobLayers(merged, built.map((b) => b.blob), tgt.client, tgtRepo);
-    const boot = await packBootstrap(encodeBootstrap(merged));
-    const bootDesc = bootstrapDescriptor(boot.digest, boot.data.length);
-    const bootstrapPushed = await pushBuffer(tgt.client, tgtRepo, bootDesc.digest, boot.data, path.join(work, 'bootstrap.tar.gz'));
-    progress({ layer: 0, layers: n, what: 'bootstrap', phase: 'done' });
-
-    const config = Buffer.from(JSON.stringify(nydusConfig(srcConfig, blobs, boot.diffId)));
-    const configDesc: Descriptor = { mediaType: 'application/vnd.oci.image.config.v1+json', digest: contentDigest(config), size: config.length };
-    await pushBuffer(tgt.client, tgtRepo, configDesc.digest, config, path.join(work, 'config.json'));
-    const manifest = nydusManifest(configDesc, blobs, bootDesc);
-    const manifestDigest = await tgt.client.putManifest(tgtRepo, tgt.ref.tag, OCI_MANIFEST, Buffer.from(JSON.stringify(manifest)));
-    log.info({ target: formatReference(tgt.ref), manifest: manifestDigest, blobs: blobs.length }, 'converted');
+    let tagged: { mediaType: string; body: Buffer };
+    if (opts.mergePlatform) {
+      const ociEntries: Descriptor[] = [];
+      for (const s of sources) ociEntries.push(await prependEmptyLayer(src.client, src.ref.repository, tgt.client, tgtRepo, s.desc, s.manifest));
+      tagged = { mediaType: OCI_INDEX, body: Buffer.from(JSON.stringify(mergedIndex(ociEntries, images.map((i) => nydusEntry(i))))) };
+    } else if (images.length === 1) {
+      tagged = { mediaType: images[0].manifest.mediaType!, body: Buffer.from(JSON.stringify(images[0].manifest)) };
+    } else {
+      // An index of the nydus images, in the source index's media type unless --oci.
+      const mediaType = opts.oci ? OCI_INDEX : top.mediaType;
+      tagged = { mediaType, body: Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType, manifests: images.map((i) => nydusEntry(i, false)) })) };
+    }
+    const t = Date.now();
+    const manifestDigest = await tgt.client.putManifest(tgtRepo, tgt.ref.tag, tagged.mediaType, tagged.body);
+    c.pushMs += Date.now() - t;
+    log.info({ target: formatReference(tgt.ref), manifest: manifestDigest, images: images.length }, 'converted');
+    const total = elapsedNs(started);
+    const metric: ConvertMetric = {
+      SourceImageSize: sources.reduce((a, s) => a + imageSize(s.manifest.json as ImageManifest), 0),
+      TargetImageSize: images.reduce((a, i) => a + imageSize(i.manifest), 0),
+      SourcePullElapsed: (pulled - started) * 1e6,
+      // Layers are pulled, built and pushed as one stream; conversion is the rest of the time.
+      ConversionElapsed: Math.max(0, total - (pulled - started) * 1e6 - c.pushMs * 1e6),
+      TargetPushElapsed: c.pushMs * 1e6,
+    };
     return {
-      target: formatReference(tgt.ref), manifestDigest, manifest, bootstrapPushed,
-      layers: built.map((b, i) => ({ source: srcManifest.layers[i].digest, blobId: b.res.blobId, pushed: b.pushed })),
+      target: formatReference(tgt.ref), manifestDigest, mediaType: tagged.mediaType, images,
+      manifest: images[0].manifest, layers: images[0].layers, bootstrapPushed: images[0].bootstrapPushed, metric,
     };
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
     await Promise.all([src.client.close(), tgt.client.close()]);
   }
+}
+
+/** The index entry of a nydus image; with --merge-platform marked as upstream marks it. */
+function nydusEntry(i: ConvertedImage, mark = true): Descriptor {
+  const size = Buffer.byteLength(JSON.stringify(i.manifest));
+  if (!mark) return { mediaType: i.manifest.mediaType!, digest: i.manifestDigest, size, ...(i.platform ? { platform: i.platform } : {}) };
+  return {
+    mediaType: i.manifest.mediaType!, digest: i.manifestDigest, size,
+    platform: { ...(i.platform ?? { os: '', architecture: '' }), 'os.features': [NYDUS_OS_FEATURE] },
+    artifactType: NYDUS_ARTIFACT_TYPE,
+  };
 }
 
 function createdSeconds(config: ImageConfig): number {
@@ -193,9 +340,13 @@ async function blobLayers(merged: RafsImage, ours: (Descriptor | undefined)[], c
 }
 
 /** Pushes a small blob via a file (so retries can replay it) unless the target has it. */
-async function pushBuffer(client: RegistryClient, repo: string, digest: string, data: Buffer, file: string): Promise<boolean> {
+export async function pushBuffer(client: RegistryClient, repo: string, digest: string, data: Buffer, file: string): Promise<boolean> {
   if (await client.hasBlob(repo, digest)) return false;
   fs.writeFileSync(file, data);
-  await client.pushBlob(repo, digest, file, data.length);
+  try {
+    await client.pushBlob(repo, digest, file, data.length);
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
   return true;
 }

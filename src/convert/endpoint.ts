@@ -5,8 +5,9 @@ import { ImageReference, parseReference } from '../registry/reference';
 
 export interface ImageEndpoint {
   ref: string;
-  /** Plain HTTP. */
-  insecure?: boolean;
+  /** Plain HTTP (upstream's --plain-http). */
+  plainHttp?: boolean;
+  /** Accept any TLS certificate (upstream's --source-insecure / --target-insecure). */
   skipVerify?: boolean;
   /** PEM or file paths. */
   ca?: string;
@@ -26,7 +27,7 @@ export interface OpenEndpoint {
 export function openEndpoint(e: ImageEndpoint): OpenEndpoint {
   const ref = parseReference(e.ref);
   const client = new RegistryClient({
-    registry: ref.registry, insecure: e.insecure, skipVerify: e.skipVerify, ca: e.ca, cert: e.cert, key: e.key,
+    registry: ref.registry, insecure: e.plainHttp, skipVerify: e.skipVerify, ca: e.ca, cert: e.cert, key: e.key,
     credentials: e.credentials, timeoutMs: e.timeoutMs, retryLimit: e.retryLimit,
   });
   return { ref, client };
