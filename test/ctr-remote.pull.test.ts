@@ -16,6 +16,7 @@ import { pushImage } from './helpers/images';
 import { startRegistry, TestRegistry } from './helpers/registry';
 import { parseConfig } from '../src/snapshotter/config';
 import { runSnapshotter, RunningSnapshotter } from '../src/snapshotter/run';
+import { RegistryClient } from '../src/registry';
 
 const run = promisify(execFile);
 const NEEDS = ['root', 'fuse', 'containerd'] as const;
@@ -26,14 +27,19 @@ interface Layer {
   annotations?: Record<string, string>;
 }
 
-/** Converts `src` to `target` with ./bin/nydusify; returns the nydus manifest's layers. */
-async function nydusify(src: string, target: string, dir: string): Promise<Layer[]> {
-  const out = path.join(dir, 'nydusify.json');
-  await run(path.join(REPO_ROOT, 'bin', 'nydusify'), ['convert', '--source', src, '--target', target, '--source-insecure', '--target-insecure', '--output-json', out], {
+/** Converts the image `src` to `host/repo:latest` with ./bin/nydusify over plain HTTP; returns the
+ * nydus manifest's layers as the registry holds them. */
+async function nydusify(src: string, host: string, repo: string): Promise<Layer[]> {
+  await run(path.join(REPO_ROOT, 'bin', 'nydusify'), ['convert', '--source', src, '--target', `${host}/${repo}:latest`, '--plain-http'], {
     timeout: 10 * 60_000,
     maxBuffer: 1 << 24,
   });
-  return (JSON.parse(fs.readFileSync(out, 'utf8')) as { manifest: { layers: Layer[] } }).manifest.layers;
+  const client = new RegistryClient({ registry: host, insecure: true, noDockerConfig: true });
+  try {
+    return (await client.getManifest(repo, 'latest')).json.layers as Layer[];
+  } finally {
+    await client.close();
+  }
 }
 
 describeWith(NEEDS, 'ctr-remote images rpull', () => {
@@ -62,7 +68,7 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
     reg = await startRegistry();
     ociRef = await pushImage(reg, 'busybox', 'oci/busybox');
     nydusRef = `${reg.host}/nydus/busybox:latest`;
-    nydusLayers = await nydusify(ociRef, nydusRef, dir);
+    nydusLayers = await nydusify(ociRef, reg.host, 'nydus/busybox');
     const cfg = parseConfig(`daemon_mode = "shared"\n[daemon]\nnydusd_config = "${path.join(REPO_ROOT, 'config', 'nydusd.json')}"\n`, 'test', {
       root: path.join(dir, 'root'),
       address: path.join(dir, 'nydus.sock'),

@@ -17,11 +17,12 @@ import * as path from 'node:path';
 import { NydusdClient } from '../src/daemon/client';
 import { decodeBootstrap } from '../src/format/decode';
 import { RegistryClient } from '../src/registry/client';
-import { busyboxRootfsDir, IS_ROOT, REPO_ROOT } from './helpers/fixtures';
+import { busyboxRootfsDir, REPO_ROOT } from './helpers/fixtures';
+import { describeWith } from './helpers/capabilities';
 import { describeTree, forceUnmount, isMounted, nydusdBin, startNydusd } from './helpers/nydusd';
 import { startRegistry, TestRegistry } from './helpers/registry';
 
-const maybe = IS_ROOT ? describe : describe.skip;
+const NEEDS = ['root', 'fuse'] as const;
 
 /** command.go's BuildCommand: subcommand first, then the set fields in declaration order. */
 function commandGoArgs(o: {
@@ -79,7 +80,7 @@ async function stop(s: Started | undefined): Promise<void> {
   await Promise.race([s.gone, new Promise((r) => setTimeout(r, 10_000).unref())]);
 }
 
-maybe('nydusd under upstream nydus-snapshotter command lines', () => {
+describeWith(NEEDS, 'nydusd under upstream nydus-snapshotter command lines', () => {
   let tmp: string;
   let root: string;
   let bootstrap: string;
@@ -307,7 +308,7 @@ function busyboxImage(dir: string): { boot: string; blobId: string; blobFile: st
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
-maybe('upstream API against a registry backend', () => {
+describeWith(NEEDS, 'upstream API against a registry backend', () => {
   let tmp: string;
   let img: { boot: string; blobId: string; blobFile: string };
   let d: Awaited<ReturnType<typeof startNydusd>> | undefined;

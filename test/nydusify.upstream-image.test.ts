@@ -27,7 +27,7 @@ import { createLayer, mergeLayers } from '../src/builder';
 import { encodeBootstrap } from '../src/format/encode';
 import { RegistryClient } from '../src/registry';
 import { describeWith } from './helpers/capabilities';
-import { Containerd, startContainerd } from './helpers/containerd';
+import { Containerd, killPids, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
 import { REPO_ROOT } from './helpers/fixtures';
 import { pushImage } from './helpers/images';
 import { startRegistry, TestRegistry } from './helpers/registry';
@@ -182,13 +182,8 @@ level = "debug"
     await snp?.stop();
     await client?.close();
     if (dir) {
-      for (const m of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir)).sort((a, b) => b.length - a.length)) {
-        try {
-          execFileSync('umount', ['-l', m], { stdio: 'ignore' });
-        } catch {
-          // Gone with its parent.
-        }
-      }
+      killPids(recordedDaemons(path.join(dir, 'root')).map((r) => r.pid)); // nydusd outlives the snapshotter
+      unmountBelow(dir);
       fs.rmSync(dir, { recursive: true, force: true });
     }
     await reg?.stop();

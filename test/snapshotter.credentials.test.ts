@@ -20,8 +20,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import Database from 'better-sqlite3';
-import { Containerd, killPids, startContainerd, unmountBelow } from './helpers/containerd';
+import { Containerd, killPids, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
 import { REPO_ROOT } from './helpers/fixtures';
 import { describeWith } from './helpers/capabilities';
 import { pushImage } from './helpers/images';
@@ -75,14 +74,7 @@ describeWith(NEEDS, 'private registry through containerd-nydus-grpc: credentials
     fs.renameSync(`${file}.tmp`, file);
   };
 
-  const nydusdPids = (): number[] => {
-    const db = new Database(path.join(root, 'metadata.db'), { readonly: true });
-    try {
-      return (db.prepare("SELECT value FROM records WHERE kind = 'daemon'").all() as { value: string }[]).map((r) => JSON.parse(r.value).pid as number);
-    } finally {
-      db.close();
-    }
-  };
+  const nydusdPids = (): number[] => recordedDaemons(root).map((r) => r.pid);
 
   /** Samples process arguments and the environments of the snapshotter and nydusd every 500 ms until `done`. */
   async function sampleWhile<T>(p: Promise<T>): Promise<T> {

@@ -16,7 +16,7 @@ import Database from 'better-sqlite3';
 import { NydusdClient } from '../src/daemon/client';
 import { RegistryClient } from '../src/registry';
 import { loadSnapshotsService } from '../src/snapshotter/service';
-import { Containerd, killPids, startContainerd, unmountBelow } from './helpers/containerd';
+import { Containerd, killPids, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
 import { REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, pushImage } from './helpers/images';
 import { startRegistry, TestRegistry } from './helpers/registry';
@@ -103,14 +103,7 @@ describeWith(NEEDS, 'nydus image through containerd-nydus-grpc', () => {
   let ref: string;
   let image: Converted;
 
-  const daemonPids = (): number[] => {
-    const db = new Database(path.join(root, 'metadata.db'), { readonly: true });
-    try {
-      return (db.prepare("SELECT value FROM records WHERE kind = 'daemon'").all() as { value: string }[]).map((r) => JSON.parse(r.value).pid as number);
-    } finally {
-      db.close();
-    }
-  };
+  const daemonPids = (): number[] => recordedDaemons(root).map((r) => r.pid);
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'snn-'));

@@ -50,7 +50,7 @@ describeWith(['root', 'fuse', 'containerd'], 'nydus-overlayfs through containerd
     reg = await startRegistry();
     ociRef = await pushImage(reg, 'busybox', 'oci/busybox');
     nydusRef = `${reg.host}/nydus/busybox:latest`;
-    await run(path.join(REPO_ROOT, 'bin', 'nydusify'), ['convert', '--source', ociRef, '--target', nydusRef, '--source-insecure', '--target-insecure'], { timeout: 10 * 60_000, maxBuffer: 1 << 24 });
+    await run(path.join(REPO_ROOT, 'bin', 'nydusify'), ['convert', '--source', ociRef, '--target', nydusRef, '--plain-http'], { timeout: 10 * 60_000, maxBuffer: 1 << 24 });
     const cfg = parseConfig(
       `daemon_mode = "shared"\n[daemon]\nnydusd_config = "${path.join(REPO_ROOT, 'config', 'nydusd.json')}"\n[snapshot]\nenable_nydus_overlayfs = true\n`,
       'test',

@@ -23,10 +23,9 @@ import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
 import * as zlib from 'node:zlib';
-import Database from 'better-sqlite3';
 import { pack } from 'tar-stream';
 import { NydusdClient } from '../daemon/client';
-import { killPids, startContainerd, unmountBelow } from '../snapshotter/private-containerd';
+import { killPids, recordedDaemons, startContainerd, unmountBelow } from '../snapshotter/private-containerd';
 import { Teardown } from './support/teardown';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -223,28 +222,16 @@ interface Result {
   output: string;
 }
 
-/** The nydusd processes a snapshotter recorded in its metadata store. */
-function daemonRecords(db: string): { pid: number; apiSock: string }[] {
-  if (!fs.existsSync(db)) return [];
-  const h = new Database(db, { readonly: true, fileMustExist: true });
-  try {
-    return (h.prepare("SELECT value FROM records WHERE kind = 'daemon'").all() as { value: string }[]).map((r) => JSON.parse(r.value) as { pid: number; apiSock: string });
-  } catch {
-    return []; // The table is created with the store; not there yet.
-  } finally {
-    h.close();
-  }
-}
 
 /** Stops the snapshotter, then every nydusd it recorded in its store (they outlive it by design). */
-async function stopSnapshotter(sn: ChildProcess, db: string): Promise<void> {
+async function stopSnapshotter(sn: ChildProcess, root: string): Promise<void> {
   if (sn.exitCode === null && sn.signalCode === null) {
     const gone = new Promise((r) => sn.once('exit', r));
     sn.kill('SIGTERM');
     await Promise.race([gone, new Promise((r) => setTimeout(r, 10_000))]);
     if (sn.exitCode === null && sn.signalCode === null) sn.kill('SIGKILL');
   }
-  killPids(daemonRecords(db).map((r) => r.pid));
+  killPids(recordedDaemons(root).map((r) => r.pid));
 }
 
 
@@ -271,14 +258,14 @@ async function coldStart(link: Link, mode: 'oci' | 'nydus', ref: string, certsDi
     const out = fs.openSync(path.join(work, 'snapshotter.log'), 'a');
     const sn = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli', 'containerd-nydus-grpc.js'), '--config', path.join(work, 'config.toml')], { stdio: ['ignore', out, out] });
     fs.closeSync(out);
-    td.add('snapshotter and its nydusd', () => stopSnapshotter(sn, path.join(work, 'root', 'metadata.db')));
+    td.add('snapshotter and its nydusd', () => stopSnapshotter(sn, path.join(work, 'root')));
     for (let i = 0; i < 300 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
     if (!fs.existsSync(sock)) throw new Error(`snapshotter did not start: ${fs.readFileSync(path.join(work, 'snapshotter.log'), 'utf8').slice(-1000)}`);
     // A deployed snapshotter has its shared nydusd up long before a pull: wait for it here too,
     // as the OCI run finds containerd's overlayfs snapshotter ready.
     let running = false;
     for (let i = 0; i < 300 && !running; i++) {
-      const rec = daemonRecords(path.join(work, 'root', 'metadata.db'))[0];
+      const rec = recordedDaemons(path.join(work, 'root'))[0];
       running = rec ? await new NydusdClient(rec.apiSock, 1000).daemonInfo().then((d) => d.state === 'RUNNING', () => false) : false;
       if (!running) await new Promise((r) => setTimeout(r, 100));
     }

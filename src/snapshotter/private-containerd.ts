@@ -11,6 +11,7 @@ import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process'
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import Database from 'better-sqlite3';
 
 export interface ContainerdOptions {
   /** Unix socket of the proxy snapshotter. */
@@ -85,6 +86,21 @@ export function unmountBelow(dir: string): void {
     } catch {
       // Already gone with its parent mount.
     }
+  }
+}
+
+/** The nydusd processes a snapshotter with state in `root` recorded in its metadata store (they
+ * outlive the snapshotter by design, so whoever started it stops them by PID). */
+export function recordedDaemons(root: string): { pid: number; apiSock: string }[] {
+  const db = path.join(root, 'metadata.db');
+  if (!fs.existsSync(db)) return [];
+  const h = new Database(db, { readonly: true, fileMustExist: true });
+  try {
+    return (h.prepare("SELECT value FROM records WHERE kind = 'daemon'").all() as { value: string }[]).map((r) => JSON.parse(r.value) as { pid: number; apiSock: string });
+  } catch {
+    return []; // The table is created with the store; not there yet.
+  } finally {
+    h.close();
   }
 }
 

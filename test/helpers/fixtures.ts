@@ -33,6 +33,3 @@ export function busyboxRootfsDir(): string {
   ensure('busybox');
   return path.join(FIXTURES_DIR, 'busybox-rootfs');
 }
-
-/** True when running as root (mounts, loop devices, containerd). */
-export const IS_ROOT = typeof process.getuid === 'function' && process.getuid() === 0;
