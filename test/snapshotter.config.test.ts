@@ -172,8 +172,6 @@ describe('upstream nydus-snapshotter config.toml keys', () => {
       'remote.auth.enable_kubeconfig_keychain',
       'remote.auth.enable_kubelet_credential_providers',
       'remote.auth.credential_renewal_interval',
-      'snapshot.enable_nydus_overlayfs',
-      'snapshot.enable_kata_volume',
       'snapshot.sync_remove',
       'snapshot.enable_overlayfs_volatile',
       'cache_manager.gc_period',
