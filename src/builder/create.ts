@@ -3,18 +3,20 @@
  *
  *   source ──> tree (dir-source / tar-source) ──> FileChunker ──> BlobWriter (dedup, compress, sha256)
  *                                                                     │
- *   tree + blob table ──> encodeBootstrap ──> bootstrapPath           └─> temp file ─rename─> blob
+ *   blob meta, chunk digests, [bootstrap], ToC (blob-tail) ──────────>├─> temp file ─rename─> blob
+ *   tree + blob table ──> encodeBootstrap ──> bootstrapPath (unless inlined)
  *
  * Nothing is written at the final paths until everything succeeded; a failed build leaves no blob
  * and no bootstrap behind.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Inode, RafsImage } from '../format/model';
+import { INLINED_BLOB_ID_PLACEHOLDER, Inode, RafsImage } from '../format/model';
 import { encodeBootstrap } from '../format/encode';
 import { logger } from '../util/log';
 import { BlobTable } from './blob-table';
 import { BlobWriter } from './blob-writer';
+import { BlobTail } from './blob-tail';
 import { ChunkDict } from './chunk-dict';
 import { readDirectory } from './dir-source';
 import { readTar } from './tar-source';
@@ -48,7 +50,7 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
     writer.abort();
     throw err;
   }
-  const written = writer.finish();
+  const blob = writer.current;
   const image: RafsImage = {
     root,
     blobs: table.blobs,
@@ -56,22 +58,43 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
     digester,
     compressor,
     prefetch: prefetchList(root, opts.prefetchFiles ?? []),
-    buildTime: Math.floor(Date.now() / 1000),
+    buildTime: opts.buildTime ?? Math.floor(Date.now() / 1000),
+  };
+  const inline = opts.inlineBootstrap ?? false;
+  if (!inline && !opts.bootstrapPath) throw new Error('a bootstrap path is required unless the bootstrap is inlined into the blob');
+  const encode = (): Buffer => {
+    try {
+      return encodeBootstrap(image);
+    } catch (err) {
+      throw new BuildError(`bootstrap ${opts.bootstrapPath ?? '(inlined)'}`, errorMessage(err));
+    }
   };
   let blobPath: string | null = null;
+  let written: ReturnType<BlobWriter['finish']> = null;
+  let boot: Buffer | null = null;
   try {
-    let boot: Buffer;
-    try {
-      boot = encodeBootstrap(image);
-    } catch (err) {
-      throw new BuildError(`bootstrap ${opts.bootstrapPath}`, errorMessage(err));
+    const tail = (opts.blobToc ?? true) || inline ? new BlobTail(writer, compressor) : null;
+    if (tail && blob) tail.writeBlobMeta(blob, inline);
+    if (tail && inline) {
+      // As upstream: the inlined bootstrap names its blob by a placeholder (the blob's sha256 is not
+      // known yet) and records the blob's size up to the bootstrap; readers take the id from the file.
+      if (blob) Object.assign(blob, { blobId: INLINED_BLOB_ID_PLACEHOLDER, compressedSize: writer.position });
+      tail.appendBootstrap(encode());
+      const toc = tail.appendToc();
+      written = writer.finish();
+      if (blob) Object.assign(blob, toc);
+    } else {
+      if (tail && blob) Object.assign(blob, tail.appendToc());
+      written = writer.finish();
+      boot = encode();
     }
     if (written) {
       blobPath = opts.blobDir ? path.join(opts.blobDir, written.blob.blobId) : path.resolve(opts.blobPath!);
       fs.renameSync(written.tempPath, blobPath);
     }
-    writeFileAtomic(opts.bootstrapPath, boot);
+    if (boot && opts.bootstrapPath) writeFileAtomic(opts.bootstrapPath, boot);
   } catch (err) {
+    writer.abort();
     fs.rmSync(tempPath, { force: true });
     throw err;
   }
@@ -79,16 +102,16 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
   log.debug({ blobId: written?.blob.blobId ?? null, chunks: written?.blob.chunkCount ?? 0, inputBytes: s.inputBytes, dedupBytes: s.dedupBytes, dictBytes: s.dictBytes }, 'layer built');
   return {
     image,
-    bootstrapPath: opts.bootstrapPath,
+    bootstrapPath: boot ? opts.bootstrapPath! : null,
     blobId: written?.blob.blobId ?? null,
     blobPath,
-    blobSize: written?.blob.compressedSize ?? 0,
-    uncompressedSize: written?.blob.uncompressedSize ?? 0,
+    blobSize: written ? fs.statSync(blobPath!).size : 0,
+    uncompressedSize: blob?.uncompressedSize ?? 0,
   };
 }
 
 /** Keeps the prefetch paths that exist in the tree, normalised; warns about the others. */
-function prefetchList(root: Inode, files: string[]): string[] {
+export function prefetchList(root: Inode, files: string[]): string[] {
   const out: string[] = [];
   for (const file of files) {
     const parts = entryComponents(file.replace(/^\/+/, '') || '.', `prefetch path '${file}'`);
