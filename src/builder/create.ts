@@ -69,6 +69,7 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
       throw new BuildError(`bootstrap ${opts.bootstrapPath ?? '(inlined)'}`, errorMessage(err));
     }
   };
+  const dataSize = blob ? writer.position : 0;
   let blobPath: string | null = null;
   let written: ReturnType<BlobWriter['finish']> = null;
   let boot: Buffer | null = null;
@@ -106,6 +107,7 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
     blobId: written?.blob.blobId ?? null,
     blobPath,
     blobSize: written ? fs.statSync(blobPath!).size : 0,
+    dataSize,
     uncompressedSize: blob?.uncompressedSize ?? 0,
   };
 }

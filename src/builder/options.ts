@@ -39,6 +39,8 @@ export interface CreateResult {
   blobPath: string | null;
   /** Bytes of the blob file, tail sections included (0 without a blob). */
   blobSize: number;
+  /** Bytes of chunk data at the head of the blob (what dedup saves from). */
+  dataSize: number;
   /** Bytes of the blob's uncompressed (4 KiB aligned) address space. */
   uncompressedSize: number;
 }

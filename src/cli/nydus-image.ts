@@ -72,6 +72,7 @@ program
       blob_id: result.blobId,
       blob_path: result.blobPath,
       blob_size: result.blobSize,
+      data_size: result.dataSize,
       uncompressed_size: result.uncompressedSize,
       blobs: result.blobId ? [result.blobId] : [],
       fs_version: '6',
