@@ -282,6 +282,15 @@ describe("the converters' command lines (nydus-snapshotter pkg/converter/tool/bu
     const bad = spawnSync(NYDUS_IMAGE, ['merge', '--bootstrap', path.join(work, 'x.boot'), ...boots], { encoding: 'utf8' });
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/pass --blob-digests/);
+    // As upstream (blob id from the meta path): a bootstrap file named by its blob's digest names it.
+    const named = boots.map((b, i) => {
+      const f = path.join(work, `named-${i}`);
+      fs.mkdirSync(f);
+      fs.copyFileSync(b, path.join(f, digests[i]));
+      return path.join(f, digests[i]);
+    });
+    run(['merge', '--bootstrap', path.join(work, 'named.boot'), ...named]);
+    expect(decodeBootstrap(fs.readFileSync(path.join(work, 'named.boot'))).blobs.map((b) => b.blobId)).toEqual(digests);
   });
 
   test('Pack (directory): --source-type directory --inline-bootstrap', () => {

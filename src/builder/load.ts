@@ -39,7 +39,11 @@ export function loadBootstrap(file: string, blobDir?: string): LoadedImage {
     const head = readAt(fd, 0, Math.min(size, SB_OFFSET + 4));
     const isBootstrap = isRafsV5(head) || (head.length === SB_OFFSET + 4 && head.readUInt32LE(SB_OFFSET) === EROFS_MAGIC);
     const opts = (own?: string): DecodeOptions => ({ externalChunks: (blob) => localExternalChunks(blob, blobDir, own) });
-    if (isBootstrap || size < 512) return { image: decodeBootstrap(readAt(fd, 0, size), opts()), size };
+    if (isBootstrap || size < 512) {
+      const image = decodeBootstrap(readAt(fd, 0, size), opts());
+      nameInlinedBlob(image, file, null, size);
+      return { image, size };
+    }
     let toc;
     try {
       toc = parseToc(readAt(fd, size - tocTailSize(size), tocTailSize(size)));
@@ -65,16 +69,18 @@ export function loadBootstrap(file: string, blobDir?: string): LoadedImage {
 /**
  * A bootstrap inlined in its blob names that blob by upstream's placeholder id; like upstream
  * (`set_blob_id_from_meta_path`) the id comes from the file: its name when that is a blob id,
- * else its sha256.
+ * else, for the blob itself (`fd`), its sha256. A bootstrap file without such a name keeps the
+ * placeholder (merge then needs --blob-digests).
  */
-function nameInlinedBlob(image: RafsImage, file: string, fd: number, size: number): void {
+function nameInlinedBlob(image: RafsImage, file: string, fd: number | null, size: number): void {
   const placeholders = image.blobs.filter((b) => b.blobId === INLINED_BLOB_ID_PLACEHOLDER);
   if (placeholders.length === 0) return;
   const base = path.basename(file).replace(/^sha256:/, '');
   let id = /^[0-9a-f]{64}$/.test(base) ? base : '';
+  if (!id && fd === null) return;
   if (!id) {
     const h = createHash('sha256');
-    for (let off = 0; off < size; off += 1 << 20) h.update(readAt(fd, off, Math.min(1 << 20, size - off)));
+    for (let off = 0; off < size; off += 1 << 20) h.update(readAt(fd!, off, Math.min(1 << 20, size - off)));
     id = h.digest('hex');
   }
   for (const b of placeholders) b.blobId = id;

@@ -74,7 +74,8 @@ program
       blob_size: result.blobSize,
       data_size: result.dataSize,
       uncompressed_size: result.uncompressedSize,
-      blobs: result.blobId ? [result.blobId] : [],
+      // The blob table's ids, and (as upstream) a blob written only to carry the bootstrap.
+      blobs: [...new Set([...result.image.blobs.map((b) => b.blobId), ...(result.blobId ? [result.blobId] : [])])],
       fs_version: '6',
       compressor: o.compressor,
     };
