@@ -32,6 +32,7 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
   const compressor = opts.compressor ?? 'zstd';
   const digester = opts.digester ?? 'sha256';
   if (!opts.blobPath && !opts.blobDir) throw new Error('either a blob file or a blob directory is required');
+  if (!opts.inlineBootstrap && !opts.bootstrapPath) throw new Error('a bootstrap path is required unless the bootstrap is inlined into the blob');
   const outDir = opts.blobDir ?? path.dirname(path.resolve(opts.blobPath!));
   fs.mkdirSync(outDir, { recursive: true });
   const tempPath = path.join(outDir, `.nydus-blob-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.tmp`);
@@ -61,7 +62,6 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
     buildTime: opts.buildTime ?? Math.floor(Date.now() / 1000),
   };
   const inline = opts.inlineBootstrap ?? false;
-  if (!inline && !opts.bootstrapPath) throw new Error('a bootstrap path is required unless the bootstrap is inlined into the blob');
   const encode = (): Buffer => {
     try {
       return encodeBootstrap(image);
@@ -74,9 +74,9 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
   let written: ReturnType<BlobWriter['finish']> = null;
   let boot: Buffer | null = null;
   try {
-    const tail = (opts.blobToc ?? true) || inline ? new BlobTail(writer, compressor) : null;
-    if (tail && blob) tail.writeBlobMeta(blob, inline);
-    if (tail && inline) {
+    const tail = new BlobTail(writer, compressor);
+    if (blob) tail.writeBlobMeta(blob, inline);
+    if (inline) {
       // As upstream: the inlined bootstrap names its blob by a placeholder (the blob's sha256 is not
       // known yet) and records the blob's size up to the bootstrap; readers take the id from the file.
       if (blob) Object.assign(blob, { blobId: INLINED_BLOB_ID_PLACEHOLDER, compressedSize: writer.position });
@@ -85,7 +85,7 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
       written = writer.finish();
       if (blob) Object.assign(blob, toc);
     } else {
-      if (tail && blob) Object.assign(blob, tail.appendToc());
+      if (blob) Object.assign(blob, tail.appendToc());
       written = writer.finish();
       boot = encode();
     }

@@ -9,8 +9,6 @@ export interface CreateOptions {
   bootstrapPath?: string;
   /** Put the bootstrap into the blob (upstream `--blob-inline-meta`); no bootstrap file. Default false. */
   inlineBootstrap?: boolean;
-  /** Write blob meta, chunk digests and a ToC after the chunk data (upstream `--features blob-toc`). Default true. */
-  blobToc?: boolean;
   /** The blob file to write; or `blobDir`, where the blob is named by its sha256. One is required. */
   blobPath?: string;
   blobDir?: string;
