@@ -42,11 +42,11 @@ test('a layer repeating most of the first, built with --chunk-dict, stores <= 10
   run(['create', '--type', 'tar-rafs', '--compressor', 'none', '--bootstrap', path.join(work, 'l1.boot'), '--blob-dir', blobDir, path.join(work, 'l1.tar')]);
   run(['create', '--type', 'tar-rafs', '--compressor', 'none', '--chunk-dict', path.join(work, 'l1.boot'), '--bootstrap', path.join(work, 'l2.boot'), '--blob-dir', blobDir, '--output-json', path.join(work, 'l2.json'), path.join(work, 'l2.tar')]);
   const l2 = JSON.parse(fs.readFileSync(path.join(work, 'l2.json'), 'utf8'));
-  const storedAgain = l2.blob_size - freshBytes;
+  const storedAgain = l2.data_size - freshBytes;
   expect(repeatedBytes).toBeGreaterThan(20 << 20);
   // Only the fresh files (plus 4 KiB alignment padding) went into the new blob.
   expect(storedAgain).toBeLessThanOrEqual(0.1 * repeatedBytes);
-  expect(l2.blob_size).toBeLessThan(freshBytes + 2 * 4096);
+  expect(l2.data_size).toBeLessThan(freshBytes + 2 * 4096);
 
   // The layer references the dict's blob, and the merged image reads back byte for byte.
   const l1Image = decodeBootstrap(fs.readFileSync(path.join(work, 'l1.boot')));
@@ -82,5 +82,5 @@ test('identical chunks are stored once per blob', async () => {
   const [a, b, c] = ['a', 'b', 'c'].map((n) => res.image.root.children!.get(n)!);
   expect(b.chunks!.map((x) => x.index)).toEqual(a.chunks!.map((x) => x.index));
   expect(c.chunks![0].index).toBe(a.chunks![0].index);
-  expect(res.blobSize).toBe(3 * 65536 + 2 * 4096);
+  expect(res.dataSize).toBe(3 * 65536 + 2 * 4096);
 });

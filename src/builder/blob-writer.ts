@@ -3,7 +3,9 @@
  * and size), compressed with the layer's compressor, with the blob's sha256 computed as bytes are
  * written so the blob id is known the moment the last chunk lands.
  *
- * Layout (see docs/builder.md): pure chunk data, no tail. Uncompressed offsets are 4 KiB aligned.
+ * Layout (see docs/builder.md): chunk data first; `append` then adds the tail sections (blob meta,
+ * chunk digests, inlined bootstrap, ToC: blob-tail.ts) to the same file and hash. Uncompressed
+ * offsets are 4 KiB aligned.
  * With compressor `none` a chunk's compressed offset equals its uncompressed offset and the gaps
  * are zero-filled, so the blob file is directly an EROFS device the kernel can read.
  */
@@ -37,6 +39,8 @@ export class BlobWriter {
   /** The layer's own blob; it enters the blob table with its first stored chunk. */
   private readonly blob: BlobInfo;
   private readonly own = new Map<string, ChunkInfo>();
+  /** This blob's own chunks by index (what the blob meta and `blob.digest` list). */
+  readonly stored: ChunkInfo[] = [];
   private readonly fromDict = new Map<ChunkInfo, ChunkInfo>();
   private readonly hash: Hash = createHash('sha256');
   private fd: number | null = null;
@@ -96,9 +100,29 @@ export class BlobWriter {
     fs.closeSync(this.fd);
     this.fd = null;
     this.blob.blobId = this.hash.digest('hex');
-    this.blob.compressedSize = this.compressedEnd;
-    this.blob.uncompressedSize = this.uncompressedEnd;
+    this.blob.compressedSize ||= this.compressedEnd;
     return { blob: this.blob, tempPath: this.opts.tempPath };
+  }
+
+  /** The blob being written (null before its first chunk); its table fields may be set before `finish`. */
+  get current(): BlobInfo | null {
+    return this.stored.length === 0 ? null : this.blob;
+  }
+
+  /** Bytes written so far (chunk data and appended sections). */
+  get position(): number {
+    return this.compressedEnd;
+  }
+
+  /** sha256 of everything written so far. */
+  digestSoFar(): Buffer {
+    return this.hash.copy().digest();
+  }
+
+  /** Adds bytes after the chunk data (tail sections); they count toward the blob's sha256. */
+  append(buf: Buffer): void {
+    if (this.fd === null) this.fd = fs.openSync(this.opts.tempPath, 'w', 0o644);
+    this.write(buf);
   }
 
   /** Closes and deletes a partly written blob (after an error). */
@@ -136,10 +160,11 @@ export class BlobWriter {
     }
     this.write(stored);
     this.uncompressedEnd = uncompressedOffset + aligned;
+    this.blob.uncompressedSize = this.uncompressedEnd;
     if (this.opts.compressor === 'none') this.pad(this.uncompressedEnd - this.compressedEnd);
     const index = this.blob.chunkCount++;
     if (index >= 1 << 24) throw new Error('more than 2^24 chunks in one blob');
-    return {
+    const chunk: ChunkInfo = {
       digest,
       blobIndex: this.opts.table.indexOf(this.blob),
       index,
@@ -149,6 +174,8 @@ export class BlobWriter {
       uncompressedOffset,
       uncompressedSize: data.length,
     };
+    this.stored.push(chunk);
+    return chunk;
   }
 
   private pad(n: number): void {

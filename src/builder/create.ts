@@ -3,18 +3,20 @@
  *
  *   source ──> tree (dir-source / tar-source) ──> FileChunker ──> BlobWriter (dedup, compress, sha256)
  *                                                                     │
- *   tree + blob table ──> encodeBootstrap ──> bootstrapPath           └─> temp file ─rename─> blob
+ *   blob meta, chunk digests, [bootstrap], ToC (blob-tail) ──────────>├─> temp file ─rename─> blob
+ *   tree + blob table ──> encodeBootstrap ──> bootstrapPath (unless inlined)
  *
  * Nothing is written at the final paths until everything succeeded; a failed build leaves no blob
  * and no bootstrap behind.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Inode, RafsImage } from '../format/model';
+import { INLINED_BLOB_ID_PLACEHOLDER, Inode, RafsImage } from '../format/model';
 import { encodeBootstrap } from '../format/encode';
 import { logger } from '../util/log';
 import { BlobTable } from './blob-table';
 import { BlobWriter } from './blob-writer';
+import { BlobTail } from './blob-tail';
 import { ChunkDict } from './chunk-dict';
 import { readDirectory } from './dir-source';
 import { readTar } from './tar-source';
@@ -30,6 +32,7 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
   const compressor = opts.compressor ?? 'zstd';
   const digester = opts.digester ?? 'sha256';
   if (!opts.blobPath && !opts.blobDir) throw new Error('either a blob file or a blob directory is required');
+  if (!opts.inlineBootstrap && !opts.bootstrapPath) throw new Error('a bootstrap path is required unless the bootstrap is inlined into the blob');
   const outDir = opts.blobDir ?? path.dirname(path.resolve(opts.blobPath!));
   fs.mkdirSync(outDir, { recursive: true });
   const tempPath = path.join(outDir, `.nydus-blob-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.tmp`);
@@ -48,7 +51,7 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
     writer.abort();
     throw err;
   }
-  const written = writer.finish();
+  const blob = writer.current;
   const image: RafsImage = {
     root,
     blobs: table.blobs,
@@ -56,22 +59,43 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
     digester,
     compressor,
     prefetch: prefetchList(root, opts.prefetchFiles ?? []),
-    buildTime: Math.floor(Date.now() / 1000),
+    buildTime: opts.buildTime ?? Math.floor(Date.now() / 1000),
   };
-  let blobPath: string | null = null;
-  try {
-    let boot: Buffer;
+  const inline = opts.inlineBootstrap ?? false;
+  const encode = (): Buffer => {
     try {
-      boot = encodeBootstrap(image);
+      return encodeBootstrap(image);
     } catch (err) {
-      throw new BuildError(`bootstrap ${opts.bootstrapPath}`, errorMessage(err));
+      throw new BuildError(`bootstrap ${opts.bootstrapPath ?? '(inlined)'}`, errorMessage(err));
+    }
+  };
+  const dataSize = blob ? writer.position : 0;
+  let blobPath: string | null = null;
+  let written: ReturnType<BlobWriter['finish']> = null;
+  let boot: Buffer | null = null;
+  try {
+    const tail = new BlobTail(writer, compressor);
+    if (blob) tail.writeBlobMeta(blob, inline);
+    if (inline) {
+      // As upstream: the inlined bootstrap names its blob by a placeholder (the blob's sha256 is not
+      // known yet) and records the blob's size up to the bootstrap; readers take the id from the file.
+      if (blob) Object.assign(blob, { blobId: INLINED_BLOB_ID_PLACEHOLDER, compressedSize: writer.position });
+      tail.appendBootstrap(encode());
+      const toc = tail.appendToc();
+      written = writer.finish();
+      if (blob) Object.assign(blob, toc);
+    } else {
+      if (blob) Object.assign(blob, tail.appendToc());
+      written = writer.finish();
+      boot = encode();
     }
     if (written) {
       blobPath = opts.blobDir ? path.join(opts.blobDir, written.blob.blobId) : path.resolve(opts.blobPath!);
       fs.renameSync(written.tempPath, blobPath);
     }
-    writeFileAtomic(opts.bootstrapPath, boot);
+    if (boot && opts.bootstrapPath) writeFileAtomic(opts.bootstrapPath, boot);
   } catch (err) {
+    writer.abort();
     fs.rmSync(tempPath, { force: true });
     throw err;
   }
@@ -79,16 +103,17 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
   log.debug({ blobId: written?.blob.blobId ?? null, chunks: written?.blob.chunkCount ?? 0, inputBytes: s.inputBytes, dedupBytes: s.dedupBytes, dictBytes: s.dictBytes }, 'layer built');
   return {
     image,
-    bootstrapPath: opts.bootstrapPath,
+    bootstrapPath: boot ? opts.bootstrapPath! : null,
     blobId: written?.blob.blobId ?? null,
     blobPath,
-    blobSize: written?.blob.compressedSize ?? 0,
-    uncompressedSize: written?.blob.uncompressedSize ?? 0,
+    blobSize: written ? fs.statSync(blobPath!).size : 0,
+    dataSize,
+    uncompressedSize: blob?.uncompressedSize ?? 0,
   };
 }
 
 /** Keeps the prefetch paths that exist in the tree, normalised; warns about the others. */
-function prefetchList(root: Inode, files: string[]): string[] {
+export function prefetchList(root: Inode, files: string[]): string[] {
   const out: string[] = [];
   for (const file of files) {
     const parts = entryComponents(file.replace(/^\/+/, '') || '.', `prefetch path '${file}'`);

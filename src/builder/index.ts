@@ -3,6 +3,7 @@ export { createLayer } from './create';
 export type { CreateOptions, CreateResult, LayerSource } from './options';
 export { DEFAULT_CHUNK_SIZE } from './options';
 export { mergeLayers, mergeBootstraps } from './merge';
+export type { MergeOptions } from './merge';
 export { unpackToTar } from './unpack';
 export { checkBootstrap, inspectBootstrap } from './check';
 export { loadBootstrap } from './load';

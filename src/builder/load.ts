@@ -5,13 +5,14 @@
  * With a blob directory, chunks missing from an (old) bootstrap's chunk table are looked up in the
  * blobs' own blob meta and chunk digest sections (decode.ts `externalChunks`).
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BLOB_FEATURE, readBlobMeta } from '../format/blob-meta';
 import { decodeBootstrap, DecodeOptions, ExternalChunks } from '../format/decode';
 import { isRafsV5 } from '../format/decode-v5';
 import { EROFS_MAGIC, SB_OFFSET } from '../format/layout';
-import { BlobInfo, RafsImage } from '../format/model';
+import { BlobInfo, INLINED_BLOB_ID_PLACEHOLDER, RafsImage } from '../format/model';
 import { extractTocEntry, parseToc, TOC_BLOB_DIGEST, TOC_BOOTSTRAP, tocTailSize } from '../format/toc';
 import { BuildError, errorMessage } from './errors';
 
@@ -38,7 +39,11 @@ export function loadBootstrap(file: string, blobDir?: string): LoadedImage {
     const head = readAt(fd, 0, Math.min(size, SB_OFFSET + 4));
     const isBootstrap = isRafsV5(head) || (head.length === SB_OFFSET + 4 && head.readUInt32LE(SB_OFFSET) === EROFS_MAGIC);
     const opts = (own?: string): DecodeOptions => ({ externalChunks: (blob) => localExternalChunks(blob, blobDir, own) });
-    if (isBootstrap || size < 512) return { image: decodeBootstrap(readAt(fd, 0, size), opts()), size };
+    if (isBootstrap || size < 512) {
+      const image = decodeBootstrap(readAt(fd, 0, size), opts());
+      nameInlinedBlob(image, file, null, size);
+      return { image, size };
+    }
     let toc;
     try {
       toc = parseToc(readAt(fd, size - tocTailSize(size), tocTailSize(size)));
@@ -51,12 +56,34 @@ export function loadBootstrap(file: string, blobDir?: string): LoadedImage {
     if (!e) throw new Error(`a data blob whose ToC has no ${TOC_BOOTSTRAP} section (pass its bootstrap instead)`);
     if (e.compressedOffset + e.compressedSize > size) throw new Error(`ToC section ${TOC_BOOTSTRAP} ends beyond the blob`);
     const boot = extractTocEntry(e, readAt(fd, e.compressedOffset, e.compressedSize));
-    return { image: decodeBootstrap(boot, opts(file)), size: boot.length, blobFile: file };
+    const image = decodeBootstrap(boot, opts(file));
+    nameInlinedBlob(image, file, fd, size);
+    return { image, size: boot.length, blobFile: file };
   } catch (err) {
     throw new BuildError(file, errorMessage(err));
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * A bootstrap inlined in its blob names that blob by upstream's placeholder id; like upstream
+ * (`set_blob_id_from_meta_path`) the id comes from the file: its name when that is a blob id,
+ * else, for the blob itself (`fd`), its sha256. A bootstrap file without such a name keeps the
+ * placeholder (merge then needs --blob-digests).
+ */
+function nameInlinedBlob(image: RafsImage, file: string, fd: number | null, size: number): void {
+  const placeholders = image.blobs.filter((b) => b.blobId === INLINED_BLOB_ID_PLACEHOLDER);
+  if (placeholders.length === 0) return;
+  const base = path.basename(file).replace(/^sha256:/, '');
+  let id = /^[0-9a-f]{64}$/.test(base) ? base : '';
+  if (!id && fd === null) return;
+  if (!id) {
+    const h = createHash('sha256');
+    for (let off = 0; off < size; off += 1 << 20) h.update(readAt(fd!, off, Math.min(1 << 20, size - off)));
+    id = h.digest('hex');
+  }
+  for (const b of placeholders) b.blobId = id;
 }
 
 function readAt(fd: number, offset: number, length: number): Buffer {

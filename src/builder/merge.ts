@@ -7,11 +7,12 @@
  * Whiteout entries never reach the result. The blob table is recomputed to the blobs still
  * referenced, and every chunk's blob index is remapped to it.
  */
-import { BlobInfo, ChunkInfo, Inode, newInode, RafsImage, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from '../format/model';
+import * as path from 'node:path';
+import { BlobInfo, ChunkInfo, INLINED_BLOB_ID_PLACEHOLDER, Inode, newInode, RafsImage, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from '../format/model';
 import { encodeBootstrap } from '../format/encode';
 import { loadBootstrap } from './load';
 import { copyAttributes } from './tree';
-import { writeFileAtomic } from './create';
+import { prefetchList, writeFileAtomic } from './create';
 
 export function mergeLayers(layers: RafsImage[]): RafsImage {
   if (layers.length === 0) throw new Error('merge needs at least one layer');
@@ -65,12 +66,64 @@ export function mergeLayers(layers: RafsImage[]): RafsImage {
   };
 }
 
+/**
+ * Per-source facts about each layer's own blob, as the converters pass them (upstream
+ * `nydus-image merge --blob-digests/--original-blob-ids/--blob-sizes/--blob-toc-digests/--blob-toc-sizes`):
+ * one entry per layer bootstrap (parent not counted); a layer's own blob is its last blob that is
+ * not one of the chunk dict's.
+ */
+export interface MergeOptions {
+  parentBootstrap?: string;
+  chunkDict?: RafsImage;
+  blobDigests?: string[];
+  originalBlobIds?: string[];
+  blobSizes?: number[];
+  blobTocDigests?: string[];
+  blobTocSizes?: number[];
+  /** Absolute paths for the merged prefetch table (upstream's `--prefetch-policy fs` patterns); default: the layers' own. */
+  prefetch?: string[];
+}
+
 /** Reads layer bootstraps, merges them and writes the result to `out`. */
-export function mergeBootstraps(out: string, layerBootstraps: string[]): RafsImage {
+export function mergeBootstraps(out: string, layerBootstraps: string[], opts: MergeOptions = {}): RafsImage {
   const layers = layerBootstraps.map((file) => loadBootstrap(file).image);
+  const lists = { blobDigests: opts.blobDigests, originalBlobIds: opts.originalBlobIds, blobSizes: opts.blobSizes, blobTocDigests: opts.blobTocDigests, blobTocSizes: opts.blobTocSizes };
+  for (const [name, list] of Object.entries(lists)) {
+    if (list && list.length !== layers.length) throw new Error(`--${kebab(name)} has ${list.length} entries for ${layers.length} bootstraps`);
+  }
+  const dictIds = new Set(opts.chunkDict?.blobs.map((b) => b.blobId) ?? []);
+  layers.forEach((layer, i) => {
+    const own = [...layer.blobs].reverse().find((b) => !dictIds.has(b.blobId));
+    if (!own) return;
+    const hex = (s: string, what: string): string => {
+      const h = s.replace(/^sha256:/, '');
+      if (!/^[0-9a-f]{64}$/.test(h)) throw new Error(`${what} '${s}' for ${layerBootstraps[i]} is not a sha256 digest`);
+      return h;
+    };
+    // A fresh copy: the same blob object may be shared by other layers' tables.
+    const blob: BlobInfo = { ...own };
+    if (opts.originalBlobIds) blob.blobId = hex(opts.originalBlobIds[i], '--original-blob-ids entry');
+    if (opts.blobDigests) blob.blobId = hex(opts.blobDigests[i], '--blob-digests entry');
+    if (opts.blobSizes) blob.compressedSize = opts.blobSizes[i];
+    if (opts.blobTocDigests) blob.tocDigest = hex(opts.blobTocDigests[i], '--blob-toc-digests entry');
+    if (opts.blobTocSizes) blob.tocSize = opts.blobTocSizes[i];
+    if (blob.blobId === INLINED_BLOB_ID_PLACEHOLDER) {
+      // Upstream takes the id from the bootstrap's file name when nothing else names it.
+      const base = path.basename(layerBootstraps[i]).replace(/^sha256:/, '');
+      if (!/^[0-9a-f]{64}$/.test(base)) throw new Error(`${layerBootstraps[i]}: its blob was inlined and has no id yet: pass --blob-digests`);
+      blob.blobId = base;
+    }
+    layer.blobs[layer.blobs.indexOf(own)] = blob;
+  });
+  if (opts.parentBootstrap) layers.unshift(loadBootstrap(opts.parentBootstrap).image);
   const image = mergeLayers(layers);
+  if (opts.prefetch) image.prefetch = prefetchList(image.root, opts.prefetch);
   writeFileAtomic(out, encodeBootstrap(image));
   return image;
+}
+
+function kebab(s: string): string {
+  return s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
 
 /** Applies the upper directory `upper` of one layer onto the merged directory `lower`. */

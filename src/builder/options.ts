@@ -5,8 +5,10 @@ export type LayerSource = { kind: 'dir'; path: string } | { kind: 'tar'; stream:
 
 export interface CreateOptions {
   source: LayerSource;
-  /** Where the layer bootstrap is written. */
-  bootstrapPath: string;
+  /** Where the layer bootstrap is written; not used (may be absent) with `inlineBootstrap`. */
+  bootstrapPath?: string;
+  /** Put the bootstrap into the blob (upstream `--blob-inline-meta`); no bootstrap file. Default false. */
+  inlineBootstrap?: boolean;
   /** The blob file to write; or `blobDir`, where the blob is named by its sha256. One is required. */
   blobPath?: string;
   blobDir?: string;
@@ -20,18 +22,23 @@ export interface CreateOptions {
   chunkDict?: RafsImage;
   /** Absolute paths to put in the prefetch table, in order. */
   prefetchFiles?: string[];
+  /** Build time recorded in the bootstrap (seconds); default now, 0 for reproducible output. */
+  buildTime?: number;
   /** Called with the number of source bytes consumed since the last call. */
   onProgress?: (bytes: number) => void;
 }
 
 export interface CreateResult {
   image: RafsImage;
-  bootstrapPath: string;
+  /** null when the bootstrap went into the blob. */
+  bootstrapPath: string | null;
   /** sha256 of the blob file; null when the layer has no file data of its own. */
   blobId: string | null;
   blobPath: string | null;
-  /** Bytes of the blob file (0 without a blob). */
+  /** Bytes of the blob file, tail sections included (0 without a blob). */
   blobSize: number;
+  /** Bytes of chunk data at the head of the blob (what dedup saves from). */
+  dataSize: number;
   /** Bytes of the blob's uncompressed (4 KiB aligned) address space. */
   uncompressedSize: number;
 }

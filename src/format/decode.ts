@@ -8,7 +8,7 @@
  * reached twice is a cycle), a non-directory nid reached twice is a hard link to the same Inode,
  * and arrays are only allocated after their end was found inside the buffer.
  */
-import { BlobInfo, CHUNK_COMPRESSED, ChunkInfo, Compressor, Digester, FormatError, Inode, InodeKind, RafsImage } from './model';
+import { BLOB_INLINED_FS_META, BlobInfo, CHUNK_COMPRESSED, ChunkInfo, Compressor, Digester, FormatError, INLINED_BLOB_ID_PLACEHOLDER, Inode, InodeKind, RafsImage } from './model';
 import * as L from './layout';
 import { decodeXattrs, xattrSize } from './xattr';
 import { parseDir } from './dirent';
@@ -175,7 +175,8 @@ function readSuper(buf: Buffer): Super {
 function readBlob(buf: Buffer, e: number, i: number, slot: number): BlobInfo {
   const where = `blob table entry ${i} @${e}`;
   const id = buf.toString('latin1', e + L.BLOB.blobId, e + L.BLOB.blobId + 64);
-  if (!/^[0-9a-f]{64}$/.test(id)) throw new FormatError('blob id is not 64 lowercase hex chars', where);
+  const inlined = id === INLINED_BLOB_ID_PLACEHOLDER && (buf.readUInt32LE(e + L.BLOB.features) & BLOB_INLINED_FS_META) !== 0;
+  if (!inlined && !/^[0-9a-f]{64}$/.test(id)) throw new FormatError('blob id is not 64 lowercase hex chars', where);
   const devId = buf.toString('latin1', slot + L.DEVSLOT.blobId, slot + L.DEVSLOT.blobId + 64);
   if (devId !== id) throw new FormatError(`device slot blob id differs from blob table entry ${i}`, `device slot ${i} @${slot}`);
   if (buf.readUInt32LE(e + L.BLOB.blobIndex) !== i) throw new FormatError('blob index differs from its position', where);
@@ -197,7 +198,15 @@ function readBlob(buf: Buffer, e: number, i: number, slot: number): BlobInfo {
     ciCompressedSize: u64(buf, e + L.BLOB.ciCompressedSize, where),
     ciUncompressedSize: u64(buf, e + L.BLOB.ciUncompressedSize, where),
     ciCompressor: algo(L.COMPRESSION_ALGOS, L.BLOB.ciCompressor, 'CI compressor'),
+    ...tocFields(buf, e),
   };
+}
+
+/** blob_toc_digest / blob_toc_size when the entry records a ToC (all zeros otherwise). */
+function tocFields(buf: Buffer, e: number): Pick<BlobInfo, 'tocDigest' | 'tocSize'> {
+  const digest = buf.subarray(e + L.BLOB.blobTocDigest, e + L.BLOB.blobTocDigest + 32);
+  const size = buf.readUInt32LE(e + L.BLOB.blobTocSize);
+  return digest.some((b) => b !== 0) || size !== 0 ? { tocDigest: digest.toString('hex'), tocSize: size } : {};
 }
 
 function chunkKey(blobIndex: number, index: number): number {

@@ -6,7 +6,7 @@
  * tables and the superblocks into one zeroed buffer. Side effects on the model: `ino` is assigned
  * on every inode, `size` is set on directories and symlinks.
  */
-import { ChunkInfo, FormatError, Inode, RafsImage } from './model';
+import { BLOB_INLINED_FS_META, ChunkInfo, FormatError, INLINED_BLOB_ID_PLACEHOLDER, Inode, RafsImage } from './model';
 import * as L from './layout';
 import { encodeXattrs, xattrIcount } from './xattr';
 import { DirEntry, planDirBlocks, renderDir } from './dirent';
@@ -123,7 +123,8 @@ function checkImage(image: RafsImage): void {
   }
   if (image.blobs.length > L.MAX_BLOBS) throw new FormatError(`${image.blobs.length} blobs, at most ${L.MAX_BLOBS}`, 'image');
   image.blobs.forEach((b, i) => {
-    if (!/^[0-9a-f]{64}$/.test(b.blobId)) throw new FormatError(`blob id ${JSON.stringify(b.blobId)} is not 64 hex chars`, `blob ${i}`);
+    const placeholder = b.blobId === INLINED_BLOB_ID_PLACEHOLDER && (b.features & BLOB_INLINED_FS_META) !== 0;
+    if (!placeholder && !/^[0-9a-f]{64}$/.test(b.blobId)) throw new FormatError(`blob id ${JSON.stringify(b.blobId)} is not 64 hex chars`, `blob ${i}`);
     if (!L.COMPRESSION_ALGOS.includes(b.compressor)) throw new FormatError(`unknown compressor ${b.compressor}`, `blob ${i}`);
     if (!L.DIGEST_ALGOS.includes(b.digester)) throw new FormatError(`unknown digester ${b.digester}`, `blob ${i}`);
     if (!L.COMPRESSION_ALGOS.includes(b.ciCompressor)) throw new FormatError(`unknown CI compressor ${b.ciCompressor}`, `blob ${i}`);
@@ -433,6 +434,10 @@ function writeBlobTable(buf: Buffer, off: number, image: RafsImage): void {
     buf.writeBigUInt64LE(BigInt(b.ciOffset), e + L.BLOB.ciOffset);
     buf.writeBigUInt64LE(BigInt(b.ciCompressedSize), e + L.BLOB.ciCompressedSize);
     buf.writeBigUInt64LE(BigInt(b.ciUncompressedSize), e + L.BLOB.ciUncompressedSize);
+    if (b.tocDigest) {
+      buf.write(b.tocDigest, e + L.BLOB.blobTocDigest, 'hex');
+      buf.writeUInt32LE(b.tocSize ?? 0, e + L.BLOB.blobTocSize);
+    }
   });
 }
 

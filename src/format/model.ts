@@ -29,7 +29,18 @@ export interface BlobInfo {
   ciCompressedSize: number;
   ciUncompressedSize: number;
   ciCompressor: Compressor;
+  /** The blob's ToC: sha256 (hex) of its entries plus tar header, and that byte count (v6 blob table). */
+  tocDigest?: string;
+  tocSize?: number;
 }
+
+/** BlobFeatures.INLINED_FS_META: the bootstrap is inside the blob. */
+export const BLOB_INLINED_FS_META = 0x2;
+/**
+ * The blob id upstream's builder writes into a bootstrap inlined in its own blob (the blob's sha256
+ * is not known yet); readers take the real id from the blob's file name.
+ */
+export const INLINED_BLOB_ID_PLACEHOLDER = 'x'.repeat(64);
 
 /** Chunk flags (BlobChunkFlags). */
 export const CHUNK_COMPRESSED = 0x1;
