@@ -2,7 +2,9 @@
  * An upstream user's nydusd config templates run images unchanged: the snapshotter is started with
  * nydusd templates that use every key of upstream's fusedev JSON (v1), upstream's v2 TOML and the
  * localfs JSON (our own files with those keys, test/fixtures/compat/), and a nydus image converted
- * here is pulled with ./bin/ctr-remote and run through containerd and runc with each. Keys that point
+ * here is pulled with ./bin/ctr-remote and run through containerd and runc with each; the keys of
+ * upstream's Dragonfly template (misc/dragonfly/nydusd-config.json) too, its proxy pointed at the
+ * dfdaemon stand-in, which must then carry the blob reads. Keys that point
  * at things absent here (a Dragonfly proxy on 127.0.0.1:65001, another registry's credentials) must
  * not stop the image from running: the proxy falls back to the origin, the credentials stay with
  * their own host.
@@ -13,6 +15,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { describeWith } from './helpers/capabilities';
+import { Dfdaemon, startDfdaemon } from './helpers/dfdaemon';
 import { Containerd, startContainerd } from './helpers/containerd';
 import { REPO_ROOT } from './helpers/fixtures';
 import { pushImage } from './helpers/images';
@@ -27,12 +30,14 @@ const COMPAT = path.join(REPO_ROOT, 'test', 'fixtures', 'compat');
 describeWith(['root', 'fuse', 'containerd'], 'upstream nydusd config templates through the snapshotter', () => {
   let dir: string;
   let reg: TestRegistry | undefined;
+  let df: Dfdaemon | undefined;
   let ref: string;
   let blobDigest: string;
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sn-upcfg-'));
     reg = await startRegistry();
+    df = await startDfdaemon();
     const src = await pushImage(reg, 'busybox', 'oci/busybox');
     ref = `${reg.host}/nydus/busybox:latest`;
     await run(path.join(REPO_ROOT, 'bin', 'nydusify'), ['convert', '--source', src, '--target', ref, '--plain-http'], { timeout: 10 * 60_000, maxBuffer: 1 << 24 });
@@ -49,6 +54,7 @@ describeWith(['root', 'fuse', 'containerd'], 'upstream nydusd config templates t
   }, 20 * 60_000);
 
   afterAll(async () => {
+    await df?.close();
     await reg?.stop();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   }, 120_000);
@@ -81,12 +87,25 @@ describeWith(['root', 'fuse', 'containerd'], 'upstream nydusd config templates t
         return file;
       },
     ],
+    [
+      'Dragonfly proxy JSON',
+      () => {
+        // The proxy at dfdaemon's port: here the stand-in's. Its health URL is the proxy URL, as upstream's file has it.
+        const cfg = JSON.parse(fs.readFileSync(path.join(COMPAT, 'nydusd-dragonfly-proxy.json'), 'utf8'));
+        cfg.device.backend.config.proxy.url = df!.url;
+        cfg.device.backend.config.proxy.ping_url = df!.pingUrl;
+        const file = path.join(dir, 'dragonfly.json');
+        fs.writeFileSync(file, JSON.stringify(cfg));
+        return file;
+      },
+    ],
   ];
 
   test.each(templates)('%s: the image runs lazily through containerd', async (name, template) => {
     const work = path.join(dir, name.replace(/[^a-z0-9]+/gi, '-'));
     const cfg = parseConfig(`daemon_mode = "shared"\n[daemon]\nnydusd_config = "${template()}"\n`, 'test', { root: path.join(work, 'root'), address: path.join(work, 'nydus.sock') });
     const sn = await runSnapshotter(cfg);
+    df!.clearRequests();
     let ctd: Containerd | undefined;
     try {
       ctd = await startContainerd({ snapshotterSocket: cfg.address });
@@ -96,6 +115,10 @@ describeWith(['root', 'fuse', 'containerd'], 'upstream nydusd config templates t
       const [hello, size] = out.stdout.trim().split('\n');
       expect(hello).toBe('up-42');
       expect(Number(size)).toBe(fs.statSync('/bin/busybox').size);
+      // Only the Dragonfly template routes blob reads through dfdaemon (proxy mode).
+      const viaDf = df!.requests().filter((r) => r.mode === 'proxy' && r.upstream.includes(blobDigest));
+      if (name.startsWith('Dragonfly')) expect(viaDf.length).toBeGreaterThan(0);
+      else expect(viaDf).toEqual([]);
     } finally {
       await ctd?.stop();
       await sn.close(true);
