@@ -124,4 +124,30 @@ describeWith(['root', 'fuse', 'containerd'], 'upstream nydusd config templates t
       await sn.close(true);
     }
   });
+
+  test("upstream's snapshotter config.toml with every key runs the image (with our nydusd and template)", async () => {
+    // Paths and ports are this machine's; every key stays. enable_kata_volume (true there) wins over
+    // enable_nydus_overlayfs as upstream, so mounts stay plain overlay and need no mount helper.
+    const text = fs
+      .readFileSync(path.join(COMPAT, 'snapshotter-all-keys.toml'), 'utf8')
+      .replace(/^nydusd_config = .*$/m, `nydusd_config = "${path.join(REPO_ROOT, 'config', 'nydusd.json')}"`)
+      .replace(/^nydusd_path = .*$/m, `nydusd_path = "${path.join(REPO_ROOT, 'bin', 'nydusd')}"`)
+      .replace(/^nydusimage_path = .*$/m, `nydusimage_path = "${path.join(REPO_ROOT, 'bin', 'nydus-image')}"`)
+      .replace(/^address = "127\.0\.0\.1:9110"$/m, 'address = "127.0.0.1:0"');
+    expect(text).toMatch(/^enable_kata_volume = true$/m);
+    const work = path.join(dir, 'all-keys');
+    const cfg = parseConfig(text, 'snapshotter-all-keys.toml', { root: path.join(work, 'root'), address: path.join(work, 'nydus.sock') });
+    expect(cfg.warnings.length).toBeGreaterThan(0); // what it does not honour is named
+    const sn = await runSnapshotter(cfg);
+    let ctd: Containerd | undefined;
+    try {
+      ctd = await startContainerd({ snapshotterSocket: cfg.address });
+      await run(path.join(REPO_ROOT, 'bin', 'ctr-remote'), ['-a', ctd.address, '-n', ctd.namespace, 'images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref], { timeout: 10 * 60_000 });
+      const out = await ctd.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'upcfg-all-keys', '/bin/busybox', 'sh', '-c', 'echo all-$((6*7))']);
+      expect(out.stdout.trim()).toBe('all-42');
+    } finally {
+      await ctd?.stop();
+      await sn.close(true);
+    }
+  });
 });
