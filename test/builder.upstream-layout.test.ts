@@ -26,6 +26,8 @@ import { encodeTocEntries, tarTailHeader } from '../src/format/toc-writer';
 import { compareTrees, fsckErofs, snapshotTree } from './helpers/erofs';
 import { REPO_ROOT, UPSTREAM_FIXTURES } from './helpers/fixtures';
 import { CraftedEntry, everyKindEntries, gnuExtract, pseudoRandom, writeTar } from './helpers/tars';
+import { testWith } from './helpers/capabilities';
+import { NydusdHandle, startNydusd } from './helpers/nydusd';
 
 jest.setTimeout(3 * 60_000);
 const NYDUS_IMAGE = path.join(REPO_ROOT, 'bin', 'nydus-image');
@@ -291,6 +293,31 @@ describe("the converters' command lines (nydus-snapshotter pkg/converter/tool/bu
     });
     run(['merge', '--bootstrap', path.join(work, 'named.boot'), ...named]);
     expect(decodeBootstrap(fs.readFileSync(path.join(work, 'named.boot'))).blobs.map((b) => b.blobId)).toEqual(digests);
+  });
+
+  testWith(['root', 'fuse'], 'the merged image mounts in nydusd (localfs blobs named by digest, digest validation on) and reads', async () => {
+    const merged = path.join(work, 'merged.boot');
+    expect(fs.existsSync(merged)).toBe(true); // written by the Merge test above
+    const mnt = path.join(work, 'merged-mnt');
+    let d: NydusdHandle | undefined;
+    try {
+      d = await startNydusd({
+        dir: path.join(work, 'merged-nydusd'),
+        bootstrap: merged,
+        mountpoint: mnt,
+        config: { device: { backend: { type: 'localfs', config: { dir: path.join(work, 'merge-blobs') } }, cache: { type: 'blobcache', config: { work_dir: path.join(work, 'merged-cache') } } }, mode: 'direct', digest_validate: true },
+      });
+      // The upper layer's files, and a file only the lower layer has, with their bytes.
+      for (const rel of ['extra/big', 'extra/small', 'etc/hostname']) expect(fs.readFileSync(path.join(mnt, rel)).equals(fs.readFileSync(path.join(layers[1].src, rel)))).toBe(true);
+      const lowerOnly = fs.readdirSync(layers[0].src, { recursive: true, withFileTypes: true }).find((e) => e.isFile() && !fs.existsSync(path.join(layers[1].src, path.relative(layers[0].src, path.join(e.parentPath, e.name)))));
+      expect(lowerOnly).toBeDefined();
+      const rel = path.relative(layers[0].src, path.join(lowerOnly!.parentPath, lowerOnly!.name));
+      expect(fs.readFileSync(path.join(mnt, rel)).equals(fs.readFileSync(path.join(layers[0].src, rel)))).toBe(true);
+      const backend = await d.client.call<{ digest_failures: number; read_errors: number }>('GET', '/api/v1/metrics/backend');
+      expect(backend).toMatchObject({ digest_failures: 0, read_errors: 0 });
+    } finally {
+      await d?.cleanup();
+    }
   });
 
   test('Pack (directory): --source-type directory --inline-bootstrap', () => {
