@@ -3,8 +3,9 @@
  * nydusd templates that use every key of upstream's fusedev JSON (v1), upstream's v2 TOML and the
  * localfs JSON (our own files with those keys, test/fixtures/compat/), and a nydus image converted
  * here is pulled with ./bin/ctr-remote and run through containerd and runc with each; the keys of
- * upstream's Dragonfly template (misc/dragonfly/nydusd-config.json) too, its proxy pointed at the
- * dfdaemon stand-in, which must then carry the blob reads. Keys that point
+ * upstream's Dragonfly templates (misc/dragonfly/*.json: every key any of them uses, the SDK's
+ * scheduler endpoint included) too, the proxy pointed at the dfdaemon stand-in, which must then
+ * carry the blob reads. Keys that point
  * at things absent here (a Dragonfly proxy on 127.0.0.1:65001, another registry's credentials) must
  * not stop the image from running: the proxy falls back to the origin, the credentials stay with
  * their own host.
