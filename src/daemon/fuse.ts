@@ -81,6 +81,8 @@ interface Node {
   nlookup: number;
   name: string;
   parent: number;
+  /** Its path, built on the first READ and kept (the tree never changes under a mount). */
+  path?: string;
 }
 
 export class FuseMount implements FuseFs {
@@ -198,7 +200,7 @@ export class FuseMount implements FuseFs {
 
   async read(nodeid: number, fh: number, offset: number, size: number): Promise<Buffer> {
     const n = this.files.get(fh) ?? this.node(nodeid);
-    const path = this.pathOf(n);
+    const path = (n.path ??= this.pathOf(n));
     const id = ++requestCounter;
     this.inflight.set(id, { inode: this.rafs.inodeNumber(n.inode), opcode: FUSE_READ, unique: id, timestamp_secs: Math.floor(Date.now() / 1000) });
     try {
