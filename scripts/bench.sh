@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every benchmark in src/bench/ (compiled to dist/bench/) and assembles docs/benchmarks.md from
+# Runs every benchmark in bench/ (compiled by tsconfig.bench.json to dist-bench/bench/) and assembles docs/benchmarks.md from
 # the markdown sections they write to bench-out/. Each benchmark measures our tool and its baseline in
 # the same run and reports ratios. Usage: npm run bench [-- NAME...]; `--assemble` only rebuilds
 # docs/benchmarks.md from the sections already in bench-out/.
@@ -9,13 +9,14 @@ mkdir -p bench-out
 if [ "${1:-}" != "--assemble" ]; then
   bash scripts/install-deps.sh
   npm run build >/dev/null
+  npx tsc -p tsconfig.bench.json
   names=("$@")
   if [ ${#names[@]} -eq 0 ]; then
-    for f in dist/bench/*.js; do names+=("$(basename "$f" .js)"); done
+    for f in dist-bench/bench/*.js; do names+=("$(basename "$f" .js)"); done
   fi
   for n in "${names[@]}"; do
     echo "== bench $n" >&2
-    node "dist/bench/$n.js" || echo "bench $n failed (exit $?)" >&2
+    node "dist-bench/bench/$n.js" || echo "bench $n failed (exit $?)" >&2
   done
 fi
 {

@@ -24,5 +24,6 @@ echo "demo: installing dependencies (first run on a fresh machine: ~3 minutes)" 
 bash scripts/install-deps.sh
 echo "demo: building" >&2
 npm run build >/dev/null
-node dist/bench/coldstart.js --demo
+npx tsc -p tsconfig.bench.json
+node dist-bench/bench/coldstart.js --demo
 echo "demo: done in $(( $(date +%s) - start )) s" >&2

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Teardown } from '../src/bench/support/teardown';
+import { Teardown } from '../bench/support/teardown';
 import { REPO_ROOT } from './helpers/fixtures';
 
 test('steps run newest first, once, and a failure does not stop the rest', async () => {

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import HyperDHT, { KeyPair, SecretStream } from 'hyperdht';
-import { Cluster, startDht } from '../src/bench/p2p';
+import { Cluster, startDht } from '../bench/p2p';
 import { parseP2PConfig } from '../src/p2p/config';
 import { PeerNode } from '../src/p2p/node';
 import { encodeFrame, Frame, FrameReader, FrameType, MAX_FRAME } from '../src/p2p/frames';

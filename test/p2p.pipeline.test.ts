@@ -13,7 +13,7 @@ import { closeAllHubs, InstancePeerSource, peerSourceFor } from '../src/p2p/hub'
 import { PeerNode } from '../src/p2p/node';
 import {
   buildNydusBlob, closeAll, Cluster, keyPairs, NydusBlob, p2pConfig, RateLimitedOrigin, readBlobFiles, startDht,
-} from '../src/bench/p2p';
+} from '../bench/p2p';
 import { setLogLevel } from '../src/util/log';
 import { debianRootfsDir } from './helpers/fixtures';
 

@@ -4,7 +4,7 @@
  */
 import {
   buildFileSet, closeAll, Cluster, FileSet, keyPairs, makeNode, p2pConfig, RateLimitedOrigin, startDht, startNodes,
-} from '../src/bench/p2p';
+} from '../bench/p2p';
 import { debianRootfsDir } from './helpers/fixtures';
 import * as fs from 'node:fs';
 import type { PeerNode } from '../src/p2p/node';

@@ -12,8 +12,8 @@
  * Every measurement starts cold: a fresh containerd, a fresh snapshotter root and an empty blob
  * cache. Bytes are counted on the registry's side of the link.
  *
- *   node dist/bench/coldstart.js            both images, writes bench-out/coldstart.md
- *   node dist/bench/coldstart.js --demo     the small image only (what scripts/demo.sh runs)
+ *   node dist-bench/bench/coldstart.js            both images, writes bench-out/coldstart.md
+ *   node dist-bench/bench/coldstart.js --demo     the small image only (what scripts/demo.sh runs)
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -24,8 +24,8 @@ import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { pack } from 'tar-stream';
-import { NydusdClient } from '../daemon/client';
-import { killPids, recordedDaemons, startContainerd, unmountBelow } from '../snapshotter/private-containerd';
+import { NydusdClient } from '../src/daemon/client';
+import { killPids, recordedDaemons, startContainerd, unmountBelow } from '../src/snapshotter/private-containerd';
 import { Teardown } from './support/teardown';
 
 const ROOT = path.resolve(__dirname, '..', '..');

@@ -20,7 +20,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { NydusdClient } from '../daemon/client';
+import { NydusdClient } from '../src/daemon/client';
 import { median, timed } from './measure';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -284,7 +284,7 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
       `"Cold": the whole page cache is dropped (\`sync; echo 1 > /proc/sys/vm/drop_caches\`) right before the read; nydusd also starts with an empty blob cache, so it reads the localfs blob from disk, decompresses, verifies sha256 and writes its cache. ` +
       `Page-cache bytes of the host file / the blob at the start of each cold read (fincore): ${residentAtCold.join(', ')}. ` +
       `"Warm, first re-read": the file read again right after the cold read; "warm, steady": the median of the ${STEADY_PASSES} re-reads after that (kernel page cache, \`kernel_cache\`). FUSE read requests that reached nydusd during each round's warm passes: ${warmDaemonReads.join(', ')}. ` +
-      `"Floor": a filesystem on nydusd's own FUSE session (src/fuse/) that holds the file in memory and answers each read with a slice of it and nothing else (src/bench/support/fuse-floor.ts), mounted with the same options: the cost of the kernel's FUSE path and the session's hand-off, which nydusd cannot go below.`,
+      `"Floor": a filesystem on nydusd's own FUSE session (src/fuse/) that holds the file in memory and answers each read with a slice of it and nothing else (bench/support/fuse-floor.ts), mounted with the same options: the cost of the kernel's FUSE path and the session's hand-off, which nydusd cannot go below.`,
     '',
   );
   lines.push('| case | native `cat` (s) | floor (s) | nydusd (s) | floor vs native | nydusd vs native |', '|---|---:|---:|---:|---:|---:|');

@@ -7,8 +7,8 @@
  * (prints "mounted", unmounts on SIGTERM).
  */
 import * as fs from 'node:fs';
-import { Attr, DirEntry, Entry, errno, FuseError, FuseFs, FuseSession, Statfs } from '../../fuse/session';
-import type { ReaderKind } from '../../fuse/readers';
+import { Attr, DirEntry, Entry, errno, FuseError, FuseFs, FuseSession, Statfs } from '../../src/fuse/session';
+import type { ReaderKind } from '../../src/fuse/readers';
 
 const [source, mountpoint, readerArg = 'auto:2'] = process.argv.slice(2);
 if (!source || !mountpoint) {

@@ -1,7 +1,7 @@
 /**
  * Benchmark of issue 7 (acceptance 5), and the in-process cluster it shares with test/p2p.*.
  *
- * Bench (`node dist/bench/p2p.js`): four nodes, each with nydusd's read path (ChunkPipeline + blob
+ * Bench (`node dist-bench/bench/p2p.js`): four nodes, each with nydusd's read path (ChunkPipeline + blob
  * cache over [peer source, origin], zstd chunks, digest verification), read the same files of the
  * Debian fixture at the same time through one rate-limited origin, with and without the swarm.
  *
@@ -19,18 +19,18 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import createTestnet from 'hyperdht/testnet';
 import HyperDHT, { KeyPair } from 'hyperdht';
-import type { BlobRange, ChunkSource, ReadContext } from '../fetch/source';
-import { BlobCacheManager } from '../cache/blob-cache';
-import { FetchMetrics } from '../fetch/metrics';
-import { BlobChunks, ChunkPipeline } from '../fetch/pipeline';
-import { compressChunk } from '../format/codec';
-import { chunkDigest } from '../format/digest';
-import { BlobInfo, CHUNK_COMPRESSED, ChunkInfo } from '../format/model';
-import { closeAllHubs, p2pMetrics, peerSourceFor } from '../p2p/hub';
-import { setLogLevel } from '../util/log';
-import { parseP2PConfig, P2PConfig } from '../p2p/config';
-import { PeerNode, PeerNodeOptions } from '../p2p/node';
-import type { UpstreamFetch } from '../p2p/server';
+import type { BlobRange, ChunkSource, ReadContext } from '../src/fetch/source';
+import { BlobCacheManager } from '../src/cache/blob-cache';
+import { FetchMetrics } from '../src/fetch/metrics';
+import { BlobChunks, ChunkPipeline } from '../src/fetch/pipeline';
+import { compressChunk } from '../src/format/codec';
+import { chunkDigest } from '../src/format/digest';
+import { BlobInfo, CHUNK_COMPRESSED, ChunkInfo } from '../src/format/model';
+import { closeAllHubs, p2pMetrics, peerSourceFor } from '../src/p2p/hub';
+import { setLogLevel } from '../src/util/log';
+import { parseP2PConfig, P2PConfig } from '../src/p2p/config';
+import { PeerNode, PeerNodeOptions } from '../src/p2p/node';
+import type { UpstreamFetch } from '../src/p2p/server';
 
 export interface Chunk { digest: string; offset: number; length: number }
 export interface FileEntry { rel: string; size: number; chunks: Chunk[] }
