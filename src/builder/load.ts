@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BLOB_FEATURE, readBlobMeta } from '../format/blob-meta';
-import { decodeBootstrap, DecodeOptions, ExternalChunks } from '../format/decode';
+import { decodeBootstrap, ExternalChunks } from '../format/decode';
 import { isRafsV5 } from '../format/decode-v5';
 import { EROFS_MAGIC, SB_OFFSET } from '../format/layout';
 import { BlobInfo, INLINED_BLOB_ID_PLACEHOLDER, RafsImage } from '../format/model';
@@ -27,63 +27,81 @@ export interface LoadedImage {
   blobFile?: string;
 }
 
-export function loadBootstrap(file: string, blobDir?: string): LoadedImage {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (err) {
-    throw new BuildError(file, errorMessage(err));
-  }
+/** A bootstrap's bytes, and the data blob they came from when it carried them in its ToC. */
+export interface BootstrapBytes {
+  boot: Buffer;
+  blobFile?: string;
+}
+
+/**
+ * The bootstrap in `file`: the file itself when it is one (RAFS v5 or v6 magic, or too small to be
+ * a blob), else the `image.boot` section of the data blob's ToC (sha256-checked). Throws a plain
+ * Error naming what is wrong (callers add the file name).
+ */
+export function readBootstrapBytes(file: string): BootstrapBytes {
+  const fd = fs.openSync(file, 'r');
   try {
     const size = fs.fstatSync(fd).size;
     const head = readAt(fd, 0, Math.min(size, SB_OFFSET + 4));
     const isBootstrap = isRafsV5(head) || (head.length === SB_OFFSET + 4 && head.readUInt32LE(SB_OFFSET) === EROFS_MAGIC);
-    const opts = (own?: string): DecodeOptions => ({ externalChunks: (blob) => localExternalChunks(blob, blobDir, own) });
-    if (isBootstrap || size < 512) {
-      const image = decodeBootstrap(readAt(fd, 0, size), opts());
-      nameInlinedBlob(image, file, null, size);
-      return { image, size };
-    }
+    if (isBootstrap || size < 512) return { boot: readAt(fd, 0, size) };
     let toc;
     try {
       toc = parseToc(readAt(fd, size - tocTailSize(size), tocTailSize(size)));
     } catch {
       // Neither magic nor a ToC: the bootstrap decoder names what is wrong (bounded: no blob is read whole).
       if (size > MAX_BOOTSTRAP) throw new Error(`neither a RAFS bootstrap nor a data blob with a ToC (${size} bytes)`);
-      return { image: decodeBootstrap(readAt(fd, 0, size), opts()), size };
+      return { boot: readAt(fd, 0, size) };
     }
     const e = toc.entries.find((x) => x.name === TOC_BOOTSTRAP);
     if (!e) throw new Error(`a data blob whose ToC has no ${TOC_BOOTSTRAP} section (pass its bootstrap instead)`);
     if (e.compressedOffset + e.compressedSize > size) throw new Error(`ToC section ${TOC_BOOTSTRAP} ends beyond the blob`);
-    const boot = extractTocEntry(e, readAt(fd, e.compressedOffset, e.compressedSize));
-    const image = decodeBootstrap(boot, opts(file));
-    nameInlinedBlob(image, file, fd, size);
-    return { image, size: boot.length, blobFile: file };
-  } catch (err) {
-    throw new BuildError(file, errorMessage(err));
+    return { boot: extractTocEntry(e, readAt(fd, e.compressedOffset, e.compressedSize)), blobFile: file };
   } finally {
     fs.closeSync(fd);
   }
 }
 
+export function loadBootstrap(file: string, blobDir?: string): LoadedImage {
+  try {
+    const { boot, blobFile } = readBootstrapBytes(file);
+    const image = decodeBootstrap(boot, { externalChunks: (blob) => localExternalChunks(blob, blobDir, blobFile) });
+    nameBlobsFromFile(image.blobs, file, blobFile !== undefined);
+    return { image, size: boot.length, blobFile };
+  } catch (err) {
+    throw new BuildError(file, errorMessage(err));
+  }
+}
+
 /**
- * A bootstrap inlined in its blob names that blob by upstream's placeholder id; like upstream
- * (`set_blob_id_from_meta_path`) the id comes from the file: its name when that is a blob id,
- * else, for the blob itself (`fd`), its sha256. A bootstrap file without such a name keeps the
+ * Blobs whose id comes from the file the bootstrap was read from, as upstream
+ * (`RafsSuper::load_from_file`, `set_blob_id_from_meta_path`): a bootstrap inlined in its blob
+ * (INLINED_FS_META) names that blob by a placeholder; and a bootstrap taken out of a blob's ToC
+ * also renames blobs from before nydus 2.2 (no CAP_TAR_TOC), whose recorded id is not the blob's
+ * name in the registry. The id is the file's name without extensions when that is a blob id,
+ * else, for a blob (`fromBlob`), its sha256. A bootstrap file without such a name keeps the
  * placeholder (merge then needs --blob-digests).
  */
-function nameInlinedBlob(image: RafsImage, file: string, fd: number | null, size: number): void {
-  const placeholders = image.blobs.filter((b) => b.blobId === INLINED_BLOB_ID_PLACEHOLDER);
-  if (placeholders.length === 0) return;
-  const base = path.basename(file).replace(/^sha256:/, '');
-  let id = /^[0-9a-f]{64}$/.test(base) ? base : '';
-  if (!id && fd === null) return;
-  if (!id) {
+export function nameBlobsFromFile(blobs: BlobInfo[], file: string, fromBlob: boolean): void {
+  const renamed = blobs.filter((b) => b.blobId === INLINED_BLOB_ID_PLACEHOLDER || (fromBlob && (b.features & (BLOB_FEATURE.INLINED_FS_META | BLOB_FEATURE.CAP_TAR_TOC)) !== BLOB_FEATURE.CAP_TAR_TOC));
+  if (renamed.length === 0) return;
+  const id = blobIdOfFile(file, fromBlob);
+  if (id) for (const b of renamed) b.blobId = id;
+}
+
+function blobIdOfFile(file: string, hashContent: boolean): string | undefined {
+  const base = path.basename(file).replace(/^sha256:/, '').replace(/(?<=.)\..*$/, '');
+  if (/^[0-9a-f]{64}$/.test(base)) return base;
+  if (!hashContent) return undefined;
+  const fd = fs.openSync(file, 'r');
+  try {
+    const size = fs.fstatSync(fd).size;
     const h = createHash('sha256');
-    for (let off = 0; off < size; off += 1 << 20) h.update(readAt(fd!, off, Math.min(1 << 20, size - off)));
-    id = h.digest('hex');
+    for (let off = 0; off < size; off += 1 << 20) h.update(readAt(fd, off, Math.min(1 << 20, size - off)));
+    return h.digest('hex');
+  } finally {
+    fs.closeSync(fd);
   }
-  for (const b of placeholders) b.blobId = id;
 }
 
 function readAt(fd: number, offset: number, length: number): Buffer {

@@ -118,7 +118,7 @@ export class Daemon {
     const pipeline = new ChunkPipeline({ cache, sources, metrics, amplifyIo: config.amplifyIo, validateCache: config.digestValidate || config.cache.validate });
     let rafs: RafsInstance;
     try {
-      rafs = RafsInstance.load(bootstrap, pipeline);
+      rafs = await RafsInstance.load(bootstrap, pipeline);
       loadedP2pHub()?.attachPeers(sources, rafs.blobs, () => pipeline.sources());
     } catch (e) {
       await closeSources(sources);

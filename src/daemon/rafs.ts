@@ -10,16 +10,17 @@
  *  - access statistics (per-file reads and first-access order) are kept for the metrics API;
  *  - an image with a blob whose chunks this process cannot decompress is refused here, at mount,
  *    with one line naming blob and compressor: it is never half-served;
+ *  - the bootstrap may be a data blob with its bootstrap in its ToC, and a v6 bootstrap may lack the
+ *    chunk info table (chunk details then come from the blobs' blob meta: mount-image.ts);
  *  - RAFS v5 and v6 images are served alike (the model hides the format); without
  *    EXPLICIT_UID_GID every inode shows this process's euid/egid, like upstream.
  */
-import * as fs from 'node:fs';
 import type { ChunkInfo, Inode, RafsImage } from '../format/model';
-import { decodeBootstrap } from '../format/decode';
 import { decompressorProblem } from '../format/codec';
 import { BlobChunks, ChunkPipeline } from '../fetch/pipeline';
 import { LATENCY_BUCKETS_MS } from '../fetch/metrics';
 import { ChunkTable, FileNode } from './chunk-table';
+import { loadMountImage } from './mount-image';
 
 /** One shared, never mutated map for the many inodes without xattrs (saves ~8 MB per Debian image). */
 const NO_XATTRS: Map<string, Buffer> = new Map();
@@ -122,9 +123,12 @@ export class RafsInstance {
     this.blobs = image.blobs.map((b, i) => BlobChunks.fromChunks(b, perBlob[i]));
   }
 
-  /** Loads a bootstrap file and builds an instance over it. */
-  static load(bootstrapPath: string, pipeline: ChunkPipeline): RafsInstance {
-    return new RafsInstance(decodeBootstrap(fs.readFileSync(bootstrapPath)), pipeline);
+  /**
+   * Loads a bootstrap file (or a blob carrying one in its ToC) and builds an instance over it;
+   * chunk details missing from an old bootstrap come through the pipeline's sources (mount-image.ts).
+   */
+  static async load(bootstrapPath: string, pipeline: ChunkPipeline): Promise<RafsInstance> {
+    return new RafsInstance(await loadMountImage(bootstrapPath, pipeline.sources(), pipeline.cache.workDir), pipeline);
   }
 
   /** The inode at an absolute path (`/`, `/etc/passwd`). */

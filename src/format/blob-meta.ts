@@ -64,6 +64,8 @@ export interface BlobMeta {
   chunks: BlobMetaChunk[];
   /** v2 with ZRAN: the inflate contexts and dictionaries after the CI array, undecoded. */
   zranContexts?: Buffer;
+  /** The same blob meta in upstream's cache-file form (`parseBlobMetaCacheFile`). */
+  cacheFile(): Buffer;
 }
 
 function u64(buf: Buffer, off: number, where: string): number {
@@ -154,24 +156,51 @@ export function readBlobMeta(blob: BlobInfo, readAt: (offset: number, length: nu
   if (blob.ciCompressedSize > MAX_CI_BYTES || blob.ciUncompressedSize > MAX_CI_BYTES) throw new FormatError(`CI sizes ${blob.ciCompressedSize}/${blob.ciUncompressedSize}`, where);
   const raw = readAt(blob.ciOffset, blob.ciCompressedSize + BLOB_META_HEADER_SIZE);
   if (raw.length !== blob.ciCompressedSize + BLOB_META_HEADER_SIZE) throw new FormatError(`read ${raw.length} bytes at ${blob.ciOffset}`, where);
-  const header = parseBlobMetaHeader(raw.subarray(blob.ciCompressedSize));
+  const headerBytes = raw.subarray(blob.ciCompressedSize);
+  const header = checkedHeader(blob, headerBytes, where);
+  const data = blob.ciCompressedSize === blob.ciUncompressedSize && header.ciCompressor === 'none'
+    ? raw.subarray(0, blob.ciCompressedSize)
+    : decompressAny(header.ciCompressor, raw.subarray(0, blob.ciCompressedSize), blob.ciUncompressedSize, MAX_CI_BYTES);
+  return { header, ...decodeBlobMetaData(data, header, blob.features, where), cacheFile: () => Buffer.concat([data, Buffer.alloc(align4k(data.length) - data.length), headerBytes]) };
+}
+
+/**
+ * The blob meta of `blob` from upstream's cache-file form (`<work dir>/<blob id>.blob.meta`, what
+ * nydusd keeps next to its cache and what `nydus-image create --blob-meta` writes): the uncompressed
+ * CI data padded to 4 KiB, then the header (`BlobCompressionContextInfo::new`). Checked like
+ * `readBlobMeta`.
+ */
+export function parseBlobMetaCacheFile(blob: BlobInfo, file: Buffer): BlobMeta {
+  const where = `blob ${blob.blobId} meta file`;
+  if (blob.ciUncompressedSize > MAX_CI_BYTES) throw new FormatError(`CI size ${blob.ciUncompressedSize}`, where);
+  const aligned = align4k(blob.ciUncompressedSize);
+  if (file.length !== aligned + BLOB_META_HEADER_SIZE) throw new FormatError(`${file.length} bytes, expected ${aligned + BLOB_META_HEADER_SIZE}`, where);
+  const headerBytes = file.subarray(aligned);
+  const header = checkedHeader(blob, headerBytes, where);
+  return { header, ...decodeBlobMetaData(file.subarray(0, blob.ciUncompressedSize), header, blob.features, where), cacheFile: () => file };
+}
+
+function align4k(n: number): number {
+  return Math.ceil(n / 4096) * 4096;
+}
+
+/** The header, which must agree with the blob table entry (upstream `validate_header`). */
+function checkedHeader(blob: BlobInfo, headerBytes: Buffer, where: string): BlobMetaHeader {
+  const header = parseBlobMetaHeader(headerBytes);
   const differs = (what: string, a: unknown, b: unknown): FormatError => new FormatError(`header ${what} ${String(a)} differs from the blob table's ${String(b)}`, where);
   if (header.ciCompressor !== blob.ciCompressor) throw differs('CI compressor', header.ciCompressor, blob.ciCompressor);
   if (header.ciOffset !== blob.ciOffset) throw differs('CI offset', header.ciOffset, blob.ciOffset);
   if (header.ciCompressedSize !== blob.ciCompressedSize) throw differs('CI compressed size', header.ciCompressedSize, blob.ciCompressedSize);
   if (header.ciUncompressedSize !== blob.ciUncompressedSize) throw differs('CI uncompressed size', header.ciUncompressedSize, blob.ciUncompressedSize);
   if (!(blob.features & BLOB_FEATURE.IS_CHUNKDICT_GENERATED) && header.ciEntries !== blob.chunkCount) throw differs('chunk count', header.ciEntries, blob.chunkCount);
-  const data = blob.ciCompressedSize === blob.ciUncompressedSize && header.ciCompressor === 'none'
-    ? raw.subarray(0, blob.ciCompressedSize)
-    : decompressAny(header.ciCompressor, raw.subarray(0, blob.ciCompressedSize), blob.ciUncompressedSize, MAX_CI_BYTES);
-  return { header, ...decodeBlobMetaData(data, header, blob.features, where) };
+  return header;
 }
 
 /**
  * The CI array (and zran contexts) from uncompressed blob meta data, sizes checked like upstream:
  * v1 exactly 16 B per chunk; v2 24 B per chunk, with ZRAN/BATCH data allowed after it.
  */
-export function decodeBlobMetaData(data: Buffer, header: BlobMetaHeader, features: number, where = 'blob meta'): Omit<BlobMeta, 'header'> {
+export function decodeBlobMetaData(data: Buffer, header: BlobMetaHeader, features: number, where = 'blob meta'): Omit<BlobMeta, 'header' | 'cacheFile'> {
   const v2 = (features & BLOB_FEATURE.CHUNK_INFO_V2) !== 0;
   const extra = (features & (BLOB_FEATURE.ZRAN | BLOB_FEATURE.BATCH)) !== 0;
   const need = header.ciEntries * (v2 ? 24 : 16);

@@ -81,6 +81,22 @@ export function decodeBootstrap(buf: Buffer, opts: DecodeOptions = {}): RafsImag
   };
 }
 
+/**
+ * The blobs of a RAFS v6 bootstrap whose chunk details are (partly) missing from its chunk info
+ * table but described by a blob meta: `decodeBootstrap` will ask `externalChunks` for them, so a
+ * caller that fetches blob metas asynchronously (nydusd) knows which to fetch first. RAFS v5 keeps
+ * its chunk infos in the inodes: none. Throws FormatError like `decodeBootstrap`.
+ */
+export function blobsMissingChunkRows(buf: Buffer): Array<{ index: number; blob: BlobInfo }> {
+  if (isRafsV5(buf)) return [];
+  const sb = readSuper(buf);
+  const rows = new Array<number>(sb.blobs.length).fill(0);
+  for (const c of sb.chunks.values()) rows[c.blobIndex]++;
+  return sb.blobs
+    .map((blob, index) => ({ index, blob }))
+    .filter(({ index, blob }) => rows[index] < blob.chunkCount && (blob.ciCompressedSize > 0 || blob.ciUncompressedSize > 0));
+}
+
 function u64(buf: Buffer, off: number, where: string): number {
   const v = buf.readBigUInt64LE(off);
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`value ${v} too large`, `${where} @${off}`);

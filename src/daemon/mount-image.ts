@@ -1,0 +1,122 @@
+/**
+ * The image a rafs instance mounts, from the file nydusd is given as its bootstrap: a RAFS v5 or v6
+ * bootstrap, or a data blob carrying its bootstrap in its ToC (`--blob-inline-meta --features
+ * blob-toc`; taken out by builder/load.ts, as `nydus-image check` does).
+ *
+ * A v6 bootstrap from before the chunk info table existed keeps chunk details only in each blob's
+ * blob meta, and the digests in the blob's `blob.digest` ToC section (INLINED_CHUNK_DIGEST). Like
+ * upstream nydusd, the blob meta comes from the cache work dir (`<blob id>.blob.meta`, upstream's
+ * cache-file form) or else from the blob through the instance's sources, and is then kept there;
+ * the ToC is checked against the bootstrap's `blob_toc_digest` and the digest section against its
+ * ToC entry before use.
+ *
+ * Contract: resolves with the decoded image, or rejects with one line naming what is missing or
+ * wrong. Chunk data is never read here; a chunk without a digest from a verified place is refused
+ * by the decoder (docs/format.md §18), so every served byte stays digest-checked.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { BLOB_FEATURE, BlobMeta, parseBlobMetaCacheFile, readBlobMeta, BLOB_META_HEADER_SIZE } from '../format/blob-meta';
+import { blobsMissingChunkRows, decodeBootstrap, ExternalChunks } from '../format/decode';
+import type { BlobInfo, RafsImage } from '../format/model';
+import { extractTocEntry, parseToc, TOC_BLOB_DIGEST, TOC_MAX_TAIL } from '../format/toc';
+import { nameBlobsFromFile, readBootstrapBytes } from '../builder/load';
+import type { ChunkSource } from '../fetch/source';
+
+export async function loadMountImage(file: string, sources: readonly ChunkSource[], workDir: string): Promise<RafsImage> {
+  const { boot, blobFile } = readBootstrapBytes(file);
+  const fromBlob = blobFile !== undefined;
+  const needed = blobsMissingChunkRows(boot);
+  // Fetched under the id the blob will be served by (an inlined blob is named from its file).
+  const named = needed.map((n) => ({ ...n.blob }));
+  nameBlobsFromFile(named, file, fromBlob);
+  const fetched = new Map<number, ExternalChunks | Error>();
+  await Promise.all(
+    needed.map(async (n, k) => {
+      try {
+        fetched.set(n.index, await externalChunks(named[k], sources, workDir));
+      } catch (e) {
+        fetched.set(n.index, e as Error);
+      }
+    }),
+  );
+  const image = decodeBootstrap(boot, {
+    externalChunks: (_blob, index) => {
+      const got = fetched.get(index);
+      if (got instanceof Error) throw got;
+      return got;
+    },
+  });
+  nameBlobsFromFile(image.blobs, file, fromBlob);
+  return image;
+}
+
+async function externalChunks(blob: BlobInfo, sources: readonly ChunkSource[], workDir: string): Promise<ExternalChunks> {
+  const meta = await blobMeta(blob, sources, workDir);
+  if (!(blob.features & BLOB_FEATURE.INLINED_CHUNK_DIGEST)) return { chunks: meta.chunks };
+  return { chunks: meta.chunks, digests: await chunkDigests(blob, sources) };
+}
+
+async function blobMeta(blob: BlobInfo, sources: readonly ChunkSource[], workDir: string): Promise<BlobMeta> {
+  const cacheFile = path.join(workDir, `${blob.blobId}.blob.meta`);
+  let cached: Buffer | undefined;
+  try {
+    cached = fs.readFileSync(cacheFile);
+  } catch {
+    cached = undefined;
+  }
+  if (cached) {
+    try {
+      return parseBlobMetaCacheFile(blob, cached);
+    } catch {
+      // A stale or damaged file is fetched again and replaced, as upstream does with an invalid header.
+    }
+  }
+  const meta = await readFromSources(sources, blob.blobId, blob.ciOffset, blob.ciCompressedSize + BLOB_META_HEADER_SIZE, (b) => readBlobMeta(blob, () => b));
+  const tmp = `${cacheFile}.${process.pid}.tmp`;
+  try {
+    fs.writeFileSync(tmp, meta.cacheFile(), { mode: 0o644 });
+    fs.renameSync(tmp, cacheFile);
+  } catch {
+    // Keeping it is an optimisation for the next mount; the image is served either way.
+    fs.rmSync(tmp, { force: true });
+  }
+  return meta;
+}
+
+/**
+ * The `blob.digest` section: the ToC at the blob's end (`blob_toc_size` bytes before
+ * `compressed_size`, sha256 = `blob_toc_digest` when the bootstrap records it; else the last 4 KiB,
+ * as upstream's default ToC location), then the section, checked against its entry.
+ */
+async function chunkDigests(blob: BlobInfo, sources: readonly ChunkSource[]): Promise<Buffer> {
+  const tocLength = blob.tocSize ? blob.tocSize : Math.min(TOC_MAX_TAIL, blob.compressedSize - (blob.compressedSize % 128));
+  const toc = await readFromSources(sources, blob.blobId, blob.compressedSize - tocLength, tocLength, (b) => {
+    if (blob.tocDigest && /[^0]/.test(blob.tocDigest) && blob.tocSize) {
+      const got = createHash('sha256').update(b).digest('hex');
+      if (got !== blob.tocDigest) throw new Error(`ToC sha256 ${got} is not the bootstrap's blob_toc_digest ${blob.tocDigest}`);
+    }
+    return parseToc(b);
+  });
+  const e = toc.entries.find((x) => x.name === TOC_BLOB_DIGEST);
+  if (!e) throw new Error(`blob ${blob.blobId} has INLINED_CHUNK_DIGEST but its ToC has no ${TOC_BLOB_DIGEST} section`);
+  return readFromSources(sources, blob.blobId, e.compressedOffset, e.compressedSize, (b) => extractTocEntry(e, b));
+}
+
+/**
+ * Bytes [offset, offset+length) of a blob from the first source whose answer `check` accepts;
+ * sources are asked in the pipeline's order. Structural metadata is not attributed to a source
+ * (an image that is itself malformed would blame every mirror), so no source is told `rejected`.
+ */
+async function readFromSources<T>(sources: readonly ChunkSource[], blobId: string, offset: number, length: number, check: (b: Buffer) => T): Promise<T> {
+  const errors: string[] = [];
+  for (const s of sources) {
+    try {
+      return check(await s.read({ blobId, offset, length }));
+    } catch (e) {
+      errors.push(`${s.name}: ${(e as Error).message}`);
+    }
+  }
+  throw new Error(`blob ${blobId} bytes ${offset}+${length}: ${errors.length ? errors.join('; ') : 'no source configured'}`);
+}
