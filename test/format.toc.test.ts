@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { decodeBlobMetaData, parseBlobMetaHeader, readBlobMeta, BLOB_META_HEADER_SIZE } from '../src/format/blob-meta';
+import { decodeBlobMetaData, parseBlobMetaCacheFile, parseBlobMetaHeader, readBlobMeta, BLOB_META_HEADER_SIZE } from '../src/format/blob-meta';
 import { decodeBootstrap } from '../src/format/decode';
 import { FormatError, RafsImage } from '../src/format/model';
 import { extractTocEntry, parseToc, Toc, TocEntry, tocTailSize } from '../src/format/toc';
@@ -118,6 +118,38 @@ describe('blob meta (chunk info array)', () => {
     bad.writeUInt32LE(0, BLOB_META_HEADER_SIZE - 4);
     expect(() => parseBlobMetaHeader(bad)).toThrow(/blob meta header: bad magic/);
     expect(() => decodeBlobMetaData(file.subarray(0, 1000), h, h.features)).toThrow(FormatError);
+  });
+});
+
+describe('blob meta cache files (<blob id>.blob.meta)', () => {
+  test("upstream's zran cache file parses against a blob table entry that agrees with it, and not against one that differs", () => {
+    const file = fs.readFileSync(path.join(MORE, 'zran--233c72f2b6b698c07021c4da367cfe2dff4f049efbaa885ca0ff760ea297865a.blob.meta'));
+    const h = parseBlobMetaHeader(file.subarray(file.length - BLOB_META_HEADER_SIZE));
+    const blob = {
+      ...decodeBootstrap(fs.readFileSync(path.join(UPSTREAM_FIXTURES, 'rafs-v6-2.2.boot'))).blobs[0],
+      blobId: '233c72f2b6b698c07021c4da367cfe2dff4f049efbaa885ca0ff760ea297865a',
+      features: h.features,
+      chunkCount: h.ciEntries,
+      ciCompressor: h.ciCompressor,
+      ciOffset: h.ciOffset,
+      ciCompressedSize: h.ciCompressedSize,
+      ciUncompressedSize: h.ciUncompressedSize,
+    };
+    const meta = parseBlobMetaCacheFile(blob, file);
+    expect([meta.chunks.length, meta.zranContexts!.length]).toEqual([0xa3, 0xa0348]);
+    expect(meta.cacheFile().equals(file)).toBe(true);
+    expect(() => parseBlobMetaCacheFile({ ...blob, ciOffset: blob.ciOffset + 1 }, file)).toThrow(/header CI offset \d+ differs from the blob table's/);
+    expect(() => parseBlobMetaCacheFile(blob, file.subarray(4096))).toThrow(/meta file: \d+ bytes, expected \d+/);
+  });
+
+  test('the blob meta read from the 2.2 blob, written in cache-file form, reads back to the same chunks', () => {
+    const image = decodeBootstrap(fs.readFileSync(path.join(UPSTREAM_FIXTURES, 'rafs-v6-2.2.boot')));
+    const blob = fs.readFileSync(path.join(UPSTREAM_FIXTURES, 'blobs', image.blobs[0].blobId));
+    const meta = readBlobMeta(image.blobs[0], (o, l) => blob.subarray(o, o + l));
+    const file = meta.cacheFile();
+    expect(file.length).toBe(4096 + BLOB_META_HEADER_SIZE);
+    expect(file.subarray(4096).equals(blob.subarray(image.blobs[0].ciOffset + image.blobs[0].ciCompressedSize, image.blobs[0].ciOffset + image.blobs[0].ciCompressedSize + BLOB_META_HEADER_SIZE))).toBe(true);
+    expect(parseBlobMetaCacheFile(image.blobs[0], file).chunks).toEqual(meta.chunks);
   });
 });
 

@@ -73,7 +73,7 @@ async function blobMeta(blob: BlobInfo, sources: readonly ChunkSource[], workDir
       // A stale or damaged file is fetched again and replaced, as upstream does with an invalid header.
     }
   }
-  const meta = await readFromSources(sources, blob.blobId, blob.ciOffset, blob.ciCompressedSize + BLOB_META_HEADER_SIZE, (b) => readBlobMeta(blob, () => b));
+  const meta = await readFromSources(sources, 'blob meta', blob.blobId, blob.ciOffset, blob.ciCompressedSize + BLOB_META_HEADER_SIZE, (b) => readBlobMeta(blob, () => b));
   const tmp = `${cacheFile}.${process.pid}.tmp`;
   try {
     fs.writeFileSync(tmp, meta.cacheFile(), { mode: 0o644 });
@@ -92,7 +92,7 @@ async function blobMeta(blob: BlobInfo, sources: readonly ChunkSource[], workDir
  */
 async function chunkDigests(blob: BlobInfo, sources: readonly ChunkSource[]): Promise<Buffer> {
   const tocLength = blob.tocSize ? blob.tocSize : Math.min(TOC_MAX_TAIL, blob.compressedSize - (blob.compressedSize % 128));
-  const toc = await readFromSources(sources, blob.blobId, blob.compressedSize - tocLength, tocLength, (b) => {
+  const toc = await readFromSources(sources, 'ToC', blob.blobId, blob.compressedSize - tocLength, tocLength, (b) => {
     if (blob.tocDigest && /[^0]/.test(blob.tocDigest) && blob.tocSize) {
       const got = createHash('sha256').update(b).digest('hex');
       if (got !== blob.tocDigest) throw new Error(`ToC sha256 ${got} is not the bootstrap's blob_toc_digest ${blob.tocDigest}`);
@@ -101,15 +101,15 @@ async function chunkDigests(blob: BlobInfo, sources: readonly ChunkSource[]): Pr
   });
   const e = toc.entries.find((x) => x.name === TOC_BLOB_DIGEST);
   if (!e) throw new Error(`blob ${blob.blobId} has INLINED_CHUNK_DIGEST but its ToC has no ${TOC_BLOB_DIGEST} section`);
-  return readFromSources(sources, blob.blobId, e.compressedOffset, e.compressedSize, (b) => extractTocEntry(e, b));
+  return readFromSources(sources, TOC_BLOB_DIGEST, blob.blobId, e.compressedOffset, e.compressedSize, (b) => extractTocEntry(e, b));
 }
 
 /**
- * Bytes [offset, offset+length) of a blob from the first source whose answer `check` accepts;
+ * Bytes [offset, offset+length) of a blob (`what`: the section, for the message) from the first source whose answer `check` accepts;
  * sources are asked in the pipeline's order. Structural metadata is not attributed to a source
  * (an image that is itself malformed would blame every mirror), so no source is told `rejected`.
  */
-async function readFromSources<T>(sources: readonly ChunkSource[], blobId: string, offset: number, length: number, check: (b: Buffer) => T): Promise<T> {
+async function readFromSources<T>(sources: readonly ChunkSource[], what: string, blobId: string, offset: number, length: number, check: (b: Buffer) => T): Promise<T> {
   const errors: string[] = [];
   for (const s of sources) {
     try {
@@ -118,5 +118,5 @@ async function readFromSources<T>(sources: readonly ChunkSource[], blobId: strin
       errors.push(`${s.name}: ${(e as Error).message}`);
     }
   }
-  throw new Error(`blob ${blobId} bytes ${offset}+${length}: ${errors.length ? errors.join('; ') : 'no source configured'}`);
+  throw new Error(`${what} of blob ${blobId} (bytes ${offset}+${length}): ${errors.length ? errors.join('; ') : 'no source configured'}`);
 }
