@@ -18,41 +18,61 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BLOB_FEATURE, BlobMeta, parseBlobMetaCacheFile, readBlobMeta, BLOB_META_HEADER_SIZE } from '../format/blob-meta';
-import { blobsMissingChunkRows, decodeBootstrap, ExternalChunks } from '../format/decode';
+import { chunkRowsPerBlob, decodeBootstrap, ExternalChunks } from '../format/decode';
 import type { BlobInfo, RafsImage } from '../format/model';
 import { extractTocEntry, parseToc, TOC_BLOB_DIGEST, TOC_MAX_TAIL } from '../format/toc';
 import { nameBlobsFromFile, readBootstrapBytes } from '../builder/load';
 import type { ChunkSource } from '../fetch/source';
 
+/** Thrown through the decoder when it asks for a blob whose details are not fetched yet. */
+const NOT_FETCHED = new Error('blob meta not fetched yet');
+
 export async function loadMountImage(file: string, sources: readonly ChunkSource[], workDir: string): Promise<RafsImage> {
   const { boot, blobFile } = readBootstrapBytes(file);
   const fromBlob = blobFile !== undefined;
-  const needed = blobsMissingChunkRows(boot);
-  // Fetched under the id the blob will be served by (an inlined blob is named from its file).
-  const named = needed.map((n) => ({ ...n.blob }));
-  nameBlobsFromFile(named, file, fromBlob);
-  const fetched = new Map<number, ExternalChunks | Error>();
-  await Promise.all(
-    needed.map(async (n, k) => {
-      try {
-        fetched.set(n.index, await externalChunks(named[k], sources, workDir));
-      } catch (e) {
-        fetched.set(n.index, e as Error);
-      }
-    }),
-  );
-  const image = decodeBootstrap(boot, {
-    externalChunks: (_blob, index) => {
-      const got = fetched.get(index);
-      if (got instanceof Error) throw got;
-      return got;
-    },
-  });
-  nameBlobsFromFile(image.blobs, file, fromBlob);
-  return image;
+  // Fetched under the id the blob is served by (an inlined blob is named after its file).
+  const blobs = chunkRowsPerBlob(boot).map(({ blob, rows }) => ({ blob: { ...blob }, rows }));
+  nameBlobsFromFile(blobs.map((b) => b.blob), file, fromBlob);
+  const fetched = new Map<number, ExternalChunks | Error | null>();
+  // Blob metas are fetched only when the decoder asks: an image whose chunk table leaves out chunks
+  // it does not use (chunk dicts, merged layers) mounts without a request. Each round fetches at
+  // least one more blob, so there are at most blobs + 1 rounds.
+  for (;;) {
+    let asked: number | undefined;
+    try {
+      const image = decodeBootstrap(boot, {
+        externalChunks: (_blob, index) => {
+          if (!fetched.has(index)) {
+            asked = index;
+            throw NOT_FETCHED;
+          }
+          const got = fetched.get(index);
+          if (got instanceof Error) throw got;
+          return got ?? undefined;
+        },
+      });
+      nameBlobsFromFile(image.blobs, file, fromBlob);
+      return image;
+    } catch (e) {
+      if (e !== NOT_FETCHED || asked === undefined) throw e;
+    }
+    // An image from before the chunk table has no rows for any blob: fetch all of those at once.
+    const round = new Set([asked, ...blobs.flatMap((b, i) => (b.rows === 0 && b.blob.ciUncompressedSize > 0 ? [i] : []))]);
+    await Promise.all(
+      [...round].filter((i) => !fetched.has(i)).map(async (i) => {
+        try {
+          fetched.set(i, await externalChunks(blobs[i].blob, sources, workDir));
+        } catch (e) {
+          fetched.set(i, e as Error);
+        }
+      }),
+    );
+  }
 }
 
-async function externalChunks(blob: BlobInfo, sources: readonly ChunkSource[], workDir: string): Promise<ExternalChunks> {
+/** The blob's chunk details, or null when its blob table entry names no blob meta (the decoder says so). */
+async function externalChunks(blob: BlobInfo, sources: readonly ChunkSource[], workDir: string): Promise<ExternalChunks | null> {
+  if (blob.ciCompressedSize === 0 && blob.ciUncompressedSize === 0) return null;
   const meta = await blobMeta(blob, sources, workDir);
   if (!(blob.features & BLOB_FEATURE.INLINED_CHUNK_DIGEST)) return { chunks: meta.chunks };
   return { chunks: meta.chunks, digests: await chunkDigests(blob, sources) };

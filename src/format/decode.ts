@@ -82,19 +82,17 @@ export function decodeBootstrap(buf: Buffer, opts: DecodeOptions = {}): RafsImag
 }
 
 /**
- * The blobs of a RAFS v6 bootstrap whose chunk details are (partly) missing from its chunk info
- * table but described by a blob meta: `decodeBootstrap` will ask `externalChunks` for them, so a
- * caller that fetches blob metas asynchronously (nydusd) knows which to fetch first. RAFS v5 keeps
- * its chunk infos in the inodes: none. Throws FormatError like `decodeBootstrap`.
+ * Each blob of a RAFS v6 bootstrap with the number of rows its chunk info table holds for it, so a
+ * caller that fetches blob metas asynchronously (nydusd) can tell an image from before the table
+ * existed (no rows at all) before `decodeBootstrap` asks `externalChunks`. RAFS v5 keeps chunk
+ * infos in its inodes: empty. Throws FormatError like `decodeBootstrap`.
  */
-export function blobsMissingChunkRows(buf: Buffer): Array<{ index: number; blob: BlobInfo }> {
+export function chunkRowsPerBlob(buf: Buffer): Array<{ blob: BlobInfo; rows: number }> {
   if (isRafsV5(buf)) return [];
   const sb = readSuper(buf);
   const rows = new Array<number>(sb.blobs.length).fill(0);
   for (const c of sb.chunks.values()) rows[c.blobIndex]++;
-  return sb.blobs
-    .map((blob, index) => ({ index, blob }))
-    .filter(({ index, blob }) => rows[index] < blob.chunkCount && (blob.ciCompressedSize > 0 || blob.ciUncompressedSize > 0));
+  return sb.blobs.map((blob, i) => ({ blob, rows: rows[i] }));
 }
 
 function u64(buf: Buffer, off: number, where: string): number {
