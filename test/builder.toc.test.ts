@@ -2,7 +2,8 @@
  * `nydus-image check / inspect / unpack` on a data blob that carries its own bootstrap in its ToC
  * (upstream's tests/texture/toc blob): the bootstrap is taken out of the blob (sha256-checked), the
  * blob serves as its own chunk source, every chunk digest verifies and matches the blob meta; and
- * `check --blob-dir` cross-checks the nydus 2.2 blob's blob meta. Needs `npm run build`.
+ * `check --blob-dir` cross-checks the nydus 2.2 blob's blob meta; a ZRAN blob is refused in one line.
+ * Needs `npm run build`.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -67,6 +68,24 @@ test('a bootstrap without its chunk table: check --blob-dir takes chunk details 
     const r = spawnSync(NYDUS_IMAGE, ['inspect', file], { encoding: 'utf8' });
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/chunk 0 of blob 0 missing from the chunk table \(its details are in the blob meta: give the blobs\)/);
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
+test('check --blob-dir refuses a blob whose chunks are not plain byte ranges (ZRAN) with one line, before reading chunks', () => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'builder-toc-'));
+  try {
+    const boot = fs.readFileSync(path.join(UPSTREAM_FIXTURES, 'rafs-v6-2.2.boot'));
+    const blobTable = Number(boot.readBigUInt64LE(1152 + 8));
+    boot.writeUInt32LE(boot.readUInt32LE(blobTable + 84) | 0x8, blobTable + 84);
+    const file = path.join(work, 'zran.boot');
+    fs.writeFileSync(file, boot);
+    const r = spawnSync(NYDUS_IMAGE, ['check', file, '--blob-dir', path.join(UPSTREAM_FIXTURES, 'blobs')], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toEqual([
+      `nydus-image: error: ${file}: blob be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef: its chunks cannot be read: ZRAN (an OCI gzip layer read in place through inflate contexts) is not supported`,
+    ]);
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }

@@ -3,12 +3,17 @@
  * with stand-in sources that serve the real upstream blob and count what they are asked: nothing is
  * fetched for an image whose chunk table has what the tree uses; an image without a chunk table
  * costs exactly the blob meta, the ToC and the digest section; bytes that fail the ToC digest from
- * one source are taken from the next; a source's failure is named in one line.
+ * one source are taken from the next; a source's failure is named in one line; blobs whose chunks
+ * are not plain byte ranges (ZRAN, BATCH, ...) are refused at mount without a request.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { BlobCacheManager } from '../src/cache/blob-cache';
 import { loadMountImage } from '../src/daemon/mount-image';
+import { RafsInstance } from '../src/daemon/rafs';
+import { FetchMetrics } from '../src/fetch/metrics';
+import { ChunkPipeline } from '../src/fetch/pipeline';
 import type { BlobRange, ChunkSource } from '../src/fetch/source';
 import { decodeBootstrap } from '../src/format/decode';
 import { walk } from '../src/format/walk';
@@ -101,4 +106,33 @@ test('a blob meta kept in the work dir is used instead of asking a source for it
   const blob = decodeBootstrap(BOOT).blobs[0];
   expect(s.asked.map((r) => r.offset)).not.toContain(blob.ciOffset);
   expect(s.asked).toHaveLength(2);
+});
+
+describe('blobs whose chunks are not plain byte ranges are refused at mount, before any source is asked', () => {
+  const blobTable = Number(BOOT.readBigUInt64LE(1152 + 8));
+  test.each([
+    ['ZRAN 0x8', 0x8, 'ZRAN (an OCI gzip layer read in place through inflate contexts) is not supported'],
+    ['BATCH 0x80', 0x80, 'BATCH (small chunks compressed together) is not supported'],
+    ['ENCRYPTED 0x100', 0x100, 'ENCRYPTED blobs are not supported'],
+    ['TARFS 0x40', 0x40, 'TARFS blobs are not supported'],
+    ['EXTERNAL 0x800', 0x800, 'EXTERNAL (data in another storage backend) is not supported'],
+  ])('%s', async (_name, bit, why) => {
+    const s = source('origin', BLOB);
+    const file = bootFile((b) => b.writeUInt32LE(b.readUInt32LE(blobTable + 84) | bit, blobTable + 84));
+    const image = await loadMountImage(file, [s], cacheDir());
+    const pipeline = new ChunkPipeline({ cache: new BlobCacheManager(cacheDir()), sources: [s], metrics: new FetchMetrics(), amplifyIo: 0 });
+    expect(() => new RafsInstance(image, pipeline)).toThrow(new Error(`blob ${BLOB_ID} cannot be read: ${why}`));
+    expect(s.asked).toEqual([]);
+    await pipeline.cache.close();
+  });
+
+  test('a bootstrap without chunk table whose blob meta lives in a separate blob (SEPARATE): one line', async () => {
+    const file = bootFile((b) => {
+      noChunkTable(b);
+      b.writeUInt32LE(b.readUInt32LE(blobTable + 84) | 0x10, blobTable + 84);
+    });
+    const s = source('origin', BLOB);
+    await expect(loadMountImage(file, [s], cacheDir())).rejects.toThrow(new Error(`blob ${BLOB_ID} keeps its blob meta in a separate blob (SEPARATE), which is not read`));
+    expect(s.asked).toEqual([]);
+  });
 });

@@ -7,7 +7,7 @@
  * blob is its own chunk source unless a blob directory is given.
  * `inspectBootstrap`: superblock-level facts, the blob table, counts, sizes and the tree listing.
  */
-import { BlobMetaChunk, readBlobMeta } from '../format/blob-meta';
+import { blobFeatureProblem, BlobMetaChunk, readBlobMeta } from '../format/blob-meta';
 import { BlobInfo, CHUNK_COMPRESSED, ChunkInfo, Inode, InodeKind, RafsImage } from '../format/model';
 import { BlobReader } from './blob-reader';
 import { byBytes } from './dir-source';
@@ -67,6 +67,12 @@ export async function checkBootstrap(file: string, blobDir?: string): Promise<Ch
   const distinct: ChunkInfo[] = [];
   let files = 0;
   const own = blobFile && !blobDir && image.blobs.length === 1 ? new Map([[image.blobs[0].blobId, blobFile]]) : undefined;
+  if (blobDir || own) {
+    for (const b of image.blobs) {
+      const problem = blobFeatureProblem(b.features);
+      if (problem) throw new BuildError(`${file}: blob ${b.blobId}`, `its chunks cannot be read: ${problem}`);
+    }
+  }
   const reader = blobDir || own ? new BlobReader(image, blobDir, own) : null;
   let verified = 0;
   let metaChecked = 0;

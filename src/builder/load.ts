@@ -1,7 +1,8 @@
 /**
  * Reading an image's bootstrap into the model, with errors that name the file. The file is either a
  * bootstrap (RAFS v5 or v6) or a data blob that carries its bootstrap as the `image.boot` section of
- * its ToC (upstream's RAFS-in-blob layout); only the blob's ends and that section are read.
+ * its ToC (upstream's RAFS-in-blob layout); only the blob's ends and that section are read
+ * (`readBootstrapBytes`, shared with nydusd's daemon/mount-image.ts, as is `nameBlobsFromFile`).
  * With a blob directory, chunks missing from an (old) bootstrap's chunk table are looked up in the
  * blobs' own blob meta and chunk digest sections (decode.ts `externalChunks`).
  */

@@ -73,6 +73,8 @@ export async function loadMountImage(file: string, sources: readonly ChunkSource
 /** The blob's chunk details, or null when its blob table entry names no blob meta (the decoder says so). */
 async function externalChunks(blob: BlobInfo, sources: readonly ChunkSource[], workDir: string): Promise<ExternalChunks | null> {
   if (blob.ciCompressedSize === 0 && blob.ciUncompressedSize === 0) return null;
+  // SEPARATE keeps the blob meta in another blob (named by blob_meta_digest; zran and tar-ref images).
+  if (blob.features & BLOB_FEATURE.SEPARATE) throw new Error(`blob ${blob.blobId} keeps its blob meta in a separate blob (SEPARATE), which is not read`);
   const meta = await blobMeta(blob, sources, workDir);
   if (!(blob.features & BLOB_FEATURE.INLINED_CHUNK_DIGEST)) return { chunks: meta.chunks };
   return { chunks: meta.chunks, digests: await chunkDigests(blob, sources) };

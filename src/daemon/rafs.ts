@@ -8,8 +8,9 @@
  *  - `read()` returns exactly the requested bytes clipped to the file size, every one of them from a
  *    digest-verified chunk; a chunk nobody could deliver rejects with `ChunkFetchError` (EIO);
  *  - access statistics (per-file reads and first-access order) are kept for the metrics API;
- *  - an image with a blob whose chunks this process cannot decompress is refused here, at mount,
- *    with one line naming blob and compressor: it is never half-served;
+ *  - an image with a blob whose chunks this process cannot decompress (its compressor, or a feature
+ *    such as ZRAN or BATCH) is refused here, at mount, with one line naming blob and reason: it is
+ *    never half-served;
  *  - the bootstrap may be a data blob with its bootstrap in its ToC, and a v6 bootstrap may lack the
  *    chunk info table (chunk details then come from the blobs' blob meta: mount-image.ts);
  *  - RAFS v5 and v6 images are served alike (the model hides the format); without
@@ -17,6 +18,7 @@
  */
 import type { ChunkInfo, Inode, RafsImage } from '../format/model';
 import { decompressorProblem } from '../format/codec';
+import { blobFeatureProblem } from '../format/blob-meta';
 import { BlobChunks, ChunkPipeline } from '../fetch/pipeline';
 import { LATENCY_BUCKETS_MS } from '../fetch/metrics';
 import { ChunkTable, FileNode } from './chunk-table';
@@ -75,6 +77,8 @@ export class RafsInstance {
     for (const b of image.blobs) {
       const problem = decompressorProblem(b.compressor);
       if (problem) throw new Error(`blob ${b.blobId} uses compressor ${b.compressor}, which cannot be read: ${problem}`);
+      const feature = blobFeatureProblem(b.features);
+      if (feature) throw new Error(`blob ${b.blobId} cannot be read: ${feature}`);
     }
     const owner = image.explicitUidGid === false ? { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 } : undefined;
     const perBlob: ChunkInfo[][] = image.blobs.map(() => []);

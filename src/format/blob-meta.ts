@@ -27,10 +27,30 @@ export const BLOB_FEATURE = {
   BATCH: 0x80,
   ENCRYPTED: 0x100,
   IS_CHUNKDICT_GENERATED: 0x200,
+  EXTERNAL: 0x800,
   HAS_TAR_HEADER: 0x1000_0000,
   HAS_TOC: 0x2000_0000,
   CAP_TAR_TOC: 0x4000_0000,
 } as const;
+/**
+ * Blob features whose chunks cannot be read as plain (optionally compressed) byte ranges of the
+ * blob, and why; docs/format.md §19. An image with such a blob is refused before any read, so no
+ * source is blamed for bytes we could not have decoded.
+ */
+const UNREADABLE_FEATURES: Array<[number, string]> = [
+  [BLOB_FEATURE.ZRAN, 'ZRAN (an OCI gzip layer read in place through inflate contexts) is not supported'],
+  [BLOB_FEATURE.BATCH, 'BATCH (small chunks compressed together) is not supported'],
+  [BLOB_FEATURE.ENCRYPTED, 'ENCRYPTED blobs are not supported'],
+  [BLOB_FEATURE.TARFS, 'TARFS blobs are not supported'],
+  [BLOB_FEATURE.EXTERNAL, 'EXTERNAL (data in another storage backend) is not supported'],
+];
+
+/** Why the chunks of a blob with these features cannot be read here, or null. */
+export function blobFeatureProblem(features: number): string | null {
+  const hit = UNREADABLE_FEATURES.find(([bit]) => features & bit);
+  return hit ? hit[1] : null;
+}
+
 /** RAFS_MAX_CHUNKS_PER_BLOB. */
 const MAX_CHUNKS = 1 << 24;
 const MAX_CI_BYTES = 24 * MAX_CHUNKS;
