@@ -8,7 +8,8 @@
  *    the blobs (v5: also upstream's recorded md5), with no digest failure or read error;
  *  - a file we refuse as an image: `inspect` fails with exactly one line naming why (the daemon-test
  *    bootstrap also at nydusd mount; the reason is verified at upstream's source, docs/format.md §15);
- *  - data another row uses (blobs, `.result` listings) or other readers' test data (ToC, zran).
+ *  - data another row uses (blobs, `.result` listings) or other readers' test data (ToC, zran); the
+ *    tar upstream's builder tests use is built into an image here.
  * Two images are derived from the 2.2 fixture to show layouts no fixture has as a file: the
  * bootstrap without its chunk info table (chunk details only in the blob meta, digests from the
  * blob's `blob.digest`), and that again with the blob meta only in a separate `<blob id>.blob.meta`.
@@ -114,7 +115,7 @@ const REFUSED: Array<{ file: string; role: string; line: RegExp }> = [
     role: 'not a readable image: its inode records have name size 0, which upstream validation refuses too (direct_v5.rs, docs/format.md §15)',
     line: /: v5 inode @75592 \(slot 1\): unknown file type in mode 0o0$/,
   },
-  { file: 'more/tar--all-entry-type.tar', role: 'builder input (a tar with every entry type)', line: /: bootstrap: size 10240 is not a non-zero multiple of 4096$/ },
+  { file: 'more/tar--all-entry-type.tar', role: 'builder input (a tar with every entry type; built below)', line: /: bootstrap: size 10240 is not a non-zero multiple of 4096$/ },
   { file: `more/zstd--${TOC_ID}.zst`, role: 'the ToC blob as one zstd stream (ToC section extraction test, format.toc.test.ts)', line: /: bootstrap: size 3746 is not a non-zero multiple of 4096$/ },
   {
     file: 'more/zran--233c72f2b6b698c07021c4da367cfe2dff4f049efbaa885ca0ff760ea297865a.blob.meta',
@@ -198,6 +199,22 @@ test('the refused files: inspect prints one line naming why', () => {
     expect(lines[0].startsWith(`nydus-image: error: ${fx(r.file)}: `)).toBe(true);
     expect(lines[0]).toMatch(r.line);
   }
+});
+
+test('more/tar--all-entry-type.tar, builder input: create builds it; the image lists every tar entry, one inode for the four hard-linked names, and verifies', () => {
+  const tar = fx('more/tar--all-entry-type.tar');
+  const dir = path.join(work, 'from-tar');
+  fs.mkdirSync(dir);
+  const boot = path.join(dir, 'boot');
+  run(['create', '-t', 'tar-rafs', '-B', boot, '-D', path.join(dir, 'blobs'), tar]);
+  const tree: Array<InspectTree & { nlink: number }> = JSON.parse(run(['inspect', boot, '--json'])).tree;
+  const entries = execFileSync('tar', ['tf', tar], { encoding: 'utf8' }).trim().split('\n').map((e) => `/${e.replace(/\/$/, '')}`);
+  expect(tree.map((e) => e.path).sort()).toEqual(['/', ...entries].sort());
+  const links = tree.filter((e) => /hardlink|xfile/.test(e.path));
+  expect(links.map((e) => [e.kind, e.nlink, e.size])).toEqual(Array(4).fill(['file', 4, 15]));
+  expect(tree.find((e) => e.path === '/tar/dir2/symlink1.txt')).toMatchObject({ kind: 'symlink', target: '../dir1/dir3/file1.txt' });
+  const report = JSON.parse(run(['check', boot, '--blob-dir', path.join(dir, 'blobs'), '--json']));
+  expect([report.files, report.verifiedChunks]).toEqual([1, 1]);
 });
 
 describeWith(['root', 'fuse'], 'nydusd serves every image from localfs with digest validation', () => {
