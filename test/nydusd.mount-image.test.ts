@@ -136,3 +136,22 @@ describe('blobs whose chunks are not plain byte ranges are refused at mount, bef
     expect(s.asked).toEqual([]);
   });
 });
+
+test('sizes a bootstrap claims for the blob meta, the ToC or the digest section are bounded before any fetch', async () => {
+  const blobTable = Number(BOOT.readBigUInt64LE(1152 + 8));
+  const huge = bootFile((b) => {
+    noChunkTable(b);
+    b.writeBigUInt64LE(1n << 40n, blobTable + 120);
+  });
+  const s1 = source('origin', BLOB);
+  await expect(loadMountImage(huge, [s1], cacheDir())).rejects.toThrow(`blob ${BLOB_ID}: blob meta of ${2 ** 40} bytes is too large`);
+  expect(s1.asked).toEqual([]);
+
+  const bigToc = bootFile((b) => {
+    noChunkTable(b);
+    b.writeUInt32LE(0x7fff_ffff, blobTable + 104);
+  });
+  const s2 = source('origin', BLOB);
+  await expect(loadMountImage(bigToc, [s2], cacheDir())).rejects.toThrow(`blob ${BLOB_ID}: ToC of ${0x7fff_ffff} bytes in a blob of ${BLOB.length}`);
+  expect(s2.asked.map((r) => r.length)).toEqual([decodeBootstrap(BOOT).blobs[0].ciCompressedSize + 4096]);
+});

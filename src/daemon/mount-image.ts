@@ -17,12 +17,15 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BLOB_FEATURE, BlobMeta, parseBlobMetaCacheFile, readBlobMeta, BLOB_META_HEADER_SIZE } from '../format/blob-meta';
+import { BLOB_FEATURE, BlobMeta, parseBlobMetaCacheFile, readBlobMeta, BLOB_META_HEADER_SIZE, MAX_CI_BYTES } from '../format/blob-meta';
 import { chunkRowsPerBlob, decodeBootstrap, ExternalChunks } from '../format/decode';
 import type { BlobInfo, RafsImage } from '../format/model';
-import { extractTocEntry, parseToc, TOC_BLOB_DIGEST, TOC_MAX_TAIL } from '../format/toc';
+import { extractTocEntry, MAX_TOC_SECTION, parseToc, TOC_BLOB_DIGEST, TOC_MAX_TAIL } from '../format/toc';
 import { nameBlobsFromFile, readBootstrapBytes } from '../builder/load';
 import type { ChunkSource } from '../fetch/source';
+
+/** A ToC is a few 128-byte entries and a tar header; a bootstrap claiming more is refused. */
+const MAX_TOC_BYTES = 1 << 20;
 
 /** Thrown through the decoder when it asks for a blob whose details are not fetched yet. */
 const NOT_FETCHED = new Error('blob meta not fetched yet');
@@ -95,6 +98,8 @@ async function blobMeta(blob: BlobInfo, sources: readonly ChunkSource[], workDir
       // A stale or damaged file is fetched again and replaced, as upstream does with an invalid header.
     }
   }
+  // Sizes come from the bootstrap: bounded before anything is fetched.
+  if (blob.ciCompressedSize > MAX_CI_BYTES) throw new Error(`blob ${blob.blobId}: blob meta of ${blob.ciCompressedSize} bytes is too large`);
   const meta = await readFromSources(sources, 'blob meta', blob.blobId, blob.ciOffset, blob.ciCompressedSize + BLOB_META_HEADER_SIZE, (b) => readBlobMeta(blob, () => b));
   const tmp = `${cacheFile}.${process.pid}.tmp`;
   try {
@@ -114,6 +119,7 @@ async function blobMeta(blob: BlobInfo, sources: readonly ChunkSource[], workDir
  */
 async function chunkDigests(blob: BlobInfo, sources: readonly ChunkSource[]): Promise<Buffer> {
   const tocLength = blob.tocSize ? blob.tocSize : Math.min(TOC_MAX_TAIL, blob.compressedSize - (blob.compressedSize % 128));
+  if (tocLength > MAX_TOC_BYTES || tocLength > blob.compressedSize) throw new Error(`blob ${blob.blobId}: ToC of ${tocLength} bytes in a blob of ${blob.compressedSize}`);
   const toc = await readFromSources(sources, 'ToC', blob.blobId, blob.compressedSize - tocLength, tocLength, (b) => {
     if (blob.tocDigest && /[^0]/.test(blob.tocDigest) && blob.tocSize) {
       const got = createHash('sha256').update(b).digest('hex');
@@ -123,13 +129,18 @@ async function chunkDigests(blob: BlobInfo, sources: readonly ChunkSource[]): Pr
   });
   const e = toc.entries.find((x) => x.name === TOC_BLOB_DIGEST);
   if (!e) throw new Error(`blob ${blob.blobId} has INLINED_CHUNK_DIGEST but its ToC has no ${TOC_BLOB_DIGEST} section`);
+  // 32 bytes per chunk, as upstream requires of the digest file it extracts (meta/mod.rs).
+  if (e.uncompressedSize !== 32 * blob.chunkCount || e.compressedSize > MAX_TOC_SECTION) {
+    throw new Error(`blob ${blob.blobId}: ${TOC_BLOB_DIGEST} section of ${e.uncompressedSize} bytes (${e.compressedSize} stored) for ${blob.chunkCount} chunks`);
+  }
   return readFromSources(sources, TOC_BLOB_DIGEST, blob.blobId, e.compressedOffset, e.compressedSize, (b) => extractTocEntry(e, b));
 }
 
 /**
- * Bytes [offset, offset+length) of a blob (`what`: the section, for the message) from the first source whose answer `check` accepts;
- * sources are asked in the pipeline's order. Structural metadata is not attributed to a source
- * (an image that is itself malformed would blame every mirror), so no source is told `rejected`.
+ * Bytes [offset, offset+length) of a blob from the first source whose answer `check` accepts, the
+ * sources asked in the pipeline's order; `what` names the section in the message. Metadata is not
+ * attributed to a source (an image that is itself malformed would blame every mirror), so no
+ * source is told `rejected`.
  */
 async function readFromSources<T>(sources: readonly ChunkSource[], what: string, blobId: string, offset: number, length: number, check: (b: Buffer) => T): Promise<T> {
   const errors: string[] = [];

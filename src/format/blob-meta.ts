@@ -53,7 +53,8 @@ export function blobFeatureProblem(features: number): string | null {
 
 /** RAFS_MAX_CHUNKS_PER_BLOB. */
 const MAX_CHUNKS = 1 << 24;
-const MAX_CI_BYTES = 24 * MAX_CHUNKS;
+/** The largest CI data (compressed or not) read: 24 B for each of RAFS_MAX_CHUNKS_PER_BLOB chunks. */
+export const MAX_CI_BYTES = 24 * MAX_CHUNKS;
 
 export interface BlobMetaHeader {
   features: number;
