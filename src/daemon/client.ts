@@ -36,6 +36,9 @@ export class NydusdClient {
       const req = http.request(
         {
           socketPath: this.socketPath,
+          // A fresh connection per request: a kept-alive socket the daemon closed while this
+          // process was busy fails the next request with EPIPE, and unix connects are cheap.
+          agent: false,
           method,
           path,
           headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},

@@ -28,7 +28,8 @@ export async function collectBlobCache(dir: string, liveBlobIds: Set<string>, ma
   const blobs = new Map<string, { bytes: number; atimeMs: number; files: string[] }>();
   let total = 0;
   for (const name of names) {
-    const m = /^([0-9a-f]{64})\.blob\.data/.exec(name);
+    // `.blob.data*` (cache and chunk map) and `.blob.meta` (a blob meta nydusd fetched and kept).
+    const m = /^([0-9a-f]{64})\.blob\.(?:data|meta)/.exec(name);
     const st = await fs.promises.stat(path.join(dir, name)).catch(() => undefined);
     if (!st || !st.isFile()) continue;
     const bytes = st.blocks * 512;
