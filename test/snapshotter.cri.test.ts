@@ -45,8 +45,8 @@ interface NydusLayers {
   boot: string;
 }
 
-async function nydusLayers(reg: TestRegistry, repo: string): Promise<NydusLayers> {
-  const client = new RegistryClient({ registry: reg.host, insecure: true, noDockerConfig: true });
+async function nydusLayers(reg: TestRegistry, repo: string, credentials?: { username: string; password: string }): Promise<NydusLayers> {
+  const client = new RegistryClient({ registry: reg.host, insecure: true, noDockerConfig: true, credentials });
   try {
     const layers = (await client.getManifest(repo, 'latest')).json.layers as { digest: string; size: number; annotations?: Record<string, string> }[];
     return {
@@ -119,6 +119,7 @@ describeWith(NEEDS, 'containerd CRI plugin drives containerd-nydus-grpc', () => 
   let ociRef: string;
   let privRef: string;
   let layers: NydusLayers;
+  let privLayers: NydusLayers;
   const pods: PodHandle[] = [];
   /** Every nydusd pid the snapshotter recorded during the tests. */
   const seenDaemons = new Set<number>();
@@ -134,7 +135,7 @@ describeWith(NEEDS, 'containerd CRI plugin drives containerd-nydus-grpc', () => 
     await cri!.startContainer(id);
     noteDaemons();
     const st = await cri!.waitExited(id, 5 * 60_000);
-    const lines = cri!.readLog(path.join(dir, 'pods', name, st.log_path));
+    const lines = cri!.readLog(st.log_path); // ContainerStatus gives the full path
     expect({ exit: st.exit_code, stderr: lines.filter((l) => l.stream === 'stderr') }).toEqual({ exit: 0, stderr: [] });
     return lines.filter((l) => l.stream === 'stdout').map((l) => l.text);
   }
@@ -150,11 +151,20 @@ describeWith(NEEDS, 'containerd CRI plugin drives containerd-nydus-grpc', () => 
     nydusRef = `${reg.host}/nydus/debian:latest`;
     await run(path.join(REPO_ROOT, 'bin', 'nydusify'), ['convert', '--source', ociRef, '--target', nydusRef, '--plain-http'], { timeout: 15 * 60_000, maxBuffer: 1 << 24 });
     layers = await nydusLayers(reg, 'nydus/debian');
-    // The private copy of the same nydus image: only these credentials open that registry.
+    // The private image: the same files in other blobs (another chunk size), so that it shares no
+    // snapshot and no cached chunk with the public one. Only nydusify gets a docker config.
     privRef = `${priv.host}/private/debian:latest`;
-    await run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', '--dest-creds', `${USER}:${PASSWORD}`, `docker://${nydusRef}`, `docker://${privRef}`], {
-      timeout: 10 * 60_000,
+    const convertDocker = path.join(dir, 'nydusify-docker');
+    fs.mkdirSync(convertDocker, { mode: 0o700 });
+    fs.writeFileSync(path.join(convertDocker, 'config.json'), JSON.stringify({ auths: { [priv.host]: { auth: Buffer.from(`${USER}:${PASSWORD}`).toString('base64') } } }), { mode: 0o600 });
+    await run(path.join(REPO_ROOT, 'bin', 'nydusify'), ['convert', '--source', ociRef, '--target', privRef, '--plain-http', '--fs-chunk-size', '0x80000'], {
+      timeout: 15 * 60_000,
+      maxBuffer: 1 << 24,
+      env: { ...process.env, DOCKER_CONFIG: convertDocker },
     });
+    fs.rmSync(convertDocker, { recursive: true });
+    privLayers = await nydusLayers(priv, 'private/debian', { username: USER, password: PASSWORD });
+    expect(privLayers.blobs.filter((b) => layers.blobs.some((l) => l.digest === b.digest))).toEqual([]);
     // containerd's CRI pulls: both registries are plain HTTP (certs.d, as the kubelet's node has).
     const certs = path.join(dir, 'certs.d');
     for (const r of [reg, priv]) {
@@ -265,7 +275,7 @@ level = "debug"
     const out = await runPython('private-pod', privRef);
     expect(out.map((l) => JSON.parse(l))).toEqual([EXPECTED]);
     // nydusd read the blobs itself, authorised; the mount was given the CRI credentials.
-    const blobReads = priv!.requests().filter((r) => r.method === 'GET' && layers.blobs.some((b) => r.path.includes(`/blobs/${b.digest}`)));
+    const blobReads = priv!.requests().filter((r) => r.method === 'GET' && privLayers.blobs.some((b) => r.path.includes(`/blobs/${b.digest}`)));
     expect(blobReads.length).toBeGreaterThan(0);
     expect(blobReads.every((r) => r.authorized && r.status < 400)).toBe(true);
     const mounted = snapshotterLog()

@@ -76,6 +76,9 @@ ${p}]
   sandbox_image = ${JSON.stringify(cri.sandboxImage)}
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+  # The sandbox's oom_score_adj (-998) needs CAP_SYS_RESOURCE, which a nested or confined host
+  # may lack; clamp it to containerd's own, as for rootless containerd.
+  restrict_oom_score_adj = true
   ${p}.containerd]
     snapshotter = "${name}"
     disable_snapshot_annotations = false

@@ -117,7 +117,7 @@ export class CriClient {
     fs.mkdirSync(logDirectory, { recursive: true });
     const config = {
       metadata: { name, namespace: 'default', uid: `uid-${name}`, attempt: 0 },
-      hostname: name,
+      // No hostname: a host-network pod shares the node's UTS namespace (the kubelet leaves it empty too).
       log_directory: logDirectory,
       labels: { app: name },
       linux: { security_context: { namespace_options: { network: NODE, pid: CONTAINER, ipc: 'POD' } } },
@@ -132,7 +132,8 @@ export class CriClient {
       metadata: { name, attempt: 0 },
       image: { image },
       command,
-      envs: Object.entries(env).map(([key, value]) => ({ key, value })),
+      // KeyValue.value is `bytes` in this cri-api (wire-compatible with the older `string`).
+      envs: Object.entries(env).map(([key, value]) => ({ key, value: Buffer.from(value) })),
       log_path: `${name}.log`,
       linux: { security_context: { namespace_options: { network: NODE, pid: CONTAINER, ipc: 'POD' } } },
     };
