@@ -22,6 +22,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { RegistryClient } from '../src/registry';
+import { loadCriPackage } from '../src/snapshotter/cri-image-proxy';
 import { loadSnapshotsService } from '../src/snapshotter/service';
 import { describeWith } from './helpers/capabilities';
 import { Containerd, killPids, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
@@ -265,6 +266,21 @@ level = "debug"
     expect(snaps.length).toBe(2); // the image's two layers, unpacked by containerd into our snapshots
     expect(snaps.every((s) => !s.labels['containerd.io/snapshot/remote'])).toBe(true);
     expect(rafsMounts(root)).toEqual(mountsBefore);
+  });
+
+  test('the CRI proxy forwards other image calls, and upstream errors of streaming calls, unchanged', async () => {
+    const tags = (await cri!.listImages()).flatMap((i) => i.repo_tags);
+    expect(tags).toEqual(expect.arrayContaining([nydusRef, ociRef]));
+    // StreamImages is newer than containerd 1.6's CRI: containerd's UNIMPLEMENTED comes back through the proxy.
+    const Img = loadCriPackage().ImageService;
+    const c = new Img(`unix://${sock}`, grpc.credentials.createInsecure());
+    const err = await new Promise<grpc.ServiceError>((resolve) => {
+      const s = (c as unknown as { StreamImages(req: object): grpc.ClientReadableStream<unknown> }).StreamImages({});
+      s.on('data', () => undefined);
+      s.on('error', resolve);
+    });
+    c.close();
+    expect(err.code).toBe(grpc.status.UNIMPLEMENTED);
   });
 
   test('2b: a private nydus image; its credentials come only from PullImageRequest.auth and reach its nydusd', async () => {

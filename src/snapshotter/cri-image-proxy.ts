@@ -156,7 +156,7 @@ export function addCriImageProxy(server: grpc.Server, target: string, keychain =
       handlers[name] = (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
         const up = upstream.makeServerStreamRequest(m.path, raw, raw, call.request, forwardable(call.metadata), { deadline: call.getDeadline() });
         up.on('data', (b: Buffer) => call.write(b));
-        up.on('error', (e: grpc.ServiceError) => call.destroy(e));
+        up.on('error', (e: grpc.ServiceError) => call.emit('error', e)); // grpc-js sends it as the call's status
         up.on('end', () => call.end());
         call.on('cancelled', () => up.cancel());
       };

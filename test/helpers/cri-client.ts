@@ -108,6 +108,10 @@ export class CriClient {
     return (await this.img('ImageStatus', { image: { image } })).image ?? null;
   }
 
+  async listImages(): Promise<{ id: string; repo_tags: string[] }[]> {
+    return (await this.img('ListImages', { filter: null })).images;
+  }
+
   async removeImage(image: string): Promise<void> {
     await this.img('RemoveImage', { image: { image } });
   }
