@@ -2,8 +2,8 @@
  * Wires one snapshotter process together: metadata store and snapshotter over the root dir, the
  * gRPC socket (plus the CRI image service proxy when `enable_cri_keychain` is on; bound first, so
  * containerd never finds the snapshotter missing while daemons are being recovered), then the
- * daemon manager's recovery, the certs.d watcher and the metrics endpoint. `close()` stops serving and leaves daemons running, so containers keep their
- * filesystems across a snapshotter restart.
+ * daemon manager's recovery, the certs.d watcher and the metrics endpoint. `close()` stops serving
+ * and leaves daemons running, so containers keep their filesystems across a snapshotter restart.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
