@@ -10,10 +10,16 @@ PKGS=(
   fuse3 iproute2 util-linux e2fsprogs openssl attr apache2-utils busybox-static
   # containerd's own snapshotter test suite, built offline from Debian's Go source
   golang-go golang-github-containerd-containerd-dev
+  # kubectl: parses deploy/kubernetes/ in test/deploy.kubernetes.test.ts
+  kubernetes-client
 )
 if [ "${1:-}" = "--print-packages" ]; then printf '%s\n' "${PKGS[@]}"; exit 0; fi
 missing=()
-for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+for p in "${PKGS[@]}"; do
+  # Another package's kubectl (e.g. Google Cloud SDK's) owns /usr/bin/kubectl; Debian's would conflict.
+  if [ "$p" = kubernetes-client ] && command -v kubectl >/dev/null; then continue; fi
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps: missing Debian packages (run as root to install them): ${missing[*]}" >&2

@@ -9,6 +9,7 @@
  *   [daemon]      nydusd_path, nydusd_config (JSON template), recover_policy = "restart" | "none"
  *                 ("failover" runs as "restart", with a warning), log_level
  *   [remote.mirrors_config] dir      # certs.d directory watched and pushed to every daemon
+ *   [remote.auth] enable_cri_keychain, image_service_address   # CRI image service proxy (cri-image-proxy.ts)
  *   [cache_manager] disable, cache_dir ("" = <root>/cache), max_size_mb   # collected on Cleanup past max
  *   [log]         level, log_to_stdout, dir ("" = <root>/logs)
  *   [metrics]     address = "127.0.0.1:9110"         # Prometheus at /v1/metrics; "" = off
@@ -21,6 +22,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'smol-toml';
+import { DEFAULT_IMAGE_SERVICE_ADDRESS } from './cri-image-proxy';
 import { checkUpstreamKeys } from './upstream-keys';
 
 export type DaemonMode = 'shared' | 'dedicated' | 'none';
@@ -33,6 +35,8 @@ export interface SnapshotterConfig {
   daemonMode: DaemonMode;
   daemon: { nydusdPath: string; nydusdConfig: string; recoverPolicy: RecoverPolicy; logLevel: string };
   mirrorsDir: string;
+  /** [remote.auth]: the CRI keychain (the socket also serves a proxy of CRI's ImageService). */
+  criKeychain: { enable: boolean; imageServiceAddress: string };
   cache: { disable: boolean; dir: string; maxSizeMb: number };
   log: { level: string; logToStdout: boolean; dir: string };
   metrics: { address: string };
@@ -188,6 +192,10 @@ export function parseConfig(text: string, file: string, over: ConfigOverrides = 
       logLevel: d.str('log_level', level),
     },
     mirrorsDir: r.table('remote').table('mirrors_config').str('dir', ''),
+    criKeychain: {
+      enable: r.table('remote').table('auth').bool('enable_cri_keychain', false),
+      imageServiceAddress: r.table('remote').table('auth').str('image_service_address', '') || DEFAULT_IMAGE_SERVICE_ADDRESS,
+    },
     cache: {
       disable: cacheT.bool('disable', false),
       dir: path.resolve(root, cacheT.str('cache_dir', '') || 'cache'),

@@ -35,6 +35,7 @@ import * as L from './labels';
 import type { Metrics } from './metrics';
 import type { MetaLayer, RafsMounter } from './snapshotter';
 import type { MetaStore } from './store';
+import type { CriKeychain } from './cri-image-proxy';
 import { ImageAuth, PullAuth } from './pull-auth';
 
 const log = logger('daemon-manager');
@@ -60,6 +61,8 @@ export interface DaemonManagerOptions {
   startTimeoutMs?: number;
   /** Per-image registry credentials (default: labels, docker config of this process's env, template). */
   pullAuth?: PullAuth;
+  /** Credentials from CRI pulls (`enable_cri_keychain`), for the default PullAuth. */
+  criKeychain?: CriKeychain;
   /** Period of the credential re-resolution for helper-backed credentials (ms). */
   credentialRefreshMs?: number;
 }
@@ -152,7 +155,7 @@ export class DaemonManager implements RafsMounter {
     for (const d of ['mnt', 'socket', 'logs']) fs.mkdirSync(path.join(o.root, d), { recursive: true, mode: 0o700 });
     fs.mkdirSync(o.cacheDir, { recursive: true });
     const tpl = (o.template.device as { backend?: { config?: { auth?: unknown; host?: unknown } } } | undefined)?.backend?.config;
-    this.pullAuth = o.pullAuth ?? new PullAuth({ template: tpl });
+    this.pullAuth = o.pullAuth ?? new PullAuth({ template: tpl, cri: o.criKeychain });
   }
 
   private serial<T>(key: string, fn: () => Promise<T>): Promise<T> {

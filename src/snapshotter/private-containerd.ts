@@ -1,7 +1,12 @@
 /**
  * A private containerd for tests, the demo and benchmarks: its own root, state, sockets and config
- * in a temp dir, CRI disabled, and a `[proxy_plugins.<name>]` snapshotter pointing at a unix socket.
- * It never touches the machine's own containerd (/run/containerd, /var/lib/containerd).
+ * in a temp dir, and a `[proxy_plugins.<name>]` snapshotter pointing at a unix socket. It never
+ * touches the machine's own containerd (/run/containerd, /var/lib/containerd).
+ *
+ * CRI is off unless `cri` is given; then containerd's CRI plugin serves `runtime.v1` on the same
+ * socket and pulls with the proxy snapshotter, passing it the `cri.*` labels
+ * (`disable_snapshot_annotations = false`), as deploy/containerd-config.toml tells Kubernetes users.
+ * Its pods use host networking only (no CNI plugins here), its runc state is kept in `runcRoot`.
  *
  *   const ctd = await startContainerd({ snapshotterSocket: sock });
  *   await ctd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'nydus', ref]);
@@ -20,7 +25,17 @@ export interface ContainerdOptions {
   snapshotterName?: string;
   /** Directory for everything (default: a fresh temp dir, removed by stop()). */
   dir?: string;
+  /** Enables the CRI plugin. */
+  cri?: {
+    /** The pod sandbox image (`sandbox_image`); it must be pullable without the internet. */
+    sandboxImage: string;
+    /** certs.d directory for CRI pulls (`registry.config_path`), e.g. with `http://` servers. */
+    registryConfigPath?: string;
+  };
 }
+
+/** The namespace containerd's CRI plugin keeps its images, containers and snapshots in. */
+export const CRI_NAMESPACE = 'k8s.io';
 
 export interface CommandResult {
   stdout: string;
@@ -54,11 +69,37 @@ function run(bin: string, args: string[], timeoutMs: number): Promise<CommandRes
   });
 }
 
-function configToml(dir: string, name: string, sock: string): string {
+function criToml(dir: string, name: string, cri: NonNullable<ContainerdOptions['cri']>): string {
+  const p = '[plugins."io.containerd.grpc.v1.cri"';
+  return `
+${p}]
+  sandbox_image = ${JSON.stringify(cri.sandboxImage)}
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  # The sandbox's oom_score_adj (-998) needs CAP_SYS_RESOURCE, which a nested or confined host
+  # may lack; clamp it to containerd's own, as for rootless containerd.
+  restrict_oom_score_adj = true
+  ${p}.containerd]
+    snapshotter = "${name}"
+    disable_snapshot_annotations = false
+    default_runtime_name = "runc"
+    ${p}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      ${p}.containerd.runtimes.runc.options]
+        Root = "${dir}/runc"
+  ${p}.cni]
+    bin_dir = "${dir}/cni/bin"
+    conf_dir = "${dir}/cni/net.d"
+  ${p}.registry]
+    config_path = ${JSON.stringify(cri.registryConfigPath ?? '')}
+`;
+}
+
+function configToml(dir: string, name: string, sock: string, cri?: ContainerdOptions['cri']): string {
   return `version = 2
 root = "${dir}/root"
 state = "${dir}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+${cri ? '' : 'disabled_plugins = ["io.containerd.grpc.v1.cri"]'}
 
 [grpc]
   address = "${dir}/containerd.sock"
@@ -74,7 +115,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   [proxy_plugins.${name}]
     type = "snapshot"
     address = "${sock}"
-`;
+${cri ? criToml(dir, name, cri) : ''}`;
 }
 
 /** Mounts below `dir`, deepest first. */
@@ -162,7 +203,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
   fs.mkdirSync(dir, { recursive: true });
   const name = opts.snapshotterName ?? 'nydus';
   const configPath = path.join(dir, 'config.toml');
-  fs.writeFileSync(configPath, configToml(dir, name, opts.snapshotterSocket));
+  fs.writeFileSync(configPath, configToml(dir, name, opts.snapshotterSocket, opts.cri));
   const address = path.join(dir, 'containerd.sock');
   const logFile = path.join(dir, 'containerd.log');
   const out = fs.openSync(logFile, 'a');
@@ -182,13 +223,16 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) {
         // Tasks first: their shims outlive containerd otherwise.
-        const tasks = await run('ctr', [...base, 'tasks', 'ls', '-q'], 10_000).catch(() => ({ stdout: '' }));
-        for (const id of tasks.stdout.split('\n').filter(Boolean)) {
-          await run('ctr', [...base, 'tasks', 'kill', '-s', 'SIGKILL', id], 10_000).catch(() => undefined);
-          for (let i = 0; i < 50; i++) {
-            const r = await run('ctr', [...base, 'tasks', 'delete', id], 10_000).then(() => true, () => false);
-            if (r) break;
-            await new Promise((res) => setTimeout(res, 100));
+        for (const ns of opts.cri ? [namespace, CRI_NAMESPACE] : [namespace]) {
+          const nsBase = ['--address', address, '-n', ns];
+          const tasks = await run('ctr', [...nsBase, 'tasks', 'ls', '-q'], 10_000).catch(() => ({ stdout: '' }));
+          for (const id of tasks.stdout.split('\n').filter(Boolean)) {
+            await run('ctr', [...nsBase, 'tasks', 'kill', '-s', 'SIGKILL', id], 10_000).catch(() => undefined);
+            for (let i = 0; i < 50; i++) {
+              const r = await run('ctr', [...nsBase, 'tasks', 'delete', id], 10_000).then(() => true, () => false);
+              if (r) break;
+              await new Promise((res) => setTimeout(res, 100));
+            }
           }
         }
         proc.kill('SIGTERM');

@@ -1,14 +1,16 @@
 /**
  * Registry credentials for one image, resolved by the snapshotter in upstream nydus-snapshotter's
- * order (pkg/auth; CRI, kubelet and Kubernetes secrets are not implemented here):
+ * order (pkg/auth; kubelet credential providers and Kubernetes secrets are not implemented here):
  *  1. labels the client set on the snapshot: `containerd.io/snapshot/pullusername` and
  *     `containerd.io/snapshot/pullsecret` (both non-empty);
- *  2. docker's config file for the image's registry host (registry/docker-config.ts: `auths`,
+ *  2. with the CRI keychain on, the `auth` of the kubelet's PullImageRequest for this image
+ *     (cri-image-proxy.ts);
+ *  3. docker's config file for the image's registry host (registry/docker-config.ts: `auths`,
  *     `credHelpers`, `credsStore`), read on every call;
- *  3. `device.backend.config.auth` of the nydusd template, when the template names no host or
+ *  4. `device.backend.config.auth` of the nydusd template, when the template names no host or
  *     names this image's host.
  * The result is base64 `user:password` for that image's rafs instance only. Identity tokens from
- * docker's config are not expressible in nydusd's `auth` and are skipped with a warning.
+ * docker's config or CRI are not expressible in nydusd's `auth` and are skipped with a warning.
  *
  * `watch()` reports changes of the docker config file (inotify on its directory, plus a 1 s stat
  * poll for a directory created later), so a rotated password reaches running daemons.
@@ -19,13 +21,14 @@ import { dockerConfigCredentialsAsync, dockerConfigPath } from '../registry/dock
 import { resolveCredentials } from '../registry/credentials';
 import { parseReference } from '../registry/reference';
 import { logger } from '../util/log';
+import type { CriKeychain } from './cri-image-proxy';
 
 const log = logger('pull-auth');
 
 export const PULL_USERNAME = 'containerd.io/snapshot/pullusername';
 export const PULL_SECRET = 'containerd.io/snapshot/pullsecret';
 
-export type AuthSource = 'labels' | 'docker-config' | 'template' | 'none';
+export type AuthSource = 'labels' | 'cri' | 'docker-config' | 'template' | 'none';
 
 export interface ImageAuth {
   /** base64 `user:password`, or undefined for anonymous access. */
@@ -37,6 +40,8 @@ export interface PullAuthOptions {
   env?: NodeJS.ProcessEnv;
   /** The nydusd template's `device.backend.config`: its `auth` and `host`. */
   template?: { auth?: unknown; host?: unknown };
+  /** Credentials captured by the CRI image service proxy (`enable_cri_keychain`). */
+  cri?: CriKeychain;
 }
 
 const b64 = (user: string, pass: string): string => Buffer.from(`${user}:${pass}`).toString('base64');
@@ -45,6 +50,7 @@ export class PullAuth {
   readonly dockerConfigFile: string;
   private readonly env: NodeJS.ProcessEnv;
   private readonly template?: { auth: string; host?: string };
+  private readonly cri?: CriKeychain;
   private watcher?: fs.FSWatcher;
   private polling = false;
   private debounce?: NodeJS.Timeout;
@@ -52,6 +58,7 @@ export class PullAuth {
   constructor(o: PullAuthOptions = {}) {
     this.env = o.env ?? process.env;
     this.dockerConfigFile = dockerConfigPath(this.env);
+    this.cri = o.cri;
     const t = o.template;
     if (t && typeof t.auth === 'string' && t.auth) this.template = { auth: t.auth, host: typeof t.host === 'string' && t.host ? t.host : undefined };
   }
@@ -61,6 +68,9 @@ export class PullAuth {
     const user = labels[PULL_USERNAME];
     const secret = labels[PULL_SECRET];
     if (user && secret) return { auth: b64(user, secret), from: 'labels' };
+    const cri = this.cri?.lookup(ref);
+    if (cri && 'unusable' in cri) log.warn({ ref, kind: cri.unusable }, 'CRI pull credentials for this image are not user and password, which nydusd takes; skipped');
+    else if (cri) return { auth: b64(cri.username, cri.password), from: 'cri' };
     const registry = parseReference(ref).registry;
     try {
       const c = resolveCredentials(await dockerConfigCredentialsAsync(registry, this.env));

@@ -1,9 +1,9 @@
 /**
  * Wires one snapshotter process together: metadata store and snapshotter over the root dir, the
- * gRPC socket (bound first, so containerd never finds the snapshotter missing while daemons are
- * being recovered), then the daemon manager's recovery, the certs.d watcher and the metrics
- * endpoint. `close()` stops serving and leaves daemons running, so containers keep their
- * filesystems across a snapshotter restart.
+ * gRPC socket (plus the CRI image service proxy when `enable_cri_keychain` is on; bound first, so
+ * containerd never finds the snapshotter missing while daemons are being recovered), then the
+ * daemon manager's recovery, the certs.d watcher and the metrics endpoint. `close()` stops serving
+ * and leaves daemons running, so containers keep their filesystems across a snapshotter restart.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -11,6 +11,7 @@ import { MirrorsSync } from '../mirrors/push';
 import { logger } from '../util/log';
 import { nydusdConfigAsV1 } from '../daemon/config';
 import { ConfigError, SnapshotterConfig } from './config';
+import { addCriImageProxy, CriImageProxy, CriKeychain } from './cri-image-proxy';
 import { DaemonManager } from './daemons';
 import { Metrics } from './metrics';
 import { serveSnapshots } from './server';
@@ -51,6 +52,7 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
   let daemons: DaemonManager | undefined;
   let watcher: MirrorsSync | undefined;
   const store = new MetaStore(path.join(cfg.root, 'metadata.db'));
+  const criKeychain = cfg.criKeychain.enable ? new CriKeychain() : undefined;
   if (template && cfg.daemonMode !== 'none') {
     if (cfg.mirrorsDir) {
       watcher = new MirrorsSync(cfg.mirrorsDir);
@@ -67,6 +69,7 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
       logToStdout: cfg.log.logToStdout,
       mirrors: watcher,
       metrics,
+      criKeychain,
     });
   }
   const vm = vmMountMode(cfg.snapshot);
@@ -78,7 +81,10 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
     cache: cfg.cache.disable ? undefined : { dir: cfg.cache.dir, maxBytes: cfg.cache.maxSizeMb * 1024 * 1024 },
     nydusOverlayfs: vm.nydusOverlayfs,
   });
-  const grpcServer = await serveSnapshots(sn, cfg.address, metrics);
+  let criProxy: CriImageProxy | undefined;
+  const grpcServer = await serveSnapshots(sn, cfg.address, metrics, (server) => {
+    if (criKeychain) criProxy = addCriImageProxy(server, cfg.criKeychain.imageServiceAddress, criKeychain);
+  });
   log.info({ address: cfg.address, root: cfg.root, daemonMode: cfg.daemonMode }, 'serving snapshots');
   await watcher?.start();
   await daemons?.recover();
@@ -94,6 +100,7 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
     metricsUrl: metricsServer?.url,
     async close(destroyDaemons = false) {
       await grpcServer.close();
+      criProxy?.close();
       await watcher?.close();
       if (destroyDaemons) await daemons?.destroyAll();
       else daemons?.close();

@@ -15,12 +15,14 @@ export interface GrpcServer {
   close(): Promise<void>;
 }
 
-export async function serveSnapshots(sn: Snapshotter, address: string, metrics?: Metrics): Promise<GrpcServer> {
+/** `more` adds other services to the same socket before it is bound (the CRI image proxy). */
+export async function serveSnapshots(sn: Snapshotter, address: string, metrics?: Metrics, more?: (server: grpc.Server) => void): Promise<GrpcServer> {
   fs.mkdirSync(path.dirname(address), { recursive: true, mode: 0o700 });
   // A socket file left by a killed snapshotter would make bind fail with EADDRINUSE.
   fs.rmSync(address, { force: true });
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 << 20, 'grpc.max_send_message_length': 16 << 20 });
   server.addService(loadSnapshotsService(), snapshotsHandlers(sn, metrics));
+  more?.(server);
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix://${address}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(new Error(`bind ${address}: ${err.message}`)) : resolve())),
   );

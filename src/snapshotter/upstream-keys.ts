@@ -100,7 +100,8 @@ const SCHEMA: Schema = {
         (v, doc) => (v === true && get(doc, 'remote', 'auth', 'enable_cri_keychain') === true ? '"enable_cri_keychain" and "enable_kubeconfig_keychain" can\'t be set at the same time' : undefined),
       ),
       kubeconfig_path: leaf('string'),
-      enable_cri_keychain: leaf('bool', whenTrue('no CRI image service proxy; registry credentials come from the image pull (CRI labels) and docker config')),
+      // Both honoured: config.ts, cri-image-proxy.ts.
+      enable_cri_keychain: leaf('bool'),
       image_service_address: leaf('string'),
       enable_kubelet_credential_providers: leaf('bool', whenTrue('kubelet credential provider plugins are not run')),
       credential_provider_config: leaf('string'),

@@ -3,6 +3,8 @@
  * under $NYDUS_FIXTURES/oci-images/<name>, and pushed into a test registry with skopeo.
  *
  *   busybox        one layer: the busybox tree
+ *   pause          the busybox tree whose entrypoint sleeps forever: a pod sandbox image for
+ *                  containerd's CRI plugin (`sandbox_image`), as there is no registry to pull one from
  *   debian         one layer: the Debian rootfs tar
  *   debian-2layer  the Debian layer plus a second layer that deletes (whiteouts, one opaque dir)
  *                  and adds files; DEBIAN_2LAYER_CHANGES says exactly what.
@@ -15,7 +17,7 @@ import { FIXTURES_DIR, busyboxRootfsDir, debianRootfsTar } from './fixtures';
 
 const run = promisify(execFile);
 
-export type TestImage = 'busybox' | 'debian' | 'debian-2layer';
+export type TestImage = 'busybox' | 'pause' | 'debian' | 'debian-2layer';
 
 /** What the second layer of `debian-2layer` does to the Debian tree. */
 export const DEBIAN_2LAYER_CHANGES = {
@@ -97,11 +99,12 @@ export async function imageLayout(name: TestImage): Promise<string> {
     await umoci(['init', '--layout', layout]);
     await umoci(['new', '--image', img]);
     const created = EPOCH.toISOString();
-    if (name === 'busybox') {
+    if (name === 'busybox' || name === 'pause') {
       const tar = path.join(work, 'busybox.tar');
       await tarDir(busyboxRootfsDir(), tar);
       await umoci(['raw', 'add-layer', '--image', img, '--history.created', created, '--history.created_by', 'busybox tree', tar]);
-      await umoci(['config', '--image', img, '--config.cmd', '/bin/sh', '--created', created, '--no-history']);
+      const run = name === 'pause' ? ['--config.entrypoint', '/bin/sleep', '--config.entrypoint', 'inf'] : ['--config.cmd', '/bin/sh'];
+      await umoci(['config', '--image', img, ...run, '--created', created, '--no-history']);
     } else {
       await umoci(['raw', 'add-layer', '--image', img, '--history.created', created, '--history.created_by', 'debootstrap bookworm', debianRootfsTar()]);
       if (name === 'debian-2layer') {
