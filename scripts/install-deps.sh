@@ -10,6 +10,8 @@ PKGS=(
   fuse3 iproute2 util-linux e2fsprogs openssl attr apache2-utils busybox-static
   # containerd's own snapshotter test suite, built offline from Debian's Go source
   golang-go golang-github-containerd-containerd-dev
+  # a real S3 service for the s3 backend tests (test/helpers/ceph.ts): monitor, memstore OSD, gateway
+  ceph-mon ceph-osd radosgw
 )
 if [ "${1:-}" = "--print-packages" ]; then printf '%s\n' "${PKGS[@]}"; exit 0; fi
 missing=()

@@ -12,7 +12,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 
-export type Capability = 'root' | 'fuse' | 'erofs' | 'loop' | 'containerd' | 'netns' | 'go-containerd';
+export type Capability = 'root' | 'fuse' | 'erofs' | 'loop' | 'containerd' | 'netns' | 'go-containerd' | 'ceph';
 
 function onPath(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
@@ -42,6 +42,8 @@ const PROBES: Record<Capability, () => boolean> = {
   netns: () => onPath('ip') && onPath('unshare'),
   // Go and containerd's Go source (its snapshotter test suite), from Debian's packages
   'go-containerd': () => onPath('go') && fs.existsSync('/usr/share/gocode/src/github.com/containerd/containerd/snapshots/testsuite'),
+  // Ceph's S3 gateway and what test/helpers/ceph.ts needs to start it (monitor, OSD, admin tools)
+  ceph: () => ['ceph-mon', 'ceph-osd', 'radosgw', 'radosgw-admin', 'monmaptool', 'ceph'].every(onPath),
 };
 
 const probed = new Map<Capability, boolean>();
