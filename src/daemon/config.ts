@@ -199,6 +199,19 @@ function objectStoreConfig(kind: 's3' | 'oss', c: Fields): ObjectStoreConfig {
   };
 }
 
+/**
+ * An `s3` / `oss` config object on its own (nydusify's --backend-config): the typed config and its
+ * unknown keys (named `<where>.<key>`). Wrong types and missing keys throw a ConfigError.
+ */
+export function parseObjectStoreConfig(kind: 's3' | 'oss', raw: unknown, where: string): { config: ObjectStoreConfig; unknown: string[] } {
+  if (!isObj(raw)) throw new ConfigError(where, `expected a JSON object, got ${typeName(raw)}`);
+  const f = new Fields(raw, where);
+  const config = objectStoreConfig(kind, f);
+  // Keys of upstream nydusify's backend configs that only matter for its own uploader.
+  f.accept('checksum_algorithm', 'proxy');
+  return { config, unknown: f.unknown() };
+}
+
 const PROXY_KEYS = ['url', 'ping_url', 'fallback', 'check_interval', 'use_http', 'check_pause_elapsed'];
 
 /** Parses an already JSON-decoded v1 config. `file` is used in error messages. */
