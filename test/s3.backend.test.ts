@@ -83,7 +83,8 @@ describeWith(['ceph'], 's3 backend against Ceph RGW', () => {
     await ceph.createBucket('images');
     tb = makeTestBlob(Array.from({ length: 8 }, (_, i) => chunk(i)));
     await ceph.putObject('images', `nydus/${tb.blob.blobId}`, tb.bytes);
-  }, 180_000);
+    // Waits for another test file's cluster to stop first (test/helpers/ceph.ts).
+  }, 25 * 60_000);
 
   afterAll(async () => {
     await ceph?.stop();

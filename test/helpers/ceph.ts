@@ -11,17 +11,35 @@
  *   ceph.gatewayRequests()                   // the gateway's own access log: method, path, status, range
  *   await ceph.stop();                       // every daemon stopped by its PID, directory removed
  *
+ * One cluster runs on the host at a time: two started side by side by two test files talked to each
+ * other's daemons ("wrong fsid", seen even with distinct ports for all daemons), so `startCeph` waits
+ * (bounded) for a host-wide lock that `stop` releases; a lock whose holder died is taken over.
+ *
  * The gateway can be stopped and started again (`stopGateway` / `startGateway`, same port) to show
  * what readers do when the service goes away mid-read.
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { request } from 'undici';
 import { signS3 } from '../../src/fetch/sigv4';
-import { freePort } from './registry';
+
+/** A port in 10000-19999 that binds on 127.0.0.1 now. */
+async function randomFreePort(): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const port = crypto.randomInt(10000, 20000);
+    const ok = await new Promise<boolean>((resolve) => {
+      const srv = net.createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    });
+    if (ok) return port;
+  }
+  throw new Error('ceph: no free port in 10000-19999');
+}
 
 export interface GatewayRequest {
   method: string;
@@ -53,7 +71,7 @@ export interface CephS3 {
 
 const REGION = 'us-east-1';
 
-function conf(dir: string, monPort: number, rgwPort: number, fsid: string): string {
+function conf(dir: string, monPort: number, rgwPort: number, fsid: string, daemonPorts: number): string {
   return `[global]
 fsid = ${fsid}
 mon host = v1:127.0.0.1:${monPort}
@@ -75,12 +93,16 @@ admin socket = ${dir}/run/$name.asok
 log file = ${dir}/$name.log
 pid file = ${dir}/run/$name.pid
 ms bind ipv6 = false
+ms bind port min = ${daemonPorts}
+ms bind port max = ${daemonPorts + 99}
 [mon]
 mon data = ${dir}/mon/$name
 [osd]
 osd objectstore = memstore
 memstore device bytes = 2147483648
 osd data = ${dir}/osd/$name
+osd crush update on start = false
+osd class update on start = false
 [client.rgw]
 rgw frontends = beast endpoint=127.0.0.1:${rgwPort}
 rgw data = ${dir}/rgw
@@ -106,15 +128,65 @@ async function stopProc(p: ChildProcess | undefined): Promise<void> {
   clearTimeout(t);
 }
 
+const LOCK = path.join(os.tmpdir(), 'nydus-ts-ceph.lock');
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Takes the host-wide cluster lock (a directory holding the owner's pid), waiting up to `ms`. */
+async function lockHost(ms = 20 * 60_000): Promise<void> {
+  const end = Date.now() + ms;
+  for (let i = 0; Date.now() < end && i < 100_000; i++) {
+    try {
+      fs.mkdirSync(LOCK);
+      fs.writeFileSync(path.join(LOCK, 'pid'), String(process.pid));
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    let owner = NaN;
+    try {
+      owner = Number(fs.readFileSync(path.join(LOCK, 'pid'), 'utf8'));
+    } catch {
+      // Being written or removed right now.
+    }
+    if (Number.isInteger(owner) && owner > 0 && !pidAlive(owner)) fs.rmSync(LOCK, { recursive: true, force: true });
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`ceph: another test's cluster held ${LOCK} for ${ms} ms`);
+}
+
+function unlockHost(): void {
+  try {
+    if (Number(fs.readFileSync(path.join(LOCK, 'pid'), 'utf8')) === process.pid) fs.rmSync(LOCK, { recursive: true, force: true });
+  } catch {
+    // Not ours or already gone.
+  }
+}
+
 /** beast's access-log line: `"GET /b/k HTTP/1.1" 206 500 - "agent" bytes=0-499 latency=…`. */
 const ACCESS = / - (\S+) \[[^\]]*\] "(\w+) (\S+) HTTP\/[\d.]+" (\d{3}) \S+ \S+ "[^"]*" (\S+)/;
 
 export async function startCeph(): Promise<CephS3> {
+  await lockHost();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nydus-ceph-'));
   for (const d of ['mon', 'osd/osd.0', 'run', 'rgw']) fs.mkdirSync(path.join(dir, d), { recursive: true });
-  const [monPort, rgwPort] = [await freePort(), await freePort()];
+  // Ports are drawn at random below the kernel's ephemeral range rather than handed out by it: two
+  // test files starting clusters at once were given the same just-freed port, and one cluster's OSD
+  // then joined the other's monitor ("wrong fsid"). The OSD's own ports get a range of this
+  // cluster's too (the default 6800-7300 is shared by every cluster on the host).
+  const monPort = await randomFreePort();
+  let rgwPort = await randomFreePort();
+  while (rgwPort === monPort) rgwPort = await randomFreePort();
+  const daemonPorts = 20000 + crypto.randomInt(0, 120) * 100;
   const cfg = path.join(dir, 'ceph.conf');
-  fs.writeFileSync(cfg, conf(dir, monPort, rgwPort, crypto.randomUUID()));
+  fs.writeFileSync(cfg, conf(dir, monPort, rgwPort, crypto.randomUUID(), daemonPorts));
   const fsid = /fsid = (\S+)/.exec(fs.readFileSync(cfg, 'utf8'))![1];
   const procs: ChildProcess[] = [];
   let rgw: ChildProcess | undefined;
@@ -147,8 +219,16 @@ export async function startCeph(): Promise<CephS3> {
     execFileSync('monmaptool', ['--create', '--add', 'a', `v1:127.0.0.1:${monPort}`, '--fsid', fsid, path.join(dir, 'monmap')], { stdio: 'ignore' });
     run('ceph-mon', ['--mkfs', '-i', 'a', '--monmap', path.join(dir, 'monmap')]);
     procs.push(daemon('ceph-mon', ['-i', 'a']));
+    const mon = run('ceph', ['--connect-timeout', '30', 'fsid']).trim();
+    if (mon !== fsid) throw new Error(`ceph: the monitor on port ${monPort} is another cluster's (${mon})`);
     const id = run('ceph', ['--connect-timeout', '30', 'osd', 'create']).trim();
     if (id !== '0') throw new Error(`ceph: expected OSD id 0, got ${id}`);
+    // The OSD is placed in the CRUSH map here rather than by itself at start: on a loaded machine
+    // its start-up command sometimes reached the monitor before its monitor map ("wrong fsid"), and
+    // it never came up.
+    run('ceph', ['osd', 'crush', 'add-bucket', 'h1', 'host']);
+    run('ceph', ['osd', 'crush', 'move', 'h1', 'root=default']);
+    run('ceph', ['osd', 'crush', 'add', 'osd.0', '1.0', 'host=h1']);
     run('ceph-osd', ['-i', '0', '--mkfs']);
     procs.push(daemon('ceph-osd', ['-i', '0']));
     await until('osd.0 up', 60_000, () => /"num_up_osds":1/.test(run('ceph', ['osd', 'stat', '-f', 'json'])));
@@ -157,7 +237,8 @@ export async function startCeph(): Promise<CephS3> {
   } catch (e) {
     await stopAll();
     const logs = ['ceph-mon.stderr', 'ceph-osd.stderr', 'radosgw.stderr'].map((f) => { try { return fs.readFileSync(path.join(dir, f), 'utf8').slice(-400); } catch { return ''; } }).join('\n');
-    fs.rmSync(dir, { recursive: true, force: true });
+    if (!process.env.KEEP_CEPH) fs.rmSync(dir, { recursive: true, force: true });
+    unlockHost();
     throw new Error(`${(e as Error).message}\n${logs}`);
   }
 
@@ -200,6 +281,7 @@ export async function startCeph(): Promise<CephS3> {
     stop: async () => {
       await stopAll();
       fs.rmSync(dir, { recursive: true, force: true });
+      unlockHost();
     },
   };
 }
