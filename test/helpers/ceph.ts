@@ -196,6 +196,18 @@ export async function startCeph(): Promise<CephS3> {
     return p;
   };
   const run = (cmd: string, args: string[]) => execFileSync(cmd, ['-c', cfg, ...args], { encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Ceph 16 clients without cephx sometimes send their first command before they hold the monitor
+  // map, and the monitor refuses it ("wrong fsid", EPERM): such commands are tried again (bounded).
+  const admin = async (cmd: 'ceph' | 'ceph-osd' | 'radosgw-admin', args: string[]): Promise<string> => {
+    for (let i = 1; ; i++) {
+      try {
+        return run(cmd, args);
+      } catch (e) {
+        if (i >= 10) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  };
   const stopAll = async () => {
     await stopProc(rgw);
     for (const p of procs.reverse()) await stopProc(p);
@@ -219,21 +231,21 @@ export async function startCeph(): Promise<CephS3> {
     execFileSync('monmaptool', ['--create', '--add', 'a', `v1:127.0.0.1:${monPort}`, '--fsid', fsid, path.join(dir, 'monmap')], { stdio: 'ignore' });
     run('ceph-mon', ['--mkfs', '-i', 'a', '--monmap', path.join(dir, 'monmap')]);
     procs.push(daemon('ceph-mon', ['-i', 'a']));
-    const mon = run('ceph', ['--connect-timeout', '30', 'fsid']).trim();
+    const mon = (await admin('ceph', ['--connect-timeout', '30', 'fsid'])).trim();
     if (mon !== fsid) throw new Error(`ceph: the monitor on port ${monPort} is another cluster's (${mon})`);
-    const id = run('ceph', ['--connect-timeout', '30', 'osd', 'create']).trim();
+    const id = (await admin('ceph', ['--connect-timeout', '30', 'osd', 'create'])).trim();
     if (id !== '0') throw new Error(`ceph: expected OSD id 0, got ${id}`);
     // The OSD is placed in the CRUSH map here rather than by itself at start: on a loaded machine
     // its start-up command sometimes reached the monitor before its monitor map ("wrong fsid"), and
     // it never came up.
-    run('ceph', ['osd', 'crush', 'add-bucket', 'h1', 'host']);
-    run('ceph', ['osd', 'crush', 'move', 'h1', 'root=default']);
-    run('ceph', ['osd', 'crush', 'add', 'osd.0', '1.0', 'host=h1']);
-    run('ceph-osd', ['-i', '0', '--mkfs']);
+    await admin('ceph', ['osd', 'crush', 'add-bucket', 'h1', 'host']);
+    await admin('ceph', ['osd', 'crush', 'move', 'h1', 'root=default']);
+    await admin('ceph', ['osd', 'crush', 'add', 'osd.0', '1.0', 'host=h1']);
+    await admin('ceph-osd', ['-i', '0', '--mkfs']);
     procs.push(daemon('ceph-osd', ['-i', '0']));
-    await until('osd.0 up', 60_000, () => /"num_up_osds":1/.test(run('ceph', ['osd', 'stat', '-f', 'json'])));
+    await until('osd.0 up', 60_000, async () => /"num_up_osds":1/.test(await admin('ceph', ['osd', 'stat', '-f', 'json']).catch(() => '')));
     await startGateway();
-    run('radosgw-admin', ['user', 'create', '--uid=nydus', '--display-name=nydus', `--access-key=${accessKey}`, `--secret=${secretKey}`]);
+    await admin('radosgw-admin', ['user', 'create', '--uid=nydus', '--display-name=nydus', `--access-key=${accessKey}`, `--secret=${secretKey}`]);
   } catch (e) {
     await stopAll();
     const logs = ['ceph-mon.stderr', 'ceph-osd.stderr', 'radosgw.stderr'].map((f) => { try { return fs.readFileSync(path.join(dir, f), 'utf8').slice(-400); } catch { return ''; } }).join('\n');
