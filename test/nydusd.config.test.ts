@@ -48,11 +48,11 @@ test('unknown keys are warnings that name the key', () => {
 test.each([
   [{ device: { backend: { type: 'registry', config: { host: 5000, repo: 'a' } } } }, 'c.json: device.backend.config.host: expected a string, got number'],
   [{ device: { backend: { type: 'registry', config: { repo: 'a' } } } }, 'c.json: device.backend.config.host: is required for the registry backend'],
-  [{ device: { backend: { type: 'oss', config: {} } } }, 'c.json: device.backend.type: the "oss" (Aliyun OSS) backend is not supported by this nydusd; use registry or localfs'],
-  [{ device: { backend: { type: 's3', config: {} } } }, 'c.json: device.backend.type: the "s3" (S3) backend is not supported by this nydusd; use registry or localfs'],
+  [{ device: { backend: { type: 'oss', config: {} } } }, 'c.json: device.backend.config.endpoint: is required for the oss backend'],
+  [{ device: { backend: { type: 's3', config: {} } } }, 'c.json: device.backend.config.region: is required for the s3 backend'],
   [{ device: { backend: { type: 'localdisk', config: {} } } }, 'c.json: device.backend.type: the "localdisk" (local disk (GPT partitions)) backend is not supported'],
   [{ device: { backend: { type: 'http-proxy', config: {} } } }, 'c.json: device.backend.type: the "http-proxy" (local HTTP proxy) backend is not supported'],
-  [{ device: { backend: { type: 'ftp', config: {} } } }, 'c.json: device.backend.type: unsupported backend "ftp" (registry or localfs)'],
+  [{ device: { backend: { type: 'ftp', config: {} } } }, 'c.json: device.backend.type: unsupported backend "ftp" (registry, localfs, s3 or oss)'],
   [{ device: { backend: { type: 'localfs', config: { dir: '/b' } }, cache: { config: { enable_encryption: true } } } }, 'c.json: device.cache.config.enable_encryption: cache encryption is not supported by this nydusd'],
   [{ device: { backend: { type: 'localfs', config: { dir: '/b' } } }, amplify_io: '1M' }, 'c.json: amplify_io: expected a number, got string'],
   [{ device: { backend: { type: 'localfs', config: { dir: '/b' } } }, fs_prefetch: { enable: 'yes' } }, 'c.json: fs_prefetch.enable: expected true or false, got string'],
@@ -139,9 +139,10 @@ describe('upstream config files', () => {
   });
 
   test('v2 errors and unknown keys use the v2 names', () => {
-    expect(() => parseNydusdConfigText('version = 2\n[backend]\ntype = "oss"\n[backend.oss]\nendpoint = "x"', 'v2.toml')).toThrow(
-      'v2.toml: backend.type: the "oss" (Aliyun OSS) backend is not supported by this nydusd; use registry or localfs',
+    expect(() => parseNydusdConfigText('version = 2\n[backend]\ntype = "localdisk"\n[backend.localdisk]\ndevice_path = "x"', 'v2.toml')).toThrow(
+      'v2.toml: backend.type: the "localdisk" (local disk (GPT partitions)) backend is not supported by this nydusd; use registry, localfs, s3 or oss',
     );
+    expect(() => parseNydusdConfigText('version = 2\n[backend]\ntype = "oss"\n[backend.oss]\nendpoint = "x"', 'v2.toml')).toThrow('v2.toml: backend.oss.bucket_name: is required for the oss backend');
     expect(() => parseNydusdConfigText('version = 2\n[backend]\ntype = "registry"\n[backend.registry]\nhost = "h"', 'v2.toml')).toThrow('v2.toml: backend.registry.repo: is required for the registry backend');
     expect(() => parseNydusdConfigText('version = 2\n[backend]\ntype = "localfs"\n[backend.localfs]\ndir = "/b"\n[rafs.prefetch]\nthreads = 0', 'v2.toml')).toThrow('v2.toml: rafs.prefetch.threads: must be at least 1, got 0');
     const { warnings } = parseNydusdConfigText('version = 2\ncolour = 1\n[backend]\ntype = "localfs"\n[backend.localfs]\ndir = "/b"\nspeed = 2\n[rafs]\nenable_xattr = false', 'v2.toml');

@@ -265,7 +265,9 @@ describe('conversion output and flags as upstream', () => {
       [['--oci-ref'], 'nydusify: error: --oci-ref: OCI-referenced (zran) nydus images are not supported by this builder'],
       [['--fs-version', '5'], 'nydusify: error: --fs-version 5: this builder writes RAFS v6 only'],
       [['--reverse'], 'nydusify: error: --reverse: nydus -> OCI conversion is not supported'],
-      [['--backend-type', 'oss'], 'nydusify: error: --backend-type: blobs go to the target registry only'],
+      [['--backend-type', 'oss'], 'nydusify: error: --backend-type needs --backend-config or --backend-config-file'],
+      [['--backend-type', 'gcs', '--backend-config', '{}'], 'nydusify: error: --backend-type "gcs": expected s3, oss or localfs'],
+      [['--backend-type', 's3', '--backend-config', '{"bucket_name": "b"}'], 'nydusify: error: --backend-config.region: is required for the s3 backend (the SigV4 signing region)'],
       [['--chunk-dict', 'bootstrap:registry:x/y:z'], 'nydusify: error: --chunk-dict bootstrap:registry:x/y:z: a chunk dict from a registry is not supported; use bootstrap:local:PATH'],
     ];
     for (const [flags, line] of refusals) {

@@ -7,6 +7,7 @@
 import { Command, Option } from 'commander';
 import * as fs from 'node:fs';
 import { checkImage, convertImage, barProgress, logProgress, parsePrefetchPatterns, ImageEndpoint } from '../convert';
+import { BlobBackend, backendConfigText, openBlobBackend } from '../convert/blob-backend';
 import { CHECK_FLAGS, CONVERT_FLAGS, UpstreamFlag, flagSpec, upstreamFlagWarnings } from '../convert/upstream-flags';
 import { Credentials, envCredentials, parseUserPass } from '../registry/credentials';
 import { parseReference, formatReference } from '../registry/reference';
@@ -41,6 +42,30 @@ function sideOptions(cmd: Command, upstream: UpstreamFlag[]): Command {
   return cmd
     .option('--plain-http', 'talk plain HTTP (not HTTPS) to the registries')
     .option('--log-level <level>', 'trace, debug, info, warn, error');
+}
+
+/**
+ * The blob backend of `--<prefix>backend-type` (env BACKEND_TYPE etc. for convert, as upstream), or
+ * undefined. Secrets on the command line are visible to every user (ps): warned, with the way out.
+ */
+function blobBackend(o: Opts, prefix: '' | 'target-'): BlobBackend | undefined {
+  const key = prefix ? 'targetBackend' : 'backend';
+  const env = (n: string) => (prefix ? undefined : process.env[n]);
+  const type = (o[`${key}Type`] as string | undefined) ?? env('BACKEND_TYPE');
+  const json = (o[`${key}Config`] as string | undefined) ?? env('BACKEND_CONFIG');
+  const file = (o[`${key}ConfigFile`] as string | undefined) ?? env('BACKEND_CONFIG_FILE');
+  if (!type) {
+    if (json || file) throw new Error(`--${prefix}backend-config needs --${prefix}backend-type (s3, oss or localfs)`);
+    return undefined;
+  }
+  const text = backendConfigText(prefix, json, file);
+  if (o[`${key}Config`] !== undefined && /access_key_secret/.test(text)) {
+    process.stderr.write(`nydusify: warning: --${prefix}backend-config carries access_key_secret on the command line, where other users can read it; use --${prefix}backend-config-file (mode 0600)${prefix ? '' : ' or BACKEND_CONFIG'}\n`);
+  }
+  if (file && /access_key_secret/.test(text) && (fs.statSync(file).mode & 0o004) !== 0) {
+    process.stderr.write(`nydusify: warning: ${file} holds access_key_secret and is world-readable; chmod 600 it\n`);
+  }
+  return openBlobBackend(type, text, prefix, (line) => process.stderr.write(`nydusify: warning: ${line}\n`));
 }
 
 function parseSize(v: string, what: string): number {
@@ -121,7 +146,11 @@ sideOptions(program.command('convert')
   .option('--work-dir <dir>', 'where blobs are built (a temporary subdirectory is used)')
   .option('--parallelism <n>', 'layers converted at once', '2')
   .option('--push-retry-count <n>', 'attempts per registry request', '3')
-  .option('--output-json <file>', 'write upstream\'s conversion metric (sizes, elapsed times in ns) as JSON'), CONVERT_FLAGS)
+  .option('--output-json <file>', 'write upstream\'s conversion metric (sizes, elapsed times in ns) as JSON')
+  .option('--backend-type <type>', 'put blobs in this storage backend instead of the target registry: s3, oss or localfs (env BACKEND_TYPE)')
+  .option('--backend-config <json>', 'the backend\'s config, nydusd keys (env BACKEND_CONFIG; secrets here are visible in ps)')
+  .option('--backend-config-file <file>', 'the backend\'s config from a file (env BACKEND_CONFIG_FILE)')
+  .option('--backend-force-push', 'upload blobs even when the backend has them'), CONVERT_FLAGS)
   .action(async (o: Opts) => {
     setLogLevel(logLevel(o, Boolean(process.stderr.isTTY)));
     warnUpstream(CONVERT_FLAGS, o);
@@ -136,6 +165,7 @@ sideOptions(program.command('convert')
     const tgt = { ...endpoint('target', target, o), retryLimit: retries };
     const parallelism = parseSize(o.parallelism as string, '--parallelism');
     const patterns = prefetchPatterns(o);
+    const backend = blobBackend(o, '');
     const bars = process.stderr.isTTY ? barProgress() : undefined;
     const started = Date.now();
     try {
@@ -146,15 +176,18 @@ sideOptions(program.command('convert')
         compressor: o.compressor as 'zstd' | 'none', digester: o.digester as 'sha256' | 'blake3',
         chunkSize: parseSize((o.fsChunkSize ?? o.chunkSize ?? '0x100000') as string, '--fs-chunk-size'), chunkDictPath: chunkDictPath(o.chunkDict as string | undefined),
         prefetchPatterns: patterns, workDir: o.workDir as string | undefined, parallelism, onProgress: bars ?? logProgress(),
+        backend, backendForcePush: Boolean(o.backendForcePush),
       });
       bars?.stop();
       if (o.outputJson) fs.writeFileSync(o.outputJson as string, `${JSON.stringify(res.metric)}\n`);
       const pushed = res.images.reduce((a, i) => a + i.layers.filter((l) => l.pushed).length, 0);
       const layers = res.images.reduce((a, i) => a + i.layers.length, 0);
       const images = res.images.length > 1 ? `${res.images.length} images, ` : '';
-      process.stdout.write(`converted ${o.source} -> ${res.target}@${res.manifestDigest} (${images}${layers} layers, ${pushed} blobs pushed, ${((Date.now() - started) / 1000).toFixed(1)} s)\n`);
+      const to = backend ? ` to ${backend.where}` : '';
+      process.stdout.write(`converted ${o.source} -> ${res.target}@${res.manifestDigest} (${images}${layers} layers, ${pushed} blobs pushed${to}, ${((Date.now() - started) / 1000).toFixed(1)} s)\n`);
     } finally {
       bars?.stop();
+      await backend?.close();
     }
   });
 
@@ -164,14 +197,18 @@ sideOptions(program.command('check')
   .requiredOption('--target <ref>', 'nydus image reference')
   .option('--multi-platform', 'the target must be an index holding both the source and the nydus image')
   .option('--platform <os/arch>', 'platform to pick from an image index', DEFAULT_PLATFORM)
-  .option('--work-dir <dir>', 'where blobs are downloaded (a temporary subdirectory is used)'), CHECK_FLAGS)
+  .option('--work-dir <dir>', 'where blobs are downloaded (a temporary subdirectory is used)')
+  .option('--target-backend-type <type>', 'the target\'s blobs are in this storage backend: s3, oss or localfs')
+  .option('--target-backend-config <json>', 'the backend\'s config, nydusd keys (secrets here are visible in ps)')
+  .option('--target-backend-config-file <file>', 'the backend\'s config from a file'), CHECK_FLAGS)
   .action(async (o: Opts) => {
     setLogLevel(logLevel(o));
     warnUpstream(CHECK_FLAGS, o);
+    const targetBackend = blobBackend(o, 'target-');
     const res = await checkImage({
       source: o.source ? endpoint('source', o.source as string, o) : undefined, target: endpoint('target', o.target as string, o),
-      platform: o.platform as string, multiPlatform: Boolean(o.multiPlatform), workDir: o.workDir as string | undefined,
-    });
+      platform: o.platform as string, multiPlatform: Boolean(o.multiPlatform), workDir: o.workDir as string | undefined, targetBackend,
+    }).finally(() => targetBackend?.close());
     if (!res.ok) {
       for (const p of res.problems) process.stdout.write(`problem: ${p}\n`);
       throw new Error(`check of ${res.target} failed: ${res.problems.length} problem(s)`);

@@ -3,7 +3,8 @@
  *  1. the manifest's layout (nydus-manifest.ts) and the config's diff_ids;
  *  2. the bootstrap layer: digest, diff_id, `image/image.boot` that decodes, every blob of its blob
  *     table present as a layer;
- *  3. every blob: downloaded, size and digest checked, then every chunk decompressed and
+ *  3. every blob: downloaded (from the registry, or from the storage backend the blobs were
+ *     converted to: --target-backend-type), size and digest checked, then every chunk decompressed and
  *     digest-verified against the bootstrap (builder's checkBootstrap);
  *  4. the file tree: the nydus image unpacked to a tar (library, no FUSE) against the source layers
  *     applied with their whiteouts; types, modes, owners, sizes, contents, link targets, devices,
@@ -26,6 +27,7 @@ import { DEFAULT_PLATFORM, formatPlatform, parsePlatform } from '../registry/pla
 import { formatReference, referenceTarget } from '../registry/reference';
 import { logger } from '../util/log';
 import { unpackBootstrap } from './bootstrap-layer';
+import type { BlobBackend } from './blob-backend';
 import { ImageEndpoint, openEndpoint } from './endpoint';
 import { ANNOTATION_NYDUS_BOOTSTRAP, NYDUS_ARTIFACT_TYPE, NYDUS_OS_FEATURE, layoutProblems } from './nydus-manifest';
 import { FsTree, applyLayer, diffTrees } from './tar-tree';
@@ -40,6 +42,8 @@ export interface CheckOptions {
   /** The target must be an index with both a source and a nydus image for the platform. */
   multiPlatform?: boolean;
   workDir?: string;
+  /** Where the target's blobs are when they are not layers of its manifest (upstream's --target-backend-type). */
+  targetBackend?: BlobBackend;
 }
 
 export interface CheckResult {
@@ -148,6 +152,15 @@ export async function checkImage(opts: CheckOptions): Promise<CheckResult> {
     fs.mkdirSync(blobDir);
     const byDigest = new Map(manifest.layers.slice(0, -1).map((l) => [l.digest, l]));
     for (const b of image.blobs) {
+      if (opts.targetBackend) {
+        try {
+          await opts.targetBackend.download(b.blobId, path.join(blobDir, b.blobId));
+          result.blobs++;
+        } catch (e) {
+          problems.push((e as Error).message);
+        }
+        continue;
+      }
       const desc = byDigest.get(`sha256:${b.blobId}`);
       if (!desc) {
         problems.push(`bootstrap blob ${b.blobId} is not a layer of the manifest`);

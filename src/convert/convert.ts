@@ -6,6 +6,8 @@
  *       bootstrap ─> push the blob unless the target has it
  *     merge layer bootstraps (lowest first) ─> bootstrap layer (tar.gz image/image.boot) ─> push
  *     config (diff_ids for the nydus layers, converter history entry) ─> push ─> manifest
+ *   with a blob backend (--backend-type s3|oss|localfs) the blobs go there instead and the manifest
+ *   holds only the bootstrap layer (config diff_ids and history likewise), as upstream writes it;
  *   one image is tagged as a manifest; several as an index; --merge-platform tags an index of the
  *   source images (an empty layer prepended, as upstream does) and the nydus images.
  */
@@ -24,6 +26,7 @@ import { formatPlatform, parsePlatform } from '../registry/platform';
 import { formatReference, referenceTarget } from '../registry/reference';
 import { logger } from '../util/log';
 import { packBootstrap } from './bootstrap-layer';
+import type { BlobBackend } from './blob-backend';
 import { ImageEndpoint, OpenEndpoint, openEndpoint } from './endpoint';
 import { BuildSettings, convertLayer } from './layer';
 import { mergedIndex, prependEmptyLayer } from './merge-platform';
@@ -61,6 +64,10 @@ export interface ConvertOptions {
   /** Layers converted at once. Default 2. */
   parallelism?: number;
   onProgress?: ProgressFn;
+  /** Blobs go here rather than to the target registry (upstream's --backend-type). */
+  backend?: BlobBackend;
+  /** Upload blobs even when the backend has them (upstream's --backend-force-push). */
+  backendForcePush?: boolean;
 }
 
 export interface ConvertedLayer {
@@ -191,7 +198,18 @@ async function convertOne(c: Context, srcDesc: Descriptor, srcM: Manifest): Prom
     const res = await convertLayer(c.src.client, srcRepo, desc, i, c.work, c.build, (bytes) => progress({ ...ev, phase: 'convert', bytes }));
     let pushed = false;
     let blob: Descriptor | undefined;
-    if (res.blobId && res.blobPath) {
+    if (res.blobId && res.blobPath && c.opts.backend) {
+      const be = c.opts.backend;
+      blob = blobDescriptor(res.blobId, fs.statSync(res.blobPath).size);
+      if (!c.opts.backendForcePush && (await be.size(res.blobId)) === blob.size) {
+        progress({ ...ev, phase: 'exists' });
+      } else {
+        progress({ ...ev, phase: 'push' });
+        await push(() => be.put(res.blobId!, res.blobPath!, blob!.size));
+        pushed = true;
+      }
+      fs.rmSync(res.blobPath, { force: true });
+    } else if (res.blobId && res.blobPath) {
       blob = blobDescriptor(res.blobId, fs.statSync(res.blobPath).size);
       if (await c.tgt.client.hasBlob(tgtRepo, blob.digest)) {
         progress({ ...ev, phase: 'exists' });
@@ -211,13 +229,15 @@ async function convertOne(c: Context, srcDesc: Descriptor, srcM: Manifest): Prom
   const merged = mergeLayers(built.map((b) => b.res.image));
   // The same source gives the same bootstrap, hence the same layer and manifest digests.
   merged.buildTime = createdSeconds(srcConfig);
-  const blobs = await blobLayers(merged, built.map((b) => b.blob), c.tgt.client, tgtRepo);
+  const blobs = await blobLayers(merged, built.map((b) => b.blob), c.tgt.client, tgtRepo, c.opts.backend);
   const boot = await packBootstrap(encodeBootstrap(merged));
   const bootDesc = bootstrapDescriptor(boot.digest, boot.data.length, types.bootstrap);
   const bootstrapPushed = await push(() => pushBuffer(c.tgt.client, tgtRepo, bootDesc.digest, boot.data, path.join(c.work, 'bootstrap.tar.gz')));
   progress({ layer: 0, layers: n, what: 'bootstrap', phase: 'done' });
 
-  const config = Buffer.from(JSON.stringify(nydusConfig(srcConfig, blobs, boot.diffId)));
+  // With a blob backend the registry image is the bootstrap layer alone.
+  const manifestBlobs = c.opts.backend ? [] : blobs;
+  const config = Buffer.from(JSON.stringify(nydusConfig(srcConfig, manifestBlobs, boot.diffId, !c.opts.backend)));
   const configDesc: Descriptor = { mediaType: c.opts.mergePlatform ? NYDUS_CONFIG_MEDIA_TYPE : types.config, digest: contentDigest(config), size: config.length };
   await push(() => pushBuffer(c.tgt.client, tgtRepo, configDesc.digest, config, path.join(c.work, 'config.json')));
   // Keys in Go's (sorted) map order, so the JSON reads like upstream's.
@@ -227,7 +247,7 @@ async function convertOne(c: Context, srcDesc: Descriptor, srcM: Manifest): Prom
     [ANNOTATION_SOURCE_REFERENCE]: formatReference(c.src.ref),
   };
   const subject = c.opts.withReferrer ? { mediaType: srcM.mediaType, digest: srcM.digest, size: srcM.body.length } : undefined;
-  const manifest = nydusManifest(types, configDesc, blobs, bootDesc, annotations, subject);
+  const manifest = nydusManifest(types, configDesc, manifestBlobs, bootDesc, annotations, subject);
   const body = Buffer.from(JSON.stringify(manifest));
   const manifestDigest = await push(() => c.tgt.client.putManifest(tgtRepo, contentDigest(body), types.manifest, body));
   return {
@@ -320,7 +340,7 @@ function createdSeconds(config: ImageConfig): number {
  * The blob layers of the manifest: our blobs in source layer order, then chunk-dict blobs, each
  * only if the merged bootstrap references it. A dict blob must already be in the target.
  */
-async function blobLayers(merged: RafsImage, ours: (Descriptor | undefined)[], client: RegistryClient, repo: string): Promise<Descriptor[]> {
+async function blobLayers(merged: RafsImage, ours: (Descriptor | undefined)[], client: RegistryClient, repo: string, backend?: BlobBackend): Promise<Descriptor[]> {
   const referenced = new Set(merged.blobs.map((b) => `sha256:${b.blobId}`));
   const out: Descriptor[] = [];
   const seen = new Set<string>();
@@ -332,8 +352,8 @@ async function blobLayers(merged: RafsImage, ours: (Descriptor | undefined)[], c
   for (const b of merged.blobs) {
     if (seen.has(`sha256:${b.blobId}`)) continue;
     seen.add(`sha256:${b.blobId}`);
-    const size = await client.blobSize(repo, `sha256:${b.blobId}`);
-    if (size === undefined) throw new Error(`chunk dict blob sha256:${b.blobId} is not in target repository ${repo}; push it there first`);
+    const size = backend ? await backend.size(b.blobId) : await client.blobSize(repo, `sha256:${b.blobId}`);
+    if (size === undefined) throw new Error(`chunk dict blob sha256:${b.blobId} is not in ${backend ? backend.where : `target repository ${repo}`}; push it there first`);
     out.push(blobDescriptor(b.blobId, size));
   }
   return out;

@@ -10,6 +10,8 @@
  *                   is its digest: it is not compressed as a whole) and the converter's history
  *                   entry appended
  *   annotations     the source manifest digest and reference, the fs version
+ * With blobs in a storage backend (s3, oss, localfs) layers[] is the bootstrap alone, diff_ids its
+ * diff_id, history the converter's entry alone (nydus-snapshotter pkg/converter convertManifest).
  */
 import {
   DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, Descriptor, ImageConfig, ImageManifest, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST,
@@ -52,12 +54,15 @@ export function bootstrapDescriptor(digest: string, size: number, mediaType: str
   return { mediaType, digest, size, annotations: { [ANNOTATION_NYDUS_BOOTSTRAP]: 'true', [ANNOTATION_FS_VERSION]: '6' } };
 }
 
-/** The nydus config: the source's, with diff_ids for the nydus layers and the bootstrap's history entry. */
-export function nydusConfig(source: ImageConfig, blobs: Descriptor[], bootstrapDiffId: string): ImageConfig {
+/**
+ * The nydus config: the source's, with diff_ids for the nydus layers and the bootstrap's history
+ * entry appended (`keepHistory`) or alone (blobs in a storage backend, as upstream).
+ */
+export function nydusConfig(source: ImageConfig, blobs: Descriptor[], bootstrapDiffId: string, keepHistory = true): ImageConfig {
   return {
     ...source,
     rootfs: { type: 'layers', diff_ids: [...blobs.map((b) => b.digest), bootstrapDiffId] },
-    history: [...(source.history ?? []), BOOTSTRAP_HISTORY],
+    history: [...(keepHistory ? (source.history ?? []) : []), BOOTSTRAP_HISTORY],
   };
 }
 

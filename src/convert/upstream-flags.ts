@@ -17,11 +17,7 @@ export const CONVERT_FLAGS: UpstreamFlag[] = [
   { name: 'target-archive', value: true, refuse: 'writing an OCI layout archive is not supported' },
   { name: 'source-backend-type', value: true, refuse: 'model sources are not supported' },
   { name: 'source-backend-config', value: true, refuse: 'model sources are not supported' },
-  { name: 'backend-type', value: true, refuse: 'blobs go to the target registry only' },
-  { name: 'backend-config', value: true, refuse: 'blobs go to the target registry only' },
-  { name: 'backend-config-file', value: true, refuse: 'blobs go to the target registry only' },
   { name: 'reverse', value: false, refuse: 'nydus -> OCI conversion is not supported' },
-  { name: 'backend-force-push', value: false },
   { name: 'build-cache', value: true },
   { name: 'build-cache-tag', value: true },
   { name: 'build-cache-version', value: true },
@@ -37,12 +33,9 @@ export const CONVERT_FLAGS: UpstreamFlag[] = [
 ];
 
 export const CHECK_FLAGS: UpstreamFlag[] = [
-  { name: 'source-backend-type', value: true, refuse: 'checking blobs outside the registry is not supported' },
-  { name: 'source-backend-config', value: true, refuse: 'checking blobs outside the registry is not supported' },
-  { name: 'source-backend-config-file', value: true, refuse: 'checking blobs outside the registry is not supported' },
-  { name: 'target-backend-type', value: true, refuse: 'checking blobs outside the registry is not supported' },
-  { name: 'target-backend-config', value: true, refuse: 'checking blobs outside the registry is not supported' },
-  { name: 'target-backend-config-file', value: true, refuse: 'checking blobs outside the registry is not supported' },
+  { name: 'source-backend-type', value: true, refuse: 'the source is read from its registry; checking a source whose blobs are in a storage backend is not supported' },
+  { name: 'source-backend-config', value: true, refuse: 'the source is read from its registry; checking a source whose blobs are in a storage backend is not supported' },
+  { name: 'source-backend-config-file', value: true, refuse: 'the source is read from its registry; checking a source whose blobs are in a storage backend is not supported' },
   { name: 'nydus-image', value: true },
   { name: 'nydusd', value: true },
   { name: 'log-file', value: true },

@@ -12,6 +12,7 @@
 import * as fs from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
 import { v2ToV1 } from './config-v2';
+import type { ObjectStoreConfig } from '../fetch/object-store';
 
 export class ConfigError extends Error {
   constructor(
@@ -48,7 +49,11 @@ export interface LocalfsBackendConfig {
   blobFile?: string;
 }
 
-export type BackendConfig = { type: 'registry'; config: RegistryBackendConfig } | { type: 'localfs'; config: LocalfsBackendConfig };
+export type BackendConfig =
+  | { type: 'registry'; config: RegistryBackendConfig }
+  | { type: 'localfs'; config: LocalfsBackendConfig }
+  | { type: 's3'; config: ObjectStoreConfig }
+  | { type: 'oss'; config: ObjectStoreConfig };
 
 export interface CacheConfig {
   type: 'blobcache';
@@ -159,11 +164,53 @@ export const DEFAULT_AMPLIFY_IO = 1 << 20;
 
 /** Upstream storage backends this daemon does not have, by their config name. */
 const MISSING_BACKENDS: Record<string, string> = {
-  oss: 'Aliyun OSS',
-  s3: 'S3',
   localdisk: 'local disk (GPT partitions)',
   'http-proxy': 'local HTTP proxy',
 };
+
+const BACKENDS = 'registry, localfs, s3 or oss';
+
+/** `s3` / `oss` backend keys, as upstream's S3Config / OssConfig (api/src/config.rs). */
+function objectStoreConfig(kind: 's3' | 'oss', c: Fields): ObjectStoreConfig {
+  const scheme = c.str('scheme') || 'https';
+  if (scheme !== 'http' && scheme !== 'https') c.fail('scheme', `expected "http" or "https", got ${JSON.stringify(scheme)}`);
+  const endpoint = c.str('endpoint') ?? '';
+  if (kind === 'oss' && !endpoint) c.fail('endpoint', 'is required for the oss backend (e.g. oss-cn-hangzhou.aliyuncs.com)');
+  const region = c.str('region') ?? '';
+  if (kind === 's3' && !region) c.fail('region', 'is required for the s3 backend (the SigV4 signing region)');
+  const bucketName = c.str('bucket_name') || c.fail('bucket_name', `is required for the ${kind} backend`);
+  const accessKeyId = c.str('access_key_id') || undefined;
+  const accessKeySecret = c.str('access_key_secret') || undefined;
+  if (accessKeyId && !accessKeySecret) c.fail('access_key_secret', 'is required with access_key_id');
+  return {
+    kind,
+    scheme,
+    endpoint,
+    region,
+    bucketName,
+    objectPrefix: c.str('object_prefix') ?? '',
+    accessKeyId,
+    accessKeySecret,
+    skipVerify: c.bool('skip_verify', false),
+    caCertFiles: c.strList('ca_cert_files'),
+    timeout: c.num('timeout', 5),
+    connectTimeout: c.num('connect_timeout', 5),
+    retryLimit: c.num('retry_limit', 0),
+  };
+}
+
+/**
+ * An `s3` / `oss` config object on its own (nydusify's --backend-config): the typed config and its
+ * unknown keys (named `<where>.<key>`). Wrong types and missing keys throw a ConfigError.
+ */
+export function parseObjectStoreConfig(kind: 's3' | 'oss', raw: unknown, where: string): { config: ObjectStoreConfig; unknown: string[] } {
+  if (!isObj(raw)) throw new ConfigError(where, `expected a JSON object, got ${typeName(raw)}`);
+  const f = new Fields(raw, where);
+  const config = objectStoreConfig(kind, f);
+  // Keys of upstream nydusify's backend configs that only matter for its own uploader.
+  f.accept('checksum_algorithm', 'proxy');
+  return { config, unknown: f.unknown() };
+}
 
 const PROXY_KEYS = ['url', 'ping_url', 'fallback', 'check_interval', 'use_http', 'check_pause_elapsed'];
 
@@ -176,8 +223,8 @@ export function parseNydusdConfig(raw: unknown, file?: string): ParseResult {
   const device = top.obj('device') ?? top.fail('device', 'is required');
   const id = device.str('id');
   const backendF = device.obj('backend') ?? device.fail('backend', 'is required');
-  const btype = backendF.str('type') ?? backendF.fail('type', 'is required (registry or localfs)');
-  if (MISSING_BACKENDS[btype]) backendF.fail('type', `the ${JSON.stringify(btype)} (${MISSING_BACKENDS[btype]}) backend is not supported by this nydusd; use registry or localfs`);
+  const btype = backendF.str('type') ?? backendF.fail('type', `is required (${BACKENDS})`);
+  if (MISSING_BACKENDS[btype]) backendF.fail('type', `the ${JSON.stringify(btype)} (${MISSING_BACKENDS[btype]}) backend is not supported by this nydusd; use ${BACKENDS}`);
   const bconf = backendF.obj('config') ?? backendF.fail('config', 'is required');
   let backend: BackendConfig;
   const unknown: string[] = [];
@@ -225,8 +272,12 @@ export function parseNydusdConfig(raw: unknown, file?: string): ParseResult {
       if (v) note(`${bconf.where}.${k}`, v, 'blob data is read on demand, chunk by chunk (no readahead file)');
     }
     backend = { type: 'localfs', config: { dir, blobFile, altDirs: bconf.strList('alt_dirs') } };
+  } else if (btype === 's3' || btype === 'oss') {
+    backend = btype === 's3' ? { type: 's3', config: objectStoreConfig('s3', bconf) } : { type: 'oss', config: objectStoreConfig('oss', bconf) };
+    const proxyRaw = bconf.passthrough('proxy', 'object') as Obj | undefined;
+    if (typeof proxyRaw?.url === 'string' && proxyRaw.url) note(`${bconf.where}.proxy.url`, proxyRaw.url, `${btype} blobs are read from the bucket endpoint directly (the proxy is used for registry backends only)`);
   } else {
-    return backendF.fail('type', `unsupported backend ${JSON.stringify(btype)} (registry or localfs)`);
+    return backendF.fail('type', `unsupported backend ${JSON.stringify(btype)} (${BACKENDS})`);
   }
   unknown.push(...bconf.unknown(), ...backendF.unknown());
 

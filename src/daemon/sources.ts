@@ -1,6 +1,6 @@
 /**
- * Builds the ordered source list of one rafs instance from its config. Today: the origin registry
- * (or the localfs blob directory). The mirror and peer modules extend this function: peers first,
+ * Builds the ordered source list of one rafs instance from its config: the origin registry, the
+ * localfs blob directory, or an s3 / oss bucket. The mirror and peer modules extend this function: peers first,
  * then mirrors, then the dfdaemon proxy wrapping the origin, then the origin itself — the order the
  * pipeline asks them in.
  *
@@ -13,6 +13,7 @@ import * as fs from 'node:fs';
 import type { ChunkSource } from '../fetch/source';
 import { FetchMetrics } from '../fetch/metrics';
 import { LocalFsSource } from '../fetch/localfs';
+import { ObjectStoreSource } from '../fetch/object-source';
 import { OriginSource, BlobRangeReader } from '../fetch/origin';
 import type { RegistryClient } from '../registry/client';
 import type { OriginInfo, SourceList } from '../fetch/mirror-set';
@@ -23,6 +24,7 @@ import { parseP2PConfig, P2PConfigError } from '../p2p/config';
 import { ApiFault } from './api';
 import { mirrorSetModule, p2pHub, proxyModule } from './optional';
 import type { NydusdConfig, RegistryBackendConfig } from './config';
+import type { ObjectStoreConfig } from '../fetch/object-store';
 
 export interface SourceDeps {
   metrics: FetchMetrics;
@@ -75,8 +77,15 @@ function peerSources(config: NydusdConfig): ChunkSource[] {
 function backendSources(config: NydusdConfig, deps: SourceDeps): ChunkSource[] {
   const b = config.backend;
   if (b.type === 'localfs') return [new LocalFsSource({ dir: b.config.dir, altDirs: b.config.altDirs, blobFile: b.config.blobFile })];
+  // Upstream's s3 / oss backends have no mirrors; peers (above) still come first.
+  if (b.type === 's3' || b.type === 'oss') return [objectStoreSource(b.config)];
   const client = (deps.registryClient ?? defaultRegistryClient)(b.config);
   return registryChain(b.config, client, new OriginSource(client, b.config.repo), deps.certs);
+}
+
+function objectStoreSource(cfg: ObjectStoreConfig): ChunkSource {
+  for (const f of cfg.caCertFiles ?? []) readCaFile(f);
+  return new ObjectStoreSource(cfg);
 }
 
 /** The credentials of one registry chain; replaced in place by `updateRegistryAuth`. */

@@ -123,13 +123,14 @@ export function backoffMs(attempt: number, retryAfterMs?: number): number {
 /** Runs `op` until it succeeds, fails for good, or `retryLimit` retries are spent. */
 export async function withRetry<T>(
   op: (attempt: number) => Promise<T>,
-  opts: { retryLimit: number; signal?: AbortSignal; onRetry?: (e: unknown, attempt: number) => void },
+  opts: { retryLimit: number; signal?: AbortSignal; onRetry?: (e: unknown, attempt: number) => void; retryable?: (e: unknown) => boolean },
 ): Promise<T> {
+  const retryable = opts.retryable ?? isRetryable;
   for (let attempt = 0; ; attempt++) {
     try {
       return await op(attempt);
     } catch (e) {
-      if (opts.signal?.aborted || attempt >= opts.retryLimit || !isRetryable(e)) throw e;
+      if (opts.signal?.aborted || attempt >= opts.retryLimit || !retryable(e)) throw e;
       opts.onRetry?.(e, attempt);
       await sleep(backoffMs(attempt, (e as { retryAfterMs?: number }).retryAfterMs), opts.signal);
     }

@@ -228,7 +228,7 @@ export class DaemonManager implements RafsMounter {
       for (const inst of [...this.instances.values()]) {
         if (this.closed) return;
         const prev = this.authOf.get(inst.snapshotId);
-        if (prev?.from === 'labels') continue;
+        if (prev?.from === 'labels' || inst.config.device.backend.type !== 'registry') continue;
         const d = this.daemons.get(inst.daemonId);
         if (!d || d.restarting) continue;
         const next = await this.resolveAuth(inst);
@@ -246,7 +246,7 @@ export class DaemonManager implements RafsMounter {
 
   /** The config as sent to nydusd: with the image's credentials, if any. */
   private withAuth(config: NydusdJson, a: ImageAuth): NydusdJson {
-    if (!a.auth) return config;
+    if (!a.auth || config.device.backend.type !== 'registry') return config;
     const out = JSON.parse(JSON.stringify(config)) as NydusdJson;
     out.device.backend.config.auth = a.auth;
     return out;
@@ -359,6 +359,10 @@ export class DaemonManager implements RafsMounter {
     const t = JSON.parse(JSON.stringify(this.o.template)) as Partial<NydusdJson>;
     const device = (t.device ?? {}) as Partial<NydusdJson['device']>;
     const backend = device.backend ?? { type: 'registry', config: {} };
+    const cache = device.cache ?? { type: 'blobcache' };
+    cache.config = { ...(cache.config ?? {}), work_dir: this.o.cacheDir };
+    // s3, oss and localfs backends name where the blobs are themselves: passed on unchanged.
+    if (backend.type !== 'registry') return { registry: r.registry, ref, config: { ...t, device: { ...device, id: `/${meta.snapshotId}`, backend, cache } } as NydusdJson };
     const host = apiHost(r.registry);
     backend.config = { ...(backend.config ?? {}), host, repo: r.repository };
     delete backend.config.auth; // the image's own credentials are added when it is mounted
@@ -370,14 +374,13 @@ export class DaemonManager implements RafsMounter {
     // hosts.toml's top-level ca / skip_verify are, in containerd, the registry's own TLS settings.
     if (hosts?.serverTls?.ca.length) backend.config.ca_cert_files = [...((backend.config.ca_cert_files as string[] | undefined) ?? []), ...hosts.serverTls.ca];
     if (hosts?.serverTls?.skipVerify !== undefined) backend.config.skip_verify = hosts.serverTls.skipVerify;
-    const cache = device.cache ?? { type: 'blobcache' };
-    cache.config = { ...(cache.config ?? {}), work_dir: this.o.cacheDir };
     const config: NydusdJson = { ...t, device: { ...device, id: `/${meta.snapshotId}`, backend, cache } };
     return { registry: r.registry, ref, config };
   }
 
   /** The config with the certs.d mirrors for its registry in force now (if any are configured). */
   private withMirrors(inst: { registry: string; config: NydusdJson }): NydusdJson {
+    if (inst.config.device.backend.type !== 'registry') return inst.config;
     const mirrors = this.o.mirrors?.certs.mirrorsFor(inst.registry) ?? [];
     if (mirrors.length === 0) return inst.config;
     const out = JSON.parse(JSON.stringify(inst.config)) as NydusdJson;

@@ -7,6 +7,7 @@ import pino from 'pino';
 const REDACT = [
   'auth', '*.auth', 'password', '*.password', 'token', '*.token', 'authorization', '*.authorization',
   'headers.authorization', '*.headers.authorization', 'registry_auth', '*.registry_auth',
+  'access_key_secret', '*.access_key_secret', 'accessKeySecret', '*.accessKeySecret',
 ];
 
 let level = process.env.NYDUS_LOG_LEVEL ?? 'info';

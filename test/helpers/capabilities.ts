@@ -12,7 +12,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 
-export type Capability = 'root' | 'fuse' | 'erofs' | 'loop' | 'containerd' | 'netns' | 'go-containerd' | 'kubectl';
+export type Capability = 'root' | 'fuse' | 'erofs' | 'loop' | 'containerd' | 'netns' | 'go-containerd' | 'kubectl' | 'ceph';
 
 function onPath(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
@@ -44,6 +44,8 @@ const PROBES: Record<Capability, () => boolean> = {
   'go-containerd': () => onPath('go') && fs.existsSync('/usr/share/gocode/src/github.com/containerd/containerd/snapshots/testsuite'),
   // kubectl (Debian's kubernetes-client, or any other) answers for its client version
   kubectl: () => spawnSync('kubectl', ['version', '--client'], { stdio: 'ignore', timeout: 30_000 }).status === 0,
+  // Ceph's S3 gateway and what test/helpers/ceph.ts needs to start it (monitor, OSD, admin tools)
+  ceph: () => ['ceph-mon', 'ceph-osd', 'radosgw', 'radosgw-admin', 'monmaptool', 'ceph'].every(onPath),
 };
 
 const probed = new Map<Capability, boolean>();
