@@ -28,7 +28,7 @@ const FIXTURES = process.env.NYDUS_FIXTURES ?? '/var/tmp/nydus-ts-fixtures';
 const NYDUS_IMAGE = path.join(ROOT, 'dist', 'cli', 'nydus-image.js');
 /** The launcher users and the snapshotter run (it sets the daemon's malloc tuning). */
 const NYDUSD = path.join(ROOT, 'bin', 'nydusd');
-const FLOOR = path.join(ROOT, 'dist', 'bench', 'support', 'fuse-floor.js');
+const FLOOR = path.join(ROOT, 'dist-bench', 'bench', 'support', 'fuse-floor.js');
 const FILE_MIB = Number(process.env.BENCH_READ_MIB ?? 256);
 const ROUNDS = 3;
 /** Parts to run (comma-separated): read, find, rss. All by default. */
@@ -224,6 +224,8 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
   /** Page-cache bytes of the file about to be read cold, per cold read (all should be 0). */
   const residentAtCold: number[] = [];
   const warmDaemonReads: number[] = [];
+  /** READ request sizes (bytes -> count) that reached nydusd during the cold reads, all rounds. */
+  const coldSizes: Record<string, number> = {};
   /** Folio sizes of the warm file (last round): native, floor, nydusd. */
   const folios: Record<string, number | undefined> = {};
   const last = (r: number) => r === ROUNDS - 1;
@@ -254,6 +256,8 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
     dropCaches();
     residentAtCold.push(residentBytes(blob));
     ny.cold.push(cat(path.join(mnt, 'big.bin')));
+    const sizes = (await d.client.call<{ fuse_read_sizes: Record<string, number> }>('GET', '/api/v1/metrics')).fuse_read_sizes;
+    for (const [k, v] of Object.entries(sizes)) coldSizes[k] = (coldSizes[k] ?? 0) + v;
     const before = await daemonReads(d);
     const w = warmPasses(path.join(mnt, 'big.bin'));
     ny.first.push(w.first);
@@ -296,6 +300,14 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
   lines.push(
     `Targets: warm within 1.2x of native: first re-read ${w1 / n1 <= 1.2 ? 'met' : 'NOT met'} (${f2(w1 / n1)}x; the floor: ${f2(f1 / n1)}x), steady ${ws / ns <= 1.2 ? 'met' : 'NOT met'} (${f2(ws / ns)}x; the floor: ${f2(fs_ / ns)}x); ` +
       `cold at least 40 % of native throughput: ${nc / c >= 0.4 ? 'met' : 'NOT met'} (${pct(c)}; the floor: ${pct(fc)}). Throughput ${f2(mib / c)} MiB/s cold, ${f2(mib / ws)} MiB/s warm.`,
+    '',
+  );
+  const bySize = Object.entries(coldSizes).sort((a, b) => b[1] - a[1]);
+  const totalReqs = bySize.reduce((a, [, n]) => a + n, 0);
+  lines.push(
+    `READ requests that reached nydusd during the ${ROUNDS} cold reads (the kernel's request sizes, GET /api/v1/metrics \`fuse_read_sizes\`): ${totalReqs} requests; ` +
+      bySize.map(([size, n]) => `${n} of ${Number(size) % 1024 === 0 ? `${Number(size) / 1024} KiB` : `${size} B`}`).join(', ') +
+      '.',
     '',
   );
   if (folios.native !== undefined) {

@@ -14,6 +14,7 @@ import { ConfigError, SnapshotterConfig } from './config';
 import { DaemonManager } from './daemons';
 import { Metrics } from './metrics';
 import { serveSnapshots } from './server';
+import { serveSystemController } from './system';
 import { vmMountMode } from './kata-mounts';
 import { Snapshotter } from './snapshotter';
 import { MetaStore } from './store';
@@ -62,6 +63,7 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
       nydusdPath: cfg.daemon.nydusdPath,
       template,
       recoverPolicy: cfg.daemon.recoverPolicy,
+      failoverPolicy: cfg.daemon.failoverPolicy,
       cacheDir: cfg.cache.dir,
       logLevel: cfg.daemon.logLevel,
       logToStdout: cfg.log.logToStdout,
@@ -87,6 +89,8 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
     metricsServer = await metrics.serve(cfg.metrics.address);
     log.info({ url: metricsServer.url }, 'serving metrics');
   }
+  const systemServer = cfg.system.enable && daemons ? await serveSystemController(cfg.system.address, daemons) : undefined;
+  if (systemServer) log.info({ address: cfg.system.address }, 'serving the system controller');
   return {
     snapshotter: sn,
     daemons,
@@ -98,6 +102,7 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
       if (destroyDaemons) await daemons?.destroyAll();
       else daemons?.close();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.server.close(() => resolve()) : resolve()));
+      await new Promise<void>((resolve) => (systemServer ? systemServer.close(() => resolve()) : resolve()));
       sn.close();
     },
   };
