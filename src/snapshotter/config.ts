@@ -193,7 +193,7 @@ export function parseConfig(text: string, file: string, over: ConfigOverrides = 
       nydusdPath: path.resolve(d.str('nydusd_path', DEFAULT_NYDUSD)),
       nydusdConfig: path.resolve(over.nydusdConfig ?? d.str('nydusd_config', DEFAULT_NYDUSD_CONFIG)),
       recoverPolicy,
-      failoverPolicy: d.oneOf<FailoverPolicy>('failover_policy', 'resend', ['resend', 'flush', 'none']),
+      failoverPolicy: d.oneOf<FailoverPolicy>('failover_policy', 'resend', ['none', 'resend', 'flush']),
       logLevel: d.str('log_level', level),
     },
     mirrorsDir: r.table('remote').table('mirrors_config').str('dir', ''),
