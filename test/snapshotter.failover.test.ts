@@ -24,6 +24,7 @@ import { debianRootfsDir, REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, patternBytes, pushImage } from './helpers/images';
 import { freePort, startRegistry, TestRegistry } from './helpers/registry';
 import { describeWith } from './helpers/capabilities';
+import { slowFront } from './helpers/slow-front';
 
 const run = promisify(execFile);
 const NEEDS = ['root', 'fuse', 'containerd'] as const;
@@ -32,13 +33,15 @@ const ENV = ['--env', 'PATH=/usr/local/bin:/usr/bin:/bin'];
 /**
  * The reader each container runs: every round it reads one file never read before and a few read
  * before (their pages dropped first, so each read reaches nydusd), checks every byte against its
- * sha256, and stops when /tmp/stop appears (or after 300 s). Prints a JSON summary.
+ * sha256, and stops when /tmp/stop appears (or after 300 s). /tmp/started says it is in its loop.
+ * Prints a JSON summary.
  */
 const LOOP = `
 import hashlib, json, os, random, sys, time
 files = json.loads(sys.argv[1])
 fresh = sorted(files)
-done, errors, reread, t0, pause = [], [], 0, time.time(), 0.0
+done, errors, reread, t0, pause, pause_at = [], [], 0, time.time(), 0.0, 0.0
+open('/tmp/started', 'w').close()
 def check(p):
     with open(p, 'rb') as f:
         data = f.read()
@@ -56,9 +59,10 @@ while not os.path.exists('/tmp/stop') and time.time() - t0 < 300:
             errors.append(p + ': ' + str(e))
     reread += len(again)
     done += batch
-    pause = max(pause, time.time() - r0)
+    if time.time() - r0 > pause:
+        pause, pause_at = time.time() - r0, r0
     time.sleep(0.03)
-print(json.dumps({"new": len(done), "reread": reread, "errors": errors[:20], "seconds": round(time.time() - t0, 1), "longest_round": round(pause, 1)}))
+print(json.dumps({"new": len(done), "reread": reread, "errors": errors[:20], "seconds": round(time.time() - t0, 1), "longest_round": round(pause, 1), "longest_round_at": round(pause_at, 1)}))
 `;
 
 interface LoopResult {
@@ -91,32 +95,6 @@ function pickFiles(n: number): Record<string, string> {
     out[`/${path.relative(base, found[i])}`] = crypto.createHash('sha256').update(fs.readFileSync(found[i])).digest('hex');
   }
   return out;
-}
-
-/** A pass-through to the registry that holds blob GETs for `delayMs` while set (a slow backend). */
-async function slowFront(target: URL): Promise<{ host: string; delayMs: number; close(): Promise<void> }> {
-  const agent = new http.Agent({ keepAlive: true });
-  const front = {
-    host: '',
-    delayMs: 0,
-    close: () => new Promise<void>((r) => server.close(() => r())),
-  };
-  const server = http.createServer((req, res) => {
-    const pass = () => {
-      const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers, agent }, (ur) => {
-        res.writeHead(ur.statusCode ?? 502, ur.headers);
-        ur.pipe(res);
-      });
-      up.on('error', () => res.destroy());
-      req.pipe(up);
-    };
-    const slow = req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '') ? front.delayMs : 0;
-    if (slow) setTimeout(pass, slow);
-    else pass();
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  front.host = `127.0.0.1:${(server.address() as { port: number }).port}`;
-  return front;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -195,14 +173,17 @@ describeWith(NEEDS, 'nydusd failover and hot upgrade under containerd-nydus-grpc
     };
   }
 
-  /** Waits until the container has read `n` files of its own (it is running and reading). */
+  /** Waits until the container's reader is in its loop (/tmp/started), then lets it read a while. */
   async function readingStarted(name: string): Promise<void> {
     for (let i = 0; i < 600; i++) {
-      const tasks = await ctd!.ctr(['tasks', 'ls']).then((r) => r.stdout, () => '');
-      if (new RegExp(`${name}\\s+\\d+\\s+RUNNING`).test(tasks)) return sleep(1500);
-      await sleep(100);
+      const ok = await ctd!.ctr(['tasks', 'exec', '--exec-id', `probe-${i}`, name, 'test', '-e', '/tmp/started']).then(
+        () => true,
+        () => false,
+      );
+      if (ok) return sleep(1000);
+      await sleep(200);
     }
-    throw new Error(`${name} did not start`);
+    throw new Error(`${name} did not start reading`);
   }
 
   beforeAll(async () => {
@@ -280,6 +261,7 @@ level = "debug"
     await readingStarted('reader-1');
     let pid = daemon().pid;
     for (let k = 0; k < 3; k++) {
+      process.stdout.write(`kill ${pid} at ${(Date.now() / 1000).toFixed(1)}\n`);
       process.kill(pid, 'SIGKILL');
       pid = (await nextDaemon(pid)).pid;
       await sleep(2000);
@@ -300,7 +282,9 @@ level = "debug"
     const old = daemon();
     const loop = startLoop('reader-2');
     await readingStarted('reader-2');
+    const t0 = Date.now() / 1000;
     const res = await systemPut(systemSock, '/api/v1/daemons/upgrade', { nydusd_path: path.join(REPO_ROOT, 'bin', 'nydusd'), policy: 'rolling' });
+    process.stdout.write(`upgrade: from ${t0.toFixed(1)} to ${(Date.now() / 1000).toFixed(1)}\n`);
     expect(res).toMatchObject({ status: 200 });
     const now = daemon();
     expect(now.pid).not.toBe(old.pid);
