@@ -304,8 +304,15 @@ export class Daemon {
       return undefined;
     });
     a.addRoute('PUT', '/api/v1/daemon/exit', () => {
-      // Under a supervisor this is the old daemon of an upgrade leaving: the mount is not its to take down.
-      setImmediate(() => void (this.supervised ? this.exitForSuccessor() : this.shutdown()).then(() => process.exit(0)));
+      if (this.supervised) {
+        // The old daemon of an upgrade leaving: the mount is not its to take down. Its FUSE readers
+        // stay blocked in read(2) in libuv's pool (the connection lives on), and exiting normally
+        // joins those threads: it would never finish. So it ends itself with SIGKILL once its
+        // caches are flushed; what it had read and not answered is re-sent to its successor.
+        setImmediate(() => void this.exitForSuccessor().finally(() => process.kill(process.pid, 'SIGKILL')));
+        return undefined;
+      }
+      setImmediate(() => void this.shutdown().then(() => process.exit(0)));
       return undefined;
     });
     a.addRoute('GET', '/api/v1/daemon/backend', () =>
