@@ -282,7 +282,11 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
   const ws = median(ny.steady);
   const cr = median(ny.restarted);
   const pct = (x: number) => `${f2((100 * nc) / x)} %`;
-  lines.push('## nydusd read path (issue 4)', '');
+  lines.push('## nydusd read path (issues 4 and 14)', '');
+  lines.push(
+    "Transport: nydusd's own FUSE session over /dev/fuse (src/fuse/, 1 MiB READs, readers in libuv's pool). Figures published before issue 14 were measured on fuse-native (libfuse 2, READs of at most 128 KiB), which is gone; they are not comparable and are not repeated here: every ratio below is against native `cat` and the FUSE floor of this same run.",
+    '',
+  );
   lines.push(
     `Sequential \`cat\` of a ${mib} MiB file (half random, half text; zstd, 1 MiB chunks), median of ${ROUNDS} rounds; in each round native, floor and nydusd are measured one after the other. ` +
       `"Cold": the whole page cache is dropped (\`sync; echo 1 > /proc/sys/vm/drop_caches\`) right before the read; nydusd also starts with an empty blob cache, so it reads the localfs blob from disk, decompresses, verifies sha256 and writes its cache. ` +

@@ -3,8 +3,10 @@
  * request (src/fuse/abi.ts), asks the filesystem (`FuseFs`, node-id based) and writes the reply.
  *
  * Contract:
- *  - `mount()` resolves once the kernel's INIT is answered; `unmount()` detaches the mount, waits
- *    for the readers to see the connection end, and closes the descriptor (idempotent);
+ *  - `mount()` resolves once the kernel's INIT is answered; `adopt(fd)` does the same on a
+ *    connection another process mounted, and `adopt(fd, {negotiated, policy})` serves one a previous
+ *    daemon already initialized (no INIT; FUSE_NOTIFY_RESEND per policy); `unmount()` detaches the
+ *    mount, waits for the readers to see the connection end, and closes the descriptor (idempotent);
  *  - every request gets exactly one reply, except FORGET/BATCH_FORGET (none, by protocol) and a
  *    request already answered EINTR after an INTERRUPT (its late result is dropped);
  *  - operations that would write answer EROFS, unknown ones ENOSYS, a thrown `FuseError` its errno,
