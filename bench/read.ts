@@ -79,7 +79,8 @@ async function startDaemon(work: string, name: string, args: string[]): Promise<
   const log = fs.openSync(path.join(work, `${name}.log`), 'a');
   const proc = spawn(NYDUSD, ['--apisock', sock, '--log-level', 'warn', ...args], { stdio: ['ignore', log, log] });
   fs.closeSync(log);
-  const client = new NydusdClient(sock, 5000);
+  // Generous: mounting a Debian image on a loaded 2-core machine can take seconds.
+  const client = new NydusdClient(sock, 60_000);
   for (let i = 0; i < 300; i++) {
     if (proc.exitCode !== null) break;
     try {

@@ -197,8 +197,8 @@ export class FuseSession {
   /**
    * FUSE_NOTIFY_RESEND (kernel 6.9+, FUSE_HAS_RESEND in INIT): the kernel moves every request it
    * handed out and got no answer for back to its queue, marked with FUSE_UNIQUE_RESEND. Under
-   * `flush` the re-sent ones are answered EIO (upstream writes the fusectl `flush` file of kernels
-   * that have one; mainline has none, so the same effect is had this way).
+   * `flush` the re-sent ones are answered EIO (upstream "flushes pending requests" through a fusectl
+   * `flush` file mainline kernels lack; failing them is what is possible here).
    */
   private drainDeadDaemonRequests(): void {
     const h = Buffer.alloc(HDR);

@@ -4,6 +4,7 @@
  *
  *   GET /api/v1/daemons            the nydusd processes the daemon manager runs: id, pid, API socket
  *   PUT /api/v1/daemons/upgrade    {"nydusd_path": "/new/nydusd", "version"?: "...", "policy"?: "rolling"}
+ *       (also as /api/v1/nydusd/upgrade, the path upstream's docs give)
  *                                  hot upgrade: the shared nydusd is replaced by that program under
  *                                  running containers (recover_policy "failover"; docs/snapshotter.md)
  *
@@ -44,7 +45,8 @@ export async function serveSystemController(address: string, daemons: DaemonMana
     const route = `${req.method} ${new URL(req.url ?? '/', 'http://system').pathname}`;
     const fail = (status: number, message: string) => send(res, status, { code: status >= 500 ? 'INTERNAL' : 'INVALID', message });
     if (route === 'GET /api/v1/daemons') return send(res, 200, daemons.list().map((d) => ({ id: d.id, pid: d.pid, api_socket: d.apiSock })));
-    if (route !== 'PUT /api/v1/daemons/upgrade') return fail(404, `${route}: no such endpoint`);
+    // Upstream routes /api/v1/daemons/upgrade; its docs name /api/v1/nydusd/upgrade: both are served.
+    if (route !== 'PUT /api/v1/daemons/upgrade' && route !== 'PUT /api/v1/nydusd/upgrade') return fail(404, `${route}: no such endpoint`);
     readJson(req)
       .then(async (body) => {
         const b = (body ?? {}) as { nydusd_path?: unknown; version?: unknown; policy?: unknown };
