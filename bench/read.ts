@@ -1,5 +1,6 @@
 /**
- * Benchmark of issue 4 (acceptance 7): reading through nydusd.
+ * Benchmark of issue 4 (acceptance 7) and issue 14 (acceptance 5): reading through nydusd on its own
+ * FUSE session; also reports the sizes of the READ requests that reach nydusd and page-cache folio sizes.
  *   A. sequential read of a 256 MiB file with `cat`:
  *      cold  fresh daemon, empty blob cache, localfs backend; the page cache is dropped
  *            (`echo 1 > /proc/sys/vm/drop_caches`, root) right before the read, so the blob comes
