@@ -170,7 +170,17 @@ export class DaemonManager implements RafsMounter {
   private readonly authOf = new Map<string, ImageAuth>();
 
   constructor(private readonly o: DaemonManagerOptions) {
-    for (const d of ['mnt', 'socket', 'logs']) fs.mkdirSync(path.join(o.root, d), { recursive: true, mode: 0o700 });
+    for (const d of ['mnt', 'socket', 'logs']) {
+      const dir = path.join(o.root, d);
+      try {
+        fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      } catch (e) {
+        // A supervised daemon's FUSE mount whose connection died with both processes.
+        if ((e as NodeJS.ErrnoException).code !== 'ENOTCONN') throw e;
+        detach(dir);
+        fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      }
+    }
     fs.mkdirSync(o.cacheDir, { recursive: true });
     const tpl = (o.template.device as { backend?: { config?: { auth?: unknown; host?: unknown } } } | undefined)?.backend?.config;
     this.pullAuth = o.pullAuth ?? new PullAuth({ template: tpl });
