@@ -57,7 +57,7 @@ class GatedMount extends FuseMount {
   started = 0;
   async read(nodeid: number, fh: number, offset: number, size: number): Promise<Buffer> {
     const data = await super.read(nodeid, fh, offset, size);
-    if (this.gatedPath && (this as unknown as { files: Map<number, { name: string }> }).files.get(fh)?.name === this.gatedPath) {
+    if (this.gatedPath && (this as unknown as { nodes: Map<number, { name: string }> }).nodes.get(nodeid)?.name === this.gatedPath) {
       this.started++;
       await new Promise<void>((r) => this.waiters.push(r));
     }

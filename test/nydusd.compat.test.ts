@@ -141,7 +141,7 @@ describeWith(NEEDS, 'nydusd under upstream nydus-snapshotter command lines', () 
     test('the daemon starts with no image, logs to --log-file, and names the flags it does not honour', () => {
       const log = fs.readFileSync(logFile(), 'utf8');
       expect(log).toContain('--thread-num 4: accepted, not used');
-      expect(log).toContain('--supervisor: accepted; failover and live upgrade are not supported yet');
+      expect(log).toContain('--supervisor: accepted; no FUSE connection at descriptor 3');
       expect(log).toContain('--log-rotation-size 100: accepted; log files are not rotated');
       expect((fs.statSync(logFile()).mode & 0o777).toString(8)).toBe('600');
     });
@@ -171,11 +171,11 @@ describeWith(NEEDS, 'nydusd under upstream nydus-snapshotter command lines', () 
       expect(a.status).toBe(204);
     });
 
-    test('fuse sendfd and takeover answer 501 in upstream\'s {code, message} shape', async () => {
+    test('fuse sendfd and takeover answer 501 in upstream\'s {code, message} shape without a FUSE connection from a supervisor', async () => {
       for (const p of ['/api/v1/daemon/fuse/sendfd', '/api/v1/daemon/fuse/takeover']) {
         const a = await shared!.client.request('PUT', p);
         expect(a.status).toBe(501);
-        expect(a.body).toEqual({ code: 'UNDEFINED', message: expect.stringContaining('failover is not supported yet') });
+        expect(a.body).toEqual({ code: 'UNDEFINED', message: expect.stringContaining('runs without --supervisor') });
       }
     });
 

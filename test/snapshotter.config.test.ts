@@ -83,7 +83,7 @@ address = "127.0.0.1:9110"`,
   test.each([
     ['version = 2', /x\.toml: version: unsupported configuration version 2/],
     ['daemon_mode = "fast"', /x\.toml: daemon_mode: must be one of shared, dedicated, none/],
-    ['[daemon]\nrecover_policy = "sometimes"', /x\.toml: daemon\.recover_policy: must be one of restart, none \(or failover\), got "sometimes"/],
+    ['[daemon]\nrecover_policy = "sometimes"', /x\.toml: daemon\.recover_policy: must be one of restart, failover, none, got "sometimes"/],
     ['[daemon]\nfs_driver = "ext4"', /x\.toml: daemon\.fs_driver: must be one of fusedev, fscache/],
     ['[daemon]\nthreads_number = 2000', /x\.toml: daemon\.threads_number: nydusd worker thread number 2000 is too big, max 1024/],
     ['[daemon]\nfailover_policy = "retry"', /x\.toml: daemon\.failover_policy: must be one of none, resend, flush/],
@@ -107,10 +107,15 @@ address = "127.0.0.1:9110"`,
     expect(msg).not.toContain('\n');
   });
 
-  test('recover_policy "failover" runs as "restart" with one warning line', () => {
-    const c = parseConfig('[daemon]\nrecover_policy = "failover"\nfailover_policy = "flush"', 'x.toml');
-    expect(c.daemon.recoverPolicy).toBe('restart');
-    expect(c.warnings).toEqual(['x.toml: daemon.recover_policy: "failover" is not supported yet (no FUSE fd passing); using "restart"']);
+  test('recover_policy "failover" with failover_policy is taken in shared mode; dedicated daemons restart, with one warning line', () => {
+    const c = parseConfig('daemon_mode = "shared"\n[daemon]\nrecover_policy = "failover"\nfailover_policy = "flush"', 'x.toml');
+    expect(c.daemon.recoverPolicy).toBe('failover');
+    expect(c.daemon.failoverPolicy).toBe('flush');
+    expect(c.warnings).toEqual([]);
+    const d = parseConfig('daemon_mode = "dedicated"\n[daemon]\nrecover_policy = "failover"', 'x.toml');
+    expect(d.daemon.recoverPolicy).toBe('restart');
+    expect(d.daemon.failoverPolicy).toBe('resend');
+    expect(d.warnings).toEqual(['x.toml: daemon.recover_policy: "failover" needs daemon_mode "shared" here (one FUSE connection per daemon kept by the snapshotter); dedicated daemons use "restart"']);
   });
 
   test('cache_dir and log dir "" mean <root>/cache and <root>/logs (upstream), relative paths are under root', () => {
@@ -154,7 +159,6 @@ describe('upstream nydus-snapshotter config.toml keys', () => {
     expect(keys).toEqual([
       'daemon.recover_policy',
       'cleanup_on_close',
-      'system.enable',
       'system.debug.pprof_address',
       'daemon.nydusimage_path',
       'daemon.threads_number',
@@ -249,7 +253,7 @@ describe('containerd-nydus-grpc started with an upstream config.toml', () => {
       expect(fs.existsSync(sock)).toBe(true);
       expect(warnings()).toHaveLength(expected);
       expect(expected).toBeGreaterThan(20);
-      expect(err).toContain('daemon.recover_policy: \\"failover\\" is not supported yet');
+      expect(err).toContain('daemon.recover_policy: \\"failover\\" needs daemon_mode \\"shared\\" here');
     } finally {
       proc.kill('SIGTERM');
       await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000).unref())]);

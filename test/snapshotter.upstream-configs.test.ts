@@ -134,7 +134,9 @@ describeWith(['root', 'fuse', 'containerd'], 'upstream nydusd config templates t
       .replace(/^nydusd_config = .*$/m, `nydusd_config = "${path.join(REPO_ROOT, 'config', 'nydusd.json')}"`)
       .replace(/^nydusd_path = .*$/m, `nydusd_path = "${path.join(REPO_ROOT, 'bin', 'nydusd')}"`)
       .replace(/^nydusimage_path = .*$/m, `nydusimage_path = "${path.join(REPO_ROOT, 'bin', 'nydus-image')}"`)
-      .replace(/^address = "127\.0\.0\.1:9110"$/m, 'address = "127.0.0.1:0"');
+      .replace(/^address = "127\.0\.0\.1:9110"$/m, 'address = "127.0.0.1:0"')
+      // [system] enable = true: the system controller's socket goes under this test's directory.
+      .replace('/tmp/nydus-compat-root/system.sock', path.join(dir, 'all-keys-system.sock'));
     expect(text).toMatch(/^enable_kata_volume = true$/m);
     const work = path.join(dir, 'all-keys');
     const cfg = parseConfig(text, 'snapshotter-all-keys.toml', { root: path.join(work, 'root'), address: path.join(work, 'nydus.sock') });

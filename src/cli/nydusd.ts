@@ -9,9 +9,16 @@
  *   common: --id ID --thread-num N --log-level L --log-file F --log-rotation-size N
  *           --supervisor SOCK --failover-policy none|resend|flush --upgrade --prefetch-files FILE
  *
- * Accepted but not honoured (one warning line each): --thread-num (one event loop), --supervisor,
- * --upgrade (failover/live upgrade not supported yet), --log-rotation-size, --rlimit-nofile,
- * --writable, --fscache. Refused with one line: --shared-dir (passthroughfs), virtiofs.
+ * --supervisor STATE (with --mountpoint, --apisock): run under a supervisor that mounted the FUSE
+ * connection and passed it as descriptor 3, which it keeps; STATE is the failover state file
+ * (upstream: the supervisor's socket; docs/nydusd.md "Failover"). --upgrade: start as the
+ * successor of a daemon on that connection, waiting for `PUT /api/v1/daemon/fuse/takeover`.
+ * --failover-policy resend|flush|none: what the successor does with the requests its predecessor
+ * read and never answered (FUSE_NOTIFY_RESEND; flush fails them; none leaves them).
+ *
+ * Accepted but not honoured (one warning line each): --thread-num (one event loop),
+ * --log-rotation-size, --rlimit-nofile, --writable, --fscache. Refused with one line: --shared-dir
+ * (passthroughfs), virtiofs.
  */
 import '../daemon/heap';
 import { Command, Option } from 'commander';
@@ -22,6 +29,7 @@ import { Daemon } from '../daemon/daemon';
 import { applyImagePullAuth } from '../daemon/sources';
 import { localfsDirConfig, NydusdConfig, parseNydusdConfigFile } from '../daemon/config';
 import { logger, setLogFile, setLogLevel } from '../util/log';
+import type { FailoverPolicy } from '../fuse/session';
 
 const log = logger('nydusd');
 
@@ -70,6 +78,19 @@ function readPrefetchList(file: string): string[] {
     .filter(Boolean);
 }
 
+/** The descriptor a supervisor passes the FUSE connection as (the first after stdio). */
+const SUPERVISOR_FD = 3;
+
+/** The descriptor, when it is a /dev/fuse connection (character device 10:229). */
+function supervisorFd(): number | undefined {
+  try {
+    const st = fs.fstatSync(SUPERVISOR_FD);
+    return st.isCharacterDevice() && st.rdev === ((10 << 8) | 229) ? SUPERVISOR_FD : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function threads(flag: string, v: string | undefined): void {
   if (v === undefined) return;
   const n = Number(v);
@@ -88,8 +109,8 @@ async function main(): Promise<void> {
     .option('-s, --shared-dir <dir>', 'passthroughfs (not supported)')
     .option('-A, --apisock <path>', 'unix socket for the HTTP API')
     .option('--id <id>', 'daemon id reported by the API')
-    .option('--supervisor <sock>', 'failover supervisor socket (accepted; failover is not supported yet)')
-    .option('--upgrade', 'start in upgrade mode (accepted; failover is not supported yet)')
+    .option('--supervisor <file>', 'run under a supervisor that holds the FUSE connection (given as fd 3); failover state file')
+    .option('--upgrade', 'start as the successor of a supervised daemon; wait for PUT /api/v1/daemon/fuse/takeover')
     .addOption(new Option('--failover-policy <policy>', 'FUSE failover policy').choices(['none', 'resend', 'flush']).default('resend'))
     .option('--thread-num <n>', 'FUSE worker threads (accepted; one event loop serves FUSE)')
     .option('--fuse-threads <n>', 'same as --thread-num')
@@ -125,7 +146,11 @@ async function main(): Promise<void> {
   if (!path.isAbsolute(o.virtualMountpoint)) fail(`--virtual-mountpoint: must start with /, got ${o.virtualMountpoint}`);
   threads('--thread-num', o.threadNum);
   threads('--fuse-threads', o.fuseThreads);
-  if (o.supervisor || o.upgrade) log.warn(`${o.upgrade ? '--upgrade' : '--supervisor'}: accepted; failover and live upgrade are not supported yet (no FUSE fd passing): this daemon starts on its own and a dead one is restarted`);
+  // Upstream's snapshotter passes --supervisor with a socket and no descriptor: run unsupervised then.
+  const fuseFd = o.supervisor ? supervisorFd() : undefined;
+  if (o.supervisor && fuseFd === undefined) log.warn(`--supervisor: accepted; no FUSE connection at descriptor ${SUPERVISOR_FD} (upstream's supervisor socket protocol is not spoken), so this daemon mounts on its own and cannot fail over`);
+  if (fuseFd !== undefined && (!o.mountpoint || !o.apisock || o.bootstrap || mode !== 'fuse')) fail('--supervisor needs --mountpoint and --apisock, and no --bootstrap: a supervised daemon mounts its instances through the API');
+  if (o.upgrade && fuseFd === undefined) fail(`--upgrade needs --supervisor and the FUSE connection at descriptor ${SUPERVISOR_FD}`);
   if (o.logRotationSize && o.logRotationSize !== '0') log.warn(`--log-rotation-size ${o.logRotationSize}: accepted; log files are not rotated (leave it to logrotate)`);
   if (o.rlimitNofile) log.warn(`--rlimit-nofile ${o.rlimitNofile}: accepted; the open file limit is the one this process inherited`);
   if (o.writable) log.warn('--writable: accepted; RAFS mounts are read-only');
@@ -147,7 +172,8 @@ async function main(): Promise<void> {
   if (o.mirrorsDir && !fs.statSync(o.mirrorsDir, { throwIfNoEntry: false })?.isDirectory()) fail(`--mirrors-dir: ${o.mirrorsDir}: not a directory`);
   const prefetch = o.prefetchFiles ? readPrefetchList(o.prefetchFiles) : undefined;
   const mountRoot = o.mountpoint ? path.resolve(o.mountpoint) : undefined;
-  const daemon = new Daemon({ id: o.id ?? config?.id ?? randomUUID(), apisock: o.apisock, defaultConfig: config, mirrorsDir: o.mirrorsDir, mountRoot });
+  const supervised = o.supervisor && fuseFd !== undefined ? { fd: SUPERVISOR_FD, statePath: path.resolve(o.supervisor), upgrade: o.upgrade === true, policy: o.failoverPolicy as FailoverPolicy } : undefined;
+  const daemon = new Daemon({ id: o.id ?? config?.id ?? randomUUID(), apisock: o.apisock, defaultConfig: config, mirrorsDir: o.mirrorsDir, mountRoot, supervised });
   let stopping = false;
   const stop = (sig: string) => {
     if (stopping) return;
@@ -165,11 +191,17 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
   try {
     await daemon.listen();
-    if (mountRoot && !o.bootstrap) fs.mkdirSync(mountRoot, { recursive: true });
+    if (mountRoot && !o.bootstrap && !supervised) fs.mkdirSync(mountRoot, { recursive: true });
     if (o.bootstrap && config) {
       await daemon.mount(daemon.hostMountpoint(o.virtualMountpoint), o.bootstrap, config, prefetch, false);
       daemon.state = 'READY';
     }
+    if (supervised?.upgrade) {
+      // A successor stays in INIT until the supervisor hands it the state (takeover) and starts it.
+      log.info({ id: daemon.opts.id, apisock: o.apisock }, 'nydusd waiting for takeover');
+      return;
+    }
+    await daemon.supervised?.start();
     daemon.run();
     log.info({ id: daemon.opts.id, apisock: o.apisock, mountpoint: o.mountpoint }, 'nydusd running');
   } catch (e) {

@@ -34,6 +34,7 @@ import { loadedMirrorSet, loadedP2pHub, loadedProxy, watcherModule } from './opt
 import { prometheusText } from './prom';
 import { hostMountpoint } from './virtual-mounts';
 import { addUpstreamRoutes } from './upstream-api';
+import { SupervisedConnection, SupervisedOptions } from './supervised';
 
 const log = logger('nydusd');
 
@@ -68,6 +69,11 @@ export interface DaemonOptions {
    * upstream's shared daemon (`/ID` is `<mountRoot>/ID`); without it they are absolute host paths.
    */
   mountRoot?: string;
+  /**
+   * Run under a supervisor that keeps the FUSE connection (src/daemon/supervised.ts): every
+   * instance is a directory of one FUSE mount at `mountRoot`, served over the descriptor given.
+   */
+  supervised?: SupervisedOptions;
 }
 
 export class Daemon {
@@ -79,10 +85,23 @@ export class Daemon {
   private readonly idleGc = new IdleCollector();
   private stopping?: Promise<void>;
   private mirrorsWatch?: CertsWatcher;
+  /** The connection a supervisor keeps, when run under one. */
+  readonly supervised?: SupervisedConnection;
 
   constructor(readonly opts: DaemonOptions) {
+    if (opts.supervised) {
+      if (!opts.mountRoot) throw new Error('a supervised nydusd needs --mountpoint (its one FUSE mount)');
+      this.supervised = new SupervisedConnection(opts.supervised, opts.mountRoot, () => this.idleGc.touch());
+    }
     this.routes();
     addUpstreamRoutes(this);
+  }
+
+  /** The instance name a supervised daemon serves `mp` under: one directory of its mount. */
+  private instanceName(mp: string): string {
+    const name = path.relative(this.opts.mountRoot ?? '/', mp);
+    if (!name || name.includes('/') || name.startsWith('..')) throw new ApiFault(400, 'InvalidQuery', `mountpoint: a supervised nydusd serves instances as /NAME (one directory under ${this.opts.mountRoot}), got ${mp}`);
+    return name;
   }
 
   async listen(): Promise<void> {
@@ -126,8 +145,15 @@ export class Daemon {
     }
     const fuse = new FuseMount(rafs, mp, () => this.idleGc.touch());
     try {
-      if (cleanStaleMount(mp) === 'live') throw new ApiFault(409, 'MountpointBusy', `${mp}: something is already mounted there`);
-      await fuse.mount();
+      if (this.supervised) {
+        const name = this.instanceName(mp);
+        const index = this.supervised.indexFor(name);
+        this.supervised.root.attach(name, index, fuse);
+        this.supervised.attached(name, index);
+      } else {
+        if (cleanStaleMount(mp) === 'live') throw new ApiFault(409, 'MountpointBusy', `${mp}: something is already mounted there`);
+        await fuse.mount();
+      }
     } catch (e) {
       await closeSources(sources);
       throw e;
@@ -161,6 +187,11 @@ export class Daemon {
     if (!inst) throw new ApiFault(404, 'NotFound', `${mp}: not mounted by this daemon`);
     this.instances.delete(mp);
     await inst.prefetcher.stop();
+    if (this.supervised) {
+      const name = this.instanceName(mp);
+      this.supervised.root.detach(name);
+      this.supervised.detached(name);
+    }
     await inst.fuse.unmount();
     await inst.cache.flush();
     await closeSources(inst.pipeline.sources());
@@ -178,12 +209,25 @@ export class Daemon {
     return this.stopping;
   }
 
+  /**
+   * A supervised daemon's exit for a successor (`PUT /api/v1/daemon/exit`, upstream's upgrade):
+   * caches are flushed and the process ends, but the FUSE mount stays and so does the state file;
+   * requests this process read and did not answer are the successor's (FUSE_NOTIFY_RESEND).
+   */
+  async exitForSuccessor(): Promise<void> {
+    this.state = 'STOPPED';
+    for (const i of this.instances.values()) await i.prefetcher.stop();
+    for (const c of this.caches.values()) await c.close().catch((e) => log.error({ err: (e as Error).message }, 'cache close failed'));
+    log.info('exiting for a successor; the FUSE connection stays with the supervisor');
+  }
+
   private async doShutdown(): Promise<void> {
     this.state = 'STOPPED';
     await this.mirrorsWatch?.close();
     for (const mp of [...this.instances.keys()]) {
       await this.umount(mp).catch((e) => log.error({ mountpoint: mp, err: (e as Error).message }, 'unmount failed'));
     }
+    await this.supervised?.unmount();
     this.idleGc.stop();
     for (const c of this.caches.values()) await c.close().catch((e) => log.error({ err: (e as Error).message }, 'cache close failed'));
     await loadedP2pHub()?.closeAllHubs();
@@ -223,7 +267,7 @@ export class Daemon {
         prefetch: i.config.fsPrefetch.enable,
       };
     }
-    return { id: this.opts.id, version: VERSION, state: this.state, supervisor: '', backend_collection: backends };
+    return { id: this.opts.id, version: VERSION, state: this.state, supervisor: this.opts.supervised?.statePath ?? '', backend_collection: backends };
   }
 
   backendMetrics(insts: MountedInstance[]): object {
@@ -260,6 +304,14 @@ export class Daemon {
       return undefined;
     });
     a.addRoute('PUT', '/api/v1/daemon/exit', () => {
+      if (this.supervised) {
+        // The old daemon of an upgrade leaving: the mount is not its to take down. Its FUSE readers
+        // stay blocked in read(2) in libuv's pool (the connection lives on), and exiting normally
+        // joins those threads: it would never finish. So it ends itself with SIGKILL once its
+        // caches are flushed; what it had read and not answered is re-sent to its successor.
+        setImmediate(() => void this.exitForSuccessor().finally(() => process.kill(process.pid, 'SIGKILL')));
+        return undefined;
+      }
       setImmediate(() => void this.shutdown().then(() => process.exit(0)));
       return undefined;
     });
@@ -300,6 +352,8 @@ export class Daemon {
         read_latency_millis_total: Math.round(sum((x) => x.readLatencyMsTotal)),
         read_latency_dist: dist,
         nr_opens: sum((x) => x.opens),
+        // Not upstream's: READ requests as the kernel sized them, by size in bytes (per FUSE session).
+        fuse_read_sizes: this.readSizes(insts),
       };
     });
     a.addRoute('GET', '/api/v1/metrics/backend', (r) => this.backendMetrics(this.select(r.query)));
@@ -356,6 +410,14 @@ export class Daemon {
       ),
     );
     a.addRoute('GET', '/metrics', async () => ({ raw: await prometheusText(this), contentType: 'text/plain; version=0.0.4' }));
+  }
+
+  /** Sizes of the READ requests the FUSE sessions of `insts` served: {bytes: count}. */
+  private readSizes(insts: MountedInstance[]): Record<string, number> {
+    const sessions = new Set(insts.map((i) => (this.supervised ? this.supervised.fuseSession : i.fuse.fuseSession)));
+    const out: Record<string, number> = {};
+    for (const s of sessions) for (const [size, n] of s?.stats.readSizes ?? []) out[size] = (out[size] ?? 0) + n;
+    return out;
   }
 
   private async apiMount(r: ApiRequest): Promise<undefined> {

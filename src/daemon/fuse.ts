@@ -6,8 +6,11 @@
  *
  * Node ids are the image's inode numbers, so hard links share one node and one inode number; the
  * root is node 1 (FUSE_ROOT_ID), and an inode that happens to carry number 1 takes the root's number
- * as its node id. Only nodes the kernel has looked up are remembered, with their lookup count:
- * FORGET drops them at zero.
+ * as its node id. Nodes the kernel has looked up are remembered, with their lookup count: FORGET
+ * drops them at zero. A node id this process never handed out (the kernel got it from a previous
+ * nydusd on the same connection, docs/nydusd.md "Failover") is found again from the image: inode
+ * numbers are the same in every process that loads the bootstrap. For the same reason nothing is
+ * looked up by file handle: a handle may come from the previous process.
  */
 import { constants } from 'node:fs';
 import type { Inode, InodeKind } from '../format/model';
@@ -78,6 +81,8 @@ export function attrOf(rafs: RafsInstance, inode: Inode): Attr {
  */
 interface Node {
   inode: Inode;
+  /** Its node id (the root's is 1). */
+  id: number;
   nlookup: number;
   name: string;
   parent: number;
@@ -85,12 +90,19 @@ interface Node {
   path?: string;
 }
 
+/** A session for a whole supervised daemon (src/daemon/fuse-root.ts), with the settings of an instance's own. */
+export function daemonSession(fs: FuseFs, mountpoint: string, onActivity: () => void): FuseSession {
+  return new FuseSession(fs, { mountpoint, cacheTimeoutS: CACHE_TIMEOUT_S, readers: readerChoice(), onActivity });
+}
+
 export class FuseMount implements FuseFs {
   private session?: FuseSession;
   private readonly nodes = new Map<number, Node>();
-  private readonly files = new Map<number, Node>();
-  private readonly dirs = new Map<number, readonly DirEntry[]>();
+  /** Open directories' listings by handle, with the node each belongs to. */
+  private readonly dirs = new Map<number, { nodeid: number; list: readonly DirEntry[] }>();
   private nextFh = 1;
+  /** Every node by id, built on the first request for a node id not handed out here. */
+  private byId?: Map<number, Node>;
   private readonly rootIno: number;
   /** Reads waiting for data (GET /api/v1/metrics/inflight). */
   readonly inflight = new Map<number, InflightOp>();
@@ -105,7 +117,7 @@ export class FuseMount implements FuseFs {
   ) {
     const root = rafs.image.root;
     this.rootIno = rafs.inodeNumber(root);
-    this.nodes.set(1, { inode: root, nlookup: 1, name: '', parent: 1 });
+    this.nodes.set(1, { inode: root, id: 1, nlookup: 1, name: '', parent: 1 });
   }
 
   /** The session (READ sizes and request counts in `session.stats`) while mounted. */
@@ -144,9 +156,29 @@ export class FuseMount implements FuseFs {
   }
 
   private node(nodeid: number): Node {
-    const n = this.nodes.get(nodeid);
+    const n = this.nodes.get(nodeid) ?? this.recovered(nodeid);
     if (!n) throw new FuseError(errno.ESTALE, `node ${nodeid} is not known`);
     return n;
+  }
+
+  /** A node the kernel holds from a previous process: taken from the image and remembered again. */
+  private recovered(nodeid: number): Node | undefined {
+    if (!this.byId) {
+      this.byId = new Map();
+      const stack: Node[] = [{ inode: this.rafs.image.root, id: 1, nlookup: 0, name: '', parent: 1 }];
+      for (let k = 0; k < 50_000_000 && stack.length; k++) {
+        const p = stack.pop() as Node;
+        if (this.byId.has(p.id)) continue;
+        this.byId.set(p.id, p);
+        for (const [name, c] of p.inode.children ?? []) stack.push({ inode: c, id: this.idOf(c), nlookup: 0, name, parent: p.id });
+      }
+      log.info({ mountpoint: this.mountpoint, nodes: this.byId.size }, 'node ids of a previous nydusd resolved from the image');
+    }
+    const n = this.byId.get(nodeid);
+    if (!n) return undefined;
+    const again: Node = { ...n, nlookup: 1 };
+    this.nodes.set(nodeid, again);
+    return again;
   }
 
   lookup(parent: number, name: string): Entry | undefined {
@@ -165,7 +197,7 @@ export class FuseMount implements FuseFs {
     }
     let n = this.nodes.get(id);
     if (!n) {
-      n = { inode, nlookup: 0, name, parent };
+      n = { inode, id, nlookup: 0, name, parent };
       this.nodes.set(id, n);
     }
     n.nlookup++;
@@ -192,14 +224,14 @@ export class FuseMount implements FuseFs {
   open(nodeid: number, flags: number): number {
     const n = this.node(nodeid);
     if ((flags & 3) !== 0) throw new FuseError(errno.EROFS);
-    const fh = this.nextFh++;
-    this.files.set(fh, n);
+    if (n.inode.kind === 'dir') throw new FuseError(errno.EISDIR);
     this.rafs.stats.opens++;
-    return fh;
+    // READ finds the file by node id; the handle carries nothing.
+    return 0;
   }
 
-  async read(nodeid: number, fh: number, offset: number, size: number): Promise<Buffer> {
-    const n = this.files.get(fh) ?? this.node(nodeid);
+  async read(nodeid: number, _fh: number, offset: number, size: number): Promise<Buffer> {
+    const n = this.node(nodeid);
     const path = (n.path ??= this.pathOf(n));
     const id = ++requestCounter;
     this.inflight.set(id, { inode: this.rafs.inodeNumber(n.inode), opcode: FUSE_READ, unique: id, timestamp_secs: Math.floor(Date.now() / 1000) });
@@ -214,11 +246,17 @@ export class FuseMount implements FuseFs {
     }
   }
 
-  release(_nodeid: number, fh: number): void {
-    this.files.delete(fh);
+  release(): void {
+    // Nothing is kept per open file.
   }
 
   opendir(nodeid: number): number {
+    const fh = this.nextFh++;
+    this.dirs.set(fh, { nodeid, list: this.listing(nodeid) });
+    return fh;
+  }
+
+  private listing(nodeid: number): DirEntry[] {
     const n = this.node(nodeid);
     if (n.inode.kind !== 'dir') throw new FuseError(errno.ENOTDIR);
     const list: DirEntry[] = [
@@ -226,15 +264,14 @@ export class FuseMount implements FuseFs {
       { name: '..', ino: this.rafs.inodeNumber(this.node(n.parent).inode), type: 4 },
     ];
     for (const [name, c] of n.inode.children ?? []) list.push({ name, ino: this.rafs.inodeNumber(c), type: S_IF[c.kind] >> 12 });
-    const fh = this.nextFh++;
-    this.dirs.set(fh, list);
-    return fh;
+    return list;
   }
 
-  readdir(_nodeid: number, fh: number): readonly DirEntry[] {
-    const l = this.dirs.get(fh);
-    if (!l) throw new FuseError(errno.EBADF);
-    return l;
+  readdir(nodeid: number, fh: number): readonly DirEntry[] {
+    const d = this.dirs.get(fh);
+    if (d?.nodeid === nodeid) return d.list;
+    // A handle from a previous nydusd (its number may be in use here for another directory).
+    return this.listing(nodeid);
   }
 
   releasedir(_nodeid: number, fh: number): void {

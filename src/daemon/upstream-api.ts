@@ -8,7 +8,10 @@
  *                                       applied to that instance's sources without remount
  *   PUT  /api/v1/daemon/start           READY -> RUNNING (starts prefetch)
  *   PUT  /api/v1/mount?mountpoint=MP    remount: same bootstrap, new config, without unmounting
- *   PUT  /api/v1/daemon/fuse/sendfd|takeover   501: failover is not supported yet
+ *   PUT  /api/v1/daemon/fuse/sendfd     a supervised daemon writes its failover state for the supervisor
+ *   PUT  /api/v1/daemon/fuse/takeover   INIT -> READY: a supervised daemon started with --upgrade reads
+ *                                       the state of the daemon it replaces (docs/nydusd.md "Failover");
+ *                                       both answer 501 in a daemon without --supervisor
  *
  * `id` and `mountpoint` name instances as every other endpoint does (under the daemon's
  * --mountpoint when it has one). Errors are `{code, message}` like the rest of the API; a message
@@ -38,19 +41,36 @@ export function addUpstreamRoutes(d: Daemon): void {
     return { ...set, ...(set.registry_auth !== undefined ? { registry_auth: '[redacted]' } : {}) };
   });
   a.addRoute('PUT', '/api/v1/config', (r) => updateConfig(d, r));
-  a.addRoute('PUT', '/api/v1/daemon/start', () => {
+  a.addRoute('PUT', '/api/v1/daemon/start', async () => {
     // Upstream's state machine takes Start only in READY (after a mount or a takeover).
     if (d.state !== 'READY') throw new ApiFault(400, 'UnexpectedEvent', `start: the daemon is ${d.state}, not READY`);
+    // A successor starts reading the FUSE connection only now, with every instance mounted again.
+    await d.supervised?.start();
     d.run();
     return undefined;
   });
   a.addRoute('PUT', '/api/v1/mount', (r) => remount(d, r));
-  for (const what of ['sendfd', 'takeover']) {
-    a.addRoute('PUT', `/api/v1/daemon/fuse/${what}`, () => {
-      // Upstream answers an unsupported daemon operation with 501 and code "UNDEFINED".
-      throw new ApiFault(501, 'UNDEFINED', `fuse ${what}: failover is not supported yet (this nydusd cannot pass the FUSE fd to another process); use recover_policy "restart"`);
-    });
-  }
+  const supervisedOnly = (what: string) => {
+    // Upstream answers an unsupported daemon operation with 501 and code "UNDEFINED".
+    if (!d.supervised) throw new ApiFault(501, 'UNDEFINED', `fuse ${what}: this nydusd runs without --supervisor; nothing keeps its FUSE connection`);
+    return d.supervised;
+  };
+  a.addRoute('PUT', '/api/v1/daemon/fuse/sendfd', () => {
+    // The descriptor is already with the supervisor (it spawned us with it): the state goes to the file.
+    supervisedOnly('sendfd').save();
+    return undefined;
+  });
+  a.addRoute('PUT', '/api/v1/daemon/fuse/takeover', () => {
+    const s = supervisedOnly('takeover');
+    if (d.state !== 'INIT') throw new ApiFault(400, 'UnexpectedEvent', `takeover: the daemon is ${d.state}, not INIT (start it with --upgrade)`);
+    try {
+      s.takeover();
+    } catch (e) {
+      throw new ApiFault(400, 'InvalidState', (e as Error).message);
+    }
+    d.state = 'READY';
+    return undefined;
+  });
 }
 
 function instanceById(d: Daemon, r: ApiRequest): MountedInstance {

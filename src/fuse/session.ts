@@ -3,8 +3,10 @@
  * request (src/fuse/abi.ts), asks the filesystem (`FuseFs`, node-id based) and writes the reply.
  *
  * Contract:
- *  - `mount()` resolves once the kernel's INIT is answered; `unmount()` detaches the mount, waits
- *    for the readers to see the connection end, and closes the descriptor (idempotent);
+ *  - `mount()` resolves once the kernel's INIT is answered; `adopt(fd)` does the same on a
+ *    connection another process mounted, and `adopt(fd, {negotiated, policy})` serves one a previous
+ *    daemon already initialized (no INIT; FUSE_NOTIFY_RESEND per policy); `unmount()` detaches the
+ *    mount, waits for the readers to see the connection end, and closes the descriptor (idempotent);
  *  - every request gets exactly one reply, except FORGET/BATCH_FORGET (none, by protocol) and a
  *    request already answered EINTR after an INTERRUPT (its late result is dropped);
  *  - operations that would write answer EROFS, unknown ones ENOSYS, a thrown `FuseError` its errno,
@@ -17,7 +19,7 @@ import {
   decode, encode, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_MIN_READ_BUFFER, Fopen, fuse_access_in, fuse_attr, fuse_attr_out,
   fuse_batch_forget_in, fuse_dirent, fuse_direntplus, fuse_entry_out, fuse_forget_in, fuse_forget_one, fuse_getxattr_in,
   fuse_getxattr_out, fuse_in_header, fuse_init_in, fuse_init_out, fuse_interrupt_in, fuse_open_in, fuse_open_out, fuse_out_header,
-  fuse_read_in, fuse_release_in, fuse_statfs_out, Init, Op, recAlign, Struct, WRITING_OPS,
+  fuse_read_in, fuse_release_in, fuse_statfs_out, FUSE_UNIQUE_RESEND, Init, Notify, Op, recAlign, Struct, WRITING_OPS,
 } from './abi';
 import { abortConnection, detach, mountDevice, mountFuse, setReadAhead } from './device';
 import { ReaderKind, Readers, startReaders } from './readers';
@@ -53,6 +55,8 @@ export interface Attr {
 export interface Entry {
   nodeid: number;
   attr: Attr;
+  /** Entry cache time, seconds, when not the session's (a name that may come and go: 0). */
+  entryTtl?: number;
 }
 
 /** A directory listing entry; `type` is the DT_* value (mode >> 12). */
@@ -91,6 +95,9 @@ export interface FuseFs {
   listxattr(nodeid: number): Buffer;
   access(nodeid: number, mask: number): void;
 }
+
+/** Upstream's --failover-policy: what happens to requests a dead daemon read and never answered. */
+export type FailoverPolicy = 'none' | 'resend' | 'flush';
 
 export interface SessionOptions {
   mountpoint: string;
@@ -135,6 +142,8 @@ export class FuseSession {
   private ended = false;
   /** Uniques of READs being served; an INTERRUPT answers one early and removes it. */
   private readonly inFlight = new Set<bigint>();
+  /** Failover policy flush: requests re-sent after a takeover are answered EIO. */
+  private flushResent = false;
   negotiated?: Negotiated;
   /** Requests served, by opcode; READ sizes requested, by size; most READs in flight at once. */
   readonly stats = { requests: new Map<number, number>(), readSizes: new Map<number, number>(), maxInFlight: 0 };
@@ -149,19 +158,65 @@ export class FuseSession {
   }
 
   async mount(): Promise<Negotiated> {
-    this.fd = await mountFuse({
+    const fd = await mountFuse({
       mountpoint: this.opts.mountpoint,
       source: this.opts.source ?? 'nydus',
       subtype: this.opts.subtype ?? 'rafs',
       options: this.opts.mountOptions ?? ['ro', 'allow_other', 'default_permissions'],
     });
+    return this.serve(fd);
+  }
+
+  /**
+   * Serves a connection another process mounted and handed over as descriptor `fd` (a supervisor,
+   * docs/nydusd.md "Failover"). Without `takeover` the kernel's INIT is still to come and is
+   * answered as in `mount()`. With it, a previous daemon already answered INIT: the session
+   * takes its negotiated parameters and, per `takeover.policy`, has the kernel deliver again the
+   * requests that daemon read and never answered (`resend`), fail them (`flush`) or leaves them
+   * (`none`).
+   */
+  async adopt(fd: number, takeover?: { negotiated: Negotiated; policy: FailoverPolicy }): Promise<Negotiated> {
+    if (!takeover) return this.serve(fd);
+    this.fd = fd;
     this.dev = mountDevice(this.opts.mountpoint);
-    const init = new Promise<Negotiated>((resolve) => (this.initDone = resolve));
+    this.negotiated = takeover.negotiated;
+    this.flushResent = takeover.policy === 'flush';
+    this.startReading();
+    if (takeover.policy !== 'none') this.drainDeadDaemonRequests();
+    return takeover.negotiated;
+  }
+
+  private startReading(): void {
     const { kind, count } = this.opts.readers ?? { kind: 'poll', count: 1 };
     this.readers = startReaders(kind, this.fd, count, READ_BUF, (req) => this.handle(req), (err) => {
       this.ended = true;
       if (err.code !== 'ENODEV') log.error({ mountpoint: this.opts.mountpoint, err: err.message }, 'FUSE connection ended');
     });
+  }
+
+  /**
+   * FUSE_NOTIFY_RESEND (kernel 6.9+, FUSE_HAS_RESEND in INIT): the kernel moves every request it
+   * handed out and got no answer for back to its queue, marked with FUSE_UNIQUE_RESEND. Under
+   * `flush` the re-sent ones are answered EIO (upstream "flushes pending requests" through a fusectl
+   * `flush` file mainline kernels lack; failing them is what is possible here).
+   */
+  private drainDeadDaemonRequests(): void {
+    const h = Buffer.alloc(HDR);
+    encode(fuse_out_header, h, 0, { len: HDR, error: Notify.RESEND, unique: 0n });
+    try {
+      fs.writeSync(this.fd, h);
+      log.info({ mountpoint: this.opts.mountpoint, flush: this.flushResent }, 'FUSE_NOTIFY_RESEND sent: requests of the previous daemon come again');
+    } catch (e) {
+      const hasResend = ((this.negotiated?.offered ?? 0n) >> 32n) & BigInt(Init.HAS_RESEND2);
+      log.error({ mountpoint: this.opts.mountpoint, err: (e as Error).message, kernelHasResend: hasResend !== 0n }, 'FUSE_NOTIFY_RESEND failed (kernel before 6.9?): requests the previous daemon read stay unanswered');
+    }
+  }
+
+  private async serve(fd: number): Promise<Negotiated> {
+    this.fd = fd;
+    this.dev = mountDevice(this.opts.mountpoint);
+    const init = new Promise<Negotiated>((resolve) => (this.initDone = resolve));
+    this.startReading();
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`mount ${this.opts.mountpoint}: the kernel sent no INIT within 10 s`)), 10_000)));
     try {
@@ -225,6 +280,7 @@ export class FuseSession {
   private handle(req: Buffer): void {
     const h = decode(fuse_in_header, req, 0) as { len: number; opcode: number; unique: bigint; nodeid: number };
     const op = h.opcode;
+    if (this.flushResent && h.unique & FUSE_UNIQUE_RESEND) return this.reply(h.unique, -errno.EIO);
     this.stats.requests.set(op, (this.stats.requests.get(op) ?? 0) + 1);
     this.opts.onActivity?.();
     try {
@@ -401,7 +457,7 @@ export class FuseSession {
 function entryOut(e: Entry | undefined, t: number): Record<string, unknown> {
   // A missing entry is node id 0 with a timeout: the kernel caches the negative lookup.
   if (!e) return { nodeid: 0, entry_valid: t };
-  return { nodeid: e.nodeid, entry_valid: t, attr_valid: t, attr: attrOut(e.attr) };
+  return { nodeid: e.nodeid, entry_valid: e.entryTtl ?? t, attr_valid: t, attr: attrOut(e.attr) };
 }
 
 /** fuse_attr from an Attr: the image keeps one time, so atime and ctime are mtime. */

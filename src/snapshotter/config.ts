@@ -6,13 +6,15 @@
  *   root = "/var/lib/containerd/io.containerd.snapshotter.v1.nydus"
  *   address = "/run/containerd-nydus/containerd-nydus-grpc.sock"
  *   daemon_mode = "multiple"          # dedicated/multiple (one nydusd per image, upstream's default) | shared | none
- *   [daemon]      nydusd_path, nydusd_config (JSON template), recover_policy = "restart" | "none"
- *                 ("failover" runs as "restart", with a warning), log_level
+ *   [daemon]      nydusd_path, nydusd_config (JSON template), log_level,
+ *                 recover_policy = "restart" | "failover" | "none", failover_policy = "resend" | "flush" | "none"
+ *                 (failover needs daemon_mode "shared"; dedicated daemons restart, with a warning)
  *   [remote.mirrors_config] dir      # certs.d directory watched and pushed to every daemon
  *   [remote.auth] enable_cri_keychain, image_service_address   # CRI image service proxy (cri-image-proxy.ts)
  *   [cache_manager] disable, cache_dir ("" = <root>/cache), max_size_mb   # collected on Cleanup past max
  *   [log]         level, log_to_stdout, dir ("" = <root>/logs)
  *   [metrics]     address = "127.0.0.1:9110"         # Prometheus at /v1/metrics; "" = off
+ *   [system]      enable, address = "/run/containerd-nydus/system.sock"   # system.ts: hot upgrade
  *   [snapshot]    enable_nydus_overlayfs, nydus_overlayfs_path, enable_kata_volume  # kata-mounts.ts
  *
  * Every other key of upstream's config (src/snapshotter/upstream-keys.ts) is validated as upstream
@@ -26,20 +28,23 @@ import { DEFAULT_IMAGE_SERVICE_ADDRESS } from './cri-image-proxy';
 import { checkUpstreamKeys } from './upstream-keys';
 
 export type DaemonMode = 'shared' | 'dedicated' | 'none';
-export type RecoverPolicy = 'restart' | 'none';
+export type RecoverPolicy = 'restart' | 'failover' | 'none';
+export type FailoverPolicy = 'resend' | 'flush' | 'none';
 
 export interface SnapshotterConfig {
   version: 1;
   root: string;
   address: string;
   daemonMode: DaemonMode;
-  daemon: { nydusdPath: string; nydusdConfig: string; recoverPolicy: RecoverPolicy; logLevel: string };
+  daemon: { nydusdPath: string; nydusdConfig: string; recoverPolicy: RecoverPolicy; failoverPolicy: FailoverPolicy; logLevel: string };
   mirrorsDir: string;
   /** [remote.auth]: the CRI keychain (the socket also serves a proxy of CRI's ImageService). */
   criKeychain: { enable: boolean; imageServiceAddress: string };
   cache: { disable: boolean; dir: string; maxSizeMb: number };
   log: { level: string; logToStdout: boolean; dir: string };
   metrics: { address: string };
+  /** The system controller (src/snapshotter/system.ts): hot upgrade and the daemon list. */
+  system: { enable: boolean; address: string };
   /** [snapshot]: mounts for VM runtimes (kata-mounts.ts). */
   snapshot: { enableNydusOverlayfs: boolean; nydusOverlayfsPath: string; enableKataVolume: boolean };
   /** One line per upstream key accepted but not honoured here (the CLI logs them at start). */
@@ -175,10 +180,13 @@ export function parseConfig(text: string, file: string, over: ConfigOverrides = 
   const level = over.logLevel ?? logT.str('level', 'info');
   if (!LEVELS.includes(level)) throw new ConfigError(over.logLevel ? '--log-level' : file, 'log.level', `must be one of ${LEVELS.join(', ')}`);
   const warnings: string[] = [];
-  // failover needs the FUSE fd handed to a new nydusd (sendfd/takeover), which this nydusd lacks;
-  // restart gives the same recovery minus in-flight requests, so take the config and say so.
-  const failover = d.str('recover_policy', 'restart') === 'failover';
-  if (failover) warnings.push(`${file}: daemon.recover_policy: "failover" is not supported yet (no FUSE fd passing); using "restart"`);
+  // Failover keeps one FUSE connection per daemon in the daemon manager (docs/snapshotter.md); a
+  // dedicated daemon is restarted instead.
+  let recoverPolicy = d.oneOf<RecoverPolicy>('recover_policy', 'restart', ['restart', 'failover', 'none']);
+  if (recoverPolicy === 'failover' && daemonMode !== 'shared') {
+    warnings.push(`${file}: daemon.recover_policy: "failover" needs daemon_mode "shared" here (one FUSE connection per daemon kept by the snapshotter); ${daemonMode} daemons use "restart"`);
+    recoverPolicy = 'restart';
+  }
   const cacheT = r.table('cache_manager');
   const cfg: SnapshotterConfig = {
     version: 1,
@@ -188,7 +196,8 @@ export function parseConfig(text: string, file: string, over: ConfigOverrides = 
     daemon: {
       nydusdPath: path.resolve(d.str('nydusd_path', DEFAULT_NYDUSD)),
       nydusdConfig: path.resolve(over.nydusdConfig ?? d.str('nydusd_config', DEFAULT_NYDUSD_CONFIG)),
-      recoverPolicy: d.oneOf<RecoverPolicy>('recover_policy', 'restart', ['restart', 'none'], { failover: 'restart' }),
+      recoverPolicy,
+      failoverPolicy: d.oneOf<FailoverPolicy>('failover_policy', 'resend', ['none', 'resend', 'flush']),
       logLevel: d.str('log_level', level),
     },
     mirrorsDir: r.table('remote').table('mirrors_config').str('dir', ''),
@@ -203,6 +212,7 @@ export function parseConfig(text: string, file: string, over: ConfigOverrides = 
     },
     log: { level, logToStdout: over.logToStdout ?? logT.bool('log_to_stdout', false), dir: path.resolve(root, logT.str('dir', '') || 'logs') },
     metrics: { address: r.table('metrics').str('address', '') },
+    system: { enable: r.table('system').bool('enable', false), address: path.resolve(r.table('system').str('address', '/run/containerd-nydus/system.sock')) },
     snapshot: snapshotKeys(r.table('snapshot')),
     warnings,
   };

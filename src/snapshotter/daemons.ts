@@ -11,6 +11,16 @@
  *    restarts the others.
  *  - Liveness is polled (pid + API); with recover_policy "restart" a dead daemon's stale FUSE mounts
  *    are detached, it is spawned again and its instances are mounted again at the same paths.
+ *  - recover_policy "failover" (shared mode): this manager is the daemon's supervisor. It opens
+ *    /dev/fuse and mounts it at <root>/mnt itself, keeps that descriptor and spawns nydusd with a
+ *    copy as fd 3 (`--supervisor <state file>`); the instances are directories of that one mount.
+ *    When nydusd dies, a successor is spawned on the same descriptor (`--upgrade`), takes over the
+ *    dead one's state, gets its instances mounted again through the API and only then starts
+ *    reading, re-sending what the dead one left unanswered (failover_policy). Containers see a
+ *    pause, not an error. `upgrade()` replaces a running nydusd the same way (hot upgrade). Node
+ *    cannot pass a descriptor to a process that is already running (no SCM_RIGHTS), which is why
+ *    the manager mounts and spawns rather than receiving the descriptor from nydusd as upstream's
+ *    supervisor does; docs/snapshotter.md "Failover" has the sequence.
  *  - The certs.d mirrors in force are written into each instance's config at mount (and remount
  *    after a restart); later changes are pushed live to every daemon by the mirrors sync.
  *  - Registry credentials are resolved per image (pull-auth.ts) and reach only that image's
@@ -21,11 +31,12 @@
  *    credentials are resolved again and changed ones pushed with `PUT /api/v1/config
  *    {"registry_auth"}` to the running instance, without a remount.
  */
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { ChildProcess, execFileSync, spawn, StdioOptions } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { NydusdClient } from '../daemon/client';
+import { detach as detachFuse, mountFuse } from '../fuse/device';
 import { mirrorToJson } from '../mirrors/nydus-json';
 import type { MirrorsSync } from '../mirrors/push';
 import { apiHost, parseReference } from '../registry/reference';
@@ -47,7 +58,9 @@ export interface DaemonManagerOptions {
   nydusdPath: string;
   /** The nydusd JSON template (already parsed JSON). */
   template: Record<string, unknown>;
-  recoverPolicy: 'restart' | 'none';
+  recoverPolicy: 'restart' | 'failover' | 'none';
+  /** nydusd's --failover-policy under recover_policy "failover" (default resend). */
+  failoverPolicy?: 'resend' | 'flush' | 'none';
   cacheDir: string;
   logLevel: string;
   /** nydusd output to our stdout instead of <root>/logs/<id>/nydusd.log. */
@@ -106,6 +119,8 @@ interface Daemon {
   rec: DaemonRecord;
   client: NydusdClient;
   proc?: ChildProcess;
+  /** Failover: this manager's copy of the daemon's /dev/fuse descriptor (the connection outlives nydusd). */
+  fuseFd?: number;
   /** Set while a restart is in progress, so reads of the daemon wait for it. */
   restarting?: Promise<void>;
 }
@@ -134,6 +149,12 @@ function detach(dir: string): void {
   }
 }
 
+/** The API socket of an upgraded daemon: api.sock, api-1.sock, api-2.sock... (the old one still listens). */
+function nextApiSock(sock: string): string {
+  const m = /api(?:-(\d+))?\.sock$/.exec(path.basename(sock));
+  return path.join(path.dirname(sock), `api-${Number(m?.[1] ?? 0) + 1}.sock`);
+}
+
 function isLoopback(host: string): boolean {
   const h = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
   return h === 'localhost' || h === '::1' || /^127\./.test(h);
@@ -152,7 +173,17 @@ export class DaemonManager implements RafsMounter {
   private readonly authOf = new Map<string, ImageAuth>();
 
   constructor(private readonly o: DaemonManagerOptions) {
-    for (const d of ['mnt', 'socket', 'logs']) fs.mkdirSync(path.join(o.root, d), { recursive: true, mode: 0o700 });
+    for (const d of ['mnt', 'socket', 'logs']) {
+      const dir = path.join(o.root, d);
+      try {
+        fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      } catch (e) {
+        // A supervised daemon's FUSE mount whose connection died with both processes.
+        if ((e as NodeJS.ErrnoException).code !== 'ENOTCONN') throw e;
+        detach(dir);
+        fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      }
+    }
     fs.mkdirSync(o.cacheDir, { recursive: true });
     const tpl = (o.template.device as { backend?: { config?: { auth?: unknown; host?: unknown } } } | undefined)?.backend?.config;
     this.pullAuth = o.pullAuth ?? new PullAuth({ template: tpl, cri: o.criKeychain });
@@ -189,7 +220,10 @@ export class DaemonManager implements RafsMounter {
       if (alive) {
         log.info({ daemon: rec.id, pid: rec.pid }, 'adopted running nydusd');
         this.o.metrics?.daemonEvents.inc({ nydusd_event: 'recovered' });
-      } else if (this.o.recoverPolicy === 'restart') {
+        // The descriptor copy died with the previous snapshotter process and cannot be had back
+        // from nydusd (no SCM_RIGHTS in Node): this daemon is restarted, not failed over, if it dies.
+        if (this.failover) log.warn({ daemon: rec.id }, 'adopted nydusd: its FUSE connection is not kept here; until its next restart it cannot fail over');
+      } else if (this.o.recoverPolicy !== 'none') {
         log.warn({ daemon: rec.id, pid: rec.pid }, 'recorded nydusd is gone: restarting it');
         await this.restart(d).catch((err: Error) => log.error({ daemon: rec.id, err: err.message }, 'restart failed'));
       }
@@ -252,12 +286,36 @@ export class DaemonManager implements RafsMounter {
     return out;
   }
 
-  private async state(d: Daemon): Promise<string> {
+  private async state(d: Daemon | NydusdClient): Promise<string> {
     try {
-      return (await d.client.daemonInfo()).state;
+      return (await (d instanceof NydusdClient ? d : d.client).daemonInfo()).state;
     } catch {
       return 'UNREACHABLE';
     }
+  }
+
+  /** recover_policy "failover" applies to the shared daemon: one FUSE connection this manager keeps. */
+  private get failover(): boolean {
+    return this.o.recoverPolicy === 'failover' && this.o.mode === 'shared';
+  }
+
+  /** The supervised daemon's one FUSE mount; its instances are the directories in it. */
+  private mountRoot(): string {
+    return path.join(this.o.root, 'mnt');
+  }
+
+  /** The failover state file nydusd keeps (`--supervisor`), beside its API socket. */
+  private statePath(d: Daemon): string {
+    return path.join(path.dirname(d.rec.apiSock), 'failover.json');
+  }
+
+  /** How the daemon's API names an instance: `/ID` under a supervised daemon's mount, else the host path. */
+  private apiPath(i: { mountpoint: string }): string {
+    return this.failover ? `/${path.basename(i.mountpoint)}` : i.mountpoint;
+  }
+
+  private mine(d: Daemon): InstanceRecord[] {
+    return [...this.instances.values()].filter((i) => i.daemonId === d.rec.id);
   }
 
   private updateGauges(): void {
@@ -271,8 +329,8 @@ export class DaemonManager implements RafsMounter {
       if (d.restarting || pidAlive(d.rec.pid, d.rec.apiSock)) continue;
       log.warn({ daemon: d.rec.id, pid: d.rec.pid }, 'nydusd died');
       this.o.metrics?.daemonEvents.inc({ nydusd_event: 'died' });
-      if (this.o.recoverPolicy !== 'restart') continue;
-      d.restarting = this.serial(`daemon:${d.rec.id}`, () => this.restart(d))
+      if (this.o.recoverPolicy === 'none') continue;
+      d.restarting = this.serial(`daemon:${d.rec.id}`, () => (this.failover && d.fuseFd !== undefined ? this.failoverDaemon(d) : this.restart(d)))
         .catch((err: Error) => log.error({ daemon: d.rec.id, err: err.message }, 'restart failed'))
         .finally(() => (d.restarting = undefined));
     }
@@ -280,24 +338,132 @@ export class DaemonManager implements RafsMounter {
 
   /** Clears a dead daemon's leftovers, spawns it again and remounts its instances. */
   private async restart(d: Daemon): Promise<void> {
-    const mine = [...this.instances.values()].filter((i) => i.daemonId === d.rec.id);
-    for (const i of mine) detach(i.mountpoint);
+    const mine = this.mine(d);
+    if (!this.failover) for (const i of mine) detach(i.mountpoint);
     await this.spawnDaemon(d);
     for (const i of mine) {
-      fs.mkdirSync(i.mountpoint, { recursive: true });
+      if (!this.failover) fs.mkdirSync(i.mountpoint, { recursive: true });
       const a = await this.resolveAuth(i);
-      await d.client.mount(i.mountpoint, i.bootstrap, this.withAuth(this.withMirrors(i), a));
+      await d.client.mount(this.apiPath(i), i.bootstrap, this.withAuth(this.withMirrors(i), a));
       this.authOf.set(i.snapshotId, a);
     }
     this.o.metrics?.daemonEvents.inc({ nydusd_event: 'restarted' });
     log.info({ daemon: d.rec.id, pid: d.rec.pid, instances: mine.length }, 'nydusd restarted');
   }
 
-  /** Spawns nydusd for `d`, waits for RUNNING and records it. */
+  /**
+   * A dead supervised daemon's successor: spawned on the connection this manager kept, it takes
+   * over, gets the instances mounted again and starts; the kernel re-sends what the dead one had
+   * read (failover_policy). If that fails the daemon is restarted the plain way.
+   */
+  private async failoverDaemon(d: Daemon): Promise<void> {
+    try {
+      await this.succeed(d, d.rec.apiSock);
+    } catch (err) {
+      log.error({ daemon: d.rec.id, err: (err as Error).message }, 'failover failed; restarting nydusd (its mounts break)');
+      await this.restart(d);
+      return;
+    }
+    this.o.metrics?.daemonEvents.inc({ nydusd_event: 'failover' });
+    log.info({ daemon: d.rec.id, pid: d.rec.pid, instances: this.mine(d).length }, 'nydusd failed over');
+  }
+
+  /**
+   * Hot upgrade (upstream's system controller `PUT /api/v1/daemons/upgrade`): the shared nydusd is
+   * replaced by `nydusdPath` (default: the configured one) under running containers, the way a
+   * failover goes, except that the old daemon exits only once its successor holds every instance.
+   */
+  async upgrade(nydusdPath?: string): Promise<{ id: string; pid: number }[]> {
+    const d = this.daemons.get(SHARED_ID);
+    if (!this.failover || !d || d.fuseFd === undefined) {
+      throw failedPrecondition('hot upgrade needs recover_policy "failover", daemon_mode "shared" and a shared nydusd started by this snapshotter (it keeps the FUSE connection)');
+    }
+    if (nydusdPath !== undefined && !fs.statSync(nydusdPath, { throwIfNoEntry: false })?.isFile()) throw failedPrecondition(`nydusd_path: ${nydusdPath}: not a file`);
+    if (d.restarting) await d.restarting;
+    const run = this.serial(`daemon:${d.rec.id}`, async () => {
+      const old = { pid: d.rec.pid, sock: d.rec.apiSock, client: d.client };
+      await old.client.call('PUT', '/api/v1/daemon/fuse/sendfd');
+      await this.succeed(d, nextApiSock(old.sock), nydusdPath, async () => {
+        await old.client.call('PUT', '/api/v1/daemon/exit');
+        for (let i = 0; i < 200 && pidAlive(old.pid, old.sock); i++) await new Promise((r) => setTimeout(r, 50));
+        if (pidAlive(old.pid, old.sock)) process.kill(old.pid, 'SIGKILL');
+      });
+      this.o.metrics?.daemonEvents.inc({ nydusd_event: 'upgraded' });
+      log.info({ daemon: d.rec.id, pid: d.rec.pid, nydusd: nydusdPath ?? this.o.nydusdPath }, 'nydusd upgraded');
+    });
+    d.restarting = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    void d.restarting.then(() => (d.restarting = undefined));
+    await run;
+    return [{ id: d.rec.id, pid: d.rec.pid }];
+  }
+
+  /**
+   * Spawns a successor of `d` on the FUSE connection kept here (`--upgrade`), hands it the state
+   * (takeover) and the instances, runs `beforeStart` (an upgrade's old daemon leaves then) and starts
+   * it: only now does it read the connection and have the kernel re-send what was left unanswered.
+   */
+  private async succeed(d: Daemon, apiSock: string, nydusdPath?: string, beforeStart?: () => Promise<void>): Promise<void> {
+    const { proc, client } = await this.spawnProc(d, apiSock, { successor: true, nydusdPath });
+    try {
+      await client.call('PUT', '/api/v1/daemon/fuse/takeover');
+      for (const i of this.mine(d)) {
+        const a = await this.resolveAuth(i);
+        await client.mount(this.apiPath(i), i.bootstrap, this.withAuth(this.withMirrors(i), a));
+        this.authOf.set(i.snapshotId, a);
+      }
+      await beforeStart?.();
+      await client.call('PUT', '/api/v1/daemon/start');
+    } catch (err) {
+      proc.kill('SIGKILL');
+      throw err;
+    }
+    const oldSock = d.rec.apiSock;
+    d.proc = proc;
+    d.client = client;
+    d.rec.pid = proc.pid ?? 0;
+    d.rec.apiSock = apiSock;
+    this.o.store.tx(() => this.o.store.putRecord('daemon', d.rec.id, d.rec));
+    if (oldSock !== apiSock) {
+      fs.rmSync(oldSock, { force: true });
+      this.o.mirrors?.remove(oldSock);
+      for (const registry of new Set(this.mine(d).map((i) => i.registry))) await this.o.mirrors?.add({ apiSock, registry });
+    }
+  }
+
+  /**
+   * A new FUSE connection for a supervised daemon: whatever a previous one left at the mount root is
+   * detached, /dev/fuse opened and mounted there; this manager keeps the descriptor.
+   */
+  private async openConnection(d: Daemon): Promise<void> {
+    if (d.fuseFd !== undefined) fs.closeSync(d.fuseFd);
+    d.fuseFd = undefined;
+    const root = this.mountRoot();
+    await detachFuse(root);
+    fs.rmSync(this.statePath(d), { force: true });
+    d.fuseFd = await mountFuse({ mountpoint: root, source: 'nydus', subtype: 'rafs', options: ['ro', 'allow_other', 'default_permissions'] });
+  }
+
+  /** Spawns nydusd for `d` (on a new FUSE connection when supervised), waits for RUNNING and records it. */
   private async spawnDaemon(d: Daemon): Promise<void> {
-    fs.mkdirSync(path.dirname(d.rec.apiSock), { recursive: true, mode: 0o700 });
-    fs.rmSync(d.rec.apiSock, { force: true });
-    const args = ['--apisock', d.rec.apiSock, '--id', d.rec.id, '--log-level', this.o.logLevel];
+    if (this.failover) await this.openConnection(d);
+    const { proc } = await this.spawnProc(d, d.rec.apiSock);
+    d.proc = proc;
+    d.rec.pid = proc.pid ?? 0;
+    this.o.store.tx(() => this.o.store.putRecord('daemon', d.rec.id, d.rec));
+  }
+
+  /** Spawns nydusd on `apiSock` and waits for RUNNING (a successor: INIT, waiting for takeover). */
+  private async spawnProc(d: Daemon, apiSock: string, opts: { successor?: boolean; nydusdPath?: string } = {}): Promise<{ proc: ChildProcess; client: NydusdClient }> {
+    fs.mkdirSync(path.dirname(apiSock), { recursive: true, mode: 0o700 });
+    fs.rmSync(apiSock, { force: true });
+    const args = ['--apisock', apiSock, '--id', d.rec.id, '--log-level', this.o.logLevel];
+    if (d.fuseFd !== undefined) {
+      args.push('--mountpoint', this.mountRoot(), '--supervisor', this.statePath(d), '--failover-policy', this.o.failoverPolicy ?? 'resend');
+      if (opts.successor) args.push('--upgrade');
+    }
     let out: number | 'inherit' = 'inherit';
     if (!this.o.logToStdout) {
       const logDir = path.join(this.o.root, 'logs', d.rec.id);
@@ -305,28 +471,30 @@ export class DaemonManager implements RafsMounter {
       out = fs.openSync(path.join(logDir, 'nydusd.log'), 'a');
     }
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !CREDENTIAL_ENV.test(k)));
-    const proc = spawn(this.o.nydusdPath, args, { stdio: ['ignore', out, out], detached: true, env });
+    // A supervised daemon gets the connection as its fd 3; this process keeps its own copy.
+    const stdio: StdioOptions = d.fuseFd !== undefined ? ['ignore', out, out, d.fuseFd] : ['ignore', out, out];
+    const bin = opts.nydusdPath ?? this.o.nydusdPath;
+    const proc = spawn(bin, args, { stdio, detached: true, env });
     if (typeof out === 'number') fs.closeSync(out);
     proc.unref();
-    const spawnError = new Promise<never>((_, reject) => proc.once('error', (e) => reject(new Error(`spawn ${this.o.nydusdPath}: ${e.message}`))));
+    const spawnError = new Promise<never>((_, reject) => proc.once('error', (e) => reject(new Error(`spawn ${bin}: ${e.message}`))));
     spawnError.catch(() => undefined);
-    d.proc = proc;
-    d.rec.pid = proc.pid ?? 0;
-    this.o.store.tx(() => this.o.store.putRecord('daemon', d.rec.id, d.rec));
+    const client = new NydusdClient(apiSock, 30_000);
+    const want = opts.successor ? 'INIT' : 'RUNNING';
     const deadline = Date.now() + (this.o.startTimeoutMs ?? 30_000);
     let last = 'not started';
     for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
-      if (proc.exitCode !== null || proc.signalCode !== null) throw unavailable(`nydusd ${d.rec.id} exited (${proc.exitCode ?? proc.signalCode}) before RUNNING; see its log`);
-      last = await Promise.race([this.state(d), spawnError]);
-      if (last === 'RUNNING') {
-        this.o.metrics?.daemonEvents.inc({ nydusd_event: 'started' });
-        log.info({ daemon: d.rec.id, pid: d.rec.pid }, 'nydusd running');
-        return;
+      if (proc.exitCode !== null || proc.signalCode !== null) throw unavailable(`nydusd ${d.rec.id} exited (${proc.exitCode ?? proc.signalCode}) before ${want}; see its log`);
+      last = await Promise.race([this.state(client), spawnError]);
+      if (last === want) {
+        if (!opts.successor) this.o.metrics?.daemonEvents.inc({ nydusd_event: 'started' });
+        log.info({ daemon: d.rec.id, pid: proc.pid, state: want }, opts.successor ? 'nydusd successor waiting for takeover' : 'nydusd running');
+        return { proc, client };
       }
       await new Promise((r) => setTimeout(r, 50));
     }
     proc.kill('SIGKILL');
-    throw unavailable(`nydusd ${d.rec.id} did not reach RUNNING within ${this.o.startTimeoutMs ?? 30_000} ms (last: ${last})`);
+    throw unavailable(`nydusd ${d.rec.id} did not reach ${want} within ${this.o.startTimeoutMs ?? 30_000} ms (last: ${last})`);
   }
 
   /** The daemon that serves `snapshotId`, started if needed. */
@@ -400,17 +568,21 @@ export class DaemonManager implements RafsMounter {
       const auth = await this.resolveAuth({ snapshotId: meta.snapshotId, ref }, meta.labels);
       const d = await this.daemonFor(meta.snapshotId);
       const mountpoint = path.join(this.o.root, 'mnt', meta.snapshotId);
-      detach(mountpoint);
-      fs.mkdirSync(mountpoint, { recursive: true });
+      // Under a supervised daemon the directory is its FUSE mount's, made by the mount itself.
+      if (!this.failover) {
+        detach(mountpoint);
+        fs.mkdirSync(mountpoint, { recursive: true });
+      }
+      const at = this.apiPath({ mountpoint });
       const sent = (): NydusdJson => this.withAuth(this.withMirrors({ registry, config }), auth);
       try {
-        await d.client.mount(mountpoint, meta.bootstrap, sent());
+        await d.client.mount(at, meta.bootstrap, sent());
       } catch (err) {
         // The daemon may still hold an instance there from before a snapshotter crash: replace it.
         log.warn({ snapshot: meta.snapshotId, err: (err as Error).message }, 'mount refused; replacing a stale instance');
-        await d.client.umount(mountpoint).catch(() => undefined);
-        detach(mountpoint);
-        await d.client.mount(mountpoint, meta.bootstrap, sent());
+        await d.client.umount(at).catch(() => undefined);
+        if (!this.failover) detach(mountpoint);
+        await d.client.mount(at, meta.bootstrap, sent());
       }
       this.authOf.set(meta.snapshotId, auth);
       const inst: InstanceRecord = { snapshotId: meta.snapshotId, daemonId: d.rec.id, mountpoint, bootstrap: meta.bootstrap, registry, ref, config };
@@ -428,9 +600,11 @@ export class DaemonManager implements RafsMounter {
       const inst = this.instances.get(snapshotId);
       if (!inst) return;
       const d = this.daemons.get(inst.daemonId);
-      if (d) await d.client.umount(inst.mountpoint).catch((err: Error) => log.warn({ snapshot: snapshotId, err: err.message }, 'umount via API failed; detaching'));
-      detach(inst.mountpoint);
-      fs.rmSync(inst.mountpoint, { recursive: true, force: true });
+      if (d) await d.client.umount(this.apiPath(inst)).catch((err: Error) => log.warn({ snapshot: snapshotId, err: err.message }, 'umount via API failed; detaching'));
+      if (!this.failover) {
+        detach(inst.mountpoint);
+        fs.rmSync(inst.mountpoint, { recursive: true, force: true });
+      }
       this.o.store.tx(() => this.o.store.deleteRecord('instance', snapshotId));
       this.instances.delete(snapshotId);
       this.authOf.delete(snapshotId);
@@ -464,6 +638,12 @@ export class DaemonManager implements RafsMounter {
     }
     for (let i = 0; i < 100 && pidAlive(d.rec.pid, d.rec.apiSock); i++) await new Promise((r) => setTimeout(r, 50));
     if (pidAlive(d.rec.pid, d.rec.apiSock)) process.kill(d.rec.pid, 'SIGKILL');
+    if (d.fuseFd !== undefined) {
+      // nydusd unmounted on SIGTERM; after a SIGKILL the mount is still there.
+      await detachFuse(this.mountRoot());
+      fs.closeSync(d.fuseFd);
+      d.fuseFd = undefined;
+    }
     this.daemons.delete(d.rec.id);
     this.o.mirrors?.remove(d.rec.apiSock);
     this.o.store.tx(() => this.o.store.deleteRecord('daemon', d.rec.id));

@@ -15,6 +15,7 @@ import { addCriImageProxy, CriImageProxy, CriKeychain } from './cri-image-proxy'
 import { DaemonManager } from './daemons';
 import { Metrics } from './metrics';
 import { serveSnapshots } from './server';
+import { serveSystemController } from './system';
 import { vmMountMode } from './kata-mounts';
 import { Snapshotter } from './snapshotter';
 import { MetaStore } from './store';
@@ -64,6 +65,7 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
       nydusdPath: cfg.daemon.nydusdPath,
       template,
       recoverPolicy: cfg.daemon.recoverPolicy,
+      failoverPolicy: cfg.daemon.failoverPolicy,
       cacheDir: cfg.cache.dir,
       logLevel: cfg.daemon.logLevel,
       logToStdout: cfg.log.logToStdout,
@@ -93,6 +95,8 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
     metricsServer = await metrics.serve(cfg.metrics.address);
     log.info({ url: metricsServer.url }, 'serving metrics');
   }
+  const systemServer = cfg.system.enable && daemons ? await serveSystemController(cfg.system.address, daemons) : undefined;
+  if (systemServer) log.info({ address: cfg.system.address }, 'serving the system controller');
   return {
     snapshotter: sn,
     daemons,
@@ -105,6 +109,7 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
       if (destroyDaemons) await daemons?.destroyAll();
       else daemons?.close();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.server.close(() => resolve()) : resolve()));
+      await new Promise<void>((resolve) => (systemServer ? systemServer.close(() => resolve()) : resolve()));
       sn.close();
     },
   };

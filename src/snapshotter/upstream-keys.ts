@@ -39,7 +39,7 @@ const SCHEMA: Schema = {
   gid: leaf('int', whenSet('the gRPC socket keeps the group of this process')),
   cleanup_on_close: leaf('bool', whenTrue('daemons and mounts are left running when the snapshotter stops (containers keep their filesystems)')),
   system: {
-    enable: leaf('bool', whenTrue('the system controller socket (daemon list, upgrade, pprof) is not served')),
+    enable: leaf('bool'),
     address: leaf('string'),
     uid: leaf('int'),
     gid: leaf('int'),
@@ -65,8 +65,7 @@ const SCHEMA: Schema = {
       (v) => ((v as number) > 1024 ? `nydusd worker thread number ${String(v)} is too big, max 1024` : undefined),
     ),
     log_rotation_size: leaf('int', whenSet(NO_ROTATION)),
-    // Used by nydusd only when a new daemon takes over the FUSE fd, i.e. with recover_policy "failover",
-    // whose own warning covers it.
+    // Honoured by the daemon manager (passed to nydusd as --failover-policy) with recover_policy "failover".
     failover_policy: leaf('string', undefined, oneOf(['none', 'resend', 'flush'])),
   },
   cgroup: {
