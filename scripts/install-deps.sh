@@ -10,6 +10,8 @@ PKGS=(
   fuse3 iproute2 util-linux e2fsprogs openssl attr apache2-utils busybox-static
   # containerd's own snapshotter test suite, built offline from Debian's Go source
   golang-go golang-github-containerd-containerd-dev
+  # the stargz snapshotter the cold-start benchmark measures beside nydus (bench/stargz-grpc/)
+  golang-github-containerd-stargz-snapshotter-dev
 )
 if [ "${1:-}" = "--print-packages" ]; then printf '%s\n' "${PKGS[@]}"; exit 0; fi
 missing=()
