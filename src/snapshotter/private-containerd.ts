@@ -139,7 +139,7 @@ async function waitReady(address: string, proc: ChildProcess, logFile: string): 
 }
 
 /** Our ctr-remote (src/cli/ctr-remote.ts), from src/, dist/ and dist-bench/src/ alike. */
-const CTR_REMOTE = [path.resolve(__dirname, '..', '..', 'bin', 'ctr-remote'), path.resolve(__dirname, '..', '..', '..', 'bin', 'ctr-remote')].find((p) => fs.existsSync(p)) ?? 'ctr-remote';
+const CTR_REMOTE = [path.resolve(__dirname, '..', '..', 'bin', 'ctr-remote'), path.resolve(__dirname, '..', '..', '..', 'bin', 'ctr-remote')].find((p) => fs.existsSync(p)) ?? path.resolve(__dirname, '..', '..', 'bin', 'ctr-remote');
 
 /** PIDs of containerd-shim processes started for the containerd listening on `address`. */
 function shimsOf(address: string): number[] {
