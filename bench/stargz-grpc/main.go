@@ -98,7 +98,8 @@ func main() {
 func registryHosts(plain map[string]bool) source.RegistryHosts {
 	return func(ref reference.Spec) ([]docker.RegistryHost, error) {
 		host := ref.Hostname()
-		client := &http.Client{Timeout: 30 * time.Second}
+		// The filesystem wraps Client.Transport for its range requests: it must be set.
+		client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: 30 * time.Second}
 		scheme := "https"
 		if plain[host] {
 			scheme = "http"
