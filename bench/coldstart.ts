@@ -1,19 +1,26 @@
 /**
- * Benchmark of issue 6 (acceptance 4): cold start, from pull to the first output of a python
- * command, over a rate-limited link, OCI with containerd's overlayfs snapshotter against nydus with
- * containerd-nydus-grpc, in the same run.
+ * Benchmark of issues 6 and 18: cold start, from pull to the first output of a python command,
+ * over a rate-limited link: OCI (containerd's overlayfs snapshotter), eStargz (the stargz
+ * snapshotter) and nydus (containerd-nydus-grpc), in the same run, rounds interleaved.
  *
- *   images    small: the Debian/python rootfs (~235 MB unpacked, one layer)
- *             large: the same plus a ~700 MB data layer (~950 MB unpacked)
+ *   images    small: the Debian/python rootfs (~260 MB unpacked, one layer)
+ *             large: the same plus a ~700 MB data layer (~990 MB unpacked)
  *   link      the registry runs in its own network namespace behind a veth pair shaped with tc htb
  *             (200 Mbit/s by default, BENCH_RATE_MBIT), so every byte pulled crosses the limit
  *   OCI       ctr images pull --snapshotter overlayfs, then ctr run python3 -c 'print(...)'
- *   nydus     ctr-remote images rpull --snapshotter nydus, then the same ctr run
+ *   stargz    Debian's ctr-remote images rpull --snapshotter stargz, with bench/stargz-grpc (a small
+ *             Go main serving Debian's stargz-snapshotter source as a proxy plugin), image converted
+ *             by ctr-remote images convert --estargz --oci (kept in the fixtures cache)
+ *   nydus     our ctr-remote images rpull --snapshotter nydus, then the same ctr run
  * Every measurement starts cold: a fresh containerd, a fresh snapshotter root and an empty blob
- * cache. Bytes are counted on the registry's side of the link.
+ * cache. Bytes are counted on the registry's side of the link. The nydus runs are broken into
+ * phases (rpull's output lines as they arrive, the snapshotter's and nydusd's mount log lines,
+ * nydusd's first read) and their reads counted (nydusd's API right after the first output).
  *
  *   node dist-bench/bench/coldstart.js            both images, writes bench-out/coldstart.md
- *   node dist-bench/bench/coldstart.js --demo     the small image only (what scripts/demo.sh runs)
+ *   node dist-bench/bench/coldstart.js --demo     the small image only, one round (scripts/demo.sh)
+ *   BENCH_ROUNDS=N (default 3), BENCH_MODES=nydus (only those modes, figures on stderr, no report),
+ *   BENCH_NYDUSD_CONFIG=FILE (the nydusd template, to try levers), BENCH_LOGS=DIR (keep logs)
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -33,6 +40,10 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const FIXTURES = process.env.NYDUS_FIXTURES ?? '/var/tmp/nydus-ts-fixtures';
 const RATE_MBIT = Number(process.env.BENCH_RATE_MBIT ?? 200);
 const DATA_MB = Number(process.env.BENCH_DATA_MB ?? 700);
+/** The nydusd template the snapshotter uses (BENCH_NYDUSD_CONFIG, for trying levers such as amplify_io). */
+const NYDUSD_CONFIG = path.resolve(process.env.BENCH_NYDUSD_CONFIG ?? path.join(ROOT, 'config', 'nydusd.json'));
+/** BENCH_MODES=nydus (comma-separated) measures only those modes and prints their figures, no report. */
+const MODES = (process.env.BENCH_MODES ?? 'oci,stargz,nydus').split(',') as Mode[];
 const NS = `nbench${process.pid % 100000}`;
 const HOST_IF = `nbh${process.pid % 100000}`;
 const NS_IF = `nbn${process.pid % 100000}`;
@@ -348,7 +359,7 @@ async function startSnapshotter(mode: Mode, work: string, certsDir: string, td: 
   if (mode === 'nydus') {
     fs.writeFileSync(
       path.join(work, 'config.toml'),
-      `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${ROOT}/config/nydusd.json"\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "${process.env.BENCH_LOGS ? 'debug' : 'info'}"\n`,
+      `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${NYDUSD_CONFIG}"\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "${process.env.BENCH_LOGS ? 'debug' : 'info'}"\n`,
     );
     sn = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli', 'containerd-nydus-grpc.js'), '--config', path.join(work, 'config.toml')], { stdio: ['ignore', out, out] });
     td.add('snapshotter and its nydusd', () => stopSnapshotter(sn, path.join(work, 'root')));
@@ -641,10 +652,11 @@ async function main(): Promise<void> {
     for (const r of images2) {
       const all: Record<Mode, Result[]> = { oci: [], stargz: [], nydus: [] };
       for (let round = 1; round <= roundsWanted; round++) {
-        for (const mode of ['oci', 'stargz', 'nydus'] as const) {
+        for (const mode of MODES) {
           say(`${r.image}: ${mode} cold start over ${RATE_MBIT} Mbit/s (round ${round}/${roundsWanted})`);
           const res = await measured(td, `${mode} run`, (scope) => coldStart(link, mode, r.refs[mode], certs, scope));
           say(`${r.image}: ${mode} ${sec(res.seconds)}, pull ${sec(res.pullSeconds)}, ${mb(res.bytes)} (${res.output})`);
+          if (res.breakdown) say(`${r.image}: ${mode} ${JSON.stringify(res.breakdown)}`);
           if (all.oci.length && res.output !== all.oci[0].output) throw new Error(`outputs differ: OCI ${all.oci[0].output} vs ${mode} ${res.output}`);
           all[mode].push(res);
         }
@@ -652,6 +664,7 @@ async function main(): Promise<void> {
       const pick = (xs: Result[]): Result => xs.find((x) => x.seconds === median(xs.map((y) => y.seconds)))!;
       rows.push({ image: r.image, unpacked: r.unpacked, oci: pick(all.oci), stargz: pick(all.stargz), nydus: pick(all.nydus), rounds: { oci: all.oci.map((x) => x.seconds), stargz: all.stargz.map((x) => x.seconds), nydus: all.nydus.map((x) => x.seconds) } });
     }
+    if (MODES.length < 3) return;
     const md = report(rows);
     if (!demo) {
       fs.mkdirSync(path.join(ROOT, 'bench-out'), { recursive: true });
