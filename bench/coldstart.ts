@@ -47,8 +47,11 @@ const MODES = (process.env.BENCH_MODES ?? 'oci,stargz,nydus').split(',') as Mode
 const NS = `nbench${process.pid % 100000}`;
 const HOST_IF = `nbh${process.pid % 100000}`;
 const NS_IF = `nbn${process.pid % 100000}`;
-const HOST_IP = '198.18.0.1';
-const REG_IP = '198.18.0.2';
+/** A /30 of its own in 198.19.0.0/16 (inside the benchmark range 198.18.0.0/15), so runs of other
+ * benchmarks and tests with namespaces of their own do not share its addresses. */
+const SUBNET = `198.19.${(process.pid % 250) + 1}`;
+const HOST_IP = `${SUBNET}.1`;
+const REG_IP = `${SUBNET}.2`;
 const REG = `${REG_IP}:5000`;
 const ENV = ['--env', 'PATH=/usr/local/bin:/usr/bin:/bin'];
 const PY = ['python3', '-c', 'import json, sys; print(json.dumps({"python": sys.version.split()[0]}))'];
