@@ -522,7 +522,7 @@ function report(rows: Row[]): string {
       `the registry sits behind a ${RATE_MBIT} Mbit/s link (tc htb on a veth pair). Each run starts cold (fresh containerd, snapshotter root and blob cache). ` +
       'OCI: `ctr images pull` + overlayfs snapshotter. stargz: `ctr-remote images rpull` (Debian\'s) + the stargz snapshotter (bench/stargz-grpc, default configuration: prefetch and background fetch on), image converted by `ctr-remote images convert --estargz --oci`. ' +
       'nydus: our `ctr-remote images rpull` + containerd-nydus-grpc (shared nydusd, config/nydusd.json), image converted by nydusify. ' +
-      `Median of ${rounds} round(s), the three modes interleaved in each round; bytes are counted on the registry's side of the link. ` +
+      `Median of ${rounds} round(s) (the lower middle one for an even count), the three modes interleaved in each round; bytes are counted on the registry's side of the link. ` +
       `Load average of the machine (${os.cpus().length} cores) when the report was written: ${os.loadavg()[0].toFixed(1)} (1 min), ${os.loadavg()[2].toFixed(1)} (15 min); times are wall clock and grow with it.`,
   );
   lines.push('');
