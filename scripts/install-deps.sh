@@ -10,13 +10,12 @@ PKGS=(
   fuse3 iproute2 util-linux e2fsprogs openssl attr apache2-utils busybox-static
   # containerd's own snapshotter test suite, built offline from Debian's Go source
   golang-go golang-github-containerd-containerd-dev
-<<<<<<< HEAD
   # kubectl: parses deploy/kubernetes/ in test/deploy.kubernetes.test.ts
   kubernetes-client
-=======
   # a real S3 service for the s3 backend tests (test/helpers/ceph.ts): monitor, memstore OSD, gateway
   ceph-mon ceph-osd radosgw
->>>>>>> s3
+  # the stargz snapshotter the cold-start benchmark measures beside nydus (bench/stargz-grpc/)
+  golang-github-containerd-stargz-snapshotter-dev
 )
 if [ "${1:-}" = "--print-packages" ]; then printf '%s\n' "${PKGS[@]}"; exit 0; fi
 missing=()

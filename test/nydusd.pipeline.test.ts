@@ -12,6 +12,7 @@ import { LocalFsSource } from '../src/fetch/localfs';
 import { FetchMetrics } from '../src/fetch/metrics';
 import { BlobChunks, ChunkFetchError, ChunkPipeline } from '../src/fetch/pipeline';
 import { BlobRange, ChunkSource, ReadContext, SourceUnavailableError } from '../src/fetch/source';
+import { ChunkProblem, openChunk } from '../src/format/digest';
 import { makeTestBlob, TestBlob } from './helpers/nydusd';
 
 /** Passes reads through and remembers them. */
@@ -98,6 +99,31 @@ test('a read fetches only the chunks it needs, verifies and caches them; the nex
   expect(cache.stats.hits).toBe(1);
   expect(cache.stats.misses).toBe(2);
   await cache.close();
+});
+
+test('the pipeline clocks decompression and verification of fetched chunks, not of cache hits', async () => {
+  const { p, cache } = setup('wclock', [new LocalFsSource({ dir: blobDir })]);
+  await p.read(bc, tb.chunks.slice(0, 8));
+  const after = { ...p.clock };
+  expect(after.decompressMs).toBeGreaterThan(0);
+  expect(after.verifyMs).toBeGreaterThan(0);
+  await p.read(bc, tb.chunks.slice(0, 8));
+  expect(p.clock).toEqual(after);
+  await cache.close();
+});
+
+test('openChunk: the one check every reader uses names a bad decompression apart from a digest mismatch', () => {
+  const c = tb.chunks[2];
+  const stored = tb.bytes.subarray(c.compressedOffset, c.compressedOffset + c.compressedSize);
+  const good = openChunk(tb.blob, c, stored);
+  expect(Buffer.isBuffer(good) && good.equals(chunkData(2))).toBe(true);
+  const garbage = openChunk(tb.blob, c, Buffer.alloc(c.compressedSize, 7));
+  expect(garbage).toBeInstanceOf(ChunkProblem);
+  expect((garbage as ChunkProblem).kind).toBe('decompress');
+  // The bytes of another chunk decompress to the right size but are not this chunk.
+  const other = tb.chunks[5];
+  const wrong = openChunk(tb.blob, { ...c, compressedSize: other.compressedSize }, tb.bytes.subarray(other.compressedOffset, other.compressedOffset + other.compressedSize));
+  expect(wrong).toEqual(new ChunkProblem('digest', 'sha256 digest mismatch'));
 });
 
 test('amplification extends a read with following uncached chunks up to amplify_io', async () => {

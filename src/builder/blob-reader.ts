@@ -6,9 +6,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CHUNK_COMPRESSED, ChunkInfo, RafsImage } from '../format/model';
-import { chunkDigest } from '../format/digest';
-import { decompressChunk } from '../format/codec';
+import { ChunkInfo, RafsImage } from '../format/model';
+import { ChunkProblem, openChunk } from '../format/digest';
 import { BuildError, errorMessage } from './errors';
 
 export class BlobReader {
@@ -45,14 +44,8 @@ export class BlobReader {
     const { size } = this.open(chunk.blobIndex, blob.blobId);
     if (chunk.compressedOffset + chunk.compressedSize > size) throw new BuildError(where, `chunk ends beyond the blob file (${size} bytes)`);
     const raw = this.readRaw(chunk.blobIndex, chunk.compressedOffset, chunk.compressedSize);
-    let data: Buffer;
-    try {
-      data = decompressChunk(blob.compressor, raw, chunk.uncompressedSize, (chunk.flags & CHUNK_COMPRESSED) !== 0);
-    } catch (err) {
-      throw new BuildError(where, `cannot decompress: ${errorMessage(err)}`);
-    }
-    if (data.length !== chunk.uncompressedSize) throw new BuildError(where, `decompressed to ${data.length} bytes, expected ${chunk.uncompressedSize}`);
-    if (!chunkDigest(blob.digester, data).equals(chunk.digest)) throw new BuildError(where, `${blob.digester} digest mismatch`);
+    const data = openChunk(blob, chunk, raw);
+    if (data instanceof ChunkProblem) throw new BuildError(where, data.message);
     return data;
   }
 

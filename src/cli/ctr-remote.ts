@@ -53,6 +53,10 @@ images
     } finally {
       ctd.close();
     }
+    // The image is in place and the lease gone: exit once stdout is flushed instead of waiting for
+    // the clients' idle sockets and timers to wind down (the next step of a cold start waits on us).
+    await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
+    process.exit(0);
   });
 
 program.parseAsync().catch((err: Error) => fail(err.message));

@@ -1,6 +1,7 @@
 /**
  * A client for containerd's own gRPC API (the services `ctr` uses): content, images, leases,
- * snapshots and diff, loaded from proto/ (containerd v1.6's definitions). Every call carries the
+ * snapshots and diff, loaded from proto/containerd-services.json (containerd v1.6's definitions,
+ * see containerd-protos.ts). Every call carries the
  * namespace header, and the lease header once `withLease` is set, as containerd's Go client does.
  *
  * Contract: methods resolve with the response object (proto-loader shape: snake_case fields,
@@ -8,11 +9,11 @@
  * service and method. `writeContent` streams a blob into the content store and resolves once it
  * is committed under `expected`; content that is already there is not sent again.
  */
-import * as path from 'node:path';
+import * as fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { DESCRIPTOR_FILE, SERVICES } from './containerd-protos';
 
-const PROTO_DIR = path.join(__dirname, '../../proto');
 const NAMESPACE_HEADER = 'containerd-namespace';
 const LEASE_HEADER = 'containerd-lease';
 /** Bytes per WRITE message (containerd's client sends 1 MiB buffers too). */
@@ -46,9 +47,9 @@ export interface Mount {
 type Service = grpc.ServiceClientConstructor;
 type AnyClient = grpc.Client & Record<string, Function>;
 
-function loadServices(): Record<'content' | 'images' | 'leases' | 'snapshots' | 'diff', Service> {
-  const files = ['content', 'images', 'leases', 'snapshots', 'diff'].map((s) => `services/${s}/v1/${s}.proto`);
-  const def = protoLoader.loadSync(files, { includeDirs: [PROTO_DIR], keepCase: true, longs: String, enums: String, defaults: true });
+function loadServices(): Record<(typeof SERVICES)[number], Service> {
+  const json = JSON.parse(fs.readFileSync(DESCRIPTOR_FILE, 'utf8')) as Parameters<typeof protoLoader.fromJSON>[0];
+  const def = protoLoader.fromJSON(json, { keepCase: true, longs: String, enums: String, defaults: true });
   const s = (grpc.loadPackageDefinition(def) as any).containerd.services; // eslint-disable-line @typescript-eslint/no-explicit-any
   return {
     content: s.content.v1.Content,

@@ -3,7 +3,8 @@
  * remote snapshotter (nydus) skip the layers it serves lazily. The steps are those of containerd's
  * own pull + unpack (client.Pull, unpacker.go), done from here:
  *
- *  1. resolve the reference at the registry (an index is resolved to the platform's manifest);
+ *  1. resolve the reference at the registry (an index is resolved to the platform's manifest), while
+ *     containerd is asked whether it knows the snapshotter;
  *  2. inside a lease, write config, manifest (and index) to the content store with the GC labels
  *     that tie them together;
  *  3. for each layer, bottom up: its chain ID exists → skip; else Prepare
@@ -11,7 +12,9 @@
  *     the snapshotter committed a remote snapshot (a nydus blob): nothing is downloaded. Otherwise
  *     the blob is written to the content store, applied by containerd's diff service onto the
  *     mounts (this is how the nydus bootstrap layer lands in its snapshot), its DiffID checked,
- *     and the snapshot committed under the chain ID;
+ *     and the snapshot committed under the chain ID. A nydus bootstrap layer (small, and always
+ *     unpacked) starts downloading as soon as the manifest is known, beside steps 2 and 3, so the
+ *     download is not one more round trip on the path;
  *  4. label the config with `containerd.io/gc.ref.snapshot.<snapshotter>` = top chain ID, create
  *     (or update) the image record, drop the lease.
  *
@@ -20,6 +23,7 @@
  * Error naming the layer). A layer snapshot prepared but not committed is removed on failure.
  */
 import * as crypto from 'node:crypto';
+import type { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { Credentials, RegistryClient, formatReference, parseReference, referenceTarget } from '../registry';
 import { choosePlatform, formatPlatform, parsePlatform, DEFAULT_PLATFORM } from '../registry/platform';
@@ -27,6 +31,7 @@ import { Descriptor as OciDescriptor, ImageConfig, ImageIndex, ImageManifest, is
 import { ContainerdClient, ContainerdError, Descriptor, Mount } from './containerd-client';
 import type { TransportOptions } from '../registry/transport';
 import { chainIds, layerSnapshotLabels } from './snapshot-labels';
+import { NYDUS_BOOTSTRAP } from '../snapshotter/labels';
 import type { Progress } from './progress';
 
 export interface RpullOptions {
@@ -74,12 +79,12 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
   const started = Date.now();
   const r = parseReference(o.ref);
   const name = formatReference(r);
-  await checkSnapshotter(ctd, o.snapshotter);
   const reg = new RegistryClient({ registry: r.registry, insecure: o.plainHttp, credentials: o.credentials, ...o.tls });
   const leaseId = `ctr-remote-${uniquePart()}`;
   let leased = false;
+  let early = new Map<string, EarlyDownload>();
   try {
-    const top = await reg.getManifestRaw(r.repository, referenceTarget(r));
+    const [top] = await Promise.all([reg.getManifestRaw(r.repository, referenceTarget(r)), checkSnapshotter(ctd, o.snapshotter)]);
     let manifest = top;
     const platform = parsePlatform(o.platform ?? DEFAULT_PLATFORM);
     if (isIndex(top.mediaType)) {
@@ -97,6 +102,7 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
 
     const source = { [`containerd.io/distribution.source.${r.registry}`]: r.repository };
     const m = manifest.json as ImageManifest;
+    early = earlyBootstraps(reg, r.repository, m.layers);
     const configBuf = await reg.getBlobBuffer(r.repository, m.config.digest);
     const config = JSON.parse(configBuf.toString('utf8')) as ImageConfig;
     const diffIds = config.rootfs?.diff_ids ?? [];
@@ -122,7 +128,7 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
       const layer = m.layers[i];
       const status = await unpackLayer(ctd, reg, o, {
         layer, diffId: diffIds[i], chainId: chain[i], parent: i > 0 ? chain[i - 1] : '',
-        labels: layerSnapshotLabels(ctx, i, chain[i], layer.annotations), source, repo: r.repository,
+        labels: layerSnapshotLabels(ctx, i, chain[i], layer.annotations), source, repo: r.repository, early: early.get(layer.digest),
       });
       o.progress.item('layer', layer.digest, status);
     }
@@ -138,13 +144,54 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
     o.progress.done(top.digest, Date.now() - started);
     return target;
   } finally {
+    for (const e of early.values()) e.cancel();
     ctd.withLease(undefined);
     if (leased) await ctd.call('leases', 'Delete', { id: leaseId }).catch(() => undefined);
     await reg.close();
   }
 }
 
+/** Bootstrap layers larger than this are streamed when their turn comes, not held in memory early. */
+const EARLY_MAX_BYTES = 64 << 20;
+/** A layer download started ahead of its turn. */
+interface EarlyDownload {
+  bytes: Promise<Buffer>;
+  /** Stops the download (the layer turned out to exist). */
+  cancel(): void;
+}
+
+/**
+ * Starts downloading every nydus bootstrap layer of the manifest now (they are always unpacked
+ * unless already there, and small); one whose layer turns out to exist is cancelled.
+ */
+function earlyBootstraps(reg: RegistryClient, repo: string, layers: OciDescriptor[]): Map<string, EarlyDownload> {
+  const out = new Map<string, EarlyDownload>();
+  for (const l of layers) {
+    if (l.annotations?.[NYDUS_BOOTSTRAP] !== 'true' || l.size > EARLY_MAX_BYTES || out.has(l.digest)) continue;
+    let cancelled = false;
+    let stream: Readable | undefined;
+    const bytes = (async () => {
+      stream = await reg.getBlob(repo, l.digest, { size: l.size });
+      if (cancelled) stream.destroy();
+      const parts: Buffer[] = [];
+      for await (const c of stream as AsyncIterable<Buffer>) parts.push(c);
+      return Buffer.concat(parts);
+    })();
+    bytes.catch(() => undefined); // A cancelled or unused download must not become an unhandled rejection.
+    out.set(l.digest, {
+      bytes,
+      cancel() {
+        cancelled = true;
+        stream?.destroy();
+      },
+    });
+  }
+  return out;
+}
+
 interface LayerJob {
+  /** The layer's bytes, already downloading (a nydus bootstrap). */
+  early?: EarlyDownload;
   layer: OciDescriptor;
   diffId: string;
   chainId: string;
@@ -165,19 +212,27 @@ async function unpackLayer(ctd: ContainerdClient, reg: RegistryClient, o: RpullO
         throw err;
       },
     );
-  if (await exists()) return 'exists';
+  if (await exists()) {
+    j.early?.cancel();
+    return 'exists';
+  }
   const key = `extract-${uniquePart()} ${j.chainId}`;
   let mounts: Mount[];
   try {
     mounts = (await ctd.call('snapshots', 'Prepare', { snapshotter: sn, key, parent: j.parent, labels: j.labels })).mounts;
   } catch (err) {
-    if (err instanceof ContainerdError && err.code === grpc.status.ALREADY_EXISTS && (await exists())) return 'remote snapshot (not downloaded)';
+    if (err instanceof ContainerdError && err.code === grpc.status.ALREADY_EXISTS && (await exists())) {
+      j.early?.cancel();
+      return 'remote snapshot (not downloaded)';
+    }
     throw err;
   }
   try {
-    if (!(await ctd.contentInfo(j.layer.digest))) {
-      const blob = await reg.getBlob(j.repo, j.layer.digest);
-      await ctd.writeContent(`layer-${j.layer.digest}`, j.layer.digest, j.layer.size, blob as AsyncIterable<Buffer>, j.source, (n) => o.progress.bytes(n));
+    if (await ctd.contentInfo(j.layer.digest)) {
+      j.early?.cancel();
+    } else {
+      const blob = j.early ? await j.early.bytes : ((await reg.getBlob(j.repo, j.layer.digest)) as AsyncIterable<Buffer>);
+      await ctd.writeContent(`layer-${j.layer.digest}`, j.layer.digest, j.layer.size, blob, j.source, (n) => o.progress.bytes(n));
     }
     const applied = (await ctd.call('diff', 'Apply', { diff: toCtd(j.layer), mounts }, APPLY_TIMEOUT_MS)).applied as Descriptor;
     if (applied.digest !== j.diffId) throw new Error(`layer ${j.layer.digest}: unpacked to ${applied.digest}, but the config says ${j.diffId}`);
