@@ -59,7 +59,8 @@ test.each([
   [{ device: { backend: { type: 'localfs', config: { dir: '/b' } } }, fs_prefetch: { threads_count: 0 } }, 'c.json: fs_prefetch.threads_count: must be at least 1, got 0'],
   [{ device: { backend: { type: 'registry', config: { host: 'h', repo: 'r', mirrors: {} } } } }, 'c.json: device.backend.config.mirrors: expected an array, got object'],
   [{ device: { backend: { type: 'registry', config: { host: 'h', repo: 'r', auth: 'bm9jb2xvbg==' } } } }, 'c.json: device.backend.config.auth: must be base64 of "user:password"'],
-  [{ device: { backend: { type: 'localfs', config: { dir: '/b' } }, cache: { type: 'fscache' } } }, 'c.json: device.cache.type: unsupported cache type "fscache" (blobcache or filecache)'],
+  [{ device: { backend: { type: 'localfs', config: { dir: '/b' } }, cache: { type: 'fscache' } } }, 'c.json: device.cache.type: fscache needs the kernel\'s on-demand fscache (CONFIG_EROFS_FS_ONDEMAND), which this nydusd does not use; use "erofs"'],
+  [{ device: { backend: { type: 'localfs', config: { dir: '/b' } }, cache: { type: 'tmpfs' } } }, 'c.json: device.cache.type: unsupported cache type "tmpfs" (blobcache, filecache or erofs)'],
   [[], 'c.json: (root): expected a JSON object, got array'],
 ])('bad config %# is one clear error', (raw, msg) => {
   expect(() => parseNydusdConfig(raw, 'c.json')).toThrow(msg);

@@ -21,6 +21,8 @@ import { logger, setLogLevel } from '../util/log';
 import { ApiFault, ApiServer, ApiRequest } from './api';
 import { ConfigError, NydusdConfig, parseNydusdConfig, parseNydusdConfigText } from './config';
 import { FuseMount } from './fuse';
+import { BlobView } from './blob-view';
+import { ErofsMount, tryKernelMount } from './erofs-mount';
 import { cleanStaleMount } from './mounts';
 import { Prefetcher } from './prefetch';
 import { RafsInstance } from './rafs';
@@ -47,7 +49,8 @@ export interface MountedInstance {
   /** Replaced by `reconfigure` (hot credential or proxy updates, remount with a new config). */
   config: NydusdConfig;
   rafs: RafsInstance;
-  fuse: FuseMount;
+  /** How the image is served: nydusd's FUSE mount, or the kernel's EROFS over the blob view. */
+  fuse: FuseMount | ErofsMount;
   pipeline: ChunkPipeline;
   metrics: FetchMetrics;
   cache: BlobCacheManager;
@@ -68,6 +71,8 @@ export interface DaemonOptions {
    * upstream's shared daemon (`/ID` is `<mountRoot>/ID`); without it they are absolute host paths.
    */
   mountRoot?: string;
+  /** Where the blob view of kernel EROFS mode is mounted (default: `blob-view` beside the API socket). */
+  blobViewDir?: string;
 }
 
 export class Daemon {
@@ -79,6 +84,7 @@ export class Daemon {
   private readonly idleGc = new IdleCollector();
   private stopping?: Promise<void>;
   private mirrorsWatch?: CertsWatcher;
+  private blobView?: BlobView;
 
   constructor(readonly opts: DaemonOptions) {
     this.routes();
@@ -124,10 +130,12 @@ export class Daemon {
       await closeSources(sources);
       throw new ApiFault(400, 'InvalidBootstrap', `${bootstrap}: ${(e as Error).message}`);
     }
-    const fuse = new FuseMount(rafs, mp, () => this.idleGc.touch());
+    let fuse: FuseMount | ErofsMount;
     try {
       if (cleanStaleMount(mp) === 'live') throw new ApiFault(409, 'MountpointBusy', `${mp}: something is already mounted there`);
-      await fuse.mount();
+      const kernel = config.cache.type === 'erofs' ? await tryKernelMount(rafs, mp, bootstrap, await this.startBlobView()) : undefined;
+      fuse = kernel ?? new FuseMount(rafs, mp, () => this.idleGc.touch());
+      if (!kernel) await fuse.mount();
     } catch (e) {
       await closeSources(sources);
       throw e;
@@ -135,7 +143,7 @@ export class Daemon {
     const prefetcher = new Prefetcher(rafs, config.fsPrefetch, prefetchFiles);
     const inst: MountedInstance = { mountpoint: mp, bootstrap: path.resolve(bootstrap), config, rafs, fuse, pipeline, metrics, cache, prefetcher, mountedAt: new Date() };
     this.instances.set(mp, inst);
-    log.info({ mountpoint: mp, bootstrap, files: rafs.fileCount, blobs: rafs.blobs.length, backend: config.backend.type }, 'rafs instance mounted');
+    log.info({ mountpoint: mp, bootstrap, files: rafs.fileCount, blobs: rafs.blobs.length, backend: config.backend.type, fs_driver: driverOf(inst) }, 'rafs instance mounted');
     collectGarbage();
     if (startPrefetch) prefetcher.start();
     return inst;
@@ -167,6 +175,14 @@ export class Daemon {
     log.info({ mountpoint: mp }, 'rafs instance unmounted');
   }
 
+  /** The daemon's blob view (kernel EROFS mode), mounted on first use. */
+  private async startBlobView(): Promise<BlobView> {
+    const dir = this.opts.blobViewDir ?? (this.opts.apisock ? path.join(path.dirname(this.opts.apisock), 'blob-view') : path.join('/run/nydusd', this.opts.id, 'blob-view'));
+    this.blobView ??= new BlobView(path.resolve(dir), () => this.idleGc.touch());
+    await this.blobView.start();
+    return this.blobView;
+  }
+
   /** Starts prefetch of every mounted instance and moves to RUNNING. */
   run(): void {
     for (const i of this.instances.values()) i.prefetcher.start();
@@ -184,6 +200,7 @@ export class Daemon {
     for (const mp of [...this.instances.keys()]) {
       await this.umount(mp).catch((e) => log.error({ mountpoint: mp, err: (e as Error).message }, 'unmount failed'));
     }
+    await this.blobView?.stop();
     this.idleGc.stop();
     for (const c of this.caches.values()) await c.close().catch((e) => log.error({ err: (e as Error).message }, 'cache close failed'));
     await loadedP2pHub()?.closeAllHubs();
@@ -220,6 +237,7 @@ export class Daemon {
         mounted_time: i.mountedAt.toISOString(),
         backend_type: i.config.backend.type,
         mode: 'direct',
+        fs_driver: driverOf(i),
         prefetch: i.config.fsPrefetch.enable,
       };
     }
@@ -386,6 +404,10 @@ export class Daemon {
     }
     return { mountpoint: mp, source: body.source, config, prefetchFiles: files };
   }
+}
+
+function driverOf(i: MountedInstance): 'erofs' | 'fusedev' {
+  return i.fuse instanceof ErofsMount ? 'erofs' : 'fusedev';
 }
 
 function requireMountpoint(r: ApiRequest): string {

@@ -184,7 +184,7 @@ export const Init = {
 } as const;
 
 /** open_flags of fuse_open_out. */
-export const Fopen = { KEEP_CACHE: 1 << 1, CACHE_DIR: 1 << 3 } as const;
+export const Fopen = { DIRECT_IO: 1 << 0, KEEP_CACHE: 1 << 1, CACHE_DIR: 1 << 3 } as const;
 
 export const Notify = { RESEND: 7 } as const;
 

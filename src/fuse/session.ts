@@ -105,6 +105,8 @@ export interface SessionOptions {
   mountOptions?: string[];
   /** Called for every request (the daemon's idle collector watches for quiet). */
   onActivity?: () => void;
+  /** FOPEN_* flags of every OPEN reply (default KEEP_CACHE; the blob view asks DIRECT_IO). */
+  openFlags?: number;
 }
 
 export interface Negotiated {
@@ -262,7 +264,7 @@ export class FuseSession {
         return this.reply(unique, 0, f.readlink(nodeid));
       case Op.OPEN: {
         const fh = f.open(nodeid, decode(fuse_open_in, arg).flags as number);
-        return this.replyStruct(unique, fuse_open_out, { fh, open_flags: Fopen.KEEP_CACHE });
+        return this.replyStruct(unique, fuse_open_out, { fh, open_flags: this.opts.openFlags ?? Fopen.KEEP_CACHE });
       }
       case Op.READ:
         return this.read(unique, nodeid, arg);
