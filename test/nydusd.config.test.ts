@@ -40,6 +40,17 @@ test('a minimal localfs config gets the defaults', () => {
   expect(config.cache.workDir).toBe('.');
 });
 
+test('kernel EROFS mode: cache type "erofs" in v1 JSON and v2 TOML ([cache.erofs] or [cache.filecache] work_dir)', () => {
+  const v1 = parseNydusdConfig({ device: { backend: { type: 'localfs', config: { dir: '/b' } }, cache: { type: 'erofs', config: { work_dir: '/c' } } } }, 'c.json');
+  expect(v1.warnings).toEqual([]);
+  expect(v1.config.cache).toEqual({ type: 'erofs', workDir: '/c', validate: false });
+  const v2 = parseNydusdConfigText('version = 2\n[backend]\ntype = "localfs"\n[backend.localfs]\ndir = "/b"\n[cache]\ntype = "erofs"\n[cache.erofs]\nwork_dir = "/e"\n', 'c.toml');
+  expect(v2.warnings).toEqual([]);
+  expect(v2.config.cache).toEqual({ type: 'erofs', workDir: '/e', validate: false });
+  const v2f = parseNydusdConfigText('version = 2\n[backend]\ntype = "localfs"\n[backend.localfs]\ndir = "/b"\n[cache]\ntype = "erofs"\n[cache.filecache]\nwork_dir = "/f"\n', 'c.toml');
+  expect(v2f.config.cache).toEqual({ type: 'erofs', workDir: '/f', validate: false });
+});
+
 test('unknown keys are warnings that name the key', () => {
   const { warnings } = parseNydusdConfig({ device: { backend: { type: 'localfs', config: { dir: '/b', colour: 'red' } } }, turbo: true }, 'c.json');
   expect(warnings).toEqual(['c.json: device.backend.config.colour: unknown key, ignored', 'c.json: turbo: unknown key, ignored']);

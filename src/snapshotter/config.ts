@@ -7,7 +7,8 @@
  *   address = "/run/containerd-nydus/containerd-nydus-grpc.sock"
  *   daemon_mode = "multiple"          # dedicated/multiple (one nydusd per image, upstream's default) | shared | none
  *   [daemon]      nydusd_path, nydusd_config (JSON template), recover_policy = "restart" | "none"
- *                 ("failover" runs as "restart", with a warning), log_level
+ *                 ("failover" runs as "restart", with a warning), log_level,
+ *                 fs_driver = "fusedev" | "erofs" (kernel EROFS mode; "fscache" is refused: no on-demand fscache)
  *   [remote.mirrors_config] dir      # certs.d directory watched and pushed to every daemon
  *   [cache_manager] disable, cache_dir ("" = <root>/cache), max_size_mb   # collected on Cleanup past max
  *   [log]         level, log_to_stdout, dir ("" = <root>/logs)
@@ -25,13 +26,15 @@ import { checkUpstreamKeys } from './upstream-keys';
 
 export type DaemonMode = 'shared' | 'dedicated' | 'none';
 export type RecoverPolicy = 'restart' | 'none';
+/** fusedev: nydusd serves each image over FUSE; erofs: the kernel's EROFS over nydusd's blob view. */
+export type FsDriver = 'fusedev' | 'erofs';
 
 export interface SnapshotterConfig {
   version: 1;
   root: string;
   address: string;
   daemonMode: DaemonMode;
-  daemon: { nydusdPath: string; nydusdConfig: string; recoverPolicy: RecoverPolicy; logLevel: string };
+  daemon: { nydusdPath: string; nydusdConfig: string; recoverPolicy: RecoverPolicy; logLevel: string; fsDriver: FsDriver };
   mirrorsDir: string;
   cache: { disable: boolean; dir: string; maxSizeMb: number };
   log: { level: string; logToStdout: boolean; dir: string };
@@ -175,6 +178,10 @@ export function parseConfig(text: string, file: string, over: ConfigOverrides = 
   // restart gives the same recovery minus in-flight requests, so take the config and say so.
   const failover = d.str('recover_policy', 'restart') === 'failover';
   if (failover) warnings.push(`${file}: daemon.recover_policy: "failover" is not supported yet (no FUSE fd passing); using "restart"`);
+  const fsDriver = d.str('fs_driver', 'fusedev');
+  if (fsDriver === 'fscache') {
+    throw new ConfigError(file, 'daemon.fs_driver', '"fscache" needs the kernel\'s EROFS on-demand fscache (CONFIG_EROFS_FS_ONDEMAND), which this snapshotter does not use; use fs_driver = "erofs" (kernel EROFS over nydusd\'s blob files)');
+  }
   const cacheT = r.table('cache_manager');
   const cfg: SnapshotterConfig = {
     version: 1,
@@ -186,6 +193,8 @@ export function parseConfig(text: string, file: string, over: ConfigOverrides = 
       nydusdConfig: path.resolve(over.nydusdConfig ?? d.str('nydusd_config', DEFAULT_NYDUSD_CONFIG)),
       recoverPolicy: d.oneOf<RecoverPolicy>('recover_policy', 'restart', ['restart', 'none'], { failover: 'restart' }),
       logLevel: d.str('log_level', level),
+      // blockdev, nodev and proxy are warned about by upstream-keys.ts and served as fusedev.
+      fsDriver: fsDriver === 'erofs' ? 'erofs' : 'fusedev',
     },
     mirrorsDir: r.table('remote').table('mirrors_config').str('dir', ''),
     cache: {

@@ -49,6 +49,8 @@ export interface DaemonManagerOptions {
   recoverPolicy: 'restart' | 'none';
   cacheDir: string;
   logLevel: string;
+  /** "erofs": instances are mounted in nydusd's kernel EROFS mode (cache type "erofs"); default fusedev. */
+  fsDriver?: 'fusedev' | 'erofs';
   /** nydusd output to our stdout instead of <root>/logs/<id>/nydusd.log. */
   logToStdout?: boolean;
   /** The certs.d watcher: mirrors for new instances, and live pushes to daemons when it changes. */
@@ -369,6 +371,7 @@ export class DaemonManager implements RafsMounter {
     if (hosts?.serverTls?.skipVerify !== undefined) backend.config.skip_verify = hosts.serverTls.skipVerify;
     const cache = device.cache ?? { type: 'blobcache' };
     cache.config = { ...(cache.config ?? {}), work_dir: this.o.cacheDir };
+    if (this.o.fsDriver === 'erofs') cache.type = 'erofs';
     const config: NydusdJson = { ...t, device: { ...device, id: `/${meta.snapshotId}`, backend, cache } };
     return { registry: r.registry, ref, config };
   }

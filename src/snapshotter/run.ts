@@ -64,6 +64,7 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
       recoverPolicy: cfg.daemon.recoverPolicy,
       cacheDir: cfg.cache.dir,
       logLevel: cfg.daemon.logLevel,
+      fsDriver: cfg.daemon.fsDriver,
       logToStdout: cfg.log.logToStdout,
       mirrors: watcher,
       metrics,
