@@ -99,8 +99,8 @@ export class BlobView implements FuseFs {
   }
 
   private async mount(): Promise<void> {
-    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     if (cleanStaleMount(this.dir) === 'live') throw new Error(`${this.dir}: something is already mounted there (another nydusd's blob view?)`);
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const s = new FuseSession(this, {
       mountpoint: this.dir,
       source: 'nydus-blobs',

@@ -133,7 +133,7 @@ export class Daemon {
     let fuse: FuseMount | ErofsMount;
     try {
       if (cleanStaleMount(mp) === 'live') throw new ApiFault(409, 'MountpointBusy', `${mp}: something is already mounted there`);
-      const kernel = config.cache.type === 'erofs' ? await tryKernelMount(rafs, mp, bootstrap, await this.startBlobView()) : undefined;
+      const kernel = config.cache.type === 'erofs' ? await tryKernelMount(rafs, mp, bootstrap, this.blobViewOf()) : undefined;
       fuse = kernel ?? new FuseMount(rafs, mp, () => this.idleGc.touch());
       if (!kernel) await fuse.mount();
     } catch (e) {
@@ -175,11 +175,10 @@ export class Daemon {
     log.info({ mountpoint: mp }, 'rafs instance unmounted');
   }
 
-  /** The daemon's blob view (kernel EROFS mode), mounted on first use. */
-  private async startBlobView(): Promise<BlobView> {
+  /** The daemon's blob view (kernel EROFS mode); tryKernelMount mounts it on first use. */
+  private blobViewOf(): BlobView {
     const dir = this.opts.blobViewDir ?? (this.opts.apisock ? path.join(path.dirname(this.opts.apisock), 'blob-view') : path.join('/run/nydusd', this.opts.id, 'blob-view'));
     this.blobView ??= new BlobView(path.resolve(dir), () => this.idleGc.touch());
-    await this.blobView.start();
     return this.blobView;
   }
 
@@ -241,7 +240,10 @@ export class Daemon {
         prefetch: i.config.fsPrefetch.enable,
       };
     }
-    return { id: this.opts.id, version: VERSION, state: this.state, supervisor: '', backend_collection: backends };
+    const v = this.blobView;
+    // Kernel EROFS mode only: where the blob files are and what their READs delivered.
+    const blobView = v?.fuseSession ? { dir: v.dir, blobs: v.blobIds(), reads: v.stats.reads, read_bytes: v.stats.bytes, read_errors: v.stats.errors } : undefined;
+    return { id: this.opts.id, version: VERSION, state: this.state, supervisor: '', backend_collection: backends, ...(blobView ? { blob_view: blobView } : {}) };
   }
 
   backendMetrics(insts: MountedInstance[]): object {

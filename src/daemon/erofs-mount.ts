@@ -6,7 +6,7 @@
  * address space.
  *
  * Contract:
- *  - `kernelModeProblem(rafs, view)` says why an image cannot be mounted this way (RAFS v5, chunks
+ *  - `kernelModeProblem(rafs, viewDir)` says why an image cannot be mounted this way (RAFS v5, chunks
  *    off the 4 KiB block grid, device list longer than mount(2)'s one-page option string); the
  *    daemon then serves it over FUSE and logs that line;
  *  - `mount()` resolves once the kernel mounted (the blobs are in the view from then on) or rejects
@@ -46,14 +46,14 @@ function options(devices: string[]): string {
   return devices.map((d) => `device=${d}`).join(',');
 }
 
-export function kernelModeProblem(rafs: RafsInstance, view: Pick<BlobView, 'pathOf'>): string | undefined {
+export function kernelModeProblem(rafs: RafsInstance, viewDir: string): string | undefined {
   if (rafs.image.rafsVersion === 5) return 'RAFS v5 bootstrap: the kernel mounts RAFS v6 (EROFS) only';
   for (const bc of rafs.blobs) {
     for (const c of bc.ordered) {
       if (c.uncompressedOffset % BLOCK !== 0) return `blob ${bc.blob.blobId}: chunk ${c.index} starts at ${c.uncompressedOffset}, off the 4 KiB block grid`;
     }
   }
-  const opts = options(rafs.blobs.map((bc) => view.pathOf(bc.blob.blobId)));
+  const opts = options(rafs.blobs.map((bc) => path.join(viewDir, bc.blob.blobId)));
   if (opts.length > MAX_OPTIONS) return `${rafs.blobs.length} blob devices need ${opts.length} bytes of mount options (at most ${MAX_OPTIONS})`;
   return undefined;
 }
@@ -132,10 +132,11 @@ export class ErofsMount {
  * image or the kernel does not allow it: the caller then serves it over FUSE.
  */
 export async function tryKernelMount(rafs: RafsInstance, mountpoint: string, bootstrap: string, view: BlobView): Promise<ErofsMount | undefined> {
-  let problem = kernelModeProblem(rafs, view);
+  let problem = kernelModeProblem(rafs, view.dir);
   if (!problem) {
     const m = new ErofsMount(rafs, mountpoint, bootstrap, view);
     try {
+      await view.start();
       await m.mount();
       return m;
     } catch (e) {
