@@ -37,7 +37,7 @@ const HOST_IF = `nbh${process.pid % 100000}`;
 const NS_IF = `nbn${process.pid % 100000}`;
 const HOST_IP = '198.18.0.1';
 const REG_IP = '198.18.0.2';
-const REG = `${REG_IP}:5000`;
+export const REG = `${REG_IP}:5000`;
 const ENV = ['--env', 'PATH=/usr/local/bin:/usr/bin:/bin'];
 const PY = ['python3', '-c', 'import json, sys; print(json.dumps({"python": sys.version.split()[0]}))'];
 
@@ -108,7 +108,7 @@ function dataTar(mb: number): NodeJS.ReadableStream {
 }
 
 /** The cached OCI layout of an image and its unpacked size (sum of the layer tars). */
-async function buildLayout(name: 'small' | 'large'): Promise<{ dir: string; unpacked: number }> {
+export async function buildLayout(name: 'small' | 'large'): Promise<{ dir: string; unpacked: number }> {
   const dir = path.join(FIXTURES, 'bench-coldstart', `${name}-${name === 'large' ? DATA_MB : 0}`);
   const sizeFile = path.join(dir, 'unpacked-bytes');
   if (fs.existsSync(sizeFile)) return { dir, unpacked: Number(fs.readFileSync(sizeFile, 'utf8')) };
@@ -151,7 +151,7 @@ async function buildLayout(name: 'small' | 'large'): Promise<{ dir: string; unpa
 
 // ---------------------------------------------------------------- shaped link + registry
 
-interface Link {
+export interface Link {
   registry: ChildProcess;
   dir: string;
   txBytes(): number;
@@ -159,7 +159,7 @@ interface Link {
   close(): void;
 }
 
-async function startLink(): Promise<Link> {
+export async function startLink(): Promise<Link> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'coldstart-reg-'));
   sh('ip', ['netns', 'add', NS]);
   const inNs = (...args: string[]): string => sh('ip', ['netns', 'exec', NS, ...args]);
@@ -214,7 +214,7 @@ async function startLink(): Promise<Link> {
 
 // ---------------------------------------------------------------- one cold start
 
-interface Result {
+export interface Result {
   seconds: number;
   /** Of which the pull. */
   pullSeconds: number;
@@ -236,8 +236,9 @@ async function stopSnapshotter(sn: ChildProcess, root: string): Promise<void> {
 
 
 /** Runs the pull, then `ctr run`; resolves at the first output line of the python command. Whatever
- * it starts is registered in `td` as it starts, so a failure or Ctrl-C at any point undoes it. */
-async function coldStart(link: Link, mode: 'oci' | 'nydus', ref: string, certsDir: string, td: Teardown): Promise<Result> {
+ * it starts is registered in `td` as it starts, so a failure or Ctrl-C at any point undoes it.
+ * `daemonToml`: extra keys of the snapshotter's [daemon] table (bench/erofs.ts: fs_driver). */
+export async function coldStart(link: Link, mode: 'oci' | 'nydus', ref: string, certsDir: string, td: Teardown, daemonToml = ''): Promise<Result> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), `cs-${mode}-`));
   td.add(`work dir ${work}`, () => {
     // BENCH_LOGS=DIR keeps the snapshotter's and nydusd's logs of each run for a closer look.
@@ -253,7 +254,7 @@ async function coldStart(link: Link, mode: 'oci' | 'nydus', ref: string, certsDi
   if (mode === 'nydus') {
     fs.writeFileSync(
       path.join(work, 'config.toml'),
-      `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${ROOT}/config/nydusd.json"\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "${process.env.BENCH_LOGS ? 'debug' : 'warn'}"\n`,
+      `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${ROOT}/config/nydusd.json"\n${daemonToml}\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "${process.env.BENCH_LOGS ? 'debug' : 'warn'}"\n`,
     );
     const out = fs.openSync(path.join(work, 'snapshotter.log'), 'a');
     const sn = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli', 'containerd-nydus-grpc.js'), '--config', path.join(work, 'config.toml')], { stdio: ['ignore', out, out] });
@@ -413,7 +414,7 @@ async function main(): Promise<void> {
 }
 
 /** One cold start in its own teardown scope: what it started is gone before the next one. */
-async function measured<T>(td: Teardown, name: string, run: (scope: Teardown) => Promise<T>): Promise<T> {
+export async function measured<T>(td: Teardown, name: string, run: (scope: Teardown) => Promise<T>): Promise<T> {
   const scope = td.scope(name);
   try {
     return await run(scope);
@@ -422,7 +423,10 @@ async function measured<T>(td: Teardown, name: string, run: (scope: Teardown) =>
   }
 }
 
-main().catch((e: Error) => {
-  process.stderr.write(`coldstart: error: ${e.message}\n`);
-  process.exit(1);
-});
+// Run as a program; bench/erofs.ts imports the helpers above.
+if (require.main === module) {
+  main().catch((e: Error) => {
+    process.stderr.write(`coldstart: error: ${e.message}\n`);
+    process.exit(1);
+  });
+}
