@@ -12,6 +12,7 @@
  *  - a RAFS v5 image asked for in erofs mode is served over FUSE, with a log line saying why.
  */
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -136,6 +137,39 @@ describeWith(NEEDS, 'nydusd kernel EROFS mode', () => {
     const last = (await d.client.daemonInfo()).blob_view!;
     expect(mid.read_bytes - view.read_bytes).toBe(4 << 20);
     expect(last.read_bytes - mid.read_bytes).toBe(4 << 20);
+  });
+
+  test('readers hit by a storm of signals get every byte (a signal never fails a blob read)', async () => {
+    const d = await daemon();
+    const mnt = await mountDebian(d, 'signals');
+    // SIGALRM every 0.2 ms with a handler: each FUSE request of the reader sees a pending signal
+    // and the kernel sends INTERRUPT for it.
+    const py = [
+      'import hashlib, signal, sys',
+      'signal.signal(signal.SIGALRM, lambda *a: None)',
+      'signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)',
+      'for p in sys.argv[1:]:',
+      '    h = hashlib.sha256()',
+      "    with open(p, 'rb', buffering=0) as f:",
+      '        n = 0',
+      '        while n < (16 << 20):',
+      '            b = f.read(1 << 20)',
+      '            if not b: break',
+      '            h.update(b); n += len(b)',
+      '    print(h.hexdigest())',
+      'signal.setitimer(signal.ITIMER_REAL, 0, 0)',
+    ].join('\n');
+    const files = ['usr/bin/perl', 'usr/lib/x86_64-linux-gnu/libc.so.6', 'usr/bin/bash'];
+    const { stdout } = await run('python3', ['-c', py, ...files.map((f) => path.join(mnt, f))], { encoding: 'utf8' });
+    const want = files.map((f) => createHash('sha256').update(fs.readFileSync(path.join(debianRootfsDir(), f))).digest('hex'));
+    expect(stdout.trim().split('\n')).toEqual(want);
+    // The blob file itself, read directly (synchronous direct-io requests), with and without signals.
+    const view = (await d.client.daemonInfo()).blob_view!;
+    const blobFile = path.join(view.dir, view.blobs[0]);
+    const stormy = await run('python3', ['-c', py, blobFile], { encoding: 'utf8' });
+    const calm = await run('python3', ['-c', py.replace('0.0002, 0.0002)', '0, 0)'), blobFile], { encoding: 'utf8' });
+    expect(stormy.stdout).toBe(calm.stdout);
+    expect((await d.client.daemonInfo()).blob_view!.read_errors).toBe(0);
   });
 
   test('kill -9: read pages keep working, unread pages fail with EIO; a new daemon and mount serve them', async () => {

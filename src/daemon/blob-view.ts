@@ -13,14 +13,17 @@
  *    (alignment padding) are zeros; a chunk no source delivered answers EIO, never unverified bytes;
  *  - files are opened with FOPEN_DIRECT_IO: the EROFS mount above caches the image's pages, so the
  *    blob file's own page cache would hold every byte a second time;
- *  - READs may be as large as the kernel's fuse max_pages_limit allows (1 MiB by default);
+ *  - READs may be as large as the kernel's fuse max_pages_limit allows (1 MiB by default), several
+ *    in flight at once (FUSE_ASYNC_DIO);
+ *  - INTERRUPTs are not answered: a signal to the reader (runc's exec gets some) would otherwise
+ *    end a READ with EINTR, which EROFS keeps as an I/O error of that page;
  *  - names not in the view are not cached negatively (a blob may be added a moment later).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ChunkInfo } from '../format/model';
 import { BlobChunks, ChunkPipeline, ChunkSpan } from '../fetch/pipeline';
-import { Fopen } from '../fuse/abi';
+import { Fopen, Init } from '../fuse/abi';
 import { Attr, DirEntry, Entry, errno, FuseError, FuseFs, FuseSession, Statfs } from '../fuse/session';
 import { cleanStaleMount } from './mounts';
 import { logger } from '../util/log';
@@ -108,6 +111,10 @@ export class BlobView implements FuseFs {
       cacheTimeoutS: CACHE_TIMEOUT_S,
       maxPages: maxPagesLimit(),
       openFlags: Fopen.DIRECT_IO,
+      // Direct reads of one request may then be in flight together (EROFS submits them async).
+      extraInit: Init.ASYNC_DIO,
+      // A signal to the reading task must not fail the read: EROFS would keep the page as EIO.
+      ignoreInterrupts: true,
       readers: { kind: 'auto', count: 2 },
       // Only root reads blob bytes (the files are 0400 root); the kernel's EROFS reads them with the
       // credentials of whatever task faults a page in, hence allow_other.
@@ -265,7 +272,12 @@ export class BlobView implements FuseFs {
   }
 
   async read(nodeid: number, _fh: number, offset: number, size: number): Promise<Buffer> {
-    const f = this.file(nodeid);
+    const f = this.byNode.get(nodeid);
+    if (!f) {
+      log.warn({ nodeid, offset, size }, 'READ of a blob no longer in the view');
+      throw new FuseError(errno.ENOENT);
+    }
+    log.debug({ blob: f.blobId, offset, size }, 'blob view READ');
     const end = Math.min(f.size, offset + size);
     if (offset >= end) return Buffer.alloc(0);
     const n = ++this.readCounter;

@@ -173,6 +173,7 @@ export const Init = {
   BIG_WRITES: 1 << 5,
   DO_READDIRPLUS: 1 << 13,
   READDIRPLUS_AUTO: 1 << 14,
+  ASYNC_DIO: 1 << 15,
   PARALLEL_DIROPS: 1 << 18,
   ABORT_ERROR: 1 << 21,
   MAX_PAGES: 1 << 22,
