@@ -10,7 +10,8 @@
  *      (bench/coldstart.ts): OCI + overlayfs, nydus FUSE mode, nydus erofs mode
  * Targets: first walk within 1.5x of overlayfs; cold read at least 50 % of native throughput; warm
  * re-read within 1.1x of native; cold start no slower than FUSE mode. Writes bench-out/erofs.md.
- *   BENCH_EROFS_PARTS=find,read,coldstart (default all), BENCH_READ_MIB (default 256)
+ *   BENCH_EROFS_PARTS=find,read,coldstart (default all), BENCH_READ_MIB (default 256),
+ *   BENCH_EROFS_COLD_ROUNDS (default 1), BENCH_RATE_MBIT (bench/coldstart.ts, default 200)
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -26,6 +27,8 @@ const FIXTURES = process.env.NYDUS_FIXTURES ?? '/var/tmp/nydus-ts-fixtures';
 const NYDUS_IMAGE = path.join(ROOT, 'dist', 'cli', 'nydus-image.js');
 const FILE_MIB = Number(process.env.BENCH_READ_MIB ?? 256);
 const ROUNDS = 3;
+/** Cold starts per mode (each is a fresh containerd, snapshotter and blob cache; one, like bench/coldstart.ts). */
+const COLD_ROUNDS = Number(process.env.BENCH_EROFS_COLD_ROUNDS ?? 1);
 const PARTS = new Set((process.env.BENCH_EROFS_PARTS ?? 'find,read,coldstart').split(','));
 
 type Mode = 'erofs' | 'fuse';
@@ -176,7 +179,7 @@ async function partColdstart(lines: string[]): Promise<void> {
     execFileSync(process.execPath, [path.join(ROOT, 'dist', 'cli', 'nydusify.js'), 'convert', '--source', src, '--target', dst, '--plain-http'], { stdio: 'ignore' });
     link.shape();
     const runs: Record<'oci' | 'fuse' | 'erofs', Result[]> = { oci: [], fuse: [], erofs: [] };
-    for (let r = 0; r < ROUNDS; r++) {
+    for (let r = 0; r < COLD_ROUNDS; r++) {
       runs.oci.push(await measured(td, 'OCI run', (s) => coldStart(link, 'oci', src, certs, s)));
       runs.fuse.push(await measured(td, 'nydus FUSE run', (s) => coldStart(link, 'nydus', dst, certs, s, 'fs_driver = "fusedev"')));
       runs.erofs.push(await measured(td, 'nydus erofs run', (s) => coldStart(link, 'nydus', dst, certs, s, 'fs_driver = "erofs"')));
@@ -188,7 +191,7 @@ async function partColdstart(lines: string[]): Promise<void> {
     const rate = process.env.BENCH_RATE_MBIT ?? '200';
     lines.push('### Cold start through containerd', '');
     lines.push(
-      `From \`pull\` to the first output of \`python3 -c ...\` in a new container (the Debian/python image, one layer), through a private containerd with runc, registry behind a ${rate} Mbit/s link (bench/coldstart.ts); fresh containerd, snapshotter root and blob cache each run; median of ${ROUNDS}. ` +
+      `From \`pull\` to the first output of \`python3 -c ...\` in a new container (the Debian/python image, one layer), through a private containerd with runc, registry behind a ${rate} Mbit/s link (bench/coldstart.ts); fresh containerd, snapshotter root and blob cache each run; median of ${COLD_ROUNDS}. ` +
         'nydus: `ctr-remote images rpull` + containerd-nydus-grpc (shared nydusd) with `fs_driver = "fusedev"` or `"erofs"`.',
       '',
     );
