@@ -33,6 +33,11 @@ const PARTS = new Set((process.env.BENCH_EROFS_PARTS ?? 'find,read,coldstart').s
 
 type Mode = 'erofs' | 'fuse';
 const f2 = (x: number) => x.toFixed(2);
+/**
+ * Lets the event loop see the daemon's API close an idle keep-alive connection (after a long
+ * synchronous `cat`), so the next request opens a new one instead of writing into a closed socket.
+ */
+const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
 const f3 = (x: number) => x.toFixed(3);
 
 /** The localfs config of one image, in FUSE mode or kernel EROFS mode (cache type "erofs"). */
@@ -72,6 +77,7 @@ async function partFind(work: string, mounts: string[], lines: string[]): Promis
       mounts.push(m);
       const d = await mountImage(work, `find-${mode}-${r}`, configFile(work, `debian-${r}`, blobs, path.join(work, `cache-debian-${mode}-${r}`), mode), boot, m, mode);
       walks[mode].push([findStat(m), findStat(m)]);
+      await settle();
       await stopDaemon(d);
     }
     const merged = path.join(ovl, 'merged');
@@ -124,10 +130,12 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
       dropCaches();
       residentAtCold.push(residentBytes(blob));
       ny[mode].cold.push(cat(path.join(mnt, 'big.bin')));
+      await settle();
       const before = (await d.client.daemonInfo()).blob_view?.read_bytes ?? 0;
       const w = warmPasses(path.join(mnt, 'big.bin'));
       ny[mode].first.push(w.first);
       ny[mode].steady.push(w.steady);
+      await settle();
       if (mode === 'erofs') warmViewBytes.push(((await d.client.daemonInfo()).blob_view?.read_bytes ?? 0) - before);
       await stopDaemon(d);
     }

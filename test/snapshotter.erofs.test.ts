@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Containerd, killPids, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
 import { describeWith } from './helpers/capabilities';
-import { compareTrees, snapshotTree } from './helpers/erofs';
+import { compareTrees, snapshotTree, snapshotTreeAsync } from './helpers/erofs';
 import { REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, imageLayout } from './helpers/images';
 import { blobBytes, Converted, convertedImage, SnapshotterProcess } from './helpers/nydus-snapshotter';
@@ -154,7 +154,8 @@ level = "debug"
     const src = path.join(dir, 'source-rootfs');
     await run('umoci', ['raw', 'unpack', '--image', `${await imageLayout('debian-2layer')}:latest`, src], { maxBuffer: 1 << 24, timeout: 10 * 60_000 });
     const want = snapshotTree(src);
-    const got = snapshotTree(mnt);
+    // Asynchronous: the registry's recording front runs in this process and must keep serving nydusd.
+    const got = await snapshotTreeAsync(mnt);
     expect(got.size).toBeGreaterThan(10000);
     expect(got.get(DEBIAN_2LAYER_CHANGES.bigFile)?.size).toBe(DEBIAN_2LAYER_CHANGES.bigFileSize);
     expect(got.has('/etc/motd')).toBe(false);
