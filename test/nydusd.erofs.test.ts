@@ -10,6 +10,9 @@
  *  - kill -9 of nydusd: pages already read keep reading, pages never read fail with EIO; a new
  *    daemon brings the view back and a fresh mount at the same path reads them;
  *  - a RAFS v5 image asked for in erofs mode is served over FUSE, with a log line saying why.
+ *
+ * The fault tests (signal storm, kill -9) are looped before being trusted:
+ *   for i in $(seq 20); do npx jest --runInBand test/nydusd.erofs.test.ts -t 'storm|kill -9' || break; done
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
