@@ -115,6 +115,9 @@ level = "debug"
   test('kill -9 of nydusd: the running container keeps what it read; the daemon comes back; new containers read the rest', async () => {
     await ctd!.ctr(['run', '-d', ...ENV, '--snapshotter', 'nydus', ref, 'long-1', 'sleep', '600']);
     try {
+      // `ctr run -d` returns before runc's exec of `sleep` has paged it in: an exec that completes
+      // shows the container runs (and its pages are read) before nydusd is killed.
+      await ctd!.ctr(['tasks', 'exec', '--exec-id', 'e1', 'long-1', '/usr/bin/sleep', '0']);
       const [pid] = daemonPids();
       const [mnt] = mountsOfType(path.join(root, 'mnt'), 'erofs');
       process.kill(pid, 'SIGKILL');
