@@ -52,7 +52,7 @@ const NS_IF = `nbn${process.pid % 100000}`;
 const SUBNET = `198.19.${(process.pid % 250) + 1}`;
 const HOST_IP = `${SUBNET}.1`;
 const REG_IP = `${SUBNET}.2`;
-const REG = `${REG_IP}:5000`;
+export const REG = `${REG_IP}:5000`;
 const ENV = ['--env', 'PATH=/usr/local/bin:/usr/bin:/bin'];
 const PY = ['python3', '-c', 'import json, sys; print(json.dumps({"python": sys.version.split()[0]}))'];
 
@@ -123,7 +123,7 @@ function dataTar(mb: number): NodeJS.ReadableStream {
 }
 
 /** The cached OCI layout of an image and its unpacked size (sum of the layer tars). */
-async function buildLayout(name: 'small' | 'large'): Promise<{ dir: string; unpacked: number }> {
+export async function buildLayout(name: 'small' | 'large'): Promise<{ dir: string; unpacked: number }> {
   const dir = path.join(FIXTURES, 'bench-coldstart', `${name}-${name === 'large' ? DATA_MB : 0}`);
   const sizeFile = path.join(dir, 'unpacked-bytes');
   if (fs.existsSync(sizeFile)) return { dir, unpacked: Number(fs.readFileSync(sizeFile, 'utf8')) };
@@ -166,7 +166,7 @@ async function buildLayout(name: 'small' | 'large'): Promise<{ dir: string; unpa
 
 // ---------------------------------------------------------------- shaped link + registry
 
-interface Link {
+export interface Link {
   registry: ChildProcess;
   dir: string;
   txBytes(): number;
@@ -174,7 +174,7 @@ interface Link {
   close(): void;
 }
 
-async function startLink(): Promise<Link> {
+export async function startLink(): Promise<Link> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'coldstart-reg-'));
   sh('ip', ['netns', 'add', NS]);
   const inNs = (...args: string[]): string => sh('ip', ['netns', 'exec', NS, ...args]);
@@ -252,7 +252,7 @@ interface Breakdown {
   bootstrapBytes: number;
 }
 
-interface Result {
+export interface Result {
   seconds: number;
   /** Of which the pull. */
   pullSeconds: number;
@@ -354,7 +354,7 @@ function stargzBinary(): string {
 }
 
 /** Starts the snapshotter of `mode` (none for OCI: containerd's own overlayfs) and waits until it serves. */
-async function startSnapshotter(mode: Mode, work: string, certsDir: string, td: Teardown): Promise<string> {
+async function startSnapshotter(mode: Mode, work: string, certsDir: string, td: Teardown, daemonToml = ''): Promise<string> {
   const sock = path.join(work, `${mode}.sock`);
   if (mode === 'oci') return sock;
   const out = fs.openSync(path.join(work, 'snapshotter.log'), 'a');
@@ -362,7 +362,7 @@ async function startSnapshotter(mode: Mode, work: string, certsDir: string, td: 
   if (mode === 'nydus') {
     fs.writeFileSync(
       path.join(work, 'config.toml'),
-      `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${NYDUSD_CONFIG}"\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "${process.env.BENCH_LOGS ? 'debug' : 'info'}"\n`,
+      `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${NYDUSD_CONFIG}"\n${daemonToml}\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "${process.env.BENCH_LOGS ? 'debug' : 'info'}"\n`,
     );
     sn = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli', 'containerd-nydus-grpc.js'), '--config', path.join(work, 'config.toml')], { stdio: ['ignore', out, out] });
     td.add('snapshotter and its nydusd', () => stopSnapshotter(sn, path.join(work, 'root')));
@@ -388,8 +388,9 @@ async function startSnapshotter(mode: Mode, work: string, certsDir: string, td: 
 }
 
 /** Runs the pull, then `ctr run`; resolves at the first output line of the python command. Whatever
- * it starts is registered in `td` as it starts, so a failure or Ctrl-C at any point undoes it. */
-async function coldStart(link: Link, mode: Mode, ref: string, certsDir: string, td: Teardown): Promise<Result> {
+ * it starts is registered in `td` as it starts, so a failure or Ctrl-C at any point undoes it.
+ * `daemonToml`: extra keys of the snapshotter's [daemon] table (bench/erofs.ts: fs_driver). */
+export async function coldStart(link: Link, mode: Mode, ref: string, certsDir: string, td: Teardown, daemonToml = ''): Promise<Result> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), `cs-${mode}-`));
   td.add(`work dir ${work}`, () => {
     // BENCH_LOGS=DIR keeps the snapshotter's and nydusd's logs of each run for a closer look.
@@ -401,7 +402,7 @@ async function coldStart(link: Link, mode: Mode, ref: string, certsDir: string, 
     unmountBelow(work);
     fs.rmSync(work, { recursive: true, force: true });
   });
-  const sock = await startSnapshotter(mode, work, certsDir, td);
+  const sock = await startSnapshotter(mode, work, certsDir, td, daemonToml);
   const ctd = await startContainerd({ snapshotterSocket: sock, snapshotterName: PROXY_NAME[mode], dir: path.join(work, 'ctd') });
   td.add('containerd', () => ctd.stop());
   const before = link.txBytes();
@@ -696,7 +697,7 @@ async function linkQuiet(link: Link): Promise<void> {
 }
 
 /** One cold start in its own teardown scope: what it started is gone before the next one. */
-async function measured<T>(td: Teardown, name: string, run: (scope: Teardown) => Promise<T>): Promise<T> {
+export async function measured<T>(td: Teardown, name: string, run: (scope: Teardown) => Promise<T>): Promise<T> {
   const scope = td.scope(name);
   try {
     return await run(scope);
@@ -705,7 +706,10 @@ async function measured<T>(td: Teardown, name: string, run: (scope: Teardown) =>
   }
 }
 
-main().catch((e: Error) => {
-  process.stderr.write(`coldstart: error: ${e.message}\n`);
-  process.exit(1);
-});
+// Run as a program; bench/erofs.ts imports the helpers above.
+if (require.main === module) {
+  main().catch((e: Error) => {
+    process.stderr.write(`coldstart: error: ${e.message}\n`);
+    process.exit(1);
+  });
+}

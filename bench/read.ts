@@ -37,12 +37,12 @@ const PARTS = new Set((process.env.BENCH_READ_PARTS ?? 'read,find,rss').split(',
 
 
 
-function cat(file: string): number {
+export function cat(file: string): number {
   return timed(() => execFileSync('sh', ['-c', 'cat "$1" > /dev/null', 'sh', file], { stdio: 'inherit' }));
 }
 
 /** Drops the whole page cache (root only): the only eviction that really happens on every kernel. */
-function dropCaches(): void {
+export function dropCaches(): void {
   execFileSync('sync');
   try {
     fs.writeFileSync('/proc/sys/vm/drop_caches', '1');
@@ -52,15 +52,15 @@ function dropCaches(): void {
 }
 
 /** Bytes of `file` in the page cache (fincore), to show a cold read really starts cold. */
-function residentBytes(file: string): number {
+export function residentBytes(file: string): number {
   return Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file]).toString().trim());
 }
 
-function findStat(dir: string): number {
+export function findStat(dir: string): number {
   return timed(() => execFileSync('sh', ['-c', 'find "$1" -printf "%i %s %m %u %g %T@ %l\\n" > /dev/null', 'sh', dir], { stdio: 'inherit' }));
 }
 
-function unmount(dir: string): void {
+export function unmount(dir: string): void {
   for (const [c, a] of [['fusermount', ['-uz', dir]], ['umount', ['-l', dir]]] as const) {
     try {
       execFileSync(c, [...a], { stdio: 'ignore' });
@@ -70,12 +70,12 @@ function unmount(dir: string): void {
   }
 }
 
-interface Daemon {
+export interface Daemon {
   proc: ChildProcess;
   client: NydusdClient;
 }
 
-async function startDaemon(work: string, name: string, args: string[]): Promise<Daemon> {
+export async function startDaemon(work: string, name: string, args: string[]): Promise<Daemon> {
   const sock = path.join(work, `${name}.sock`);
   const log = fs.openSync(path.join(work, `${name}.log`), 'a');
   const proc = spawn(NYDUSD, ['--apisock', sock, '--log-level', 'warn', ...args], { stdio: ['ignore', log, log] });
@@ -95,7 +95,7 @@ async function startDaemon(work: string, name: string, args: string[]): Promise<
   throw new Error(`nydusd ${name} did not start; see ${path.join(work, `${name}.log`)}`);
 }
 
-async function stopDaemon(d: Daemon): Promise<void> {
+export async function stopDaemon(d: Daemon): Promise<void> {
   const gone = new Promise((r) => d.proc.once('exit', r));
   d.proc.kill('SIGTERM');
   await Promise.race([gone, new Promise((r) => setTimeout(r, 20_000))]);
@@ -107,12 +107,12 @@ function rssMiB(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
-function localfsConfig(blobs: string, cache: string): object {
+export function localfsConfig(blobs: string, cache: string): object {
   return { device: { backend: { type: 'localfs', config: { dir: blobs } }, cache: { type: 'blobcache', config: { work_dir: cache } } }, mode: 'direct' };
 }
 
 /** Half random, half repetitive: zstd has something to do, as with real binaries. */
-function writeDataFile(file: string, mib: number): void {
+export function writeDataFile(file: string, mib: number): void {
   const fd = fs.openSync(file, 'w');
   const text = Buffer.alloc(32768, 'nydus lazy image service benchmark line of text\n');
   for (let i = 0; i < mib * 16; i++) {
@@ -164,7 +164,7 @@ const QUIET_MS = 1500;
 const STEADY_PASSES = 3;
 
 /** Times of the first re-read and the median of the next STEADY_PASSES, of a file already read once. */
-function warmPasses(file: string): { first: number; steady: number } {
+export function warmPasses(file: string): { first: number; steady: number } {
   const first = cat(file);
   const rest: number[] = [];
   for (let i = 0; i < STEADY_PASSES; i++) rest.push(cat(file));
@@ -404,7 +404,10 @@ async function partRss(work: string, mounts: string[], daemons: Daemon[], lines:
   daemons.length = 0;
 }
 
-main().catch((e) => {
-  process.stderr.write(`bench read: error: ${(e as Error).message}\n`);
-  process.exit(1);
-});
+// Run as a program; bench/erofs.ts imports the helpers above.
+if (require.main === module) {
+  main().catch((e) => {
+    process.stderr.write(`bench read: error: ${(e as Error).message}\n`);
+    process.exit(1);
+  });
+}

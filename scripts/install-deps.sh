@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 PKGS=(
   erofs-utils containerd runc docker-registry skopeo umoci debootstrap stargz-snapshotter
   fuse3 iproute2 util-linux e2fsprogs openssl attr apache2-utils busybox-static
+  # nydusd's kernel EROFS mode calls mount(2) through perl's syscall (essential; listed to say so)
+  perl-base
   # containerd's own snapshotter test suite, built offline from Debian's Go source
   golang-go golang-github-containerd-containerd-dev
   # kubectl: parses deploy/kubernetes/ in test/deploy.kubernetes.test.ts

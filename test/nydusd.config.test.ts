@@ -40,6 +40,17 @@ test('a minimal localfs config gets the defaults', () => {
   expect(config.cache.workDir).toBe('.');
 });
 
+test('kernel EROFS mode: cache type "erofs" in v1 JSON and v2 TOML ([cache.erofs] or [cache.filecache] work_dir)', () => {
+  const v1 = parseNydusdConfig({ device: { backend: { type: 'localfs', config: { dir: '/b' } }, cache: { type: 'erofs', config: { work_dir: '/c' } } } }, 'c.json');
+  expect(v1.warnings).toEqual([]);
+  expect(v1.config.cache).toEqual({ type: 'erofs', workDir: '/c', validate: false });
+  const v2 = parseNydusdConfigText('version = 2\n[backend]\ntype = "localfs"\n[backend.localfs]\ndir = "/b"\n[cache]\ntype = "erofs"\n[cache.erofs]\nwork_dir = "/e"\n', 'c.toml');
+  expect(v2.warnings).toEqual([]);
+  expect(v2.config.cache).toEqual({ type: 'erofs', workDir: '/e', validate: false });
+  const v2f = parseNydusdConfigText('version = 2\n[backend]\ntype = "localfs"\n[backend.localfs]\ndir = "/b"\n[cache]\ntype = "erofs"\n[cache.filecache]\nwork_dir = "/f"\n', 'c.toml');
+  expect(v2f.config.cache).toEqual({ type: 'erofs', workDir: '/f', validate: false });
+});
+
 test('unknown keys are warnings that name the key', () => {
   const { warnings } = parseNydusdConfig({ device: { backend: { type: 'localfs', config: { dir: '/b', colour: 'red' } } }, turbo: true }, 'c.json');
   expect(warnings).toEqual(['c.json: device.backend.config.colour: unknown key, ignored', 'c.json: turbo: unknown key, ignored']);
@@ -59,7 +70,8 @@ test.each([
   [{ device: { backend: { type: 'localfs', config: { dir: '/b' } } }, fs_prefetch: { threads_count: 0 } }, 'c.json: fs_prefetch.threads_count: must be at least 1, got 0'],
   [{ device: { backend: { type: 'registry', config: { host: 'h', repo: 'r', mirrors: {} } } } }, 'c.json: device.backend.config.mirrors: expected an array, got object'],
   [{ device: { backend: { type: 'registry', config: { host: 'h', repo: 'r', auth: 'bm9jb2xvbg==' } } } }, 'c.json: device.backend.config.auth: must be base64 of "user:password"'],
-  [{ device: { backend: { type: 'localfs', config: { dir: '/b' } }, cache: { type: 'fscache' } } }, 'c.json: device.cache.type: unsupported cache type "fscache" (blobcache or filecache)'],
+  [{ device: { backend: { type: 'localfs', config: { dir: '/b' } }, cache: { type: 'fscache' } } }, 'c.json: device.cache.type: fscache needs the kernel\'s on-demand fscache (CONFIG_EROFS_FS_ONDEMAND), which this nydusd does not use; use "erofs"'],
+  [{ device: { backend: { type: 'localfs', config: { dir: '/b' } }, cache: { type: 'tmpfs' } } }, 'c.json: device.cache.type: unsupported cache type "tmpfs" (blobcache, filecache or erofs)'],
   [[], 'c.json: (root): expected a JSON object, got array'],
 ])('bad config %# is one clear error', (raw, msg) => {
   expect(() => parseNydusdConfig(raw, 'c.json')).toThrow(msg);

@@ -84,7 +84,7 @@ address = "127.0.0.1:9110"`,
     ['version = 2', /x\.toml: version: unsupported configuration version 2/],
     ['daemon_mode = "fast"', /x\.toml: daemon_mode: must be one of shared, dedicated, none/],
     ['[daemon]\nrecover_policy = "sometimes"', /x\.toml: daemon\.recover_policy: must be one of restart, failover, none, got "sometimes"/],
-    ['[daemon]\nfs_driver = "ext4"', /x\.toml: daemon\.fs_driver: must be one of fusedev, fscache/],
+    ['[daemon]\nfs_driver = "ext4"', /x\.toml: daemon\.fs_driver: must be one of fusedev, erofs, fscache/],
     ['[daemon]\nthreads_number = 2000', /x\.toml: daemon\.threads_number: nydusd worker thread number 2000 is too big, max 1024/],
     ['[daemon]\nfailover_policy = "retry"', /x\.toml: daemon\.failover_policy: must be one of none, resend, flush/],
     ['[cache_manager]\ngc_period = "a day"', /x\.toml: cache_manager\.gc_period: must be a duration/],
@@ -135,9 +135,25 @@ address = "127.0.0.1:9110"`,
   });
 
   test('upstream command-line flags go through the same checks as the file', () => {
-    const c = parseConfig('', 'x.toml', { nydusdPath: '/opt/nydusd', fsDriver: 'fscache' });
+    const c = parseConfig('', 'x.toml', { nydusdPath: '/opt/nydusd', fsDriver: 'nodev' });
     expect(c.daemon.nydusdPath).toBe('/opt/nydusd');
-    expect(c.warnings).toEqual(['x.toml: daemon.fs_driver = "fscache": not supported, ignored: "fscache" is not supported; rafs instances are served over FUSE ("fusedev")']);
+    expect(c.daemon.fsDriver).toBe('fusedev');
+    expect(c.warnings).toEqual(['x.toml: daemon.fs_driver = "nodev": not supported, ignored: "nodev" is not supported; rafs instances are served over FUSE ("fusedev")']);
+  });
+
+  test('fs_driver "erofs" selects kernel EROFS mode without a warning; "fscache" is one clear error suggesting "erofs"', () => {
+    const c = parseConfig('[daemon]\nfs_driver = "erofs"', 'x.toml');
+    expect(c.daemon.fsDriver).toBe('erofs');
+    expect(c.warnings).toEqual([]);
+    expect(parseConfig('', 'x.toml').daemon.fsDriver).toBe('fusedev');
+    expect(() => parseConfig('', 'x.toml', { fsDriver: 'fscache' })).toThrow(/^x\.toml: daemon\.fs_driver: "fscache" needs the kernel's EROFS on-demand fscache \(CONFIG_EROFS_FS_ONDEMAND\).*; use fs_driver = "erofs"/);
+  });
+
+  test('fs_driver "erofs" with recover_policy "failover" keeps erofs and recovers by restart, with one warning line', () => {
+    const c = parseConfig('daemon_mode = "shared"\n[daemon]\nfs_driver = "erofs"\nrecover_policy = "failover"', 'x.toml');
+    expect(c.daemon.fsDriver).toBe('erofs');
+    expect(c.daemon.recoverPolicy).toBe('restart');
+    expect(c.warnings).toEqual(['x.toml: daemon.recover_policy: "failover" applies to FUSE mounts; with fs_driver "erofs" daemons use "restart"']);
   });
 
   test('a missing file is named', () => {

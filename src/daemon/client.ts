@@ -103,5 +103,7 @@ export interface DaemonInfo {
   version: { package_ver: string; git_commit: string; build_time: string; profile: string; rustc: string };
   state: 'INIT' | 'READY' | 'RUNNING' | 'STOPPED';
   supervisor?: string;
-  backend_collection: Record<string, { mountpoint: string; fs_type: string; mounted_time: string; bootstrap: string; prefetch: boolean }>;
+  backend_collection: Record<string, { mountpoint: string; fs_type: string; mounted_time: string; bootstrap: string; prefetch: boolean; fs_driver?: 'fusedev' | 'erofs' }>;
+  /** Present once an instance runs in kernel EROFS mode. */
+  blob_view?: { dir: string; blobs: string[]; reads: number; read_bytes: number; read_errors: number };
 }

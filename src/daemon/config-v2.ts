@@ -3,7 +3,7 @@
  * v1 shape that src/daemon/config.ts parses:
  *
  *   backend.type + backend.<type>       -> device.backend.{type, config}
- *   cache.{type, compressed, validate} + cache.filecache|fscache -> device.cache.{..., config}
+ *   cache.{type, compressed, validate} + cache.filecache|fscache|erofs -> device.cache.{..., config}
  *   rafs.{mode, batch_size, validate, enable_xattr, iostats_files, access_pattern, latest_read_files}
  *                                        -> mode, amplify_io, digest_validate, ...
  *   rafs.prefetch.{enable, threads, batch_size, bandwidth_limit, prefetch_all, stream_prefetch}
@@ -20,7 +20,7 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
 const KNOWN: Record<string, string[]> = {
   '': ['version', 'id', 'backend', 'external_backends', 'cache', 'rafs', 'overlay', 'p2p'],
   backend: ['type', 'localdisk', 'localfs', 'oss', 's3', 'registry', 'http-proxy'],
-  cache: ['type', 'compressed', 'validate', 'prefetch', 'filecache', 'fscache'],
+  cache: ['type', 'compressed', 'validate', 'prefetch', 'filecache', 'fscache', 'erofs'],
   'cache.prefetch': ['enable', 'threads', 'batch_size', 'bandwidth_limit', 'prefetch_all', 'stream_prefetch'],
   rafs: ['mode', 'batch_size', 'validate', 'enable_xattr', 'iostats_files', 'access_pattern', 'latest_read_files', 'prefetch'],
 };
@@ -52,7 +52,8 @@ export function v2ToV1(raw: Obj): V2Mapping {
   const btype = typeof backend.type === 'string' ? backend.type : undefined;
   const cache = isObj(raw.cache) ? raw.cache : undefined;
   const rafs = isObj(raw.rafs) ? raw.rafs : {};
-  const cacheSection = cache && isObj(cache.fscache) && cache.type === 'fscache' ? 'fscache' : 'filecache';
+  // `[cache.erofs]` (kernel EROFS mode, ours) takes a filecache-style work_dir; so may [cache.filecache].
+  const cacheSection = cache && typeof cache.type === 'string' && ['fscache', 'erofs'].includes(cache.type) && isObj(cache[cache.type]) ? cache.type : 'filecache';
   const blobPrefetch = cache?.prefetch;
   if (isObj(blobPrefetch)) {
     warnings.push(...unknownKeys(blobPrefetch, 'cache.prefetch'));

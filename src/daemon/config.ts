@@ -56,7 +56,11 @@ export type BackendConfig =
   | { type: 'oss'; config: ObjectStoreConfig };
 
 export interface CacheConfig {
-  type: 'blobcache';
+  /**
+   * 'erofs': kernel EROFS mode (the kernel mounts the bootstrap over the daemon's blob view; see
+   * daemon/erofs-mount.ts); the blob cache is the same either way.
+   */
+  type: 'blobcache' | 'erofs';
   workDir: string;
   /** Re-verify cached chunks on every read (`cache.validate`). */
   validate: boolean;
@@ -285,10 +289,12 @@ export function parseNydusdConfig(raw: unknown, file?: string): ParseResult {
   let cache: CacheConfig = { type: 'blobcache', workDir: '.', validate: false };
   if (cacheF) {
     const ctype = cacheF.str('type') || 'blobcache';
-    if (ctype !== 'blobcache' && ctype !== 'filecache') cacheF.fail('type', `unsupported cache type ${JSON.stringify(ctype)} (blobcache or filecache)`);
+    // Upstream's "fscache" is EROFS over on-demand cachefiles: the closest mode here is "erofs".
+    if (ctype === 'fscache') cacheF.fail('type', 'fscache needs the kernel\'s on-demand fscache (CONFIG_EROFS_FS_ONDEMAND), which this nydusd does not use; use "erofs" (kernel EROFS over nydusd\'s blob files)');
+    if (ctype !== 'blobcache' && ctype !== 'filecache' && ctype !== 'erofs') cacheF.fail('type', `unsupported cache type ${JSON.stringify(ctype)} (blobcache, filecache or erofs)`);
     if (cacheF.bool('compressed', false)) note(`${cacheF.where}.compressed`, true, 'chunks are cached uncompressed (upstream no longer uses this key either)');
     const cc = cacheF.obj('config');
-    cache = { type: 'blobcache', workDir: cc?.str('work_dir') ?? '.', validate: cacheF.bool('validate', false) };
+    cache = { type: ctype === 'erofs' ? 'erofs' : 'blobcache', workDir: cc?.str('work_dir') ?? '.', validate: cacheF.bool('validate', false) };
     if (cc?.bool('disable_indexed_map', false)) note(`${cc.where}.disable_indexed_map`, true, 'the cache always keeps an indexed chunk map (<blob>.chunk_map)');
     // Writing plaintext where the operator asked for an encrypted cache would be a silent leak.
     for (const k of ['enable_encryption', 'enable_convergent_encryption']) if (cc?.bool(k, false)) cc.fail(k, 'cache encryption is not supported by this nydusd');

@@ -21,6 +21,8 @@ import { logger, setLogLevel } from '../util/log';
 import { ApiFault, ApiServer, ApiRequest } from './api';
 import { ConfigError, NydusdConfig, parseNydusdConfig, parseNydusdConfigText } from './config';
 import { FuseMount } from './fuse';
+import { BlobView } from './blob-view';
+import { ErofsMount, tryKernelMount } from './erofs-mount';
 import { cleanStaleMount } from './mounts';
 import { Prefetcher } from './prefetch';
 import { RafsInstance } from './rafs';
@@ -48,7 +50,8 @@ export interface MountedInstance {
   /** Replaced by `reconfigure` (hot credential or proxy updates, remount with a new config). */
   config: NydusdConfig;
   rafs: RafsInstance;
-  fuse: FuseMount;
+  /** How the image is served: nydusd's FUSE mount, or the kernel's EROFS over the blob view. */
+  fuse: FuseMount | ErofsMount;
   pipeline: ChunkPipeline;
   metrics: FetchMetrics;
   cache: BlobCacheManager;
@@ -74,6 +77,8 @@ export interface DaemonOptions {
    * instance is a directory of one FUSE mount at `mountRoot`, served over the descriptor given.
    */
   supervised?: SupervisedOptions;
+  /** Where the blob view of kernel EROFS mode is mounted (default: `blob-view` beside the API socket). */
+  blobViewDir?: string;
 }
 
 export class Daemon {
@@ -87,6 +92,7 @@ export class Daemon {
   private mirrorsWatch?: CertsWatcher;
   /** The connection a supervisor keeps, when run under one. */
   readonly supervised?: SupervisedConnection;
+  private blobView?: BlobView;
 
   constructor(readonly opts: DaemonOptions) {
     if (opts.supervised) {
@@ -144,16 +150,23 @@ export class Daemon {
       await closeSources(sources);
       throw new ApiFault(400, 'InvalidBootstrap', `${bootstrap}: ${(e as Error).message}`);
     }
-    const fuse = new FuseMount(rafs, mp, () => this.idleGc.touch());
+    let fuse: FuseMount | ErofsMount;
     try {
       if (this.supervised) {
+        // Under a supervisor every instance is a directory of its one FUSE connection.
+        if (config.cache.type === 'erofs') log.warn({ mountpoint: mp }, 'kernel EROFS mode is not used under a supervisor (failover keeps one FUSE connection); serving over FUSE');
+        const f = new FuseMount(rafs, mp, () => this.idleGc.touch());
+        fuse = f;
         const name = this.instanceName(mp);
         const index = this.supervised.indexFor(name);
-        this.supervised.root.attach(name, index, fuse);
+        this.supervised.root.attach(name, index, f);
         this.supervised.attached(name, index);
       } else {
         if (cleanStaleMount(mp) === 'live') throw new ApiFault(409, 'MountpointBusy', `${mp}: something is already mounted there`);
-        await fuse.mount();
+        const kernel = config.cache.type === 'erofs' ? await tryKernelMount(rafs, mp, bootstrap, this.blobViewOf()) : undefined;
+        const f = kernel ?? new FuseMount(rafs, mp, () => this.idleGc.touch());
+        fuse = f;
+        if (!kernel) await (f as FuseMount).mount();
       }
     } catch (e) {
       await closeSources(sources);
@@ -162,7 +175,7 @@ export class Daemon {
     const prefetcher = new Prefetcher(rafs, config.fsPrefetch, prefetchFiles);
     const inst: MountedInstance = { mountpoint: mp, bootstrap: path.resolve(bootstrap), config, rafs, fuse, pipeline, metrics, cache, prefetcher, mountedAt: new Date() };
     this.instances.set(mp, inst);
-    log.info({ mountpoint: mp, bootstrap, files: rafs.fileCount, blobs: rafs.blobs.length, backend: config.backend.type, ms: Math.round(performance.now() - t0) }, 'rafs instance mounted');
+    log.info({ mountpoint: mp, bootstrap, files: rafs.fileCount, blobs: rafs.blobs.length, backend: config.backend.type, fs_driver: driverOf(inst), ms: Math.round(performance.now() - t0) }, 'rafs instance mounted');
     collectGarbage();
     if (startPrefetch) prefetcher.start();
     return inst;
@@ -199,6 +212,13 @@ export class Daemon {
     log.info({ mountpoint: mp }, 'rafs instance unmounted');
   }
 
+  /** The daemon's blob view (kernel EROFS mode); tryKernelMount mounts it on first use. */
+  private blobViewOf(): BlobView {
+    const dir = this.opts.blobViewDir ?? (this.opts.apisock ? path.join(path.dirname(this.opts.apisock), 'blob-view') : path.join('/run/nydusd', this.opts.id, 'blob-view'));
+    this.blobView ??= new BlobView(path.resolve(dir), () => this.idleGc.touch());
+    return this.blobView;
+  }
+
   /** Starts prefetch of every mounted instance and moves to RUNNING. */
   run(): void {
     for (const i of this.instances.values()) i.prefetcher.start();
@@ -229,6 +249,7 @@ export class Daemon {
       await this.umount(mp).catch((e) => log.error({ mountpoint: mp, err: (e as Error).message }, 'unmount failed'));
     }
     await this.supervised?.unmount();
+    await this.blobView?.stop();
     this.idleGc.stop();
     for (const c of this.caches.values()) await c.close().catch((e) => log.error({ err: (e as Error).message }, 'cache close failed'));
     await loadedP2pHub()?.closeAllHubs();
@@ -265,10 +286,14 @@ export class Daemon {
         mounted_time: i.mountedAt.toISOString(),
         backend_type: i.config.backend.type,
         mode: 'direct',
+        fs_driver: driverOf(i),
         prefetch: i.config.fsPrefetch.enable,
       };
     }
-    return { id: this.opts.id, version: VERSION, state: this.state, supervisor: this.opts.supervised?.statePath ?? '', backend_collection: backends };
+    const v = this.blobView;
+    // Kernel EROFS mode only: where the blob files are and what their READs delivered.
+    const blobView = v?.fuseSession ? { dir: v.dir, blobs: v.blobIds(), reads: v.stats.reads, read_bytes: v.stats.bytes, read_errors: v.stats.errors } : undefined;
+    return { id: this.opts.id, version: VERSION, state: this.state, supervisor: this.opts.supervised?.statePath ?? '', backend_collection: backends, ...(blobView ? { blob_view: blobView } : {}) };
   }
 
   backendMetrics(insts: MountedInstance[]): object {
@@ -418,7 +443,8 @@ export class Daemon {
 
   /** Sizes of the READ requests the FUSE sessions of `insts` served: {bytes: count}. */
   private readSizes(insts: MountedInstance[]): Record<string, number> {
-    const sessions = new Set(insts.map((i) => (this.supervised ? this.supervised.fuseSession : i.fuse.fuseSession)));
+    // An instance in kernel EROFS mode has no session of its own: its reads are the blob view's.
+    const sessions = new Set(insts.map((i) => (this.supervised ? this.supervised.fuseSession : i.fuse instanceof FuseMount ? i.fuse.fuseSession : this.blobView?.fuseSession)));
     const out: Record<string, number> = {};
     for (const s of sessions) for (const [size, n] of s?.stats.readSizes ?? []) out[size] = (out[size] ?? 0) + n;
     return out;
@@ -452,6 +478,10 @@ export class Daemon {
     }
     return { mountpoint: mp, source: body.source, config, prefetchFiles: files };
   }
+}
+
+function driverOf(i: MountedInstance): 'erofs' | 'fusedev' {
+  return i.fuse instanceof ErofsMount ? 'erofs' : 'fusedev';
 }
 
 function requireMountpoint(r: ApiRequest): string {

@@ -173,6 +173,7 @@ export const Init = {
   BIG_WRITES: 1 << 5,
   DO_READDIRPLUS: 1 << 13,
   READDIRPLUS_AUTO: 1 << 14,
+  ASYNC_DIO: 1 << 15,
   PARALLEL_DIROPS: 1 << 18,
   ABORT_ERROR: 1 << 21,
   MAX_PAGES: 1 << 22,
@@ -184,7 +185,7 @@ export const Init = {
 } as const;
 
 /** open_flags of fuse_open_out. */
-export const Fopen = { KEEP_CACHE: 1 << 1, CACHE_DIR: 1 << 3 } as const;
+export const Fopen = { DIRECT_IO: 1 << 0, KEEP_CACHE: 1 << 1, CACHE_DIR: 1 << 3 } as const;
 
 export const Notify = { RESEND: 7 } as const;
 

@@ -112,6 +112,15 @@ export interface SessionOptions {
   mountOptions?: string[];
   /** Called for every request (the daemon's idle collector watches for quiet). */
   onActivity?: () => void;
+  /** FOPEN_* flags of every OPEN reply (default KEEP_CACHE; the blob view asks DIRECT_IO). */
+  openFlags?: number;
+  /** INIT flags wanted besides the defaults (the blob view asks ASYNC_DIO: parallel direct reads). */
+  extraInit?: number;
+  /**
+   * Leave INTERRUPTs unanswered: the kernel then waits for the real reply (fatal signals still end
+   * the wait). The blob view sets it: the kernel's EROFS turns an EINTR from its device into EIO.
+   */
+  ignoreInterrupts?: boolean;
 }
 
 export interface Negotiated {
@@ -318,7 +327,7 @@ export class FuseSession {
         return this.reply(unique, 0, f.readlink(nodeid));
       case Op.OPEN: {
         const fh = f.open(nodeid, decode(fuse_open_in, arg).flags as number);
-        return this.replyStruct(unique, fuse_open_out, { fh, open_flags: Fopen.KEEP_CACHE });
+        return this.replyStruct(unique, fuse_open_out, { fh, open_flags: this.opts.openFlags ?? Fopen.KEEP_CACHE });
       }
       case Op.READ:
         return this.read(unique, nodeid, arg);
@@ -348,6 +357,7 @@ export class FuseSession {
         f.access(nodeid, decode(fuse_access_in, arg).mask as number);
         return this.reply(unique, 0);
       case Op.INTERRUPT:
+        if (this.opts.ignoreInterrupts) return;
         return this.interrupt(unique, decode(fuse_interrupt_in, arg).unique as bigint);
       case Op.DESTROY:
         return this.reply(unique, 0);
@@ -368,7 +378,7 @@ export class FuseSession {
     }
     const flags2 = i.flags & Init.INIT_EXT ? i.flags2 : 0;
     const offered = BigInt(i.flags >>> 0) | (BigInt(flags2 >>> 0) << 32n);
-    const flags = (i.flags & WANTED) >>> 0;
+    const flags = (i.flags & (WANTED | (this.opts.extraInit ?? 0))) >>> 0;
     const maxPages = flags & Init.MAX_PAGES ? (this.opts.maxPages ?? 256) : 32;
     const n: Negotiated = {
       major: FUSE_KERNEL_VERSION,

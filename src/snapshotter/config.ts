@@ -9,6 +9,7 @@
  *   [daemon]      nydusd_path, nydusd_config (JSON template), log_level,
  *                 recover_policy = "restart" | "failover" | "none", failover_policy = "resend" | "flush" | "none"
  *                 (failover needs daemon_mode "shared"; dedicated daemons restart, with a warning)
+ *                 fs_driver = "fusedev" | "erofs" (kernel EROFS mode; "fscache" is refused: no on-demand fscache)
  *   [remote.mirrors_config] dir      # certs.d directory watched and pushed to every daemon
  *   [remote.auth] enable_cri_keychain, image_service_address   # CRI image service proxy (cri-image-proxy.ts)
  *   [cache_manager] disable, cache_dir ("" = <root>/cache), max_size_mb   # collected on Cleanup past max
@@ -30,13 +31,15 @@ import { checkUpstreamKeys } from './upstream-keys';
 export type DaemonMode = 'shared' | 'dedicated' | 'none';
 export type RecoverPolicy = 'restart' | 'failover' | 'none';
 export type FailoverPolicy = 'resend' | 'flush' | 'none';
+/** fusedev: nydusd serves each image over FUSE; erofs: the kernel's EROFS over nydusd's blob view. */
+export type FsDriver = 'fusedev' | 'erofs';
 
 export interface SnapshotterConfig {
   version: 1;
   root: string;
   address: string;
   daemonMode: DaemonMode;
-  daemon: { nydusdPath: string; nydusdConfig: string; recoverPolicy: RecoverPolicy; failoverPolicy: FailoverPolicy; logLevel: string };
+  daemon: { nydusdPath: string; nydusdConfig: string; recoverPolicy: RecoverPolicy; failoverPolicy: FailoverPolicy; logLevel: string; fsDriver: FsDriver };
   mirrorsDir: string;
   /** [remote.auth]: the CRI keychain (the socket also serves a proxy of CRI's ImageService). */
   criKeychain: { enable: boolean; imageServiceAddress: string };
@@ -187,6 +190,16 @@ export function parseConfig(text: string, file: string, over: ConfigOverrides = 
     warnings.push(`${file}: daemon.recover_policy: "failover" needs daemon_mode "shared" here (one FUSE connection per daemon kept by the snapshotter); ${daemonMode} daemons use "restart"`);
     recoverPolicy = 'restart';
   }
+  const fsDriver = d.str('fs_driver', 'fusedev');
+  if (fsDriver === 'fscache') {
+    throw new ConfigError(file, 'daemon.fs_driver', '"fscache" needs the kernel\'s EROFS on-demand fscache (CONFIG_EROFS_FS_ONDEMAND), which this snapshotter does not use; use fs_driver = "erofs" (kernel EROFS over nydusd\'s blob files)');
+  }
+  // Failover keeps a FUSE connection; kernel EROFS mounts are not on it (the manager remounts the
+  // blob view instead), so erofs keeps its mode and recovers by restart.
+  if (fsDriver === 'erofs' && recoverPolicy === 'failover') {
+    warnings.push(`${file}: daemon.recover_policy: "failover" applies to FUSE mounts; with fs_driver "erofs" daemons use "restart"`);
+    recoverPolicy = 'restart';
+  }
   const cacheT = r.table('cache_manager');
   const cfg: SnapshotterConfig = {
     version: 1,
@@ -199,6 +212,8 @@ export function parseConfig(text: string, file: string, over: ConfigOverrides = 
       recoverPolicy,
       failoverPolicy: d.oneOf<FailoverPolicy>('failover_policy', 'resend', ['none', 'resend', 'flush']),
       logLevel: d.str('log_level', level),
+      // blockdev, nodev and proxy are warned about by upstream-keys.ts and served as fusedev.
+      fsDriver: fsDriver === 'erofs' ? 'erofs' : 'fusedev',
     },
     mirrorsDir: r.table('remote').table('mirrors_config').str('dir', ''),
     criKeychain: {

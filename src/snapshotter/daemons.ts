@@ -63,6 +63,8 @@ export interface DaemonManagerOptions {
   failoverPolicy?: 'resend' | 'flush' | 'none';
   cacheDir: string;
   logLevel: string;
+  /** "erofs": instances are mounted in nydusd's kernel EROFS mode (cache type "erofs"); default fusedev. */
+  fsDriver?: 'fusedev' | 'erofs';
   /** nydusd output to our stdout instead of <root>/logs/<id>/nydusd.log. */
   logToStdout?: boolean;
   /** The certs.d watcher: mirrors for new instances, and live pushes to daemons when it changes. */
@@ -529,6 +531,7 @@ export class DaemonManager implements RafsMounter {
     const backend = device.backend ?? { type: 'registry', config: {} };
     const cache = device.cache ?? { type: 'blobcache' };
     cache.config = { ...(cache.config ?? {}), work_dir: this.o.cacheDir };
+    if (this.o.fsDriver === 'erofs') cache.type = 'erofs';
     // s3, oss and localfs backends name where the blobs are themselves: passed on unchanged.
     if (backend.type !== 'registry') return { registry: r.registry, ref, config: { ...t, device: { ...device, id: `/${meta.snapshotId}`, backend, cache } } as NydusdJson };
     const host = apiHost(r.registry);

@@ -179,7 +179,7 @@ async function waitReady(address: string, proc: ChildProcess, logFile: string): 
   throw new Error(`containerd at ${address} not ready after 30 s`);
 }
 
-/** Our ctr-remote (src/cli/ctr-remote.ts), from src/, dist/ and dist-bench/src/ alike. */
+/** Our ctr-remote (src/cli/ctr-remote.ts), from src/, dist/ and dist-bench/src/ (the benchmarks) alike. */
 const CTR_REMOTE = [path.resolve(__dirname, '..', '..', 'bin', 'ctr-remote'), path.resolve(__dirname, '..', '..', '..', 'bin', 'ctr-remote')].find((p) => fs.existsSync(p)) ?? path.resolve(__dirname, '..', '..', 'bin', 'ctr-remote');
 
 /** PIDs of containerd-shim processes started for the containerd listening on `address`. */

@@ -68,6 +68,7 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
       failoverPolicy: cfg.daemon.failoverPolicy,
       cacheDir: cfg.cache.dir,
       logLevel: cfg.daemon.logLevel,
+      fsDriver: cfg.daemon.fsDriver,
       logToStdout: cfg.log.logToStdout,
       mirrors: watcher,
       metrics,

@@ -56,8 +56,8 @@ const SCHEMA: Schema = {
     log_level: leaf('string'),
     fs_driver: leaf(
       'string',
-      (v) => (v === 'fusedev' ? undefined : `${JSON.stringify(v)} is not supported; rafs instances are served over FUSE ("fusedev")`),
-      oneOf(['fusedev', 'fscache', 'blockdev', 'nodev', 'proxy']),
+      (v) => (v === 'fusedev' || v === 'erofs' ? undefined : `${JSON.stringify(v)} is not supported; rafs instances are served over FUSE ("fusedev")`),
+      oneOf(['fusedev', 'erofs', 'fscache', 'blockdev', 'nodev', 'proxy']),
     ),
     threads_number: leaf(
       'int',

@@ -9,10 +9,11 @@
  * Blobs must be uncompressed (`--compressor none`) and a multiple of 512 bytes long (a loop device
  * drops a shorter tail); `padBlob` pads a blob file to 4 KiB in place.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 
 /** Result of fsck.erofs: ok when it exited 0; output is stdout+stderr for the failure message. */
 export function fsckErofs(bootstrap: string, blobs: string[], timeoutMs = 300_000): { ok: boolean; output: string } {
@@ -157,6 +158,19 @@ export function snapshotTree(root: string, contentLimit = 256 << 20): TreeSnapsh
     timeout: 20 * 60_000,
   });
   return new Map(Object.entries(JSON.parse(json) as Record<string, EntryInfo>));
+}
+
+/**
+ * `snapshotTree` without blocking this process: for trees whose bytes come through a server that
+ * runs in this process (a test registry's recording front feeding nydusd).
+ */
+export async function snapshotTreeAsync(root: string, contentLimit = 256 << 20): Promise<TreeSnapshot> {
+  const { stdout } = await promisify(execFile)('python3', ['-c', SNAPSHOT_PY, root, String(contentLimit)], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 30,
+    timeout: 20 * 60_000,
+  });
+  return new Map(Object.entries(JSON.parse(stdout) as Record<string, EntryInfo>));
 }
 
 export interface CompareOptions {

@@ -1,0 +1,245 @@
+/**
+ * Benchmark of issue 16 (acceptance 4): nydusd's kernel EROFS mode beside its FUSE mode and the
+ * native baselines, all in the same run.
+ *   A. `find` + stat of every entry of the Debian tree, first and second walk after a fresh mount:
+ *      erofs mode, FUSE mode, overlayfs over a copy of the tree
+ *   B. sequential `cat` of a 256 MiB file: cold (page cache dropped, empty blob cache, localfs blob
+ *      on disk) and warm (first re-read, then the median of the next passes): erofs mode, FUSE mode,
+ *      native file
+ *   C. cold start of the Debian/python image through containerd over a rate-limited link
+ *      (bench/coldstart.ts): OCI + overlayfs, nydus FUSE mode, nydus erofs mode
+ * Targets: first walk within 1.5x of overlayfs; cold read at least 50 % of native throughput; warm
+ * re-read within 1.1x of native; cold start no slower than FUSE mode. Writes bench-out/erofs.md.
+ *   BENCH_EROFS_PARTS=find,read,coldstart (default all), BENCH_READ_MIB (default 256),
+ *   BENCH_EROFS_COLD_ROUNDS (default 1), BENCH_RATE_MBIT (bench/coldstart.ts, default 200)
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { median } from './measure';
+import { cat, Daemon, dropCaches, findStat, localfsConfig, residentBytes, startDaemon, stopDaemon, unmount, warmPasses, writeDataFile } from './read';
+import { buildLayout, coldStart, measured, REG, Result, startLink } from './coldstart';
+import { Teardown } from './support/teardown';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const FIXTURES = process.env.NYDUS_FIXTURES ?? '/var/tmp/nydus-ts-fixtures';
+const NYDUS_IMAGE = path.join(ROOT, 'dist', 'cli', 'nydus-image.js');
+const FILE_MIB = Number(process.env.BENCH_READ_MIB ?? 256);
+const ROUNDS = 3;
+/** Cold starts per mode (each is a fresh containerd, snapshotter and blob cache; one, like bench/coldstart.ts). */
+const COLD_ROUNDS = Number(process.env.BENCH_EROFS_COLD_ROUNDS ?? 1);
+const PARTS = new Set((process.env.BENCH_EROFS_PARTS ?? 'find,read,coldstart').split(','));
+
+type Mode = 'erofs' | 'fuse';
+const f2 = (x: number) => x.toFixed(2);
+/**
+ * Lets the event loop see the daemon's API close an idle keep-alive connection (after a long
+ * synchronous `cat`), so the next request opens a new one instead of writing into a closed socket.
+ */
+const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
+const f3 = (x: number) => x.toFixed(3);
+
+/** The localfs config of one image, in FUSE mode or kernel EROFS mode (cache type "erofs"). */
+function configFile(work: string, name: string, blobs: string, cache: string, mode: Mode): string {
+  const cfg = localfsConfig(blobs, cache) as { device: { cache: { type: string } } };
+  if (mode === 'erofs') cfg.device.cache.type = 'erofs';
+  const file = path.join(work, `${name}-${mode}.json`);
+  fs.writeFileSync(file, JSON.stringify(cfg));
+  return file;
+}
+
+/** Starts nydusd with one image at `mnt`; in erofs mode checks the kernel really mounted it. */
+async function mountImage(work: string, name: string, cfg: string, boot: string, mnt: string, mode: Mode): Promise<Daemon> {
+  const d = await startDaemon(work, name, ['--config', cfg, '--bootstrap', boot, '--mountpoint', mnt]);
+  const driver = Object.values((await d.client.daemonInfo()).backend_collection)[0]?.fs_driver;
+  if (driver !== (mode === 'erofs' ? 'erofs' : 'fusedev')) {
+    await stopDaemon(d);
+    throw new Error(`${name}: expected fs_driver ${mode}, the daemon reports ${driver}; see ${path.join(work, `${name}.log`)}`);
+  }
+  return d;
+}
+
+async function partFind(work: string, mounts: string[], lines: string[]): Promise<void> {
+  const debian = path.join(FIXTURES, 'debian-rootfs');
+  const entries = Number(execFileSync('sh', ['-c', `find "${debian}" | wc -l`]).toString().trim());
+  const blobs = path.join(work, 'dblobs');
+  const boot = path.join(work, 'debian.boot');
+  execFileSync('node', [NYDUS_IMAGE, 'create', '-B', boot, '-D', blobs, debian], { stdio: 'ignore' });
+  const ovl = path.join(work, 'ovl');
+  for (const d of ['upper', 'work', 'merged']) fs.mkdirSync(path.join(ovl, d), { recursive: true });
+  const lower = path.join(ovl, 'lower');
+  execFileSync('cp', ['-a', debian, lower]);
+  const walks: Record<Mode | 'overlayfs', number[][]> = { erofs: [], fuse: [], overlayfs: [] };
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const mode of ['erofs', 'fuse'] as const) {
+      const m = path.join(work, `mnt-debian-${mode}`);
+      mounts.push(m);
+      const d = await mountImage(work, `find-${mode}-${r}`, configFile(work, `debian-${r}`, blobs, path.join(work, `cache-debian-${mode}-${r}`), mode), boot, m, mode);
+      walks[mode].push([findStat(m), findStat(m)]);
+      await settle();
+      await stopDaemon(d);
+    }
+    const merged = path.join(ovl, 'merged');
+    mounts.push(merged);
+    execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${path.join(ovl, 'upper')},workdir=${path.join(ovl, 'work')}`, merged]);
+    walks.overlayfs.push([findStat(merged), findStat(merged)]);
+    unmount(merged);
+  }
+  const med = (k: keyof typeof walks, i: number) => median(walks[k].map((x) => x[i]));
+  lines.push(`### find + stat walks`, '');
+  lines.push(`\`find\` printing inode, size, mode, owner, mtime and link target of every entry of the Debian tree (${entries} entries); a fresh mount (new daemon, empty blob cache) each round, median of ${ROUNDS}:`, '');
+  lines.push('| walk | erofs mode (s) | FUSE mode (s) | overlayfs (s) | erofs / overlayfs | FUSE / overlayfs |', '|---|---:|---:|---:|---:|---:|');
+  for (const [i, name] of [[0, 'first walk after mount'], [1, 'second walk']] as const) {
+    const e = med('erofs', i);
+    const fu = med('fuse', i);
+    const o = med('overlayfs', i);
+    lines.push(`| ${name} | ${f3(e)} | ${f3(fu)} | ${f3(o)} | **${f2(e / o)}x** | ${f2(fu / o)}x |`);
+  }
+  const first = med('erofs', 0) / med('overlayfs', 0);
+  lines.push('', `Target: first walk within 1.5x of overlayfs: ${first <= 1.5 ? 'met' : 'NOT met'} (${f2(first)}x).`, '');
+}
+
+async function partRead(work: string, mounts: string[], lines: string[]): Promise<void> {
+  const dataDir = path.join(work, 'data');
+  fs.mkdirSync(dataDir);
+  const bigFile = path.join(dataDir, 'big.bin');
+  writeDataFile(bigFile, FILE_MIB);
+  const blobs = path.join(work, 'blobs');
+  const boot = path.join(work, 'big.boot');
+  execFileSync('node', [NYDUS_IMAGE, 'create', '-B', boot, '-D', blobs, dataDir], { stdio: 'ignore' });
+  const blob = path.join(blobs, fs.readdirSync(blobs)[0]);
+  const native = { cold: [] as number[], first: [] as number[], steady: [] as number[] };
+  const ny: Record<Mode, { cold: number[]; first: number[]; steady: number[] }> = { erofs: { cold: [], first: [], steady: [] }, fuse: { cold: [], first: [], steady: [] } };
+  const residentAtCold: number[] = [];
+  /** Blob bytes the erofs-mode daemon served during the warm passes (should be 0: the kernel's page cache answers). */
+  const warmViewBytes: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    dropCaches();
+    residentAtCold.push(residentBytes(bigFile));
+    native.cold.push(cat(bigFile));
+    const nw = warmPasses(bigFile);
+    native.first.push(nw.first);
+    native.steady.push(nw.steady);
+    for (const mode of ['erofs', 'fuse'] as const) {
+      const cache = path.join(work, `cache-big-${mode}`);
+      fs.rmSync(cache, { recursive: true, force: true });
+      const mnt = path.join(work, `mnt-big-${mode}`);
+      mounts.push(mnt);
+      const d = await mountImage(work, `big-${mode}-${r}`, configFile(work, 'big', blobs, cache, mode), boot, mnt, mode);
+      dropCaches();
+      residentAtCold.push(residentBytes(blob));
+      ny[mode].cold.push(cat(path.join(mnt, 'big.bin')));
+      await settle();
+      const before = (await d.client.daemonInfo()).blob_view?.read_bytes ?? 0;
+      const w = warmPasses(path.join(mnt, 'big.bin'));
+      ny[mode].first.push(w.first);
+      ny[mode].steady.push(w.steady);
+      await settle();
+      if (mode === 'erofs') warmViewBytes.push(((await d.client.daemonInfo()).blob_view?.read_bytes ?? 0) - before);
+      await stopDaemon(d);
+    }
+  }
+  const nc = median(native.cold);
+  const n1 = median(native.first);
+  const ns = median(native.steady);
+  const m = (mode: Mode, k: 'cold' | 'first' | 'steady') => median(ny[mode][k]);
+  const pct = (x: number) => `${f2((100 * nc) / x)} %`;
+  lines.push(`### Sequential read of a ${FILE_MIB} MiB file`, '');
+  lines.push(
+    `\`cat\` of a ${FILE_MIB} MiB file (half random, half text; zstd, 1 MiB chunks, localfs blob), median of ${ROUNDS} rounds; native, erofs mode and FUSE mode one after the other in each round. ` +
+      `"Cold": page cache dropped right before the read and an empty blob cache, so the blob comes from disk and every chunk is decompressed and verified. Page-cache bytes of the file / blob at each cold start (fincore): ${residentAtCold.join(', ')}. ` +
+      `"Warm": the first re-read after the cold read, then the median of the next passes. Blob-view bytes the erofs-mode daemon served during each round's warm passes: ${warmViewBytes.join(', ')}.`,
+    '',
+  );
+  lines.push('| case | native (s) | erofs mode (s) | FUSE mode (s) | erofs vs native | FUSE vs native |', '|---|---:|---:|---:|---:|---:|');
+  lines.push(`| cold | ${f3(nc)} | ${f3(m('erofs', 'cold'))} | ${f3(m('fuse', 'cold'))} | **${pct(m('erofs', 'cold'))}** of native throughput | ${pct(m('fuse', 'cold'))} |`);
+  lines.push(`| warm, first re-read | ${f3(n1)} | ${f3(m('erofs', 'first'))} | ${f3(m('fuse', 'first'))} | **${f2(m('erofs', 'first') / n1)}x** native time | ${f2(m('fuse', 'first') / n1)}x |`);
+  lines.push(`| warm, steady | ${f3(ns)} | ${f3(m('erofs', 'steady'))} | ${f3(m('fuse', 'steady'))} | **${f2(m('erofs', 'steady') / ns)}x** native time | ${f2(m('fuse', 'steady') / ns)}x |`);
+  const cold = nc / m('erofs', 'cold');
+  const warm = m('erofs', 'first') / n1;
+  const list = (xs: number[]) => xs.map(f2).join(', ');
+  lines.push(
+    '',
+    `Targets: cold at least 50 % of native throughput: ${cold >= 0.5 ? 'met' : 'NOT met'} (${f2(100 * cold)} %); warm re-read within 1.1x of native: ${warm <= 1.1 ? 'met' : 'NOT met'} (first re-read ${f2(warm)}x, steady ${f2(m('erofs', 'steady') / ns)}x). ` +
+      `Throughput, erofs mode: ${f2(FILE_MIB / m('erofs', 'cold'))} MiB/s cold, ${f2(FILE_MIB / m('erofs', 'steady'))} MiB/s warm.`,
+    '',
+    `Rounds (s): native cold ${list(native.cold)}, first ${list(native.first)}, steady ${list(native.steady)}; erofs cold ${list(ny.erofs.cold)}, first ${list(ny.erofs.first)}, steady ${list(ny.erofs.steady)}; FUSE cold ${list(ny.fuse.cold)}, first ${list(ny.fuse.first)}, steady ${list(ny.fuse.steady)}.`,
+    '',
+  );
+}
+
+async function partColdstart(lines: string[]): Promise<void> {
+  const say = (msg: string): void => void process.stderr.write(`erofs coldstart: ${msg}\n`);
+  const td = new Teardown(say);
+  td.onSignals();
+  try {
+    const layout = await buildLayout('small');
+    const link = await startLink();
+    td.add('registry and network namespace', () => link.close());
+    const certs = fs.mkdtempSync(path.join(os.tmpdir(), 'erofs-certs-'));
+    td.add('certs.d', () => fs.rmSync(certs, { recursive: true, force: true }));
+    fs.mkdirSync(path.join(certs, REG));
+    fs.writeFileSync(path.join(certs, REG, 'hosts.toml'), `server = "http://${REG}"\n`);
+    const src = `${REG}/bench/small:oci`;
+    const dst = `${REG}/bench/small:nydus`;
+    execFileSync('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${layout.dir}:latest`, `docker://${src}`]);
+    execFileSync(process.execPath, [path.join(ROOT, 'dist', 'cli', 'nydusify.js'), 'convert', '--source', src, '--target', dst, '--plain-http'], { stdio: 'ignore' });
+    link.shape();
+    const runs: Record<'oci' | 'fuse' | 'erofs', Result[]> = { oci: [], fuse: [], erofs: [] };
+    for (let r = 0; r < COLD_ROUNDS; r++) {
+      runs.oci.push(await measured(td, 'OCI run', (s) => coldStart(link, 'oci', src, certs, s)));
+      runs.fuse.push(await measured(td, 'nydus FUSE run', (s) => coldStart(link, 'nydus', dst, certs, s, 'fs_driver = "fusedev"')));
+      runs.erofs.push(await measured(td, 'nydus erofs run', (s) => coldStart(link, 'nydus', dst, certs, s, 'fs_driver = "erofs"')));
+      say(`round ${r}: OCI ${f2(runs.oci[r].seconds)} s, FUSE ${f2(runs.fuse[r].seconds)} s, erofs ${f2(runs.erofs[r].seconds)} s`);
+      for (const k of ['fuse', 'erofs'] as const) if (runs[k][r].output !== runs.oci[r].output) throw new Error(`outputs differ: OCI ${runs.oci[r].output} vs ${k} ${runs[k][r].output}`);
+    }
+    const s = (k: keyof typeof runs) => median(runs[k].map((x) => x.seconds));
+    const b = (k: keyof typeof runs) => median(runs[k].map((x) => x.bytes));
+    const rate = process.env.BENCH_RATE_MBIT ?? '200';
+    lines.push('### Cold start through containerd', '');
+    lines.push(
+      `From \`pull\` to the first output of \`python3 -c ...\` in a new container (the Debian/python image, one layer), through a private containerd with runc, registry behind a ${rate} Mbit/s link (bench/coldstart.ts); fresh containerd, snapshotter root and blob cache each run; median of ${COLD_ROUNDS}. ` +
+        'nydus: `ctr-remote images rpull` + containerd-nydus-grpc (shared nydusd) with `fs_driver = "fusedev"` or `"erofs"`.',
+      '',
+    );
+    lines.push('| | OCI + overlayfs | nydus, FUSE mode | nydus, erofs mode |', '|---|---:|---:|---:|');
+    lines.push(`| seconds | ${f2(s('oci'))} | ${f2(s('fuse'))} | **${f2(s('erofs'))}** |`);
+    lines.push(`| MB pulled | ${(b('oci') / 1e6).toFixed(1)} | ${(b('fuse') / 1e6).toFixed(1)} | ${(b('erofs') / 1e6).toFixed(1)} |`);
+    const ratio = s('erofs') / s('fuse');
+    lines.push('', `Target: no slower than FUSE mode: ${ratio <= 1 ? 'met' : 'NOT met'} (erofs / FUSE = ${f2(ratio)}).`, '');
+    lines.push(`Rounds (s): OCI ${runs.oci.map((x) => f2(x.seconds)).join(', ')}; FUSE ${runs.fuse.map((x) => f2(x.seconds)).join(', ')}; erofs ${runs.erofs.map((x) => f2(x.seconds)).join(', ')}.`, '');
+  } finally {
+    await td.run();
+  }
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('needs root (mounts, page cache drops, containerd)');
+  execFileSync('bash', [path.join(ROOT, 'scripts', 'fixtures.sh'), 'debian'], { stdio: 'inherit' });
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-erofs-'));
+  const mounts: string[] = [];
+  const lines: string[] = ['## Kernel EROFS mode (issue 16)', ''];
+  lines.push(
+    'nydusd in kernel EROFS mode (`cache.type = "erofs"`, snapshotter `fs_driver = "erofs"`): the kernel mounts the bootstrap as a file-backed EROFS over the daemon\'s blob view, beside the same image in FUSE mode and the native baselines, in the same run.',
+    '',
+  );
+  try {
+    if (PARTS.has('find')) await partFind(work, mounts, lines);
+    if (PARTS.has('read')) await partRead(work, mounts, lines);
+  } finally {
+    for (const m of mounts) unmount(m);
+    unmount(path.join(work, 'blob-view'));
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+  if (PARTS.has('coldstart')) await partColdstart(lines);
+  const md = lines.join('\n') + '\n';
+  fs.mkdirSync(path.join(ROOT, 'bench-out'), { recursive: true });
+  fs.writeFileSync(path.join(ROOT, 'bench-out', 'erofs.md'), md);
+  process.stdout.write(md);
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench erofs: error: ${(e as Error).message}\n`);
+  process.exit(1);
+});
