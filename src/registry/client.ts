@@ -75,6 +75,7 @@ export class RegistryClient {
   readonly transport: Transport;
   private readonly auth: Authenticator;
   private creds?: ResolvedCredentials;
+  private closed = false;
 
   constructor(opts: RegistryClientOptions) {
     this.registry = opts.registry;
@@ -130,7 +131,13 @@ export class RegistryClient {
 
   /** `attempt` with retries on 429, 5xx and connection failures. */
   call(c: CallSpec): Promise<Dispatcher.ResponseData> {
-    return withRetry(() => this.attempt(c), { retryLimit: this.transport.retryLimit, signal: c.signal, onRetry: (e, n) => this.logRetry(c, e, n) });
+    // After close() a request still in flight fails because we closed it: no retry, no warning.
+    return withRetry(() => this.attempt(c), {
+      retryLimit: this.transport.retryLimit,
+      signal: c.signal,
+      retryable: (e) => !this.closed && isRetryable(e),
+      onRetry: (e, n) => this.logRetry(c, e, n),
+    });
   }
 
   logRetry(c: { op: string; repo: string }, e: unknown, n: number): void {
@@ -363,6 +370,7 @@ export class RegistryClient {
   }
 
   close(): Promise<void> {
+    this.closed = true;
     return this.transport.close();
   }
 }
