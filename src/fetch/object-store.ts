@@ -13,7 +13,7 @@
  */
 import * as fs from 'node:fs';
 import type { Readable } from 'node:stream';
-import { Transport, withRetry, RETRY_CODES, RETRY_STATUSES, retryAfter, header } from '../registry/transport';
+import { Transport, withRetry, RETRY_CODES, RETRY_STATUSES, retryAfter, header, readRangeBody } from '../registry/transport';
 import { logger } from '../util/log';
 import { s3Dialect } from './s3';
 import { ossDialect } from './oss';
@@ -130,27 +130,15 @@ export class ObjectStore {
         const res = await this.send('GET', key, op, { range: `bytes=${offset}-${offset + length - 1}` }, signal);
         if (res.statusCode !== 206 && res.statusCode !== 200) return this.fail(res, op);
         // A 200 is the whole object (the server ignored Range): skip to the offset.
-        const skip = res.statusCode === 200 ? offset : 0;
-        const out = Buffer.allocUnsafe(length);
-        let pos = 0;
-        let seen = 0;
+        let r: { out: Buffer; got: number };
         try {
-          for await (const c of res.body as AsyncIterable<Buffer>) {
-            const start = Math.max(0, skip - seen);
-            seen += c.length;
-            if (start >= c.length) continue;
-            const n = Math.min(c.length - start, length - pos);
-            c.copy(out, pos, start, start + n);
-            pos += n;
-            if (pos === length) break;
-          }
+          r = await readRangeBody(res.body, res.statusCode === 200 ? offset : 0, length);
         } catch (e) {
           if (signal?.aborted) throw e;
           const err = e as { code?: string; message?: string };
           throw new ObjectStoreError(this.where, op, 0, err.message ?? String(e), err.code ?? 'ECONNRESET');
-        } finally {
-          res.body.destroy();
         }
+        const { out, got: pos } = r;
         if (pos !== length) throw new ObjectStoreError(this.where, op, 0, `short body: ${pos} of ${length} bytes`, 'ERR_SHORT_READ');
         return out;
       },

@@ -17,7 +17,7 @@ import { RegistryError, describeErrorBody } from './errors';
 import { Descriptor, ImageIndex, MANIFEST_ACCEPT, isIndex } from './media';
 import { DEFAULT_PLATFORM, choosePlatform, formatPlatform, parsePlatform } from './platform';
 import { apiHost } from './reference';
-import { Transport, TransportOptions, header, isRetryable, retryAfter, withRetry } from './transport';
+import { Transport, TransportOptions, header, isRetryable, readRangeBody, retryAfter, withRetry } from './transport';
 import { pushBlob, PushSource, PushOptions } from './upload';
 import { logger } from '../util/log';
 
@@ -303,25 +303,13 @@ export class RegistryClient {
     if (length === 0) return Buffer.alloc(0);
     return withRetry(async () => {
       const res = await this.openBlob(repo, digest, offset, length, opts.signal);
-      const skip = res.statusCode === 200 ? offset : 0;
-      const out = Buffer.allocUnsafe(length);
-      let pos = 0;
-      let seen = 0;
+      let r: { out: Buffer; got: number };
       try {
-        for await (const c of res.body as AsyncIterable<Buffer>) {
-          const start = Math.max(0, skip - seen);
-          seen += c.length;
-          if (start >= c.length) continue;
-          const n = Math.min(c.length - start, length - pos);
-          c.copy(out, pos, start, start + n);
-          pos += n;
-          if (pos === length) break;
-        }
+        r = await readRangeBody(res.body, res.statusCode === 200 ? offset : 0, length);
       } catch (e) {
         throw netError(this.registry, repo, op, e);
-      } finally {
-        res.body.destroy();
       }
+      const { out, got: pos } = r;
       if (pos !== length) {
         const e = new RegistryError(this.registry, repo, op, 0, `short body: ${pos} of ${length} bytes`, 'ERR_SHORT_READ');
         throw e;

@@ -151,3 +151,29 @@ export function header(h: Record<string, string | string[] | undefined>, name: s
   const v = h[name];
   return Array.isArray(v) ? v[0] : v;
 }
+
+/**
+ * Copies bytes [skip, skip + length) of a response body into a new buffer and destroys the body.
+ * `skip` is 0 for a 206 and the range's offset for a 200 (a server that ignored Range sends the
+ * whole object). Resolves with the buffer and how many bytes arrived (fewer than `length` when
+ * the body ended early); rejects with the body's own error when the stream fails.
+ */
+export async function readRangeBody(body: AsyncIterable<Buffer> & { destroy(): void }, skip: number, length: number): Promise<{ out: Buffer; got: number }> {
+  const out = Buffer.allocUnsafe(length);
+  let got = 0;
+  let seen = 0;
+  try {
+    for await (const c of body) {
+      const start = Math.max(0, skip - seen);
+      seen += c.length;
+      if (start >= c.length) continue;
+      const n = Math.min(c.length - start, length - got);
+      c.copy(out, got, start, start + n);
+      got += n;
+      if (got === length) break;
+    }
+  } finally {
+    body.destroy();
+  }
+  return { out, got };
+}
