@@ -8,9 +8,10 @@
  *     through our snapshotter, whose nydusd template names the bucket: the gateway's log shows ranged
  *     GETs of the blob objects and the registry served no blob bytes.
  *  4. The same image converted with --backend-type localfs into a directory on the loop mount runs
- *     from there (nydusd's localfs backend, `dir/<blob id>`), python3 chrooted into the mount.
+ *     from there (nydusd's localfs backend, `dir/<blob id>`): python3 chrooted into nydusd's mount,
+ *     then through containerd and our snapshotter with a localfs nydusd template.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -57,6 +58,40 @@ describeWith(['root', 'fuse', 'containerd', 'ceph', 'loop'], 'nydus image with b
     }
   }
 
+  /** Our snapshotter (shared nydusd from `template`, root `root`) and a containerd in front of it;
+   * whatever ran before is stopped first. */
+  async function startStack(template: string): Promise<void> {
+    await stopStack();
+    const configPath = path.join(dir, 'config.toml');
+    fs.writeFileSync(configPath, `version = 1\nroot = "${root}"\naddress = "${dir}/nydus.sock"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${template}"\n[log]\nlevel = "debug"\n`);
+    const logFile = path.join(dir, 'snapshotter.log');
+    const out = fs.openSync(logFile, 'a');
+    snp = spawn(path.join(REPO_ROOT, 'bin', 'containerd-nydus-grpc'), ['--config', configPath], { stdio: ['ignore', out, out] });
+    fs.closeSync(out);
+    for (let i = 0; i < 600 && !fs.existsSync(path.join(dir, 'nydus.sock')); i++) {
+      if (snp.exitCode !== null) throw new Error(`snapshotter exited: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    ctd = await startContainerd({ snapshotterSocket: path.join(dir, 'nydus.sock') });
+  }
+
+  /** Stops containerd, the snapshotter and its nydusd; unmounts what they left below `root`. */
+  async function stopStack(): Promise<void> {
+    await ctd?.stop();
+    ctd = undefined;
+    if (snp && snp.exitCode === null && snp.signalCode === null) {
+      const gone = new Promise((r) => snp!.once('exit', r));
+      snp.kill('SIGKILL');
+      await gone;
+    }
+    snp = undefined;
+    if (root && fs.existsSync(path.join(root, 'metadata.db'))) killPids(recordedDaemons(root).map((r) => r.pid));
+    if (root && fs.existsSync(root)) {
+      unmountBelow(root);
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  }
+
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 's3snap-'));
     root = path.join(dir, 'root');
@@ -66,13 +101,7 @@ describeWith(['root', 'fuse', 'containerd', 'ceph', 'loop'], 'nydus image with b
   }, 40 * 60_000);
 
   afterAll(async () => {
-    await ctd?.stop();
-    if (snp && snp.exitCode === null) {
-      const gone = new Promise((r) => snp!.once('exit', r));
-      snp.kill('SIGKILL');
-      await gone;
-    }
-    if (root && fs.existsSync(path.join(root, 'metadata.db'))) killPids(recordedDaemons(root).map((r) => r.pid));
+    await stopStack();
     if (dir) {
       unmountBelow(dir);
       fs.rmSync(dir, { recursive: true, force: true });
@@ -112,22 +141,12 @@ describeWith(['root', 'fuse', 'containerd', 'ceph', 'loop'], 'nydus image with b
     // The snapshotter's nydusd template names the bucket; it is passed to nydusd unchanged.
     const template = path.join(dir, 'nydusd-s3.json');
     fs.writeFileSync(template, JSON.stringify({ device: { backend: { type: 's3', config: { ...s3, retry_limit: 2 } }, cache: { type: 'blobcache' } }, mode: 'direct', digest_validate: false }), { mode: 0o600 });
-    const configPath = path.join(dir, 'config.toml');
-    fs.writeFileSync(configPath, `version = 1\nroot = "${root}"\naddress = "${dir}/nydus.sock"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${template}"\n[log]\nlevel = "debug"\n`);
-    const logFile = path.join(dir, 'snapshotter.log');
-    const out = fs.openSync(logFile, 'a');
-    snp = (await import('node:child_process')).spawn(path.join(REPO_ROOT, 'bin', 'containerd-nydus-grpc'), ['--config', configPath], { stdio: ['ignore', out, out] });
-    fs.closeSync(out);
-    for (let i = 0; i < 600 && !fs.existsSync(path.join(dir, 'nydus.sock')); i++) {
-      if (snp.exitCode !== null) throw new Error(`snapshotter exited: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    ctd = await startContainerd({ snapshotterSocket: path.join(dir, 'nydus.sock') });
+    await startStack(template);
     const gatewayBefore = ceph!.gatewayRequests().length;
     reg!.clearRequests();
 
-    await ctd.ctrRemote(['image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref]);
-    const { stdout } = await ctd.ctr(['run', '--rm', ...ENV, '--snapshotter', 'nydus', ref, 's3-py-1', 'python3', '-c', SCRIPT]);
+    await ctd!.ctrRemote(['image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref]);
+    const { stdout } = await ctd!.ctr(['run', '--rm', ...ENV, '--snapshotter', 'nydus', ref, 's3-py-1', 'python3', '-c', SCRIPT]);
     expect(JSON.parse(stdout)).toEqual(EXPECTED);
 
     // The registry served the manifest, config and bootstrap layer, and no blob bytes.
@@ -145,7 +164,7 @@ describeWith(['root', 'fuse', 'containerd', 'ceph', 'loop'], 'nydus image with b
       expect(r.user).toBe('nydus');
     }
     // The secret reached no log of the snapshotter or nydusd.
-    const logs = [logFile, ...fs.readdirSync(path.join(root, 'logs')).map((d) => path.join(root, 'logs', d, 'nydusd.log'))];
+    const logs = [path.join(dir, 'snapshotter.log'), ...fs.readdirSync(path.join(root, 'logs')).map((d) => path.join(root, 'logs', d, 'nydusd.log'))];
     for (const f of logs) expect(fs.readFileSync(f, 'utf8')).not.toContain(ceph!.secretKey);
   }, 30 * 60_000);
 
@@ -171,6 +190,7 @@ describeWith(['root', 'fuse', 'containerd', 'ceph', 'loop'], 'nydus image with b
       const check = await run(NYDUSIFY, ['check', '--target', ref, '--plain-http', '--target-backend-type', 'localfs', '--target-backend-config', JSON.stringify({ dir: blobDir })], { timeout: 15 * 60_000, maxBuffer: 1 << 24 });
       expect(check.stdout).toMatch(/check passed: .*: 2 blobs, \d+ chunks verified/);
 
+      // nydusd alone serves it from the loop mount (python3 chrooted into the FUSE mount)...
       const bootstrap = path.join(dir, 'localfs.boot');
       fs.writeFileSync(bootstrap, image.bootstrap);
       const mnt = path.join(dir, 'localfs-mnt');
@@ -179,12 +199,30 @@ describeWith(['root', 'fuse', 'containerd', 'ceph', 'loop'], 'nydus image with b
         config: { device: { backend: { type: 'localfs', config: { dir: blobDir } }, cache: { type: 'blobcache', config: { work_dir: path.join(dir, 'localfs-cache') } } }, mode: 'direct' },
         bootstrap, mountpoint: mnt,
       });
-      const { stdout } = await run('/usr/sbin/chroot', [mnt, '/usr/bin/python3', '-c', SCRIPT], { env: { PATH: '/usr/local/bin:/usr/bin:/bin' }, timeout: 120_000 });
+      const chrooted = await run('/usr/sbin/chroot', [mnt, '/usr/bin/python3', '-c', SCRIPT], { env: { PATH: '/usr/local/bin:/usr/bin:/bin' }, timeout: 120_000 });
+      expect(JSON.parse(chrooted.stdout)).toEqual(EXPECTED);
+      await nydusd.cleanup();
+      nydusd = undefined;
+
+      // ...and containerd runs it through our snapshotter, whose nydusd template names the directory.
+      const template = path.join(dir, 'nydusd-localfs.json');
+      fs.writeFileSync(template, JSON.stringify({ device: { backend: { type: 'localfs', config: { dir: blobDir } }, cache: { type: 'blobcache' } }, mode: 'direct' }));
+      await startStack(template);
+      reg!.clearRequests();
+      await ctd!.ctrRemote(['image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref]);
+      const { stdout } = await ctd!.ctr(['run', '--rm', ...ENV, '--snapshotter', 'nydus', ref, 'localfs-py-1', 'python3', '-c', SCRIPT]);
       expect(JSON.parse(stdout)).toEqual(EXPECTED);
-      // Every byte came from the loop mount: the registry was asked for no blob.
+      // Every blob byte came from the loop mount: the registry was asked for no blob.
       expect(reg!.requests().filter((r) => r.method === 'GET' && image.blobIds.some((id) => r.path.includes(id)))).toEqual([]);
+      // The snapshotter's nydusd read from the directory on the loop mount.
+      const logsDir = path.join(root, 'logs');
+      const mounted = fs.readdirSync(logsDir).map((d) => fs.readFileSync(path.join(logsDir, d, 'nydusd.log'), 'utf8')).join('');
+      expect(mounted).toContain('rafs instance mounted');
+      expect(mounted).toContain('"backend":"localfs"');
+      await stopStack();
     } finally {
       await nydusd?.cleanup();
+      await stopStack();
       execFileSync('umount', ['-l', nas]);
     }
   }, 30 * 60_000);
