@@ -218,6 +218,35 @@ describe('RegistryClient on an open registry', () => {
   });
 });
 
+describe('RegistryClient close', () => {
+  test('a request in flight when the client is closed fails with its own error: no retry on a closed client', async () => {
+    let manifestGets = 0;
+    // A registry that answers /v2/ and resets every manifest GET after 300 ms: a retryable failure
+    // that arrives after close() (rpull closes the client when its snapshotter check fails first).
+    const server = http.createServer((req, res) => {
+      if (req.url === '/v2/') return res.writeHead(200).end('{}');
+      manifestGets++;
+      setTimeout(() => res.destroy(), 300);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const c = new RegistryClient({ registry: `127.0.0.1:${port}`, insecure: true, noDockerConfig: true });
+    try {
+      const outcome = c.getManifestRaw('x/y', 'latest').then(() => 'resolved', (e: Error) => e.message);
+      for (let i = 0; i < 100 && manifestGets === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(manifestGets).toBe(1);
+      await c.close();
+      const msg = await outcome;
+      // Retried, it would have failed again with undici's "The client is closed" (or "destroyed").
+      expect(msg).toMatch(/GET manifest latest: network error/);
+      expect(msg).not.toMatch(/client is (closed|destroyed)/);
+      expect(manifestGets).toBe(1);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
 describe('RegistryClient auth', () => {
   let basic: TestRegistry;
   let token: TestRegistry;

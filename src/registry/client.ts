@@ -131,10 +131,17 @@ export class RegistryClient {
 
   /** `attempt` with retries on 429, 5xx and connection failures. */
   call(c: CallSpec): Promise<Dispatcher.ResponseData> {
-    // After close() a request still in flight fails because we closed it: no retry, no warning.
-    return withRetry(() => this.attempt(c), {
+    return this.retrying(() => this.attempt(c), c, c.signal);
+  }
+
+  /**
+   * `fn` with this registry's retry policy, each retry logged. After close() a request still in
+   * flight fails because we closed it: that is neither retried nor warned about.
+   */
+  private retrying<T>(fn: () => Promise<T>, c: { op: string; repo: string }, signal?: AbortSignal): Promise<T> {
+    return withRetry(fn, {
       retryLimit: this.transport.retryLimit,
-      signal: c.signal,
+      signal,
       retryable: (e) => !this.closed && isRetryable(e),
       onRetry: (e, n) => this.logRetry(c, e, n),
     });
@@ -165,7 +172,7 @@ export class RegistryClient {
   /** The manifest or index exactly as stored, without platform resolution. */
   async getManifestRaw(repo: string, ref: string): Promise<Manifest> {
     const op = `GET manifest ${ref}`;
-    return withRetry(async () => {
+    return this.retrying(async () => {
       const res = await this.attempt({ repo, actions: ['pull'], op, method: 'GET', path: `/v2/${repo}/manifests/${ref}`, headers: { accept: MANIFEST_ACCEPT.join(', ') }, ok: [200] });
       const body = Buffer.from(await res.body.arrayBuffer());
       if (body.length > MAX_MANIFEST) throw new RegistryError(this.registry, repo, op, 200, `manifest larger than ${MAX_MANIFEST} bytes`);
@@ -181,7 +188,7 @@ export class RegistryClient {
       const ct = (header(res.headers, 'content-type') ?? '').split(';')[0].trim();
       const mediaType: string = json.mediaType ?? (json.manifests ? 'application/vnd.oci.image.index.v1+json' : ct || 'application/vnd.oci.image.manifest.v1+json');
       return { mediaType, digest, body, json };
-    }, { retryLimit: this.transport.retryLimit, onRetry: (e, n) => this.logRetry({ op, repo }, e, n) });
+    }, { op, repo });
   }
 
   /** Stores a manifest under `ref` (tag or digest); returns its digest. */
@@ -246,7 +253,7 @@ export class RegistryClient {
   async getBlob(repo: string, digest: string, opts: { size?: number } = {}): Promise<Readable> {
     const op = `GET blob ${digest}`;
     const check = new DigestCheck(digest, opts.size);
-    const open = (from: number) => withRetry(() => this.openBlob(repo, digest, from, undefined), { retryLimit: this.transport.retryLimit, onRetry: (e, n) => this.logRetry({ op, repo }, e, n) });
+    const open = (from: number) => this.retrying(() => this.openBlob(repo, digest, from, undefined), { op, repo });
     const first = await open(0);
     const registry = this.registry;
     const client = this;
@@ -301,7 +308,7 @@ export class RegistryClient {
   async getBlobRange(repo: string, digest: string, offset: number, length: number, opts: { signal?: AbortSignal } = {}): Promise<Buffer> {
     const op = `GET blob ${digest} range ${offset}+${length}`;
     if (length === 0) return Buffer.alloc(0);
-    return withRetry(async () => {
+    return this.retrying(async () => {
       const res = await this.openBlob(repo, digest, offset, length, opts.signal);
       let r: { out: Buffer; got: number };
       try {
@@ -315,7 +322,7 @@ export class RegistryClient {
         throw e;
       }
       return out;
-    }, { retryLimit: this.transport.retryLimit, signal: opts.signal, onRetry: (e, n) => this.logRetry({ op, repo }, e, n) });
+    }, { op, repo }, opts.signal);
   }
 
   /** Uploads a blob (monolithic, or chunked above `opts.chunkSize`); see upload.ts. */
