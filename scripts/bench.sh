@@ -9,7 +9,7 @@ mkdir -p bench-out
 if [ "${1:-}" != "--assemble" ]; then
   bash scripts/install-deps.sh
   npm run build >/dev/null
-  npx tsc -p tsconfig.bench.json
+  npm run build:bench >/dev/null
   names=("$@")
   if [ ${#names[@]} -eq 0 ]; then
     for f in dist-bench/bench/*.js; do names+=("$(basename "$f" .js)"); done

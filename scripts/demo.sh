@@ -26,6 +26,6 @@ echo "demo: installing dependencies (first run on a fresh machine: ~3 minutes)" 
 bash scripts/install-deps.sh
 echo "demo: building" >&2
 npm run build >/dev/null
-npx tsc -p tsconfig.bench.json
+npm run build:bench >/dev/null
 node dist-bench/bench/coldstart.js --demo
 echo "demo: done in $(( $(date +%s) - start )) s" >&2

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 summary_fail() { echo "$1"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 bash scripts/install-deps.sh || summary_fail "install-deps failed"
 npm run build || summary_fail "build failed"
+# The benchmark programs (bench/, to dist-bench/): type-checked here, and one test runs their teardown.
+npm run build:bench || summary_fail "bench build failed"
 out="$(mktemp /tmp/nydus-ts-jest.XXXXXX.json)"
 trap 'rm -f "$out"' EXIT
 npx jest --runInBand --json --outputFile="$out" "$@"

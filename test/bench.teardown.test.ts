@@ -1,7 +1,7 @@
 /**
  * The demo's and benchmarks' undo list: newest first, each step once, a failing step reported
  * without stopping the rest, scopes undone on their own or with their parent; and a real process
- * that receives SIGINT undoes what it registered before it exits (runs dist/: needs `npm run build`).
+ * that receives SIGINT undoes what it registered before it exits (runs dist-bench/: needs `npm run build:bench`, which scripts/test.sh does).
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -49,7 +49,7 @@ test('SIGINT undoes the registered steps, then the process exits 130', async () 
   try {
     const marker = path.join(dir, 'undone');
     const script = `
-      const { Teardown } = require(${JSON.stringify(path.join(REPO_ROOT, 'dist', 'bench', 'support', 'teardown.js'))});
+      const { Teardown } = require(${JSON.stringify(path.join(REPO_ROOT, 'dist-bench', 'bench', 'support', 'teardown.js'))});
       const td = new Teardown(() => undefined);
       td.onSignals();
       td.add('marker', () => require('fs').writeFileSync(${JSON.stringify(marker)}, 'yes'));
@@ -57,8 +57,10 @@ test('SIGINT undoes the registered steps, then the process exits 130', async () 
       setTimeout(() => undefined, 60000);
     `;
     const p = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise<void>((resolve) => p.stdout!.once('data', () => resolve()));
     const exited = new Promise<number | null>((resolve) => p.once('exit', (code) => resolve(code)));
+    // 'ready', or the child's early end (e.g. dist-bench/ not built) fails the test at once.
+    const first = await Promise.race([new Promise<string>((resolve) => p.stdout!.once('data', (d: Buffer) => resolve(d.toString()))), exited.then((c) => `exited ${c}`)]);
+    expect(first.trim()).toBe('ready');
     p.kill('SIGINT');
     expect(await exited).toBe(130);
     expect(fs.readFileSync(marker, 'utf8')).toBe('yes');
