@@ -336,7 +336,8 @@ level = "debug"
     c.close();
     expect(rafsMounts(root)).toEqual([]);
     expect(fs.readFileSync('/proc/self/mounts', 'utf8')).not.toContain(`${root}/mnt/`);
-    for (let i = 0; i < 50 && [...seenDaemons].some(alive); i++) await new Promise((r) => setTimeout(r, 100));
+    // The manager stops a daemon, waits for its exit, then drops its record: wait for both (bounded).
+    for (let i = 0; i < 50 && ([...seenDaemons].some(alive) || recordedDaemons(root).length > 0); i++) await new Promise((r) => setTimeout(r, 100));
     expect([...seenDaemons].filter(alive)).toEqual([]);
     expect(recordedDaemons(root)).toEqual([]);
   });
