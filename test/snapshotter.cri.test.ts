@@ -25,7 +25,7 @@ import { RegistryClient } from '../src/registry';
 import { loadCriPackage } from '../src/snapshotter/cri-image-proxy';
 import { loadSnapshotsService } from '../src/snapshotter/service';
 import { describeWith } from './helpers/capabilities';
-import { Containerd, killPids, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
+import { Containerd, killPids, processesUnder, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
 import { CriClient, PodHandle } from './helpers/cri-client';
 import { REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, pushImage } from './helpers/images';
@@ -221,6 +221,8 @@ level = "debug"
       killPids(seenDaemons);
     }
     if (dir) {
+      // A daemon spawned just before the snapshotter was killed is not recorded yet (seen once).
+      killPids(processesUnder(dir));
       unmountBelow(dir);
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -146,6 +146,23 @@ export function recordedDaemons(root: string): { pid: number; apiSock: string }[
 }
 
 /** SIGKILLs each pid; one that is already gone is skipped. */
+/**
+ * PIDs of processes whose command line names a path under `dir`: the daemons a snapshotter rooted
+ * there spawned, including one spawned and not yet recorded when the snapshotter was killed.
+ */
+export function processesUnder(dir: string): number[] {
+  const out: number[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
+    try {
+      if (fs.readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0').some((a) => a.startsWith(`${dir}/`))) out.push(Number(e));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return out;
+}
+
 export function killPids(pids: Iterable<number>): void {
   for (const pid of pids) {
     try {

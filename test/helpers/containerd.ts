@@ -7,5 +7,5 @@
  *   await ctd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'nydus', ref]);
  *   await ctd.stop();
  */
-export { CRI_NAMESPACE, killPids, recordedDaemons, startContainerd, unmountBelow } from '../../src/snapshotter/private-containerd';
+export { CRI_NAMESPACE, killPids, processesUnder, recordedDaemons, startContainerd, unmountBelow } from '../../src/snapshotter/private-containerd';
 export type { CommandResult, Containerd, ContainerdOptions } from '../../src/snapshotter/private-containerd';
