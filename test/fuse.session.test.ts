@@ -55,7 +55,7 @@ class GatedMount extends FuseMount {
   gatedPath = '';
   private waiters: (() => void)[] = [];
   started = 0;
-  async read(nodeid: number, fh: number, offset: number, size: number): Promise<Buffer> {
+  async read(nodeid: number, fh: number, offset: number, size: number): Promise<Buffer[]> {
     const data = await super.read(nodeid, fh, offset, size);
     if (this.gatedPath && (this as unknown as { nodes: Map<number, { name: string }> }).nodes.get(nodeid)?.name === this.gatedPath) {
       this.started++;

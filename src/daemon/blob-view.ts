@@ -11,6 +11,7 @@
  *  - a READ returns exactly the bytes asked for, clipped to the file size: chunk bytes come from
  *    an owner's `ChunkPipeline` (cache, mirrors, P2P, digest verification), bytes no chunk covers
  *    (alignment padding) are zeros; a chunk no source delivered answers EIO, never unverified bytes;
+ *    the answer is the chunks' own buffers in pieces (one writev), not a copy;
  *  - files are opened with FOPEN_DIRECT_IO: the EROFS mount above caches the image's pages, so the
  *    blob file's own page cache would hold every byte a second time;
  *  - READs may be as large as the kernel's fuse max_pages_limit allows (1 MiB by default), several
@@ -24,7 +25,7 @@ import * as path from 'node:path';
 import type { ChunkInfo } from '../format/model';
 import { BlobChunks, ChunkPipeline, ChunkSpan } from '../fetch/pipeline';
 import { Fopen, Init } from '../fuse/abi';
-import { Attr, DirEntry, Entry, errno, FuseError, FuseFs, FuseSession, Statfs } from '../fuse/session';
+import { Attr, DirEntry, Entry, errno, FuseError, FuseFs, FuseSession, ReadReply, Statfs } from '../fuse/session';
 import { cleanStaleMount } from './mounts';
 import { logger } from '../util/log';
 
@@ -34,6 +35,8 @@ const ROOT = 1;
 /** Attributes and entries are re-checked every second: the directory changes as images come and go. */
 const CACHE_TIMEOUT_S = 1;
 const FUSE_MAX_PAGES_LIMIT = '/proc/sys/fs/fuse/max_pages_limit';
+/** Read-only zeros for the bytes no chunk covers (never written: pieces of it go to /dev/fuse). */
+const ZEROS = Buffer.alloc(64 * 1024);
 
 /** The largest READ the kernel lets a FUSE server negotiate, in pages (256 before Linux 6.13's sysctl). */
 function maxPagesLimit(): number {
@@ -271,7 +274,7 @@ export class BlobView implements FuseFs {
     // default_permissions: the kernel checks modes itself.
   }
 
-  async read(nodeid: number, _fh: number, offset: number, size: number): Promise<Buffer> {
+  async read(nodeid: number, _fh: number, offset: number, size: number): Promise<ReadReply> {
     const f = this.byNode.get(nodeid);
     if (!f) {
       log.warn({ nodeid, offset, size }, 'READ of a blob no longer in the view');
@@ -285,7 +288,7 @@ export class BlobView implements FuseFs {
     try {
       const out = await this.readRange(f, offset, end);
       this.stats.reads++;
-      this.stats.bytes += out.length;
+      this.stats.bytes += end - offset;
       return out;
     } catch (e) {
       this.stats.errors++;
@@ -296,8 +299,11 @@ export class BlobView implements FuseFs {
     }
   }
 
-  /** Bytes [offset, end) of the blob's uncompressed space: chunk bytes where chunks are, zeros elsewhere. */
-  private async readRange(f: ViewFile, offset: number, end: number): Promise<Buffer> {
+  /**
+   * Bytes [offset, end) of the blob's uncompressed space, in pieces: chunk bytes where chunks are
+   * (slices of the pipeline's buffers), zeros elsewhere.
+   */
+  private async readRange(f: ViewFile, offset: number, end: number): Promise<Buffer[]> {
     // The first chunk that may overlap: the last one starting at or before `offset`.
     let lo = 0;
     let hi = f.starts.length;
@@ -306,12 +312,14 @@ export class BlobView implements FuseFs {
       if (f.starts[mid] <= offset) lo = mid + 1;
       else hi = mid;
     }
-    const out = Buffer.alloc(end - offset);
-    // Chunks grouped by the owner that reads them (the first owner that knows the chunk).
+    // Chunks grouped by the owner that reads them (the first owner that knows the chunk); `at` is
+    // each chunk's piece's place in the answer.
     const groups = new Map<Owner, { chunks: ChunkInfo[]; spans: ChunkSpan[]; at: number[] }>();
+    const pieces: Buffer[] = [];
+    let pos = offset;
     for (let k = Math.max(0, lo - 1); k < f.chunks.length && f.starts[k] < end; k++) {
       const c = f.chunks[k];
-      const from = Math.max(offset, c.uncompressedOffset);
+      const from = Math.max(pos, c.uncompressedOffset);
       const to = Math.min(end, c.uncompressedOffset + c.uncompressedSize);
       if (from >= to) continue;
       let owner: Owner | undefined;
@@ -322,18 +330,27 @@ export class BlobView implements FuseFs {
         }
       }
       if (!owner) throw new Error(`chunk ${c.index} of blob ${f.blobId} has no owner`);
+      zeros(pieces, from - pos);
       let g = groups.get(owner);
       if (!g) groups.set(owner, (g = { chunks: [], spans: [], at: [] }));
       g.chunks.push(c);
       g.spans.push({ from: from - c.uncompressedOffset, to: to - c.uncompressedOffset });
-      g.at.push(from - offset);
+      g.at.push(pieces.length);
+      pieces.push(ZEROS.subarray(0, 0)); // its place; filled below
+      pos = to;
     }
+    zeros(pieces, end - pos);
     await Promise.all(
       [...groups].map(async ([o, g]) => {
         const got = await o.pipeline.read(o.chunks, g.chunks, {}, g.spans);
-        got.forEach((b, i) => b.copy(out, g.at[i]));
+        got.forEach((b, i) => (pieces[g.at[i]] = b));
       }),
     );
-    return out;
+    return pieces;
   }
+}
+
+/** Appends `n` zero bytes as pieces of ZEROS. */
+function zeros(pieces: Buffer[], n: number): void {
+  for (; n > 0; n -= ZEROS.length) pieces.push(ZEROS.subarray(0, Math.min(n, ZEROS.length)));
 }

@@ -14,7 +14,7 @@
  * is given to the kernel with no entry cache time and a missing name is not cached, so a mount or
  * unmount shows at once; requests for a node of an index with no instance answer ESTALE.
  */
-import type { Attr, DirEntry, Entry, FuseFs, Statfs } from '../fuse/session';
+import type { Attr, DirEntry, Entry, FuseFs, ReadReply, Statfs } from '../fuse/session';
 import { errno, FuseError } from '../fuse/session';
 import type { FuseMount } from './fuse';
 
@@ -98,7 +98,7 @@ export class FuseRoot implements FuseFs {
     return fs.open(local, flags);
   }
 
-  read(nodeid: number, fh: number, offset: number, size: number): Promise<Buffer> {
+  read(nodeid: number, fh: number, offset: number, size: number): Promise<ReadReply> {
     const { fs, local } = this.route(nodeid);
     return fs.read(local, fh, offset, size);
   }

@@ -230,7 +230,7 @@ export class FuseMount implements FuseFs {
     return 0;
   }
 
-  async read(nodeid: number, _fh: number, offset: number, size: number): Promise<Buffer> {
+  async read(nodeid: number, _fh: number, offset: number, size: number): Promise<Buffer[]> {
     const n = this.node(nodeid);
     const path = (n.path ??= this.pathOf(n));
     const id = ++requestCounter;

@@ -6,7 +6,8 @@
  * Contract:
  *  - the image is immutable, so every answer about the tree is computed once at load;
  *  - `read()` returns exactly the requested bytes clipped to the file size, every one of them from a
- *    digest-verified chunk; a chunk nobody could deliver rejects with `ChunkFetchError` (EIO);
+ *    digest-verified chunk, as the chunks' own slices in file order (the FUSE session writes them
+ *    with one writev); a chunk nobody could deliver rejects with `ChunkFetchError` (EIO);
  *  - access statistics (per-file reads and first-access order) are kept for the metrics API;
  *  - an image with a blob whose chunks this process cannot decompress (its compressor, or a feature
  *    such as ZRAN or BATCH) is refused here, at mount, with one line naming blob and reason: it is
@@ -160,14 +161,14 @@ export class RafsInstance {
     return n;
   }
 
-  /** Bytes [offset, offset+length) of a regular file, clipped to its size. */
-  async read(inode: Inode, offset: number, length: number, opts: { prefetch?: boolean; path?: string } = {}): Promise<Buffer> {
+  /** Bytes [offset, offset+length) of a regular file, clipped to its size, in pieces (file order). */
+  async read(inode: Inode, offset: number, length: number, opts: { prefetch?: boolean; path?: string } = {}): Promise<Buffer[]> {
     const end = Math.min(inode.size, offset + length);
-    if (inode.kind !== 'file' || offset >= end) return Buffer.alloc(0);
+    if (inode.kind !== 'file' || offset >= end) return [];
     const t0 = performance.now();
     try {
       const out = await this.readRange(inode, offset, end, opts.prefetch ?? false);
-      if (!opts.prefetch) this.recordRead(inode, opts.path ?? '', out.length, performance.now() - t0);
+      if (!opts.prefetch) this.recordRead(inode, opts.path ?? '', end - offset, performance.now() - t0);
       return out;
     } catch (e) {
       if (!opts.prefetch) this.stats.readErrors++;
@@ -181,7 +182,7 @@ export class RafsInstance {
     return (inode.chunks ?? []).slice(first, last + 1);
   }
 
-  private async readRange(inode: Inode, offset: number, end: number, prefetch: boolean): Promise<Buffer> {
+  private async readRange(inode: Inode, offset: number, end: number, prefetch: boolean): Promise<Buffer[]> {
     const cs = this.image.chunkSize;
     const first = Math.floor(offset / cs);
     const wanted = this.chunksOf(inode, first, Math.floor((end - 1) / cs));
@@ -206,12 +207,11 @@ export class RafsInstance {
         idxs.forEach((i, k) => (datas[i] = got[k]));
       }),
     );
-    if (datas.length === 1 && datas[0].length === end - offset) return datas[0];
-    const out = Buffer.allocUnsafe(end - offset);
+    // A READ that straddles chunks is answered with their slices, not a copy into one buffer.
     let pos = 0;
-    for (const d of datas) pos += d.copy(out, pos);
-    if (pos !== out.length) throw new Error(`file is shorter than its size: got ${pos} of ${out.length} bytes at ${offset}`);
-    return out;
+    for (const d of datas) pos += d.length;
+    if (pos !== end - offset) throw new Error(`file is shorter than its size: got ${pos} of ${end - offset} bytes at ${offset}`);
+    return datas;
   }
 
   private recordRead(inode: Inode, path: string, bytes: number, ms: number): void {

@@ -11,7 +11,8 @@
  *    request already answered EINTR after an INTERRUPT (its late result is dropped);
  *  - operations that would write answer EROFS, unknown ones ENOSYS, a thrown `FuseError` its errno,
  *    anything else EIO (logged);
- *  - READ may take up to `maxPages` pages (1 MiB by default) when the kernel offers FUSE_MAX_PAGES.
+ *  - READ may take up to `maxPages` pages (1 MiB by default) when the kernel offers FUSE_MAX_PAGES;
+ *    its answer may come in pieces (`ReadReply`), written to /dev/fuse with one writev, uncopied.
  */
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
@@ -73,6 +74,12 @@ export interface Statfs {
   namelen: number;
 }
 
+/**
+ * The bytes of a READ: one buffer, or pieces in file order (chunk slices) that the session writes
+ * with one writev instead of copying them into one buffer first.
+ */
+export type ReadReply = Buffer | readonly Buffer[];
+
 /** The filesystem behind a session. Errors are thrown as FuseError. */
 export interface FuseFs {
   /** Child `name` of `parent` (also `.` and `..`); undefined caches a negative entry. Counts one lookup. */
@@ -82,7 +89,7 @@ export interface FuseFs {
   readlink(nodeid: number): Buffer;
   /** Returns a file handle. */
   open(nodeid: number, flags: number): number;
-  read(nodeid: number, fh: number, offset: number, size: number): Promise<Buffer>;
+  read(nodeid: number, fh: number, offset: number, size: number): Promise<ReadReply>;
   release(nodeid: number, fh: number): void;
   opendir(nodeid: number): number;
   /** The whole listing of an open directory, `.` and `..` first; READDIR offsets index it. */
@@ -413,7 +420,7 @@ export class FuseSession {
     this.fs.read(nodeid, r.fh, r.offset, r.size).then(
       (data) => {
         if (!this.inFlight.delete(unique)) return;
-        this.reply(unique, 0, data.length > r.size ? data.subarray(0, r.size) : data);
+        this.reply(unique, 0, ...clip(data, r.size));
       },
       (e: unknown) => {
         if (!this.inFlight.delete(unique)) return;
@@ -473,6 +480,22 @@ function entryOut(e: Entry | undefined, t: number): Record<string, unknown> {
 /** fuse_attr from an Attr: the image keeps one time, so atime and ctime are mtime. */
 function attrOut(a: Attr): Record<string, unknown> {
   return { ...a, atime: a.mtime, ctime: a.mtime, atimensec: a.mtimensec, ctimensec: a.mtimensec };
+}
+
+/** Pieces in one writev at most (the header takes one more); IOV_MAX is 1024 and libuv cuts beyond it. */
+const MAX_PIECES = 512;
+
+/** The first `size` bytes of a READ's answer, as the pieces to write. */
+function clip(data: ReadReply, size: number): readonly Buffer[] {
+  if (Buffer.isBuffer(data)) return [data.length > size ? data.subarray(0, size) : data];
+  const out: Buffer[] = [];
+  let left = size;
+  for (const b of data) {
+    if (left <= 0) break;
+    out.push(b.length > left ? b.subarray(0, left) : b);
+    left -= b.length;
+  }
+  return out.length > MAX_PIECES ? [Buffer.concat(out)] : out;
 }
 
 /** The NUL-terminated string at `at`. */
