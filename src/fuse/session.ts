@@ -12,7 +12,9 @@
  *  - operations that would write answer EROFS, unknown ones ENOSYS, a thrown `FuseError` its errno,
  *    anything else EIO (logged);
  *  - READ may take up to `maxPages` pages (1 MiB by default) when the kernel offers FUSE_MAX_PAGES;
- *    its answer may come in pieces (`ReadReply`), written to /dev/fuse with one writev, uncopied.
+ *    its answer may come in pieces (`ReadReply`), written to /dev/fuse with one writev, uncopied,
+ *    from libuv's pool (the kernel's copy of the data then runs beside the event loop); the
+ *    descriptor is closed only after such writes are done.
  */
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
@@ -158,6 +160,9 @@ export class FuseSession {
   private ended = false;
   /** Uniques of READs being served; an INTERRUPT answers one early and removes it. */
   private readonly inFlight = new Set<bigint>();
+  /** READ replies being written from libuv's pool; the descriptor stays open until they are done. */
+  private writing = 0;
+  private allWritten?: () => void;
   /** Failover policy flush: requests re-sent after a takeover are answered EIO. */
   private flushResent = false;
   negotiated?: Negotiated;
@@ -265,6 +270,7 @@ export class FuseSession {
       log.warn({ mountpoint: this.opts.mountpoint, aborted }, 'files still open on the unmounted FUSE mount; aborting its connection');
       if (aborted) await readers.ended;
     }
+    if (this.writing > 0) await new Promise<void>((r) => (this.allWritten = r));
     readers?.close();
     this.fd = -1;
   }
@@ -285,6 +291,24 @@ export class FuseSession {
       // ENOENT: the kernel no longer waits for this request (interrupted); ENODEV: unmounted.
       if (code !== 'ENOENT' && code !== 'ENODEV') log.error({ unique: unique.toString(), err: (e as Error).message }, 'writing a FUSE reply failed');
     }
+  }
+
+  /**
+   * A READ's data, written from libuv's pool: the kernel copies it into the reader's pages there,
+   * not on the event loop. FUSE takes each reply whole, in any order.
+   */
+  private replyData(unique: bigint, body: readonly Buffer[]): void {
+    if (this.ended || this.fd < 0) return;
+    let len = HDR;
+    for (const b of body) len += b.length;
+    const h = Buffer.allocUnsafe(HDR);
+    encode(fuse_out_header, h, 0, { len, error: 0, unique });
+    this.writing++;
+    fs.writev(this.fd, [h, ...body], (e) => {
+      const code = e?.code;
+      if (e && code !== 'ENOENT' && code !== 'ENODEV') log.error({ unique: unique.toString(), err: e.message }, 'writing a FUSE reply failed');
+      if (--this.writing === 0) this.allWritten?.();
+    });
   }
 
   private replyStruct(unique: bigint, s: Struct, v: Record<string, unknown>): void {
@@ -420,7 +444,7 @@ export class FuseSession {
     this.fs.read(nodeid, r.fh, r.offset, r.size).then(
       (data) => {
         if (!this.inFlight.delete(unique)) return;
-        this.reply(unique, 0, ...clip(data, r.size));
+        this.replyData(unique, clip(data, r.size));
       },
       (e: unknown) => {
         if (!this.inFlight.delete(unique)) return;
