@@ -18,7 +18,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { median } from './measure';
-import { cat, Daemon, dropCaches, findStat, localfsConfig, residentBytes, startDaemon, stopDaemon, unmount, warmPasses, writeDataFile } from './read';
+import { Daemon, findStat, localfsConfig, startDaemon, stopDaemon, unmount, writeDataFile } from './read';
+import { coldThenWarm, readSeries, ReadSeries } from './support/read-passes';
 import { buildLayout, coldStart, measured, REG, Result, startLink } from './coldstart';
 import { Teardown } from './support/teardown';
 
@@ -109,32 +110,27 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
   const boot = path.join(work, 'big.boot');
   execFileSync('node', [NYDUS_IMAGE, 'create', '-B', boot, '-D', blobs, dataDir], { stdio: 'ignore' });
   const blob = path.join(blobs, fs.readdirSync(blobs)[0]);
-  const native = { cold: [] as number[], first: [] as number[], steady: [] as number[] };
-  const ny: Record<Mode, { cold: number[]; first: number[]; steady: number[] }> = { erofs: { cold: [], first: [], steady: [] }, fuse: { cold: [], first: [], steady: [] } };
+  const native = readSeries();
+  const ny: Record<Mode, ReadSeries> = { erofs: readSeries(), fuse: readSeries() };
   const residentAtCold: number[] = [];
   /** Blob bytes the erofs-mode daemon served during the warm passes (should be 0: the kernel's page cache answers). */
   const warmViewBytes: number[] = [];
   for (let r = 0; r < ROUNDS; r++) {
-    dropCaches();
-    residentAtCold.push(residentBytes(bigFile));
-    native.cold.push(cat(bigFile));
-    const nw = warmPasses(bigFile);
-    native.first.push(nw.first);
-    native.steady.push(nw.steady);
+    await coldThenWarm(bigFile, native, { resident: { file: bigFile, into: residentAtCold } });
     for (const mode of ['erofs', 'fuse'] as const) {
       const cache = path.join(work, `cache-big-${mode}`);
       fs.rmSync(cache, { recursive: true, force: true });
       const mnt = path.join(work, `mnt-big-${mode}`);
       mounts.push(mnt);
       const d = await mountImage(work, `big-${mode}-${r}`, configFile(work, 'big', blobs, cache, mode), boot, mnt, mode);
-      dropCaches();
-      residentAtCold.push(residentBytes(blob));
-      ny[mode].cold.push(cat(path.join(mnt, 'big.bin')));
-      await settle();
-      const before = (await d.client.daemonInfo()).blob_view?.read_bytes ?? 0;
-      const w = warmPasses(path.join(mnt, 'big.bin'));
-      ny[mode].first.push(w.first);
-      ny[mode].steady.push(w.steady);
+      let before = 0;
+      await coldThenWarm(path.join(mnt, 'big.bin'), ny[mode], {
+        resident: { file: blob, into: residentAtCold },
+        between: async () => {
+          await settle();
+          before = (await d.client.daemonInfo()).blob_view?.read_bytes ?? 0;
+        },
+      });
       await settle();
       if (mode === 'erofs') warmViewBytes.push(((await d.client.daemonInfo()).blob_view?.read_bytes ?? 0) - before);
       await stopDaemon(d);

@@ -23,6 +23,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { NydusdClient } from '../src/daemon/client';
 import { median, timed } from './measure';
+import { cat, coldThenWarm, dropCaches, readSeries, STEADY_PASSES } from './support/read-passes';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const FIXTURES = process.env.NYDUS_FIXTURES ?? '/var/tmp/nydus-ts-fixtures';
@@ -36,25 +37,6 @@ const ROUNDS = 3;
 const PARTS = new Set((process.env.BENCH_READ_PARTS ?? 'read,find,rss').split(','));
 
 
-
-export function cat(file: string): number {
-  return timed(() => execFileSync('sh', ['-c', 'cat "$1" > /dev/null', 'sh', file], { stdio: 'inherit' }));
-}
-
-/** Drops the whole page cache (root only): the only eviction that really happens on every kernel. */
-export function dropCaches(): void {
-  execFileSync('sync');
-  try {
-    fs.writeFileSync('/proc/sys/vm/drop_caches', '1');
-  } catch (e) {
-    throw new Error(`cold reads need root to drop the page cache: /proc/sys/vm/drop_caches: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-}
-
-/** Bytes of `file` in the page cache (fincore), to show a cold read really starts cold. */
-export function residentBytes(file: string): number {
-  return Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file]).toString().trim());
-}
 
 export function findStat(dir: string): number {
   return timed(() => execFileSync('sh', ['-c', 'find "$1" -printf "%i %s %m %u %g %T@ %l\\n" > /dev/null', 'sh', dir], { stdio: 'inherit' }));
@@ -160,17 +142,6 @@ async function daemonReads(d: Daemon): Promise<number> {
 /** How long after a walk the RSS is read again (the daemon collects garbage after 0.5-1 s of quiet). */
 const QUIET_MS = 1500;
 
-/** Re-reads after the first one, per round, whose median is the steady warm figure. */
-const STEADY_PASSES = 3;
-
-/** Times of the first re-read and the median of the next STEADY_PASSES, of a file already read once. */
-export function warmPasses(file: string): { first: number; steady: number } {
-  const first = cat(file);
-  const rest: number[] = [];
-  for (let i = 0; i < STEADY_PASSES; i++) rest.push(cat(file));
-  return { first, steady: median(rest) };
-}
-
 /**
  * Average page-cache folio size of a warm file, in 4 KiB pages (scripts/folio-sizes.py, reading
  * /proc/kpageflags); undefined when python3 is missing or the kernel hides the flags.
@@ -220,9 +191,9 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
   execFileSync('node', [NYDUS_IMAGE, 'create', '-B', path.join(work, 'big.boot'), '-D', blobs, dataDir], { stdio: 'ignore' });
   const blob = path.join(blobs, fs.readdirSync(blobs)[0]);
   fs.writeFileSync(path.join(work, 'big.json'), JSON.stringify(localfsConfig(blobs, path.join(work, 'cache-big'))));
-  const t = { nativeCold: [] as number[], nativeFirst: [] as number[], nativeSteady: [] as number[] };
-  const fl = { cold: [] as number[], first: [] as number[], steady: [] as number[] };
-  const ny = { cold: [] as number[], first: [] as number[], steady: [] as number[], restarted: [] as number[] };
+  const native = readSeries();
+  const fl = readSeries();
+  const ny = { ...readSeries(), restarted: [] as number[] };
   /** Page-cache bytes of the file about to be read cold, per cold read (all should be 0). */
   const residentAtCold: number[] = [];
   const warmDaemonReads: number[] = [];
@@ -236,34 +207,25 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
   const args = ['--config', path.join(work, 'big.json'), '--bootstrap', path.join(work, 'big.boot'), '--mountpoint', mnt];
   mounts.push(mnt, floorMnt);
   for (let r = 0; r < ROUNDS; r++) {
-    dropCaches();
-    residentAtCold.push(residentBytes(bigFile));
-    t.nativeCold.push(cat(bigFile));
-    const nw = warmPasses(bigFile);
-    t.nativeFirst.push(nw.first);
-    t.nativeSteady.push(nw.steady);
+    await coldThenWarm(bigFile, native, { resident: { file: bigFile, into: residentAtCold } });
     if (last(r)) folios.native = folioPages(bigFile);
 
     const floor = await startFloor(bigFile, floorMnt);
-    dropCaches();
-    fl.cold.push(cat(path.join(floorMnt, 'data')));
-    const fw = warmPasses(path.join(floorMnt, 'data'));
-    fl.first.push(fw.first);
-    fl.steady.push(fw.steady);
+    await coldThenWarm(path.join(floorMnt, 'data'), fl);
     if (last(r)) folios.floor = folioPages(path.join(floorMnt, 'data'));
     await stopFloor(floor);
 
     fs.rmSync(path.join(work, 'cache-big'), { recursive: true, force: true });
     let d = await startDaemon(work, `big${r}`, args);
-    dropCaches();
-    residentAtCold.push(residentBytes(blob));
-    ny.cold.push(cat(path.join(mnt, 'big.bin')));
-    const sizes = (await d.client.call<{ fuse_read_sizes: Record<string, number> }>('GET', '/api/v1/metrics')).fuse_read_sizes;
-    for (const [k, v] of Object.entries(sizes)) coldSizes[k] = (coldSizes[k] ?? 0) + v;
-    const before = await daemonReads(d);
-    const w = warmPasses(path.join(mnt, 'big.bin'));
-    ny.first.push(w.first);
-    ny.steady.push(w.steady);
+    let before = 0;
+    await coldThenWarm(path.join(mnt, 'big.bin'), ny, {
+      resident: { file: blob, into: residentAtCold },
+      between: async () => {
+        const sizes = (await d.client.call<{ fuse_read_sizes: Record<string, number> }>('GET', '/api/v1/metrics')).fuse_read_sizes;
+        for (const [k, v] of Object.entries(sizes)) coldSizes[k] = (coldSizes[k] ?? 0) + v;
+        before = await daemonReads(d);
+      },
+    });
     warmDaemonReads.push((await daemonReads(d)) - before);
     if (last(r)) folios.nydusd = folioPages(path.join(mnt, 'big.bin'));
     await stopDaemon(d);
@@ -273,9 +235,9 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
     await stopDaemon(d);
   }
   const mib = FILE_MIB;
-  const nc = median(t.nativeCold);
-  const n1 = median(t.nativeFirst);
-  const ns = median(t.nativeSteady);
+  const nc = median(native.cold);
+  const n1 = median(native.first);
+  const ns = median(native.steady);
   const fc = median(fl.cold);
   const f1 = median(fl.first);
   const fs_ = median(fl.steady);
@@ -325,7 +287,7 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
   }
   const list = (xs: number[]) => xs.map(f2).join(', ');
   lines.push(
-    `Rounds (s): native cold ${list(t.nativeCold)}, first re-read ${list(t.nativeFirst)}, steady ${list(t.nativeSteady)}; floor cold ${list(fl.cold)}, first ${list(fl.first)}, steady ${list(fl.steady)}; ` +
+    `Rounds (s): native cold ${list(native.cold)}, first re-read ${list(native.first)}, steady ${list(native.steady)}; floor cold ${list(fl.cold)}, first ${list(fl.first)}, steady ${list(fl.steady)}; ` +
       `nydusd cold ${list(ny.cold)}, first ${list(ny.first)}, steady ${list(ny.steady)}, restarted ${list(ny.restarted)}.`,
     '',
   );
