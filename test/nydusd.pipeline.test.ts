@@ -234,6 +234,36 @@ test('the cache survives a restart (zero source bytes) and a corrupted cached ch
   }
 });
 
+test('after a restart, concurrent reads of one cached chunk read and check it once, then read only their spans', async () => {
+  const work = 'w6b';
+  {
+    const { p, cache } = setup(work, [new LocalFsSource({ dir: blobDir })]);
+    await p.read(bc, [tb.chunks[5]]);
+    await cache.close();
+  }
+  const src = new Recording('origin', new LocalFsSource({ dir: blobDir }));
+  const { p, cache } = setup(work, [src]);
+  const cf = await cache.get(tb.blob);
+  const reads: [number, number][] = [];
+  const inner = cf.read.bind(cf);
+  cf.read = (c, from = 0, to = c.uncompressedSize) => (reads.push([from, to]), inner(c, from, to));
+  const c = tb.chunks[5];
+  const spans = [
+    { from: 0, to: 4096 },
+    { from: 4096, to: CHUNK },
+    { from: 100, to: 200 },
+  ];
+  const got = await Promise.all(spans.map((sp) => p.read(bc, [c], {}, [sp])));
+  got.forEach(([b], i) => expect(b.equals(chunkData(5).subarray(spans[i].from, spans[i].to))).toBe(true));
+  // One whole-chunk read for the check, shared by the three.
+  expect(reads).toEqual([[0, CHUNK]]);
+  const [later] = await p.read(bc, [c], {}, [{ from: 10, to: 20 }]);
+  expect(later.equals(chunkData(5).subarray(10, 20))).toBe(true);
+  expect(reads).toEqual([[0, CHUNK], [10, 20]]);
+  expect(src.ranges).toHaveLength(0);
+  await cache.close();
+});
+
 test('setSources swaps the source list for later reads', async () => {
   const a = new Recording('a', new LocalFsSource({ dir: blobDir }));
   const b = new Recording('b', new LocalFsSource({ dir: blobDir }));

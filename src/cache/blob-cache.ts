@@ -67,9 +67,9 @@ export class BlobCacheFile {
   async read(chunk: ChunkInfo, from = 0, to = chunk.uncompressedSize): Promise<Buffer | null> {
     if (!this.map.isReady(chunk.index)) return null;
     const buf = Buffer.allocUnsafe(to - from);
-    // A synchronous pread: the cache file is local and almost always in the page cache, where a
-    // 128 KiB copy costs less than a round trip through libuv's thread pool.
-    const bytesRead = fs.readSync(this.fh.fd, buf, 0, buf.length, chunk.uncompressedOffset + from);
+    // In libuv's pool: after a restart or a page-cache drop the cache file is read from disk, and
+    // the event loop must not wait for it (several READs' chunks are then read at once).
+    const { bytesRead } = await this.fh.read(buf, 0, buf.length, chunk.uncompressedOffset + from);
     if (bytesRead !== buf.length) return null;
     return buf;
   }

@@ -2,8 +2,10 @@
  * Fetch stage 1, cache read and re-verify: chunks ready in the blob cache are read back; the first
  * read of each chunk in this process (every read with `validateCache`) is digest-checked, and a
  * chunk that fails is forgotten and fetched again without amplification. A cached chunk already
- * verified is read only in its span (a FUSE read wants 128 KiB, not the whole 1 MiB chunk). The
- * chunks not in the cache go to the next stage.
+ * verified is read only in its span (a FUSE read wants 128 KiB, not the whole 1 MiB chunk). Reads
+ * of a chunk whose check is under way (cache reads run in libuv's pool, so two READs that share a
+ * chunk overlap) wait for that check instead of reading and hashing the chunk again. The chunks not
+ * in the cache go to the next stage.
  */
 import type { ChunkInfo } from '../format/model';
 import { digestMatches } from '../format/digest';
@@ -26,6 +28,8 @@ export function cacheStage(o: CacheStageOptions): (next: ReadDispatch) => ReadDi
     return data;
   };
   return (next) => {
+    /** Whole-chunk reads being checked, by blob and chunk index. */
+    const checking = new Map<string, Promise<Buffer>>();
     const readCached = async (req: ChunkRequest, cf: BlobCacheFile, c: ChunkInfo): Promise<Buffer> => {
       const data = await cf.read(c);
       if (data && !o.validateCache && cf.verified(c)) return hit(data);
@@ -37,6 +41,15 @@ export function cacheStage(o: CacheStageOptions): (next: ReadDispatch) => ReadDi
       cf.invalidate(c);
       return next({ ...req, chunks: [c], spans: undefined, ro: { ...req.ro, noAmplify: true } })[0];
     };
+    const readChecked = (req: ChunkRequest, cf: BlobCacheFile, c: ChunkInfo): Promise<Buffer> => {
+      const k = `${req.bc.blob.blobId}:${c.index}`;
+      let p = checking.get(k);
+      if (!p) {
+        p = readCached(req, cf, c).finally(() => checking.delete(k));
+        checking.set(k, p);
+      }
+      return p;
+    };
     return (req) => {
       const { cf, chunks, spans } = req;
       const out: Promise<Buffer>[] = new Array(chunks.length);
@@ -47,9 +60,9 @@ export function cacheStage(o: CacheStageOptions): (next: ReadDispatch) => ReadDi
           rest.push(i);
         } else if (spans && cf.verified(c) && !o.validateCache) {
           const { from, to } = spans[i];
-          out[i] = cf.read(c, from, to).then((b) => (b ? hit(b) : readCached(req, cf, c).then((full) => full.subarray(from, to))));
+          out[i] = cf.read(c, from, to).then((b) => (b ? hit(b) : readChecked(req, cf, c).then((full) => full.subarray(from, to))));
         } else {
-          out[i] = spans ? readCached(req, cf, c).then((b) => b.subarray(spans[i].from, spans[i].to)) : readCached(req, cf, c);
+          out[i] = spans ? readChecked(req, cf, c).then((b) => b.subarray(spans[i].from, spans[i].to)) : readChecked(req, cf, c);
         }
       }
       if (rest.length > 0) {
