@@ -41,6 +41,21 @@ const f2 = (x: number) => x.toFixed(2);
 const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
 const f3 = (x: number) => x.toFixed(3);
 
+/** CPU time of a process so far (user + system, every thread), seconds (/proc/PID/stat). */
+function cpuSeconds(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name, in clock ticks.
+  return (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
+}
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+
+/** Dirty page-cache MiB machine-wide (/proc/meminfo). */
+function dirtyMiB(): number {
+  const m = /^Dirty:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
 /** The localfs config of one image, in FUSE mode or kernel EROFS mode (cache type "erofs"). */
 function configFile(work: string, name: string, blobs: string, cache: string, mode: Mode): string {
   const cfg = localfsConfig(blobs, cache) as { device: { cache: { type: string } } };
@@ -115,6 +130,10 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
   const residentAtCold: number[] = [];
   /** Blob bytes the erofs-mode daemon served during the warm passes (should be 0: the kernel's page cache answers). */
   const warmViewBytes: number[] = [];
+  /** CPU seconds (user + system, all threads) the daemon spent on each cold read, per mode. */
+  const coldCpu: Record<Mode, number[]> = { erofs: [], fuse: [] };
+  /** Dirty page-cache MiB right after each erofs-mode cold read (the blob cache not yet written back). */
+  const dirtyAfterCold: number[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     await coldThenWarm(bigFile, native, { resident: { file: bigFile, into: residentAtCold } });
     for (const mode of ['erofs', 'fuse'] as const) {
@@ -124,9 +143,12 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
       mounts.push(mnt);
       const d = await mountImage(work, `big-${mode}-${r}`, configFile(work, 'big', blobs, cache, mode), boot, mnt, mode);
       let before = 0;
+      const cpu0 = cpuSeconds(d.proc.pid!);
       await coldThenWarm(path.join(mnt, 'big.bin'), ny[mode], {
         resident: { file: blob, into: residentAtCold },
         between: async () => {
+          coldCpu[mode].push(cpuSeconds(d.proc.pid!) - cpu0);
+          if (mode === 'erofs') dirtyAfterCold.push(dirtyMiB());
           await settle();
           before = (await d.client.daemonInfo()).blob_view?.read_bytes ?? 0;
         },
@@ -141,11 +163,14 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
   const ns = median(native.steady);
   const m = (mode: Mode, k: 'cold' | 'first' | 'steady') => median(ny[mode][k]);
   const pct = (x: number) => `${f2((100 * nc) / x)} %`;
+  const list = (xs: number[]) => xs.map(f2).join(', ');
   lines.push(`### Sequential read of a ${FILE_MIB} MiB file`, '');
   lines.push(
     `\`cat\` of a ${FILE_MIB} MiB file (half random, half text; zstd, 1 MiB chunks, localfs blob), median of ${ROUNDS} rounds; native, erofs mode and FUSE mode one after the other in each round. ` +
       `"Cold": page cache dropped right before the read and an empty blob cache, so the blob comes from disk and every chunk is decompressed and verified. Page-cache bytes of the file / blob at each cold start (fincore): ${residentAtCold.join(', ')}. ` +
-      `"Warm": the first re-read after the cold read, then the median of the next passes. Blob-view bytes the erofs-mode daemon served during each round's warm passes: ${warmViewBytes.join(', ')}.`,
+      `"Warm": the first re-read after the cold read, then the median of the next passes. Blob-view bytes the erofs-mode daemon served during each round's warm passes: ${warmViewBytes.join(', ')}. ` +
+      `Dirty page cache right after each erofs-mode cold read, MiB (/proc/meminfo; the blob cache the daemon wrote, still to be written back while the first re-read runs): ${dirtyAfterCold.map((x) => x.toFixed(0)).join(', ')}. ` +
+      `CPU seconds the daemon used per cold read (user + system, all its threads; less sensitive to other load than wall time): erofs mode ${list(coldCpu.erofs)}, FUSE mode ${list(coldCpu.fuse)}.`,
     '',
   );
   lines.push('| case | native (s) | erofs mode (s) | FUSE mode (s) | erofs vs native | FUSE vs native |', '|---|---:|---:|---:|---:|---:|');
@@ -154,7 +179,6 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
   lines.push(`| warm, steady | ${f3(ns)} | ${f3(m('erofs', 'steady'))} | ${f3(m('fuse', 'steady'))} | **${f2(m('erofs', 'steady') / ns)}x** native time | ${f2(m('fuse', 'steady') / ns)}x |`);
   const cold = nc / m('erofs', 'cold');
   const warm = m('erofs', 'first') / n1;
-  const list = (xs: number[]) => xs.map(f2).join(', ');
   lines.push(
     '',
     `Targets: cold at least 50 % of native throughput: ${cold >= 0.5 ? 'met' : 'NOT met'} (${f2(100 * cold)} %); warm re-read within 1.1x of native: ${warm <= 1.1 ? 'met' : 'NOT met'} (first re-read ${f2(warm)}x, steady ${f2(m('erofs', 'steady') / ns)}x). ` +
