@@ -180,6 +180,12 @@ describeWith(['root', 'fuse'], 'nydusd FUSE session', () => {
     expect(count(fm, Op.RELEASE)).toBe(count(fm, Op.OPEN));
   });
 
+  test('a READ straddling two chunks is answered with the right bytes of both (O_DIRECT, 1 MiB at 512 KiB)', async () => {
+    const at = MiB / 2;
+    const { stdout } = await run('sh', ['-c', `dd if=${path.join(mnt, 'big')} iflag=direct,skip_bytes skip=${at} bs=1M count=2 status=none | sha256sum`]);
+    expect(stdout.split(' ')[0]).toBe(require('node:crypto').createHash('sha256').update(big.subarray(at, at + 2 * MiB)).digest('hex'));
+  });
+
   test('several readers at once: each gets its own bytes, and reads overlap in the daemon', async () => {
     const sums = await Promise.all(parts.map((_, i) => run('sh', ['-c', `sha256sum < ${path.join(mnt, 'parts', `p${i}`)}`]).then((r) => r.stdout.split(' ')[0])));
     const { createHash } = require('node:crypto') as typeof import('node:crypto');
