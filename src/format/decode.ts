@@ -464,8 +464,10 @@ class TreeReader {
         const raw = this.readInode(e.nid, nid);
         child = raw.inode;
         if (child.kind === 'dir') this.dirsSeen.add(e.nid);
-        else this.leaves.set(e.nid, child);
-        this.reachedBy.set(e.nid, [nid, name]);
+        // A tree kept while mounted remembers only what it needs later: hard links (one Inode for
+        // every name) and directories (paths in messages); prefetch paths are found by findPaths.
+        else if (!this.onDemand || (child.nlink ?? 0) > 1) this.leaves.set(e.nid, child);
+        if (!this.onDemand || child.kind === 'dir') this.reachedBy.set(e.nid, [nid, name]);
         reached(raw, e.nid);
       }
       if (e.fileType !== FT_OF_KIND[child.kind]) throw new FormatError(`file type ${e.fileType} but inode is ${child.kind}`, where());
@@ -475,18 +477,36 @@ class TreeReader {
     return children;
   }
 
-  /** The prefetch table's nids as paths; an on-demand tree is first walked whole if one is not reached yet. */
+  /** The prefetch table's nids as paths: the first path that reaches each, as a breadth-first walk meets them. */
   prefetchPaths(root: Inode): string[] {
     const nids = this.sb.prefetchNids;
-    if (this.onDemand && nids.some((nid) => this.pathOf(nid) === undefined)) {
-      const queue = [root];
-      for (let q = 0; q < queue.length; q++) for (const c of queue[q].children?.values() ?? []) if (c.kind === 'dir') queue.push(c);
-    }
-    return nids.map((nid, i) => {
+    const found = new Map<number, string>();
+    for (const nid of nids) {
       const p = this.pathOf(nid);
+      if (p !== undefined) found.set(nid, p);
+    }
+    if (this.onDemand && root instanceof OnDemandDir && nids.some((nid) => !found.has(nid))) this.findPaths(root, new Set(nids), found);
+    return nids.map((nid, i) => {
+      const p = found.get(nid);
       if (p === undefined) throw new FormatError(`nid ${nid} is not an inode of the tree`, `prefetch table entry ${i}`);
       return p;
     });
+  }
+
+  /** Walks an on-demand tree breadth first, listing its directories, until every wanted nid has a path. */
+  private findPaths(root: OnDemandDir, wanted: Set<number>, found: Map<number, string>): void {
+    const queue: Array<[OnDemandDir, string]> = [[root, '/']];
+    const join = (dir: string, name: string): string => (dir === '/' ? `/${name}` : `${dir}/${name}`);
+    for (let q = 0; q < queue.length && found.size < wanted.size; q++) {
+      const [dir, p] = queue[q];
+      const children = dir.children;
+      for (const e of this.dirEntries(dir.raw, dir.nid)) {
+        if (!wanted.has(e.nid) || found.has(e.nid)) continue;
+        const name = e.name.toString('utf8');
+        if (name !== '.' && name !== '..') found.set(e.nid, join(p, name));
+      }
+      for (const [name, c] of children) if (c instanceof OnDemandDir) queue.push([c, join(p, name)]);
+    }
   }
 
   /** The first path that reached `nid`, or undefined if the tree does not contain it. */
@@ -691,8 +711,8 @@ class OnDemandDir implements Inode {
 
   constructor(
     private readonly tree: TreeReader,
-    private readonly raw: RawInode,
-    private readonly nid: number,
+    readonly raw: RawInode,
+    readonly nid: number,
     private readonly parentNid: number,
   ) {
     const i = raw.inode;
