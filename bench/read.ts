@@ -102,7 +102,7 @@ export async function stopDaemon(d: Daemon): Promise<void> {
   if (d.proc.exitCode === null) d.proc.kill('SIGKILL');
 }
 
-function rssMiB(pid: number): number {
+export function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
 }

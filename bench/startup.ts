@@ -11,6 +11,9 @@
  *     before answering (what `inspect` and `check` still do);
  *   - with BENCH_STARTUP_BEFORE=DIR, the nydusd of another checkout (DIR/bin/nydusd, built), e.g. the
  *     commit before a change, measured the same way.
+ *    Then the resident memory of one shared daemon with 10 such images mounted, each touched as a
+ *    container start touches it (two files read, a few directories looked up), not walked whole
+ *    (bench/read.ts part C walks each image whole).
  * B. ctr-remote: wall time of `ctr-remote --help` and of loading what `images rpull` loads before
  *    its first request (the CLI run against a containerd socket that does not exist, so it stops at
  *    its first call), with the number of JavaScript modules each loads; baseline: `node -e 0`.
@@ -23,7 +26,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { decodeBootstrap } from '../src/format/decode';
 import { median, timed } from './measure';
-import { Daemon, findStat, localfsConfig, startDaemon, stopDaemon, unmount } from './read';
+import { Daemon, findStat, localfsConfig, rssMiB, startDaemon, stopDaemon, unmount } from './read';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const FIXTURES = process.env.NYDUS_FIXTURES ?? '/var/tmp/nydus-ts-fixtures';
@@ -72,6 +75,8 @@ async function partMount(work: string, lines: string[]): Promise<void> {
     decode.push(timed(() => void decodeBootstrap(bytes)));
   }
   const entryCount = Number(execFileSync('sh', ['-c', 'tar -tf "$1" | wc -l', 'sh', path.join(FIXTURES, 'debian-rootfs.tar')]).toString().trim());
+  const rss = new Map<Build, number>();
+  for (const b of builds) rss.set(b, await tenImagesTouched(b, work, boot, cfg));
   lines.push(
     '### nydusd mount: POST /api/v1/mount until its answer',
     '',
@@ -83,10 +88,32 @@ async function partMount(work: string, lines: string[]): Promise<void> {
     `| whole-tree decode (reference) | ${ms(median(decode))} | |`,
     '',
     `Rounds (ms): ${builds.map((b) => `${b.name} mount ${roundsMs(b.mount)}; walk ${roundsMs(b.walk)}`).join('; ')}; decode ${roundsMs(decode)}.`,
+    '',
+    `Resident memory of one shared daemon with 10 of these images mounted, two files of each read (\`/usr/bin/perl\`, \`/etc/os-release\`: what a container start touches, not a walk of the whole tree), 1.5 s after the last read: ${builds.map((b) => `${b.name === 'this' ? 'this build' : 'before'} ${rss.get(b)!.toFixed(1)} MiB`).join(', ')}.`,
   );
   if (BEFORE) {
     const [a, b] = builds;
     lines.push('', `Mount time, this build / before: **${(median(a.mount) / median(b.mount)).toFixed(2)}x**; first walk: ${(median(a.walk) / median(b.walk)).toFixed(2)}x.`);
+  }
+}
+
+/** RSS (MiB) of one shared daemon with 10 images mounted, two files of each read, 1.5 s after the last read. */
+async function tenImagesTouched(b: Build, work: string, boot: string, cfg: object): Promise<number> {
+  const d = await startDaemon(work, `rss-${b.name}`, [], b.nydusd);
+  const mps: string[] = [];
+  try {
+    for (let i = 0; i < 10; i++) {
+      const mp = path.join(work, `rss-${b.name}-${i}`);
+      mps.push(mp);
+      await d.client.mount(mp, boot, cfg);
+      execFileSync('sh', ['-c', 'cat "$1/usr/bin/perl" "$1/etc/os-release" > /dev/null', 'sh', mp]);
+    }
+    // The daemon collects garbage after 0.5-1 s without FUSE requests (src/daemon/idle-gc.ts).
+    await new Promise((r) => setTimeout(r, 1500));
+    return rssMiB(d.proc.pid!);
+  } finally {
+    for (const mp of mps) unmount(mp);
+    await stopDaemon(d);
   }
 }
 
