@@ -29,7 +29,6 @@ import { ChunkTable, FileNode } from './chunk-table';
 import { loadMountImage } from './mount-image';
 import { internName } from './intern-name';
 
-
 export interface FileAccess {
   ino: number;
   path: string;

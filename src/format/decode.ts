@@ -1,12 +1,15 @@
 /**
  * Reads a RAFS v6 bootstrap (ours or upstream nydus-image's) into the image model; a RAFS v5
- * bootstrap ("RAFS" magic at offset 0) goes to decode-v5.ts.
+ * bootstrap ("RAFS" magic at offset 0) goes to decode-v5.ts. `decodeBootstrap` reads the whole
+ * tree at once (builder, check, inspect, merge); `openBootstrap` gives the same tree read on demand
+ * (nydusd's mount), with the same checks made when each part is first reached.
  *
  * Contract: returns a complete model or throws FormatError naming the structure and byte offset.
  * Every offset and count read from the input is checked against the buffer before it is used, so
  * the work and memory are bounded by the input size: each directory is read once (a directory
- * reached twice is a cycle), a non-directory nid reached twice is a hard link to the same Inode,
- * and arrays are only allocated after their end was found inside the buffer.
+ * reached twice is a cycle), a non-directory nid reached twice is a hard link to the same Inode
+ * (on demand: when its stored link count says it has several names), and arrays are only allocated
+ * after their end was found inside the buffer.
  */
 import { BLOB_INLINED_FS_META, BlobInfo, CHUNK_COMPRESSED, ChunkInfo, Compressor, Digester, FormatError, INLINED_BLOB_ID_PLACEHOLDER, Inode, InodeKind, NO_XATTRS, RafsImage } from './model';
 import * as L from './layout';
