@@ -284,22 +284,28 @@ function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[
   const out = new Map<number, ChunkInfo>();
   for (let r = off; r < off + size; r += L.CHUNK_INFO_SIZE) {
     const where = (): string => `chunk info @${r}`;
+    // The offsets first: the row's getters read them without this check.
+    const uOff = u64(buf, r + L.CHUNK.uncompressedOffset, 'chunk info');
+    const cOff = u64(buf, r + L.CHUNK.compressedOffset, 'chunk info');
     const c = new ChunkRow(buf, r);
-    const blob = blobs[c.blobIndex];
-    if (!blob) throw new FormatError(`blob index ${c.blobIndex} not in the blob table`, where());
+    const blobIndex = c.blobIndex;
+    const uSize = c.uncompressedSize;
+    const cSize = c.compressedSize;
+    const blob = blobs[blobIndex];
+    if (!blob) throw new FormatError(`blob index ${blobIndex} not in the blob table`, where());
     if (c.index >= L.MAX_CHUNK_INDEX) throw new FormatError(`chunk index ${c.index} exceeds 24 bits`, where());
-    if (c.uncompressedOffset % L.BLOCK_SIZE !== 0 || c.uncompressedOffset + c.uncompressedSize > blob.uncompressedSize) {
-      throw new FormatError(`uncompressed range ${c.uncompressedOffset}+${c.uncompressedSize} outside blob ${c.blobIndex}`, where());
+    if (uOff % L.BLOCK_SIZE !== 0 || uOff + uSize > blob.uncompressedSize) {
+      throw new FormatError(`uncompressed range ${uOff}+${uSize} outside blob ${blobIndex}`, where());
     }
-    if (c.compressedOffset + c.compressedSize > blob.compressedSize) {
-      throw new FormatError(`compressed range ${c.compressedOffset}+${c.compressedSize} outside blob ${c.blobIndex}`, where());
+    if (cOff + cSize > blob.compressedSize) {
+      throw new FormatError(`compressed range ${cOff}+${cSize} outside blob ${blobIndex}`, where());
     }
-    const key = chunkKey(c.blobIndex, c.index);
-    const prev = out.get(key);
-    if (prev && !(buf.compare(buf, r + L.CHUNK.digest, r + L.CHUNK.digest + 32, (prev as ChunkRow).at + L.CHUNK.digest, (prev as ChunkRow).at + L.CHUNK.digest + 32) === 0 && prev.uncompressedOffset === c.uncompressedOffset &&
-      prev.compressedOffset === c.compressedOffset && prev.compressedSize === c.compressedSize &&
-      prev.uncompressedSize === c.uncompressedSize && prev.flags === c.flags)) {
-      throw new FormatError(`two different rows for chunk ${c.index} of blob ${c.blobIndex}`, where());
+    const key = chunkKey(blobIndex, c.index);
+    const prev = out.get(key) as ChunkRow | undefined;
+    if (prev && !(buf.compare(buf, r + L.CHUNK.digest, r + L.CHUNK.digest + 32, prev.at + L.CHUNK.digest, prev.at + L.CHUNK.digest + 32) === 0 &&
+      prev.uncompressedOffset === uOff && prev.compressedOffset === cOff && prev.compressedSize === cSize &&
+      prev.uncompressedSize === uSize && prev.flags === c.flags)) {
+      throw new FormatError(`two different rows for chunk ${c.index} of blob ${blobIndex}`, where());
     }
     out.set(key, c);
   }
@@ -307,34 +313,46 @@ function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[
 }
 
 /**
- * One row of the chunk info table. The digest stays in the bootstrap until it is asked for (a
- * view, not a copy: the row keeps the bootstrap buffer alive); the decoded tree gets plain copies.
+ * One row of the chunk info table, read from the bootstrap on each access (two fields per row: a
+ * mounted image keeps one per chunk for as long as it is mounted). `readChunkTable` has checked
+ * every field before a row is handed out, so the getters read without checking again. The digest
+ * is a view, not a copy (the row keeps the bootstrap buffer alive); the decoded tree gets plain copies.
  */
 class ChunkRow implements ChunkInfo {
-  readonly blobIndex: number;
-  readonly index: number;
-  readonly flags: number;
-  readonly compressedOffset: number;
-  readonly compressedSize: number;
-  readonly uncompressedOffset: number;
-  readonly uncompressedSize: number;
-
   constructor(
     private readonly buf: Buffer,
     readonly at: number,
-  ) {
-    this.blobIndex = buf.readUInt32LE(at + L.CHUNK.blobIndex);
-    this.index = buf.readUInt32LE(at + L.CHUNK.index);
-    this.flags = buf.readUInt32LE(at + L.CHUNK.flags);
-    this.compressedOffset = u64(buf, at + L.CHUNK.compressedOffset, 'chunk info');
-    this.compressedSize = buf.readUInt32LE(at + L.CHUNK.compressedSize);
-    this.uncompressedOffset = u64(buf, at + L.CHUNK.uncompressedOffset, 'chunk info');
-    this.uncompressedSize = buf.readUInt32LE(at + L.CHUNK.uncompressedSize);
-  }
+  ) {}
 
   get digest(): Buffer {
     return this.buf.subarray(this.at + L.CHUNK.digest, this.at + L.CHUNK.digest + 32);
   }
+  get blobIndex(): number {
+    return this.buf.readUInt32LE(this.at + L.CHUNK.blobIndex);
+  }
+  get index(): number {
+    return this.buf.readUInt32LE(this.at + L.CHUNK.index);
+  }
+  get flags(): number {
+    return this.buf.readUInt32LE(this.at + L.CHUNK.flags);
+  }
+  get compressedOffset(): number {
+    return u53(this.buf, this.at + L.CHUNK.compressedOffset);
+  }
+  get compressedSize(): number {
+    return this.buf.readUInt32LE(this.at + L.CHUNK.compressedSize);
+  }
+  get uncompressedOffset(): number {
+    return u53(this.buf, this.at + L.CHUNK.uncompressedOffset);
+  }
+  get uncompressedSize(): number {
+    return this.buf.readUInt32LE(this.at + L.CHUNK.uncompressedSize);
+  }
+}
+
+/** A little-endian u64 already known to be a safe integer. */
+function u53(buf: Buffer, off: number): number {
+  return buf.readUInt32LE(off + 4) * 0x1_0000_0000 + buf.readUInt32LE(off);
 }
 
 /** A chunk as the decoded model holds it: its own fields and its own digest bytes. */
