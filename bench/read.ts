@@ -57,10 +57,10 @@ export interface Daemon {
   client: NydusdClient;
 }
 
-export async function startDaemon(work: string, name: string, args: string[]): Promise<Daemon> {
+export async function startDaemon(work: string, name: string, args: string[], nydusd = NYDUSD): Promise<Daemon> {
   const sock = path.join(work, `${name}.sock`);
   const log = fs.openSync(path.join(work, `${name}.log`), 'a');
-  const proc = spawn(NYDUSD, ['--apisock', sock, '--log-level', 'warn', ...args], { stdio: ['ignore', log, log] });
+  const proc = spawn(nydusd, ['--apisock', sock, '--log-level', 'warn', ...args], { stdio: ['ignore', log, log] });
   fs.closeSync(log);
   // Generous: mounting a Debian image on a loaded 2-core machine can take seconds.
   const client = new NydusdClient(sock, 60_000);
@@ -84,7 +84,7 @@ export async function stopDaemon(d: Daemon): Promise<void> {
   if (d.proc.exitCode === null) d.proc.kill('SIGKILL');
 }
 
-function rssMiB(pid: number): number {
+export function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
 }

@@ -1,11 +1,13 @@
 /**
  * Robustness of decodeBootstrap: thousands of corrupted bootstraps (bit flips, truncations, random
  * values in superblock, inode, dirent and table fields) each end in a FormatError or a valid
- * image, within a per-case time bound (a hang guard, not a speed claim).
+ * image, within a per-case time bound (a hang guard, not a speed claim). The same bootstraps opened
+ * on demand (openBootstrap, as nydusd mounts them) and walked whole give the same outcome: the same
+ * tree, or a FormatError somewhere on the way.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { decodeBootstrap } from '../src/format/decode';
+import { decodeBootstrap, openBootstrap } from '../src/format/decode';
 import { encodeBootstrap } from '../src/format/encode';
 import { walk } from '../src/format/walk';
 import { ChunkInfo, FormatError, Inode, RafsImage, newInode } from '../src/format/model';
@@ -141,6 +143,27 @@ function regionsOf(boot: Buffer): Region[] {
 
 const PER_CASE_BOUND_MS = 5000;
 
+/** What a whole walk of the image sees: every entry's fields and chunks, and the prefetch paths. */
+function signature(img: RafsImage): string {
+  const rows: unknown[] = [img.prefetch];
+  for (const [p, n] of walk(img)) {
+    const chunks = n.kind === 'file' ? (n.chunks ?? []).map((c) => [c.blobIndex, c.index, c.flags, c.compressedOffset, c.compressedSize, c.uncompressedOffset, c.uncompressedSize, c.digest.toString('hex')]) : [];
+    rows.push([p, n.kind, n.mode, n.uid, n.gid, n.mtime, n.mtimeNsec, n.size, n.rdev, n.target, n.ino, [...n.xattrs].map(([k, v]) => k + v.toString('hex')), chunks]);
+  }
+  return JSON.stringify(rows);
+}
+
+/** The on-demand outcome: the signature of the whole tree, or 'FormatError' (anything else throws). */
+function onDemandOutcome(buf: Buffer): string {
+  try {
+    return signature(openBootstrap(buf));
+  } catch (e) {
+    if (!(e instanceof FormatError)) throw e;
+    expect(e.message).not.toMatch(/\n/);
+    return 'FormatError';
+  }
+}
+
 function fuzz(name: string, base: Buffer, cases: number, seed: number): void {
   test(`${name}: ${cases} corrupted bootstraps end in FormatError or a valid image`, () => {
     const regions = regionsOf(base);
@@ -151,8 +174,10 @@ function fuzz(name: string, base: Buffer, cases: number, seed: number): void {
     for (let i = 0; i < cases; i++) {
       const { buf, what } = mutate(base, r, regions);
       const t0 = process.hrtime.bigint();
+      let whole = 'FormatError';
       try {
         const img = decodeBootstrap(buf);
+        whole = signature(img);
         // A decoded image must be a usable model: walkable and writable again.
         for (const entry of walk(img)) void entry;
         try {
@@ -166,6 +191,8 @@ function fuzz(name: string, base: Buffer, cases: number, seed: number): void {
         expect(e.message).not.toMatch(/\n/);
         errors++;
       }
+      const lazy = onDemandOutcome(buf);
+      if (lazy !== whole) throw new Error(`case ${i} (${what}): on demand ${lazy.slice(0, 200)}, whole ${whole.slice(0, 200)}`);
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       slowest = Math.max(slowest, ms);
       if (ms > PER_CASE_BOUND_MS) throw new Error(`case ${i} (${what}) took ${ms} ms`);

@@ -52,7 +52,14 @@ const noChunkTable = (b: Buffer): void => {
   b.writeBigUInt64LE(0n, 1152 + 24);
   b.writeBigUInt64LE(0n, 1152 + 32);
 };
-const chunksOf = (img: ReturnType<typeof decodeBootstrap>) => [...walk(img)].flatMap(([p, i]) => (i.chunks ?? []).map((c) => ({ p, ...c, digest: c.digest.toString('hex') })));
+// Field by field: an image opened on demand gives chunk rows that read from the bootstrap.
+const chunksOf = (img: ReturnType<typeof decodeBootstrap>) =>
+  [...walk(img)].flatMap(([p, i]) =>
+    (i.chunks ?? []).map((c) => ({
+      p, blobIndex: c.blobIndex, index: c.index, flags: c.flags, compressedOffset: c.compressedOffset, compressedSize: c.compressedSize,
+      uncompressedOffset: c.uncompressedOffset, uncompressedSize: c.uncompressedSize, digest: c.digest.toString('hex'),
+    })),
+  );
 const cacheDir = (): string => fs.mkdtempSync(path.join(work, 'cache-'));
 
 test('a bootstrap whose chunk table has every chunk the tree uses: no source is asked', async () => {

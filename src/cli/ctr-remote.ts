@@ -8,12 +8,11 @@
  *
  * Credentials: --user, else the docker config file (DOCKER_CONFIG or ~/.docker/config.json).
  * Exit 0 when the image is pulled; otherwise one line `ctr-remote: <what went wrong>` and exit 1.
+ *
+ * A subcommand loads its modules when it runs (gRPC, the registry client): --help and a bad flag
+ * load only commander, and a pull starts its first request sooner (cold start, docs/benchmarks.md).
  */
 import { Command } from 'commander';
-import { parseUserPass } from '../registry';
-import { ContainerdClient } from '../ctr/containerd-client';
-import { Progress } from '../ctr/progress';
-import { rpull } from '../ctr/rpull';
 
 const DEFAULT_ADDRESS = '/run/containerd/containerd.sock';
 
@@ -44,6 +43,9 @@ images
   .option('--platform <os/arch>', 'platform to pull from an index', 'linux/amd64')
   .action(async (ref: string, o: { plainHttp?: boolean; user?: string; tlscacert?: string; tlscert?: string; tlskey?: string; skipVerify?: boolean; snapshotter: string; platform: string }) => {
     const g = program.opts<{ address: string; namespace: string }>();
+    const [{ parseUserPass }, { ContainerdClient }, { Progress }, { rpull }] = await Promise.all([
+      import('../registry/credentials'), import('../ctr/containerd-client'), import('../ctr/progress'), import('../ctr/rpull'),
+    ]);
     const ctd = new ContainerdClient(g.address, g.namespace);
     try {
       const credentials = o.user !== undefined ? parseUserPass(o.user, '--user') : undefined;

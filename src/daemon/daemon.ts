@@ -175,8 +175,9 @@ export class Daemon {
     const prefetcher = new Prefetcher(rafs, config.fsPrefetch, prefetchFiles);
     const inst: MountedInstance = { mountpoint: mp, bootstrap: path.resolve(bootstrap), config, rafs, fuse, pipeline, metrics, cache, prefetcher, mountedAt: new Date() };
     this.instances.set(mp, inst);
-    log.info({ mountpoint: mp, bootstrap, files: rafs.fileCount, blobs: rafs.blobs.length, backend: config.backend.type, fs_driver: driverOf(inst), ms: Math.round(performance.now() - t0) }, 'rafs instance mounted');
-    collectGarbage();
+    log.info({ mountpoint: mp, bootstrap, entries: rafs.entryCount, blobs: rafs.blobs.length, backend: config.backend.type, fs_driver: driverOf(inst), ms: Math.round(performance.now() - t0) }, 'rafs instance mounted');
+    // After the answer is on its way: a full collection walks every mounted image's heap.
+    setImmediate(collectGarbage);
     if (startPrefetch) prefetcher.start();
     return inst;
   }

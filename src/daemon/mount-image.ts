@@ -10,6 +10,11 @@
  * the ToC is checked against the bootstrap's `blob_toc_digest` and the digest section against its
  * ToC entry before use.
  *
+ * A v6 bootstrap whose chunk info table has rows for every blob (what builders write since 2022) is
+ * opened on demand (`openBootstrap`): the mount answers after reading the superblock and the chunk
+ * table, and the tree is decoded as it is used. Anything else (RAFS v5, a table missing a blob) is
+ * decoded whole before the mount answers, fetching blob metas as below.
+ *
  * Contract: resolves with the decoded image, or rejects with one line naming what is missing or
  * wrong. Chunk data is never read here; a chunk without a digest from a verified place is refused
  * by the decoder (docs/format.md §18), so every served byte stays digest-checked.
@@ -18,11 +23,13 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BLOB_FEATURE, BlobMeta, parseBlobMetaCacheFile, readBlobMeta, BLOB_META_HEADER_SIZE, MAX_CI_BYTES } from '../format/blob-meta';
-import { chunkRowsPerBlob, decodeBootstrap, ExternalChunks } from '../format/decode';
+import { chunkRowsPerBlob, decodeBootstrap, ExternalChunks, openBootstrap } from '../format/decode';
 import type { BlobInfo, RafsImage } from '../format/model';
 import { extractTocEntry, MAX_TOC_SECTION, parseToc, TOC_BLOB_DIGEST, TOC_MAX_TAIL } from '../format/toc';
 import { nameBlobsFromFile, readBootstrapBytes } from '../builder/load';
 import type { ChunkSource } from '../fetch/source';
+import { isRafsV5 } from '../format/decode-v5';
+import { internName } from './intern-name';
 
 /** A ToC is a few 128-byte entries and a tar header; a bootstrap claiming more is refused. */
 const MAX_TOC_BYTES = 1 << 20;
@@ -33,6 +40,15 @@ const NOT_FETCHED = new Error('blob meta not fetched yet');
 export async function loadMountImage(file: string, sources: readonly ChunkSource[], workDir: string): Promise<RafsImage> {
   const { boot, blobFile } = readBootstrapBytes(file);
   const fromBlob = blobFile !== undefined;
+  if (!isRafsV5(boot)) {
+    const image = openBootstrap(boot, { name: internName });
+    const rows = image.blobs.map(() => 0);
+    for (const c of image.chunkRows()) rows[c.blobIndex]++;
+    if (rows.length > 0 && rows.every((n) => n > 0)) {
+      nameBlobsFromFile(image.blobs, file, fromBlob);
+      return image;
+    }
+  }
   // Fetched under the id the blob is served by (an inlined blob is named after its file).
   const blobs = chunkRowsPerBlob(boot).map(({ blob, rows }) => ({ blob: { ...blob }, rows }));
   nameBlobsFromFile(blobs.map((b) => b.blob), file, fromBlob);

@@ -4,7 +4,10 @@
  * are its attributes, and what are bytes [offset, offset+length) of this file.
  *
  * Contract:
- *  - the image is immutable, so every answer about the tree is computed once at load;
+ *  - the image is immutable: an image decoded on demand (`OnDemandImage`, what nydusd mounts for a
+ *    RAFS v6 bootstrap with a chunk info table) is taken as it is, its directories and chunk rows
+ *    read from the bootstrap when first asked for, so a mount costs the superblock and the chunk
+ *    table, not the tree; any other image is indexed once here (compact file nodes, link counts);
  *  - `read()` returns exactly the requested bytes clipped to the file size, every one of them from a
  *    digest-verified chunk, as the chunks' own slices in file order (the FUSE session writes them
  *    with one writev); a chunk nobody could deliver rejects with `ChunkFetchError` (EIO);
@@ -17,24 +20,15 @@
  *  - RAFS v5 and v6 images are served alike (the model hides the format); without
  *    EXPLICIT_UID_GID every inode shows this process's euid/egid, like upstream.
  */
-import type { ChunkInfo, Inode, RafsImage } from '../format/model';
+import { ChunkInfo, Inode, NO_XATTRS, RafsImage } from '../format/model';
+import { OnDemandImage } from '../format/decode';
 import { decompressorProblem } from '../format/codec';
 import { blobFeatureProblem } from '../format/blob-meta';
 import { BlobChunks, ChunkPipeline } from '../fetch/pipeline';
 import { LATENCY_BUCKETS_MS } from '../fetch/metrics';
 import { ChunkTable, FileNode } from './chunk-table';
 import { loadMountImage } from './mount-image';
-
-/** One shared, never mutated map for the many inodes without xattrs (saves ~8 MB per Debian image). */
-const NO_XATTRS: Map<string, Buffer> = new Map();
-
-/** The internalized copy of `s`: property keys always are, and the string table does not keep them alive. */
-function internName(s: string): string {
-  const o: Record<string, number> = {};
-  o[s] = 0;
-  for (const k in o) return k;
-  return s;
-}
+import { internName } from './intern-name';
 
 export interface FileAccess {
   ino: number;
@@ -63,7 +57,7 @@ export class RafsInstance {
   readonly blobs: BlobChunks[];
   readonly stats: FsStats = { reads: 0, readBytes: 0, readErrors: 0, readLatencyMsTotal: 0, readLatencyDist: new Array(LATENCY_BUCKETS_MS.length + 1).fill(0), opens: 0 };
   private readonly access = new Map<Inode, FileAccess>();
-  readonly fileCount: number;
+  /** Entries for statfs: names in the tree, or the superblock's inode count for an on-demand image. */
   readonly entryCount: number;
 
   /**
@@ -80,6 +74,14 @@ export class RafsInstance {
       if (problem) throw new Error(`blob ${b.blobId} uses compressor ${b.compressor}, which cannot be read: ${problem}`);
       const feature = blobFeatureProblem(b.features);
       if (feature) throw new Error(`blob ${b.blobId} cannot be read: ${feature}`);
+    }
+    if (image instanceof OnDemandImage) {
+      // The chunk table holds each chunk the image uses once: the blobs' indexes without a walk.
+      const rows: ChunkInfo[][] = image.blobs.map(() => []);
+      for (const c of image.chunkRows()) rows[c.blobIndex].push(c);
+      this.blobs = image.blobs.map((b, i) => BlobChunks.fromChunks(b, rows[i]));
+      this.entryCount = image.inodeCount;
+      return;
     }
     const owner = image.explicitUidGid === false ? { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 } : undefined;
     const perBlob: ChunkInfo[][] = image.blobs.map(() => []);
@@ -123,7 +125,6 @@ export class RafsInstance {
     for (const n of unique) if (n.ino) nextIno = Math.max(nextIno, n.ino + 1);
     for (const n of unique) if (!n.ino) n.ino = nextIno++;
     for (const [n, count] of names) if (count > 1 && n.kind !== 'dir') this.hardLinks.set(compact.get(n) ?? n, count);
-    this.fileCount = unique.filter((n) => n.kind === 'file').length;
     this.entryCount = entries;
     this.blobs = image.blobs.map((b, i) => BlobChunks.fromChunks(b, perBlob[i]));
   }
@@ -155,6 +156,7 @@ export class RafsInstance {
 
   /** Link count: names of a file, 2 + subdirectories of a directory. */
   nlink(inode: Inode): number {
+    if (inode.nlink !== undefined) return inode.nlink;
     if (inode.kind !== 'dir') return this.hardLinks.get(inode) ?? 1;
     let n = 2;
     for (const c of inode.children?.values() ?? []) if (c.kind === 'dir') n++;
@@ -178,7 +180,7 @@ export class RafsInstance {
 
   /** Chunks first..last (inclusive) of a file. */
   private chunksOf(inode: Inode, first: number, last: number): ChunkInfo[] {
-    if (inode instanceof FileNode) return inode.chunkSlice(first, last + 1);
+    if (inode.chunkSlice) return inode.chunkSlice(first, last + 1);
     return (inode.chunks ?? []).slice(first, last + 1);
   }
 

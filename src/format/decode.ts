@@ -1,14 +1,17 @@
 /**
  * Reads a RAFS v6 bootstrap (ours or upstream nydus-image's) into the image model; a RAFS v5
- * bootstrap ("RAFS" magic at offset 0) goes to decode-v5.ts.
+ * bootstrap ("RAFS" magic at offset 0) goes to decode-v5.ts. `decodeBootstrap` reads the whole
+ * tree at once (builder, check, inspect, merge); `openBootstrap` gives the same tree read on demand
+ * (nydusd's mount), with the same checks made when each part is first reached.
  *
  * Contract: returns a complete model or throws FormatError naming the structure and byte offset.
  * Every offset and count read from the input is checked against the buffer before it is used, so
  * the work and memory are bounded by the input size: each directory is read once (a directory
- * reached twice is a cycle), a non-directory nid reached twice is a hard link to the same Inode,
- * and arrays are only allocated after their end was found inside the buffer.
+ * reached twice is a cycle), a non-directory nid reached twice is a hard link to the same Inode
+ * (on demand: when its stored link count says it has several names), and arrays are only allocated
+ * after their end was found inside the buffer.
  */
-import { BLOB_INLINED_FS_META, BlobInfo, CHUNK_COMPRESSED, ChunkInfo, Compressor, Digester, FormatError, INLINED_BLOB_ID_PLACEHOLDER, Inode, InodeKind, RafsImage } from './model';
+import { BLOB_INLINED_FS_META, BlobInfo, CHUNK_COMPRESSED, ChunkInfo, Compressor, Digester, FormatError, INLINED_BLOB_ID_PLACEHOLDER, Inode, InodeKind, NO_XATTRS, RafsImage } from './model';
 import * as L from './layout';
 import { decodeXattrs, xattrSize } from './xattr';
 import { parseDir } from './dirent';
@@ -58,6 +61,8 @@ export interface DecodeOptions {
    * Returns undefined when the blob is not at hand.
    */
   externalChunks?(blob: BlobInfo, blobIndex: number): ExternalChunks | undefined;
+  /** Maps each entry name as it is decoded (nydusd interns them: images side by side share one copy). */
+  name?(s: string): string;
 }
 
 export function decodeBootstrap(buf: Buffer, opts: DecodeOptions = {}): RafsImage {
@@ -65,11 +70,7 @@ export function decodeBootstrap(buf: Buffer, opts: DecodeOptions = {}): RafsImag
   const sb = readSuper(buf);
   const tree = new TreeReader(buf, sb, opts);
   const root = tree.read();
-  const prefetch = sb.prefetchNids.map((nid, i) => {
-    const p = tree.pathOf(nid);
-    if (p === undefined) throw new FormatError(`nid ${nid} is not an inode of the tree`, `prefetch table entry ${i}`);
-    return p;
-  });
+  const prefetch = tree.prefetchPaths(root);
   return {
     root,
     blobs: sb.blobs,
@@ -79,6 +80,57 @@ export function decodeBootstrap(buf: Buffer, opts: DecodeOptions = {}): RafsImag
     prefetch,
     buildTime: sb.buildTime,
   };
+}
+
+/**
+ * A RAFS v6 bootstrap as an image whose tree is decoded on demand, for a mount that must answer
+ * before it has read 10k inodes: the superblock, blob table and chunk info table are read and
+ * checked here; a directory's entries (and their inodes) the first time its `children` is read, a
+ * file's chunk rows each time a range of them is asked for (`chunkSlice`), the prefetch table's
+ * paths the first time `prefetch` is read. Every check `decodeBootstrap` makes is made, when the
+ * part is reached: a malformed directory throws FormatError from `children`, not here. Inodes carry
+ * their stored link count (`nlink`). Chunk rows are shared, read-only objects; the buffer stays
+ * referenced for as long as the image is. RAFS v5 is refused: decode it with `decodeBootstrap`.
+ */
+export function openBootstrap(buf: Buffer, opts: DecodeOptions = {}): OnDemandImage {
+  if (isRafsV5(buf)) throw new FormatError('RAFS v5 bootstrap: no on-demand decoding', 'bootstrap');
+  return new OnDemandImage(new TreeReader(buf, readSuper(buf), opts, true), buf);
+}
+
+/** The image `openBootstrap` returns. */
+export class OnDemandImage implements RafsImage {
+  readonly root: Inode;
+  readonly blobs: BlobInfo[];
+  readonly chunkSize: number;
+  readonly digester: Digester;
+  readonly compressor: Compressor;
+  readonly buildTime: number;
+  /** Distinct inodes, as the superblock counts them. */
+  readonly inodeCount: number;
+  private paths?: string[];
+
+  constructor(private readonly tree: TreeReader, buf: Buffer) {
+    const sb = tree.sb;
+    this.root = tree.rootInode().inode;
+    this.blobs = sb.blobs;
+    this.chunkSize = sb.chunkSize;
+    this.digester = sb.digester;
+    this.compressor = sb.compressor;
+    this.buildTime = sb.buildTime;
+    // Only reported (statfs), never used to size anything: not checked.
+    this.inodeCount = Number(buf.readBigUInt64LE(L.SB_OFFSET + L.SB.inos));
+  }
+
+  /** The prefetch table as paths: the first read walks the tree until every listed inode is reached. */
+  get prefetch(): string[] {
+    this.paths ??= this.tree.prefetchPaths(this.root);
+    return this.paths;
+  }
+
+  /** Every row of the chunk info table (each chunk of each blob the image uses, once). */
+  chunkRows(): IterableIterator<ChunkInfo> {
+    return this.tree.sb.chunks.values();
+  }
 }
 
 /**
@@ -95,10 +147,11 @@ export function chunkRowsPerBlob(buf: Buffer): Array<{ blob: BlobInfo; rows: num
   return sb.blobs.map((blob, i) => ({ blob, rows: rows[i] }));
 }
 
+/** A little-endian u64 that must be a safe integer; read as two halves (no BigInt per value: the chunk table has one per chunk). */
 function u64(buf: Buffer, off: number, where: string): number {
-  const v = buf.readBigUInt64LE(off);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`value ${v} too large`, `${where} @${off}`);
-  return Number(v);
+  const hi = buf.readUInt32LE(off + 4);
+  if (hi > 0x1fffff) throw new FormatError(`value ${buf.readBigUInt64LE(off)} too large`, `${where} @${off}`);
+  return hi * 0x1_0000_0000 + buf.readUInt32LE(off);
 }
 
 function within(buf: Buffer, off: number, size: number): boolean {
@@ -230,36 +283,90 @@ function chunkKey(blobIndex: number, index: number): number {
 function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[]): Map<number, ChunkInfo> {
   const out = new Map<number, ChunkInfo>();
   for (let r = off; r < off + size; r += L.CHUNK_INFO_SIZE) {
-    const where = `chunk info @${r}`;
-    const c: ChunkInfo = {
-      digest: Buffer.from(buf.subarray(r + L.CHUNK.digest, r + L.CHUNK.digest + 32)),
-      blobIndex: buf.readUInt32LE(r + L.CHUNK.blobIndex),
-      index: buf.readUInt32LE(r + L.CHUNK.index),
-      flags: buf.readUInt32LE(r + L.CHUNK.flags),
-      compressedOffset: u64(buf, r + L.CHUNK.compressedOffset, 'chunk info'),
-      compressedSize: buf.readUInt32LE(r + L.CHUNK.compressedSize),
-      uncompressedOffset: u64(buf, r + L.CHUNK.uncompressedOffset, 'chunk info'),
-      uncompressedSize: buf.readUInt32LE(r + L.CHUNK.uncompressedSize),
-    };
-    const blob = blobs[c.blobIndex];
-    if (!blob) throw new FormatError(`blob index ${c.blobIndex} not in the blob table`, where);
-    if (c.index >= L.MAX_CHUNK_INDEX) throw new FormatError(`chunk index ${c.index} exceeds 24 bits`, where);
-    if (c.uncompressedOffset % L.BLOCK_SIZE !== 0 || c.uncompressedOffset + c.uncompressedSize > blob.uncompressedSize) {
-      throw new FormatError(`uncompressed range ${c.uncompressedOffset}+${c.uncompressedSize} outside blob ${c.blobIndex}`, where);
+    const where = (): string => `chunk info @${r}`;
+    // The offsets first: the row's getters read them without this check.
+    const uOff = u64(buf, r + L.CHUNK.uncompressedOffset, 'chunk info');
+    const cOff = u64(buf, r + L.CHUNK.compressedOffset, 'chunk info');
+    const c = new ChunkRow(buf, r);
+    const blobIndex = c.blobIndex;
+    const uSize = c.uncompressedSize;
+    const cSize = c.compressedSize;
+    const blob = blobs[blobIndex];
+    if (!blob) throw new FormatError(`blob index ${blobIndex} not in the blob table`, where());
+    if (c.index >= L.MAX_CHUNK_INDEX) throw new FormatError(`chunk index ${c.index} exceeds 24 bits`, where());
+    if (uOff % L.BLOCK_SIZE !== 0 || uOff + uSize > blob.uncompressedSize) {
+      throw new FormatError(`uncompressed range ${uOff}+${uSize} outside blob ${blobIndex}`, where());
     }
-    if (c.compressedOffset + c.compressedSize > blob.compressedSize) {
-      throw new FormatError(`compressed range ${c.compressedOffset}+${c.compressedSize} outside blob ${c.blobIndex}`, where);
+    if (cOff + cSize > blob.compressedSize) {
+      throw new FormatError(`compressed range ${cOff}+${cSize} outside blob ${blobIndex}`, where());
     }
-    const key = chunkKey(c.blobIndex, c.index);
-    const prev = out.get(key);
-    if (prev && !(prev.digest.equals(c.digest) && prev.uncompressedOffset === c.uncompressedOffset &&
-      prev.compressedOffset === c.compressedOffset && prev.compressedSize === c.compressedSize &&
-      prev.uncompressedSize === c.uncompressedSize && prev.flags === c.flags)) {
-      throw new FormatError(`two different rows for chunk ${c.index} of blob ${c.blobIndex}`, where);
+    const key = chunkKey(blobIndex, c.index);
+    const prev = out.get(key) as ChunkRow | undefined;
+    if (prev && !(buf.compare(buf, r + L.CHUNK.digest, r + L.CHUNK.digest + 32, prev.at + L.CHUNK.digest, prev.at + L.CHUNK.digest + 32) === 0 &&
+      prev.uncompressedOffset === uOff && prev.compressedOffset === cOff && prev.compressedSize === cSize &&
+      prev.uncompressedSize === uSize && prev.flags === c.flags)) {
+      throw new FormatError(`two different rows for chunk ${c.index} of blob ${blobIndex}`, where());
     }
     out.set(key, c);
   }
   return out;
+}
+
+/**
+ * One row of the chunk info table, read from the bootstrap on each access (two fields per row: a
+ * mounted image keeps one per chunk for as long as it is mounted). `readChunkTable` has checked
+ * every field before a row is handed out, so the getters read without checking again. The digest
+ * is a view, not a copy (the row keeps the bootstrap buffer alive); the decoded tree gets plain copies.
+ */
+class ChunkRow implements ChunkInfo {
+  constructor(
+    private readonly buf: Buffer,
+    readonly at: number,
+  ) {}
+
+  get digest(): Buffer {
+    return this.buf.subarray(this.at + L.CHUNK.digest, this.at + L.CHUNK.digest + 32);
+  }
+  get blobIndex(): number {
+    return this.buf.readUInt32LE(this.at + L.CHUNK.blobIndex);
+  }
+  get index(): number {
+    return this.buf.readUInt32LE(this.at + L.CHUNK.index);
+  }
+  get flags(): number {
+    return this.buf.readUInt32LE(this.at + L.CHUNK.flags);
+  }
+  get compressedOffset(): number {
+    return u53(this.buf, this.at + L.CHUNK.compressedOffset);
+  }
+  get compressedSize(): number {
+    return this.buf.readUInt32LE(this.at + L.CHUNK.compressedSize);
+  }
+  get uncompressedOffset(): number {
+    return u53(this.buf, this.at + L.CHUNK.uncompressedOffset);
+  }
+  get uncompressedSize(): number {
+    return this.buf.readUInt32LE(this.at + L.CHUNK.uncompressedSize);
+  }
+}
+
+/** A little-endian u64 already known to be a safe integer. */
+function u53(buf: Buffer, off: number): number {
+  return buf.readUInt32LE(off + 4) * 0x1_0000_0000 + buf.readUInt32LE(off);
+}
+
+/** A chunk as the decoded model holds it: its own fields and its own digest bytes. */
+function plainChunk(c: ChunkInfo): ChunkInfo {
+  return {
+    digest: Buffer.from(c.digest),
+    blobIndex: c.blobIndex,
+    index: c.index,
+    flags: c.flags,
+    compressedOffset: c.compressedOffset,
+    compressedSize: c.compressedSize,
+    uncompressedOffset: c.uncompressedOffset,
+    uncompressedSize: c.uncompressedSize,
+  };
 }
 
 interface RawInode {
@@ -281,7 +388,17 @@ class TreeReader {
 
   private readonly external = new Map<number, ExternalChunks | undefined>();
 
-  constructor(private readonly buf: Buffer, private readonly sb: Super, private readonly opts: DecodeOptions) {}
+  constructor(
+    private readonly buf: Buffer,
+    readonly sb: Super,
+    private readonly opts: DecodeOptions,
+    /** Directories list their entries and files their chunks on first use (openBootstrap). */
+    private readonly onDemand = false,
+  ) {}
+
+  private names(name: string): string {
+    return this.opts.name ? this.opts.name(name) : name;
+  }
 
   /**
    * A chunk missing from the chunk info table, from the blob's own metadata. Its digest must come
@@ -315,52 +432,102 @@ class TreeReader {
     };
   }
 
+  /** The whole tree, every directory read once (breadth first). */
   read(): Inode {
+    const root = this.rootInode();
+    const queue: Array<[RawInode, number, number]> = [[root, this.sb.rootNid, this.sb.rootNid]];
+    for (let q = 0; q < queue.length; q++) {
+      const [dir, nid, parentNid] = queue[q];
+      dir.inode.children = this.listDir(dir, nid, parentNid, (raw, childNid) => {
+        if (raw.inode.kind === 'dir') queue.push([raw, childNid, nid]);
+      });
+    }
+    return root.inode;
+  }
+
+  /** The root directory, marked seen. */
+  rootInode(): RawInode {
     const rootNid = this.sb.rootNid;
     const root = this.readInode(rootNid);
     if (root.inode.kind !== 'dir') throw new FormatError('root is not a directory', `inode nid ${rootNid}`);
     this.dirsSeen.add(rootNid);
-    const queue: Array<[RawInode, number, number]> = [[root, rootNid, rootNid]];
-    for (let q = 0; q < queue.length; q++) {
-      const [dir, nid, parentNid] = queue[q];
-      const entries = this.dirEntries(dir, nid);
-      const children = dir.inode.children!;
-      let sawDot = false;
-      let sawDotDot = false;
-      for (const e of entries) {
-        const name = e.name.toString('utf8');
-        const where = (): string => `dirent ${JSON.stringify(name)} of ${this.pathOf(nid)} (directory nid ${nid}) @${e.at}`;
-        if (name === '.' || name === '..') {
-          const want = name === '.' ? nid : parentNid;
-          if (e.nid !== want || (name === '.' ? sawDot : sawDotDot)) throw new FormatError(`${name} points to nid ${e.nid}`, where());
-          if (name === '.') sawDot = true;
-          else sawDotDot = true;
-          continue;
-        }
-        if (name.includes('/') || name.includes('\0')) throw new FormatError('name contains / or NUL', where());
-        if (children.has(name)) throw new FormatError('duplicate name', where());
-        let child: Inode;
-        const leaf = this.leaves.get(e.nid);
-        if (leaf) {
-          child = leaf;
-        } else {
-          if (this.dirsSeen.has(e.nid)) throw new FormatError(`directory nid ${e.nid} reached twice (cycle)`, where());
-          const raw = this.readInode(e.nid);
-          child = raw.inode;
-          if (child.kind === 'dir') {
-            this.dirsSeen.add(e.nid);
-            queue.push([raw, e.nid, nid]);
-          } else {
-            this.leaves.set(e.nid, child);
-          }
-          this.reachedBy.set(e.nid, [nid, name]);
-        }
-        if (e.fileType !== FT_OF_KIND[child.kind]) throw new FormatError(`file type ${e.fileType} but inode is ${child.kind}`, where());
-        children.set(name, child);
+    return root;
+  }
+
+  /**
+   * The checked entries of directory `nid`. A child read here for the first time is passed to
+   * `reached` (the whole-tree walk queues directories); a non-directory reached again is the same
+   * Inode (hard link); a directory reached again is a cycle.
+   */
+  listDir(dir: RawInode, nid: number, parentNid: number, reached: (raw: RawInode, nid: number) => void = () => undefined): Map<string, Inode> {
+    const entries = this.dirEntries(dir, nid);
+    const children = new Map<string, Inode>();
+    let sawDot = false;
+    let sawDotDot = false;
+    for (const e of entries) {
+      const name = e.name.toString('utf8');
+      const where = (): string => `dirent ${JSON.stringify(name)} of ${this.pathOf(nid)} (directory nid ${nid}) @${e.at}`;
+      if (name === '.' || name === '..') {
+        const want = name === '.' ? nid : parentNid;
+        if (e.nid !== want || (name === '.' ? sawDot : sawDotDot)) throw new FormatError(`${name} points to nid ${e.nid}`, where());
+        if (name === '.') sawDot = true;
+        else sawDotDot = true;
+        continue;
       }
-      if (!sawDot || !sawDotDot) throw new FormatError('missing . or ..', `directory ${this.pathOf(nid)} (nid ${nid})`);
+      if (name.includes('/') || name.includes('\0')) throw new FormatError('name contains / or NUL', where());
+      if (children.has(name)) throw new FormatError('duplicate name', where());
+      let child: Inode;
+      const leaf = this.leaves.get(e.nid);
+      if (leaf) {
+        child = leaf;
+      } else {
+        if (this.dirsSeen.has(e.nid)) throw new FormatError(`directory nid ${e.nid} reached twice (cycle)`, where());
+        const raw = this.readInode(e.nid, nid);
+        child = raw.inode;
+        if (child.kind === 'dir') this.dirsSeen.add(e.nid);
+        // A tree kept while mounted remembers only what it needs later: hard links (one Inode for
+        // every name) and directories (paths in messages); prefetch paths are found by findPaths.
+        else if (!this.onDemand || (child.nlink ?? 0) > 1) this.leaves.set(e.nid, child);
+        if (!this.onDemand || child.kind === 'dir') this.reachedBy.set(e.nid, [nid, name]);
+        reached(raw, e.nid);
+      }
+      if (e.fileType !== FT_OF_KIND[child.kind]) throw new FormatError(`file type ${e.fileType} but inode is ${child.kind}`, where());
+      children.set(this.names(name), child);
     }
-    return root.inode;
+    if (!sawDot || !sawDotDot) throw new FormatError('missing . or ..', `directory ${this.pathOf(nid)} (nid ${nid})`);
+    return children;
+  }
+
+  /** The prefetch table's nids as paths: the first path that reaches each, as a breadth-first walk meets them. */
+  prefetchPaths(root: Inode): string[] {
+    const nids = this.sb.prefetchNids;
+    const found = new Map<number, string>();
+    for (const nid of nids) {
+      const p = this.pathOf(nid);
+      if (p !== undefined) found.set(nid, p);
+    }
+    if (this.onDemand && root instanceof OnDemandDir && nids.some((nid) => !found.has(nid))) this.findPaths(root, new Set(nids), found);
+    return nids.map((nid, i) => {
+      const p = found.get(nid);
+      if (p === undefined) throw new FormatError(`nid ${nid} is not an inode of the tree`, `prefetch table entry ${i}`);
+      return p;
+    });
+  }
+
+  /** Walks an on-demand tree breadth first, listing its directories, until every wanted nid has a path. */
+  private findPaths(root: OnDemandDir, wanted: Set<number>, found: Map<number, string>): void {
+    const queue: Array<[OnDemandDir, string]> = [[root, '/']];
+    const join = (dir: string, name: string): string => (dir === '/' ? `/${name}` : `${dir}/${name}`);
+    for (let q = 0; q < queue.length && found.size < wanted.size; q++) {
+      const [dir, p] = queue[q];
+      const children = dir.children;
+      for (const e of this.dirEntries(dir.raw, dir.nid)) {
+        if (!wanted.has(e.nid) || found.has(e.nid)) continue;
+        const name = e.name.toString('utf8');
+        if (name !== '.' && name !== '..') found.set(e.nid, join(p, name));
+      }
+      for (const [name, c] of children) if (c instanceof OnDemandDir) queue.push([c, join(p, name)]);
+    }
   }
 
   /** The first path that reached `nid`, or undefined if the tree does not contain it. */
@@ -389,7 +556,8 @@ class TreeReader {
     return path === '/' ? `/${names[0]}` : `${path}/${names[0]}`;
   }
 
-  private readInode(nid: number): RawInode {
+  /** Inode `nid`, checked; `parentNid` is the directory that reached it (on-demand directories list `..`). */
+  private readInode(nid: number, parentNid = nid): RawInode {
     const buf = this.buf;
     const off = this.sb.metaAddr + nid * L.INODE_SLOT_SIZE;
     const where = `inode nid ${nid} @${off}`;
@@ -427,16 +595,19 @@ class TreeReader {
     const kind = KIND_OF_IFMT.get(mode & L.S_IFMT);
     if (!kind) throw new FormatError(`unknown file type in mode 0o${mode.toString(8)}`, where);
     const xsize = xattrSize(icount);
-    const xattrs = decodeXattrs(buf, off + isize, xsize, where);
+    const decoded = decodeXattrs(buf, off + isize, xsize, where);
+    const xattrs = this.onDemand && decoded.size === 0 ? NO_XATTRS : decoded;
     const inode: Inode = { kind, mode: mode & 0o7777, uid, gid, mtime, mtimeNsec, size, rdev: 0, xattrs, ino };
     const raw: RawInode = { inode, layout, u, bodyOff: off + isize + xsize };
     switch (kind) {
       case 'file':
-        inode.chunks = this.fileChunks(raw, where);
+        if (this.onDemand) raw.inode = new OnDemandFile(this, inode, this.chunkIndexes(raw, where), nid);
+        else inode.chunks = this.fileChunks(raw, where);
         break;
       case 'dir':
-        inode.children = new Map();
         this.checkFlat(raw, where);
+        if (this.onDemand) raw.inode = new OnDemandDir(this, raw, nid, parentNid);
+        else inode.children = new Map();
         break;
       case 'symlink':
         if (size === 0 || size > L.MAX_SYMLINK) throw new FormatError(`symlink size ${size}`, where);
@@ -451,6 +622,7 @@ class TreeReader {
       default:
         if (size !== 0) throw new FormatError(`${kind} with size ${size}`, where);
     }
+    if (this.onDemand) raw.inode.nlink = extended ? buf.readUInt32LE(off + L.EXTENDED.nlink) : buf.readUInt16LE(off + L.COMPACT.nlink);
     return raw;
   }
 
@@ -497,10 +669,11 @@ class TreeReader {
     return parseDir(size, (i) => this.flatBlock(raw, i), (i) => this.flatBlockAt(raw, i), `directory nid ${nid}`);
   }
 
-  private fileChunks(raw: RawInode, where: string): ChunkInfo[] {
+  /** Where a chunk-based file's index array starts, checked to lie in the bootstrap. */
+  private chunkIndexes(raw: RawInode, where: string): { start: number; count: number } {
     const size = raw.inode.size;
     if (raw.layout !== L.LAYOUT_CHUNK_BASED) {
-      if (size === 0 && (raw.layout === L.LAYOUT_FLAT_PLAIN || raw.layout === L.LAYOUT_FLAT_INLINE)) return [];
+      if (size === 0 && (raw.layout === L.LAYOUT_FLAT_PLAIN || raw.layout === L.LAYOUT_FLAT_INLINE)) return { start: 0, count: 0 };
       throw new FormatError(`data layout ${raw.layout} for a regular file`, where);
     }
     if ((raw.u & ~(L.CHUNK_FORMAT_INDEXES | L.CHUNK_FORMAT_BLKBITS_MASK)) !== 0 || (raw.u & L.CHUNK_FORMAT_INDEXES) === 0) {
@@ -512,24 +685,117 @@ class TreeReader {
     if (!within(this.buf, start, count * L.CHUNK_ADDR_SIZE)) {
       throw new FormatError(`${count} chunk indexes run past the bootstrap`, where);
     }
-    const chunks: ChunkInfo[] = new Array(count);
-    for (let i = 0; i < count; i++) {
-      const p = start + i * L.CHUNK_ADDR_SIZE;
-      const lo = this.buf.readUInt16LE(p + L.CHUNK_ADDR.blobAddrLo);
-      const hi = this.buf.readUInt16LE(p + L.CHUNK_ADDR.blobAddrHi);
-      const blk = this.buf.readUInt32LE(p + L.CHUNK_ADDR.blkAddr);
-      const at = `${where} chunk index ${i} @${p}`;
-      const dev = hi & 0xff;
-      if (dev === 0 || dev > this.sb.blobs.length) throw new FormatError(`device id ${dev} names no blob`, at);
-      const index = ((hi >> 8) << 16) | lo;
-      const row = this.sb.chunks.get(chunkKey(dev - 1, index)) ?? this.externalChunk(dev - 1, index, at);
-      if (blk === L.NULL_ADDR || blk * L.BLOCK_SIZE !== row.uncompressedOffset) {
-        throw new FormatError(`block address ${blk} disagrees with the chunk table`, at);
-      }
-      const want = Math.min(this.sb.chunkSize, size - i * this.sb.chunkSize);
-      if (row.uncompressedSize !== want) throw new FormatError(`chunk of ${row.uncompressedSize} bytes, expected ${want}`, at);
-      chunks[i] = { ...row };
+    return { start, count };
+  }
+
+  /** Chunk `i` of a file of `size` bytes whose index array starts at `start`: its chunk table row, checked. */
+  chunkAt(start: number, i: number, size: number, where: string): ChunkInfo {
+    const p = start + i * L.CHUNK_ADDR_SIZE;
+    const lo = this.buf.readUInt16LE(p + L.CHUNK_ADDR.blobAddrLo);
+    const hi = this.buf.readUInt16LE(p + L.CHUNK_ADDR.blobAddrHi);
+    const blk = this.buf.readUInt32LE(p + L.CHUNK_ADDR.blkAddr);
+    const at = (): string => `${where} chunk index ${i} @${p}`;
+    const dev = hi & 0xff;
+    if (dev === 0 || dev > this.sb.blobs.length) throw new FormatError(`device id ${dev} names no blob`, at());
+    const index = ((hi >> 8) << 16) | lo;
+    const row = this.sb.chunks.get(chunkKey(dev - 1, index)) ?? this.externalChunk(dev - 1, index, at());
+    if (blk === L.NULL_ADDR || blk * L.BLOCK_SIZE !== row.uncompressedOffset) {
+      throw new FormatError(`block address ${blk} disagrees with the chunk table`, at());
     }
+    const want = Math.min(this.sb.chunkSize, size - i * this.sb.chunkSize);
+    if (row.uncompressedSize !== want) throw new FormatError(`chunk of ${row.uncompressedSize} bytes, expected ${want}`, at());
+    return row;
+  }
+
+  private fileChunks(raw: RawInode, where: string): ChunkInfo[] {
+    const { start, count } = this.chunkIndexes(raw, where);
+    const chunks: ChunkInfo[] = new Array(count);
+    for (let i = 0; i < count; i++) chunks[i] = plainChunk(this.chunkAt(start, i, raw.inode.size, where));
     return chunks;
+  }
+}
+
+/** A directory of an on-demand tree: its entries are read and checked the first time they are asked for. */
+class OnDemandDir implements Inode {
+  readonly kind = 'dir' as const;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: number;
+  mtimeNsec: number;
+  size: number;
+  rdev = 0;
+  xattrs: Map<string, Buffer>;
+  ino?: number;
+  nlink?: number;
+  private list?: Map<string, Inode>;
+
+  constructor(
+    private readonly tree: TreeReader,
+    readonly raw: RawInode,
+    readonly nid: number,
+    private readonly parentNid: number,
+  ) {
+    const i = raw.inode;
+    this.mode = i.mode;
+    this.uid = i.uid;
+    this.gid = i.gid;
+    this.mtime = i.mtime;
+    this.mtimeNsec = i.mtimeNsec;
+    this.size = i.size;
+    this.xattrs = i.xattrs;
+    this.ino = i.ino;
+  }
+
+  get children(): Map<string, Inode> {
+    this.list ??= this.tree.listDir(this.raw, this.nid, this.parentNid);
+    return this.list;
+  }
+}
+
+/** A regular file of an on-demand tree: its chunk rows are looked up (and checked) per request. */
+class OnDemandFile implements Inode {
+  readonly kind = 'file' as const;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: number;
+  mtimeNsec: number;
+  size: number;
+  rdev = 0;
+  xattrs: Map<string, Buffer>;
+  ino?: number;
+  nlink?: number;
+  private readonly start: number;
+  private readonly count: number;
+
+  constructor(
+    private readonly tree: TreeReader,
+    from: Inode,
+    indexes: { start: number; count: number },
+    private readonly nid: number,
+  ) {
+    this.mode = from.mode;
+    this.uid = from.uid;
+    this.gid = from.gid;
+    this.mtime = from.mtime;
+    this.mtimeNsec = from.mtimeNsec;
+    this.size = from.size;
+    this.xattrs = from.xattrs;
+    this.ino = from.ino;
+    this.start = indexes.start;
+    this.count = indexes.count;
+  }
+
+  get chunks(): ChunkInfo[] {
+    return this.chunkSlice(0, this.count);
+  }
+
+  chunkSlice(from: number, to: number): ChunkInfo[] {
+    const end = Math.min(to, this.count);
+    const out: ChunkInfo[] = new Array(Math.max(0, end - from));
+    const where = `inode nid ${this.nid}`;
+    for (let k = from; k < end; k++) out[k - from] = this.tree.chunkAt(this.start, k, this.size, where);
+    return out;
   }
 }

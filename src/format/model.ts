@@ -90,7 +90,17 @@ export interface Inode {
   children?: Map<string, Inode>;
   /** Inode number as stored (i_ino); assigned by the encoder, filled by the decoder. */
   ino?: number;
+  /** Link count as stored; set only by the on-demand decoder (`openBootstrap`), computed otherwise. */
+  nlink?: number;
+  /**
+   * Regular files kept compactly (a mounted image's nodes): chunks [from, to) without building the
+   * whole list, as `chunks.slice(from, to)` would give them.
+   */
+  chunkSlice?(from: number, to: number): ChunkInfo[];
 }
+
+/** One shared, never mutated map for the many inodes without xattrs. */
+export const NO_XATTRS: Map<string, Buffer> = new Map();
 
 /** A whole image: tree plus tables. */
 export interface RafsImage {

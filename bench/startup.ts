@@ -1,0 +1,189 @@
+/**
+ * Fixed start-up costs of the cold start (issue 18): nydusd's mount and ctr-remote's start.
+ *
+ * A. nydusd mount (the "nydusd mount" phase of the cold start): the time from
+ * `POST /api/v1/mount` to its answer for the Debian fixture bootstrap (built by our nydus-image), on
+ * a shared daemon already running, as the snapshotter mounts it. Then the first `find` + stat walk
+ * of the fresh mount, which is where a lazily decoded tree pays for what the mount skipped.
+ *
+ * Baselines in the same run, rounds interleaved:
+ *   - `decodeBootstrap` of the same bytes in this process: the whole-tree decode a mount used to do
+ *     before answering (what `inspect` and `check` still do);
+ *   - with BENCH_STARTUP_BEFORE=DIR, the nydusd of another checkout (DIR/bin/nydusd, built), e.g. the
+ *     commit before a change, measured the same way.
+ *    Then the resident memory of one shared daemon with 10 such images mounted, each touched as a
+ *    container start touches it (two files read, a few directories looked up), not walked whole
+ *    (bench/read.ts part C walks each image whole).
+ * B. ctr-remote: wall time of `ctr-remote --help` and of loading what `images rpull` loads before
+ *    its first request (the CLI run against a containerd socket that does not exist, so it stops at
+ *    its first call), with the number of JavaScript modules each loads; baseline: `node -e 0`.
+ *    Also for BENCH_STARTUP_BEFORE's checkout.
+ * Writes bench-out/startup.md.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { decodeBootstrap } from '../src/format/decode';
+import { median, timed } from './measure';
+import { Daemon, findStat, localfsConfig, rssMiB, startDaemon, stopDaemon, unmount } from './read';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const FIXTURES = process.env.NYDUS_FIXTURES ?? '/var/tmp/nydus-ts-fixtures';
+const NYDUS_IMAGE = path.join(ROOT, 'dist', 'cli', 'nydus-image.js');
+const ROUNDS = Number(process.env.BENCH_STARTUP_ROUNDS ?? 5);
+const BEFORE = process.env.BENCH_STARTUP_BEFORE;
+
+interface Build {
+  name: string;
+  nydusd: string;
+  mount: number[];
+  walk: number[];
+}
+
+/** One daemon start, one API mount (timed), one first walk (timed), unmount, stop. */
+async function round(b: Build, work: string, boot: string, cfg: object, r: number): Promise<void> {
+  const mp = path.join(work, `mnt-${b.name}-${r}`);
+  fs.mkdirSync(mp, { recursive: true });
+  const d: Daemon = await startDaemon(work, `${b.name}${r}`, [], b.nydusd);
+  try {
+    const t0 = process.hrtime.bigint();
+    await d.client.mount(mp, boot, cfg);
+    b.mount.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    b.walk.push(findStat(mp));
+    await d.client.umount(mp);
+  } finally {
+    unmount(mp);
+    await stopDaemon(d);
+  }
+}
+
+const ms = (x: number): string => `${(x * 1000).toFixed(0)} ms`;
+const roundsMs = (xs: number[]): string => xs.map((x) => (x * 1000).toFixed(0)).join(', ');
+
+async function partMount(work: string, lines: string[]): Promise<void> {
+  const blobs = path.join(work, 'blobs');
+  const boot = path.join(work, 'debian.boot');
+  execFileSync('node', [NYDUS_IMAGE, 'create', '-t', 'tar-rafs', '-B', boot, '-D', blobs, path.join(FIXTURES, 'debian-rootfs.tar')], { stdio: 'ignore' });
+  const cfg = localfsConfig(blobs, path.join(work, 'cache'));
+  const bytes = fs.readFileSync(boot);
+  const builds: Build[] = [{ name: 'this', nydusd: path.join(ROOT, 'bin', 'nydusd'), mount: [], walk: [] }];
+  if (BEFORE) builds.push({ name: 'before', nydusd: path.join(path.resolve(BEFORE), 'bin', 'nydusd'), mount: [], walk: [] });
+  const decode: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const b of r % 2 ? [...builds].reverse() : builds) await round(b, work, boot, cfg, r);
+    decode.push(timed(() => void decodeBootstrap(bytes)));
+  }
+  const entryCount = Number(execFileSync('sh', ['-c', 'tar -tf "$1" | wc -l', 'sh', path.join(FIXTURES, 'debian-rootfs.tar')]).toString().trim());
+  const rss = new Map<Build, number>();
+  for (const b of builds) rss.set(b, await tenImagesTouched(b, work, boot, cfg));
+  lines.push(
+    '### nydusd mount: POST /api/v1/mount until its answer',
+    '',
+    `The Debian fixture (${entryCount} tar entries, bootstrap ${(bytes.length / 1e6).toFixed(1)} MB uncompressed, built by our nydus-image, localfs backend) mounted through the API of a shared nydusd that is already running, as the snapshotter does; then the first \`find\` + stat walk of that fresh mount. Median of ${ROUNDS} rounds, a fresh daemon each round. "Whole-tree decode" is \`decodeBootstrap\` of the same bytes in the benchmark's own process (JIT warm after the first round): what a mount did before it answered until the tree was decoded on demand.`,
+    '',
+    '| | POST /api/v1/mount | first find + stat walk |',
+    '|---|---:|---:|',
+    ...builds.map((b) => `| nydusd (${b.name === 'this' ? 'this build' : `before: ${BEFORE}`}) | ${ms(median(b.mount))} | ${ms(median(b.walk))} |`),
+    `| whole-tree decode (reference) | ${ms(median(decode))} | |`,
+    '',
+    `Rounds (ms): ${builds.map((b) => `${b.name} mount ${roundsMs(b.mount)}; walk ${roundsMs(b.walk)}`).join('; ')}; decode ${roundsMs(decode)}.`,
+    '',
+    `Resident memory of one shared daemon with 10 of these images mounted, two files of each read (\`/usr/bin/perl\`, \`/etc/os-release\`: what a container start touches, not a walk of the whole tree), 1.5 s after the last read: ${builds.map((b) => `${b.name === 'this' ? 'this build' : 'before'} ${rss.get(b)!.toFixed(1)} MiB`).join(', ')}.`,
+  );
+  if (BEFORE) {
+    const [a, b] = builds;
+    lines.push('', `Mount time, this build / before: **${(median(a.mount) / median(b.mount)).toFixed(2)}x**; first walk: ${(median(a.walk) / median(b.walk)).toFixed(2)}x.`);
+  }
+}
+
+/** RSS (MiB) of one shared daemon with 10 images mounted, two files of each read, 1.5 s after the last read. */
+async function tenImagesTouched(b: Build, work: string, boot: string, cfg: object): Promise<number> {
+  const d = await startDaemon(work, `rss-${b.name}`, [], b.nydusd);
+  const mps: string[] = [];
+  try {
+    for (let i = 0; i < 10; i++) {
+      const mp = path.join(work, `rss-${b.name}-${i}`);
+      mps.push(mp);
+      await d.client.mount(mp, boot, cfg);
+      execFileSync('sh', ['-c', 'cat "$1/usr/bin/perl" "$1/etc/os-release" > /dev/null', 'sh', mp]);
+    }
+    // The daemon collects garbage after 0.5-1 s without FUSE requests (src/daemon/idle-gc.ts).
+    await new Promise((r) => setTimeout(r, 1500));
+    return rssMiB(d.proc.pid!);
+  } finally {
+    for (const mp of mps) unmount(mp);
+    await stopDaemon(d);
+  }
+}
+
+/** Wall time and JavaScript modules compiled by one `node` run in `cwd` (modules counted by a preload). */
+function nodeRun(counter: string, cwd: string, args: string[]): { s: number; modules: number } {
+  const out = path.join(path.dirname(counter), 'modules.txt');
+  fs.rmSync(out, { force: true });
+  const s = timed(() => execFileSync('node', ['-r', counter, ...args], { cwd, stdio: 'ignore', env: { ...process.env, COUNT_MODULES_TO: out } }));
+  return { s, modules: Number(fs.readFileSync(out, 'utf8')) };
+}
+
+function partCtrRemote(work: string, lines: string[]): void {
+  const counter = path.join(work, 'count-modules.js');
+  fs.writeFileSync(counter, [
+    "const M = require('module'); let n = 0; const c = M.prototype._compile;",
+    'M.prototype._compile = function (...a) { n++; return c.apply(this, a); };',
+    "process.on('exit', () => require('fs').writeFileSync(process.env.COUNT_MODULES_TO, String(n)));",
+  ].join('\n'));
+  // What the rpull action requires before its first request (before this change: the CLI's imports).
+  const rpullModules = "require(require.resolve('commander', { paths: [process.cwd()] })); for (const m of ['registry/credentials', 'ctr/containerd-client', 'ctr/progress', 'ctr/rpull']) require(process.cwd() + '/dist/' + m);";
+  const roots = [{ name: 'this build', dir: ROOT }, ...(BEFORE ? [{ name: `before: ${BEFORE}`, dir: path.resolve(BEFORE) }] : [])];
+  const rows = roots.map((r) => ({ ...r, help: [] as number[], rpull: [] as number[], helpMods: 0, rpullMods: 0 }));
+  const bare: number[] = [];
+  for (let i = 0; i < ROUNDS * 2; i++) {
+    bare.push(nodeRun(counter, ROOT, ['-e', '0']).s);
+    for (const r of rows) {
+      const h = nodeRun(counter, r.dir, ['dist/cli/ctr-remote.js', '--help']);
+      const p = nodeRun(counter, r.dir, ['-e', rpullModules]);
+      r.help.push(h.s);
+      r.rpull.push(p.s);
+      r.helpMods = h.modules;
+      r.rpullMods = p.modules;
+    }
+  }
+  lines.push(
+    '',
+    '### ctr-remote start-up',
+    '',
+    `Wall time of \`node dist/cli/ctr-remote.js --help\` and of a node process that loads what \`images rpull\` loads before its first request (commander, the registry client, the containerd client, rpull), with the JavaScript modules each compiles; baseline: \`node -e 0\`. Median of ${ROUNDS * 2} runs, interleaved.`,
+    '',
+    '| | --help | modules | rpull\'s modules loaded | modules |',
+    '|---|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.name} | ${ms(median(r.help))} | ${r.helpMods} | ${ms(median(r.rpull))} | ${r.rpullMods} |`),
+    `| bare node (\`node -e 0\`) | ${ms(median(bare))} | 0 | | |`,
+    '',
+    `Runs (ms): bare ${roundsMs(bare)}; ${rows.map((r) => `${r.name}: help ${roundsMs(r.help)}, rpull ${roundsMs(r.rpull)}`).join('; ')}.`,
+  );
+}
+
+async function main(): Promise<void> {
+  execFileSync('bash', [path.join(ROOT, 'scripts', 'fixtures.sh'), 'debian'], { stdio: 'inherit' });
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-startup-'));
+  const load = os.loadavg();
+  try {
+    const lines = ['## Start-up costs: nydusd mount, ctr-remote', ''];
+    await partMount(work, lines);
+    partCtrRemote(work, lines);
+    const end = os.loadavg();
+    lines.push('', `Load average (1 min) at the start and the end: ${load[0].toFixed(1)}, ${end[0].toFixed(1)} (2 cores; other sessions' tests were running).`);
+    fs.mkdirSync(path.join(ROOT, 'bench-out'), { recursive: true });
+    fs.writeFileSync(path.join(ROOT, 'bench-out', 'startup.md'), lines.join('\n') + '\n');
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
+}
