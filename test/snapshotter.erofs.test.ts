@@ -18,12 +18,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { Containerd, killPids, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
+import { Containerd, unmountBelow } from './helpers/containerd';
 import { describeWith } from './helpers/capabilities';
 import { compareTrees, snapshotTree, snapshotTreeAsync } from './helpers/erofs';
-import { REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, imageLayout } from './helpers/images';
-import { blobBytes, Converted, convertedImage, SnapshotterProcess } from './helpers/nydus-snapshotter';
+import { blobBytes, Converted, convertedImage, SnapshotterStack, startSnapshotterStack } from './helpers/nydus-snapshotter';
 import { startRegistry, TestRegistry } from './helpers/registry';
 
 const run = promisify(execFile);
@@ -45,12 +44,12 @@ describeWith(NEEDS, 'kernel EROFS mode through containerd-nydus-grpc (fs_driver 
   let dir: string;
   let root: string;
   let reg: TestRegistry | undefined;
+  let stack: SnapshotterStack | undefined;
   let ctd: Containerd | undefined;
-  let snp: SnapshotterProcess | undefined;
   let ref: string;
   let image: Converted;
 
-  const daemonPids = (): number[] => recordedDaemons(root).map((r) => r.pid);
+  const daemonPids = (): number[] => stack!.daemonPids();
   /** The image's EROFS mounts, once there is one (a restarted daemon mounts it again within seconds). */
   const erofsMountAppears = async (): Promise<string[]> => {
     for (let i = 0; i < 600 && mountsOfType(path.join(root, 'mnt'), 'erofs').length === 0; i++) await new Promise((r) => setTimeout(r, 100));
@@ -59,40 +58,24 @@ describeWith(NEEDS, 'kernel EROFS mode through containerd-nydus-grpc (fs_driver 
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sne-'));
-    root = path.join(dir, 'root');
     reg = await startRegistry();
     image = await convertedImage(reg);
     ref = image.ref;
-    const configPath = path.join(dir, 'config.toml');
-    fs.writeFileSync(
-      configPath,
-      `version = 1
-root = "${root}"
-address = "${dir}/nydus.sock"
-daemon_mode = "shared"
-[daemon]
-nydusd_config = "${path.join(REPO_ROOT, 'config', 'nydusd.json')}"
-recover_policy = "restart"
-fs_driver = "erofs"
-[log]
-level = "debug"
-`,
-    );
-    snp = new SnapshotterProcess(configPath, path.join(dir, 'nydus.sock'), path.join(dir, 'snapshotter.log'));
-    await snp.start();
-    ctd = await startContainerd({ snapshotterSocket: snp.address });
+    stack = await startSnapshotterStack({ dir, daemon: { recover_policy: 'restart', fs_driver: 'erofs' } });
+    ({ root, ctd } = stack);
     reg.clearRequests();
   }, 30 * 60_000);
 
   afterAll(async () => {
-    await ctd?.stop();
-    await snp?.kill9();
-    if (root && fs.existsSync(path.join(root, 'metadata.db'))) killPids(daemonPids());
-    if (dir) {
-      unmountBelow(dir);
-      fs.rmSync(dir, { recursive: true, force: true });
+    try {
+      await stack?.stop();
+    } finally {
+      if (dir) {
+        unmountBelow(dir);
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+      await reg?.stop();
     }
-    await reg?.stop();
   }, 120_000);
 
   test('rpull is lazy; ctr run runs python3; /proc/mounts shows the image as an erofs mount', async () => {
@@ -107,7 +90,7 @@ level = "debug"
     expect(mountsOfType(root, 'fuse.rafs')).toEqual([]);
     expect(mountsOfType(path.join(root, 'socket'), 'fuse.nydus-blobs')).toHaveLength(1);
     expect(fs.readFileSync('/proc/mounts', 'utf8')).toMatch(new RegExp(` ${erofs[0]} erofs ro`));
-    expect(fs.readFileSync(path.join(dir, 'snapshotter.log'), 'utf8')).not.toMatch(/serving it over FUSE/);
+    expect(stack!.log()).not.toMatch(/serving it over FUSE/);
     expect(served()).toBeGreaterThan(0);
     expect(served()).toBeLessThan(image.blobs.reduce((a, b) => a + b.size, 0) * 0.3);
   });

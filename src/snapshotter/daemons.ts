@@ -484,9 +484,9 @@ export class DaemonManager implements RafsMounter {
     const stdio: StdioOptions = d.fuseFd !== undefined ? ['ignore', out, out, d.fuseFd] : ['ignore', out, out];
     const bin = opts.nydusdPath ?? this.o.nydusdPath;
     const proc = spawn(bin, args, { stdio, detached: true, env });
+    if (proc.pid) opts.onSpawned?.(proc.pid);
     await logFile?.close();
     proc.unref();
-    if (proc.pid) opts.onSpawned?.(proc.pid);
     const spawnError = new Promise<never>((_, reject) => proc.once('error', (e) => reject(new Error(`spawn ${bin}: ${e.message}`))));
     spawnError.catch(() => undefined);
     const client = new NydusdClient(apiSock, 30_000);
