@@ -59,8 +59,9 @@ describeWith(NEEDS, 'kernel EROFS mode through containerd-nydus-grpc (fs_driver 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sne-'));
     reg = await startRegistry();
-    image = await convertedImage(reg);
-    ref = image.ref;
+    const conv = await convertedImage(reg);
+    ({ ref } = conv);
+    image = conv;
     stack = await startSnapshotterStack({ dir, daemon: { recover_policy: 'restart', fs_driver: 'erofs' } });
     ({ root, ctd } = stack);
     reg.clearRequests();
