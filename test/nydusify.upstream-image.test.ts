@@ -28,7 +28,7 @@ import { encodeBootstrap } from '../src/format/encode';
 import { RegistryClient } from '../src/registry';
 import { describeWith } from './helpers/capabilities';
 import { Containerd, unmountBelow } from './helpers/containerd';
-import { SnapshotterStack, startSnapshotterStack } from './helpers/nydus-snapshotter';
+import { SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack } from './helpers/nydus-snapshotter';
 import { REPO_ROOT } from './helpers/fixtures';
 import { pushImage } from './helpers/images';
 import { startRegistry, TestRegistry } from './helpers/registry';
@@ -170,5 +170,5 @@ describeWith(['root', 'fuse', 'containerd'], 'an image in upstream nydusify\'s e
     expect(mounts.some((m) => m[1]?.startsWith(dir) && /fuse/.test(m[2] ?? ''))).toBe(true);
     const echo = await ctd!.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'upstream-2', '/bin/busybox', 'echo', 'upstream-shape']);
     expect(echo.stdout.trim()).toBe('upstream-shape');
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 });

@@ -29,7 +29,7 @@ import { Containerd, recordedDaemons, unmountBelow } from './helpers/containerd'
 import { CriClient, PodHandle } from './helpers/cri-client';
 import { REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, pushImage } from './helpers/images';
-import { SnapshotterStack, startSnapshotterStack } from './helpers/nydus-snapshotter';
+import { SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack } from './helpers/nydus-snapshotter';
 import { startRegistry, TestRegistry } from './helpers/registry';
 
 const run = promisify(execFile);
@@ -41,13 +41,6 @@ const PATH_ENV = { PATH: '/usr/local/bin:/usr/bin:/bin' };
 const HELLO = DEBIAN_2LAYER_CHANGES.added['/opt/nydus-test/hello.txt'];
 const SCRIPT = `import json, sys; print(json.dumps({"sum": sum(range(10)), "py": sys.version_info[0], "hello": open("/opt/nydus-test/hello.txt").read()}))`;
 const EXPECTED = { sum: 45, py: 3, hello: HELLO };
-/**
- * Longer than any test's own bounded waits (a container's exit: 5 min). Under Jest's default of
- * 120 s a slow pull or pod start on a loaded machine timed a test out while its CRI calls went on;
- * the teardown then ran beside them, and containerd, still creating that test's container, had the
- * snapshotter mount the image in a new dedicated nydusd just as the snapshotter was killed.
- */
-const TEST_TIMEOUT_MS = 15 * 60_000;
 
 interface NydusLayers {
   blobs: { digest: string; size: number }[];
@@ -240,7 +233,7 @@ describeWith(NEEDS, 'containerd CRI plugin drives containerd-nydus-grpc', () => 
     // Blob layers were never downloaded: the snapshotter answered them as remote snapshots.
     expect(snaps.filter((s) => s.labels['containerd.io/snapshot/remote']).length).toBe(layers.blobs.length);
     expect(rafsMounts(root)).toHaveLength(1);
-  }, TEST_TIMEOUT_MS);
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('2a: a plain OCI image through CRI runs from overlay snapshots, without nydusd', async () => {
     const mountsBefore = rafsMounts(root);
@@ -251,7 +244,7 @@ describeWith(NEEDS, 'containerd CRI plugin drives containerd-nydus-grpc', () => 
     expect(snaps.length).toBe(2); // the image's two layers, unpacked by containerd into our snapshots
     expect(snaps.every((s) => !s.labels['containerd.io/snapshot/remote'])).toBe(true);
     expect(rafsMounts(root)).toEqual(mountsBefore);
-  }, TEST_TIMEOUT_MS);
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('the CRI proxy forwards other image calls, and upstream errors of streaming calls, unchanged', async () => {
     const tags = (await cri!.listImages()).flatMap((i) => i.repo_tags);
@@ -266,7 +259,7 @@ describeWith(NEEDS, 'containerd CRI plugin drives containerd-nydus-grpc', () => 
     });
     c.close();
     expect(err.code).toBe(grpc.status.UNIMPLEMENTED);
-  }, TEST_TIMEOUT_MS);
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('2b: a private nydus image; its credentials come only from PullImageRequest.auth and reach its nydusd', async () => {
     // Without credentials the registry refuses containerd: the image really is private.
@@ -294,7 +287,7 @@ describeWith(NEEDS, 'containerd CRI plugin drives containerd-nydus-grpc', () => 
     const { stdout: ps } = await run('ps', ['-eo', 'args']);
     places.push(ps);
     expect(places.filter((t) => t.includes(PASSWORD) || t.includes(b64)).length).toBe(0);
-  }, TEST_TIMEOUT_MS);
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('3: removing the pods and the images unmounts the instances; Cleanup leaves no mount or daemon', async () => {
     noteDaemons();
@@ -325,5 +318,5 @@ describeWith(NEEDS, 'containerd CRI plugin drives containerd-nydus-grpc', () => 
     for (let i = 0; i < 50 && ([...seenDaemons].some(alive) || recordedDaemons(root).length > 0); i++) await new Promise((r) => setTimeout(r, 100));
     expect([...seenDaemons].filter(alive)).toEqual([]);
     expect(recordedDaemons(root)).toEqual([]);
-  }, TEST_TIMEOUT_MS);
+  }, STACK_TEST_TIMEOUT_MS);
 });

@@ -22,7 +22,7 @@ import { Containerd, unmountBelow } from './helpers/containerd';
 import { describeWith } from './helpers/capabilities';
 import { compareTrees, snapshotTree, snapshotTreeAsync } from './helpers/erofs';
 import { DEBIAN_2LAYER_CHANGES, imageLayout } from './helpers/images';
-import { blobBytes, Converted, convertedImage, SnapshotterStack, startSnapshotterStack } from './helpers/nydus-snapshotter';
+import { blobBytes, Converted, convertedImage, SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack } from './helpers/nydus-snapshotter';
 import { startRegistry, TestRegistry } from './helpers/registry';
 
 const run = promisify(execFile);
@@ -94,7 +94,7 @@ describeWith(NEEDS, 'kernel EROFS mode through containerd-nydus-grpc (fs_driver 
     expect(stack!.log()).not.toMatch(/serving it over FUSE/);
     expect(served()).toBeGreaterThan(0);
     expect(served()).toBeLessThan(image.blobs.reduce((a, b) => a + b.size, 0) * 0.3);
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('kill -9 of nydusd: the running container keeps what it read; the daemon comes back; new containers read the rest', async () => {
     await ctd!.ctr(['run', '-d', ...ENV, '--snapshotter', 'nydus', ref, 'long-1', 'sleep', '600']);
@@ -136,7 +136,7 @@ describeWith(NEEDS, 'kernel EROFS mode through containerd-nydus-grpc (fs_driver 
     } finally {
       await ctd!.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'long-1']).catch(() => undefined);
     }
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test("the image's tree under the EROFS mount equals the source image", async () => {
     const [mnt] = await erofsMountAppears();
@@ -150,5 +150,5 @@ describeWith(NEEDS, 'kernel EROFS mode through containerd-nydus-grpc (fs_driver 
     expect(got.get(DEBIAN_2LAYER_CHANGES.bigFile)?.size).toBe(DEBIAN_2LAYER_CHANGES.bigFileSize);
     expect(got.has('/etc/motd')).toBe(false);
     expect(compareTrees(want, got, { ignore: (p) => p === '/' })).toEqual([]);
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 });

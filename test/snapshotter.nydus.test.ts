@@ -17,7 +17,7 @@ import { NydusdClient } from '../src/daemon/client';
 import { loadSnapshotsService } from '../src/snapshotter/service';
 import { Containerd, unmountBelow } from './helpers/containerd';
 import { DEBIAN_2LAYER_CHANGES } from './helpers/images';
-import { blobBytes, Converted, convertedImage, SnapshotterProcess, SnapshotterStack, startSnapshotterStack } from './helpers/nydus-snapshotter';
+import { blobBytes, Converted, convertedImage, SnapshotterProcess, SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack } from './helpers/nydus-snapshotter';
 import { startRegistry, TestRegistry } from './helpers/registry';
 import { describeWith } from './helpers/capabilities';
 
@@ -79,7 +79,7 @@ describeWith(NEEDS, 'nydus image through containerd-nydus-grpc', () => {
     expect(JSON.parse(stdout)).toEqual({ sum: 45, py: 3, hello: DEBIAN_2LAYER_CHANGES.added['/opt/nydus-test/hello.txt'], motd: false });
     expect(served()).toBeGreaterThan(0);
     expect(served()).toBeLessThan(blobTotal * 0.3);
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('kill -9 of the snapshotter: the running container keeps running, new containers start', async () => {
     await ctd!.ctr(['run', '-d', ...ENV, '--snapshotter', 'nydus', ref, 'long-1', 'sleep', '600']);
@@ -105,7 +105,7 @@ describeWith(NEEDS, 'nydus image through containerd-nydus-grpc', () => {
     }
     expect(out.trim()).toBe('after-restart');
     await ctd!.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'long-1']);
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('kill -9 of nydusd: the daemon manager restarts it and reads work again', async () => {
     const [pid] = daemonPids();
@@ -127,7 +127,7 @@ describeWith(NEEDS, 'nydus image through containerd-nydus-grpc', () => {
         });
     }
     expect(out.trim()).toBe('2d711642');
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('a certs.d change is pushed to the running nydusd', async () => {
     const apiSock = (() => {
@@ -149,7 +149,7 @@ describeWith(NEEDS, 'nydus image through containerd-nydus-grpc', () => {
       hosts = insts.flatMap((x) => x.mirrors.map((m) => m.host));
     }
     expect(hosts).toContain('http://127.0.0.1:9');
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   /**
    * Drives a snapshotter's gRPC API the way CRI's unpack and container creation do, mounts the
@@ -208,7 +208,7 @@ describeWith(NEEDS, 'nydus image through containerd-nydus-grpc', () => {
     await stack!.stopContainerd();
     ctd = undefined;
     await criFlow(snp!.address, root, 'k8s.io');
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('dedicated mode: one nydusd per image, stopped when the image is removed', async () => {
     const dsn = await startSnapshotterStack({ dir, name: 'dedicated', root: path.join(dir, 'droot'), daemonMode: 'dedicated', containerd: false });
@@ -221,5 +221,5 @@ describeWith(NEEDS, 'nydus image through containerd-nydus-grpc', () => {
     } finally {
       await dsn.stop();
     }
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 });

@@ -92,6 +92,16 @@ export class SnapshotterProcess {
   }
 }
 
+/**
+ * Timeout for a test that runs containers through the stack: longer than the bounded waits inside
+ * such tests (a container's exit: 5 min; a tree walk through a lazy mount: minutes on a loaded
+ * machine). Under Jest's default of 120 s a slow test timed out while its containerd calls went
+ * on; the teardown then ran beside them, and in the CRI test containerd, still creating that
+ * test's container, had the snapshotter start a dedicated nydusd just as the snapshotter was
+ * killed (a nydusd nobody had recorded yet outlived the run).
+ */
+export const STACK_TEST_TIMEOUT_MS = 15 * 60_000;
+
 export interface StackOptions {
   /** Where the config, socket and log go (`<dir>/<name>.toml`, `.sock`, `.log`); the caller owns it. */
   dir: string;
