@@ -2,14 +2,15 @@
  * The one lazy unmount (src/fuse/unmount.ts) and the mount table it reads (src/fuse/mount-table.ts):
  * nothing is spawned for a directory that is no mountpoint (the daemon manager calls it before
  * every instance mount), a dead FUSE mount (its daemon gone: ENOTCONN) is detached, only the top
- * one of stacked mounts goes, and mountinfo's escapes (a space in the path) are read right.
+ * one of stacked mounts goes, mounts below a directory come deepest first, and mountinfo's escapes
+ * (a space in the path) are read right.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { cleanStaleMount } from '../src/daemon/mounts';
 import { mountFuse } from '../src/fuse/device';
-import { mountAt, mountAtAsync } from '../src/fuse/mount-table';
+import { mountAt, mountAtAsync, mountsBelow } from '../src/fuse/mount-table';
 import { detach, detachSync } from '../src/fuse/unmount';
 import { describeWith } from './helpers/capabilities';
 
@@ -87,5 +88,16 @@ describeWith(['root', 'fuse'], 'mounted directories', () => {
     expect(mountAt(dir)?.fsType).toBe('tmpfs');
     expect(await detach(dir)).toBe(true);
     expect(mountAt(dir)).toBeUndefined();
+  });
+
+  test('mountsBelow lists the mounts at and below a directory, deepest first, unescaped', async () => {
+    childProcess.execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', dir]);
+    const inner = path.join(dir, 'a b');
+    fs.mkdirSync(inner);
+    await deadFuseMount(inner);
+    expect(mountsBelow(dir)).toEqual([inner, dir]);
+    expect(mountsBelow(inner)).toEqual([inner]);
+    for (const m of mountsBelow(dir)) expect(detachSync(m)).toBe(true);
+    expect(mountsBelow(dir)).toEqual([]);
   });
 });

@@ -4,7 +4,8 @@
  * the very event loop that asks).
  *
  * Contract: `mountAt(dir)` / `mountAtAsync(dir)` return the visible (last) mount whose mountpoint is
- * exactly `path.resolve(dir)`, or undefined when `dir` is no mountpoint.
+ * exactly `path.resolve(dir)`, or undefined when `dir` is no mountpoint; `mountsBelow(dir)` lists
+ * the mountpoints at or below `dir`, deepest first (the order to unmount them in).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -41,4 +42,16 @@ export function mountAt(dir: string): MountEntry | undefined {
 
 export async function mountAtAsync(dir: string): Promise<MountEntry | undefined> {
   return find(await fs.promises.readFile(MOUNTINFO, 'utf8'), dir);
+}
+
+export function mountsBelow(dir: string): string[] {
+  const top = path.resolve(dir);
+  return fs
+    .readFileSync(MOUNTINFO, 'utf8')
+    .split('\n')
+    .map((line) => line.split(' '))
+    .filter((f) => f.length >= 10)
+    .map((f) => unescape(f[4]))
+    .filter((m) => m === top || m.startsWith(`${top}/`))
+    .sort((a, b) => b.length - a.length);
 }

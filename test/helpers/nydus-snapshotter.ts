@@ -13,6 +13,7 @@ import { ChildProcess, execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+import { mountsBelow } from '../../src/fuse/mount-table';
 import { RegistryClient } from '../../src/registry';
 import { Containerd, ContainerdOptions, killPids, processesUnder, recordedDaemons, startContainerd, unmountBelow } from './containerd';
 import { REPO_ROOT } from './fixtures';
@@ -157,14 +158,6 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-function mountsBelow(dir: string): string[] {
-  return fs
-    .readFileSync('/proc/self/mounts', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[1])
-    .filter((m) => m && (m === dir || m.startsWith(`${dir}/`)));
 }
 
 /** Writes the config, starts the snapshotter and (unless `containerd: false`) a containerd using it. */
