@@ -7,6 +7,8 @@
  *
  * nydusd here is ./bin/nydusd behind a wrapper that waits before exec'ing it, so the start is
  * slow enough to be caught in the middle (the wrapper never gets to exec within the test).
+ * Timing-dependent (a start caught while it runs); looped 10 times with test/fuse.unmount.test.ts:
+ *   for i in $(seq 10); do npx jest --runInBand test/snapshotter.daemons.test.ts || break; done
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
