@@ -29,6 +29,23 @@ const run = promisify(execFile);
 const NEEDS = ['root', 'fuse', 'erofs', 'containerd'] as const;
 /** The test images' config sets only LANG, so PATH must come from the command line. */
 const ENV = ['--env', 'PATH=/usr/local/bin:/usr/bin:/bin'];
+/**
+ * The long-running process of the crash test. It keeps mapped, and so resident (drop_caches
+ * elsewhere on the machine skips mapped pages), everything a later `exec sleep` in its container
+ * reads: runc's user lookup reads /etc/passwd and /etc/group, then the `sleep` binary, the loader
+ * and libc (the last two python3 maps itself). /tmp/held says the pages are in.
+ */
+const HOLD = [
+  'import mmap, time',
+  'held = []',
+  "for p in ['/etc/passwd', '/etc/group', '/usr/bin/sleep']:",
+  "    with open(p, 'rb') as f:",
+  '        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)',
+  '        m[:]',
+  '        held.append(m)',
+  "open('/tmp/held', 'w').close()",
+  'time.sleep(600)',
+].join('\n');
 
 /** Mountpoints under `dir` whose filesystem is `fstype`, from /proc/self/mountinfo. */
 function mountsOfType(dir: string, fstype: string): string[] {
@@ -97,11 +114,18 @@ describeWith(NEEDS, 'kernel EROFS mode through containerd-nydus-grpc (fs_driver 
   }, STACK_TEST_TIMEOUT_MS);
 
   test('kill -9 of nydusd: the running container keeps what it read; the daemon comes back; new containers read the rest', async () => {
-    await ctd!.ctr(['run', '-d', ...ENV, '--snapshotter', 'nydus', ref, 'long-1', 'sleep', '600']);
+    await ctd!.ctr(['run', '-d', ...ENV, '--snapshotter', 'nydus', ref, 'long-1', 'python3', '-c', HOLD]);
     try {
-      // `ctr run -d` returns before runc's exec of `sleep` has paged it in: an exec that completes
-      // shows the container runs (and its pages are read) before nydusd is killed.
-      await ctd!.ctr(['tasks', 'exec', '--exec-id', 'e1', 'long-1', '/usr/bin/sleep', '0']);
+      // `ctr run -d` returns before the process has paged anything in: wait (bounded) for /tmp/held.
+      let held = false;
+      for (let i = 0; i < 100 && !held; i++) {
+        held = await ctd!.ctr(['tasks', 'exec', '--exec-id', `e1-${i}`, 'long-1', '/usr/bin/test', '-e', '/tmp/held']).then(
+          () => true,
+          () => false,
+        );
+        if (!held) await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(held).toBe(true);
       const [pid] = daemonPids();
       const [mnt] = mountsOfType(path.join(root, 'mnt'), 'erofs');
       process.kill(pid, 'SIGKILL');
@@ -111,9 +135,8 @@ describeWith(NEEDS, 'kernel EROFS mode through containerd-nydus-grpc (fs_driver 
         newPid = daemonPids()[0];
       }
       expect(newPid).not.toBe(pid);
-      // Pages the container read before the crash are in the old EROFS mount's page cache: `sleep`,
-      // the loader and libc, which the running `sleep 600` maps (so no drop_caches elsewhere on the
-      // machine can evict them), start again.
+      // Pages the container read before the crash are in the old EROFS mount's page cache, held
+      // there by the running process (HOLD): `sleep` starts again.
       await ctd!.ctr(['tasks', 'exec', '--exec-id', 'e2', 'long-1', '/usr/bin/sleep', '0']);
       // A binary it never read was to come from the dead daemon's blob view.
       const unread = await ctd!.ctr(['tasks', 'exec', '--exec-id', 'e3', 'long-1', '/usr/bin/cat', '/etc/debian_version']).then(
