@@ -16,7 +16,7 @@
  * ctr run --snapshotter nydus. (Upstream's v6 fixture cannot be used: its blob id is not the
  * sha256 of the blob, so no registry accepts it under that digest.)
  */
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -27,7 +27,8 @@ import { createLayer, mergeLayers } from '../src/builder';
 import { encodeBootstrap } from '../src/format/encode';
 import { RegistryClient } from '../src/registry';
 import { describeWith } from './helpers/capabilities';
-import { Containerd, killPids, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
+import { Containerd, unmountBelow } from './helpers/containerd';
+import { SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack } from './helpers/nydus-snapshotter';
 import { REPO_ROOT } from './helpers/fixtures';
 import { pushImage } from './helpers/images';
 import { startRegistry, TestRegistry } from './helpers/registry';
@@ -64,35 +65,12 @@ function upstreamBootstrapTar(bootstrap: Buffer): Buffer {
   return Buffer.concat([ustarHeader('image', 0o755, 0, '5'), ustarHeader('image/image.boot', 0o444, bootstrap.length, '0'), bootstrap, pad, Buffer.alloc(1024)]);
 }
 
-class Snapshotter {
-  proc?: ChildProcess;
-  constructor(readonly configPath: string, readonly address: string, readonly logFile: string) {}
-  async start(): Promise<void> {
-    const out = fs.openSync(this.logFile, 'a');
-    this.proc = spawn(path.join(REPO_ROOT, 'bin', 'containerd-nydus-grpc'), ['--config', this.configPath], { stdio: ['ignore', out, out] });
-    fs.closeSync(out);
-    for (let i = 0; i < 600 && !fs.existsSync(this.address); i++) {
-      if (this.proc.exitCode !== null) throw new Error(`snapshotter exited: ${fs.readFileSync(this.logFile, 'utf8').slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    if (!fs.existsSync(this.address)) throw new Error('snapshotter socket did not appear');
-  }
-  async stop(): Promise<void> {
-    if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    const exited = new Promise((r) => this.proc!.once('exit', r));
-    this.proc.kill('SIGTERM');
-    const timer = setTimeout(() => this.proc!.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(timer);
-  }
-}
-
 describeWith(['root', 'fuse', 'containerd'], 'an image in upstream nydusify\'s exact shape runs through our snapshotter', () => {
   let dir: string;
   let reg: TestRegistry | undefined;
   let client: RegistryClient | undefined;
+  let stack: SnapshotterStack | undefined;
   let ctd: Containerd | undefined;
-  let snp: Snapshotter | undefined;
   let ref: string;
   let passwd: string;
   let blobDigests: string[];
@@ -161,32 +139,21 @@ describeWith(['root', 'fuse', 'containerd'], 'an image in upstream nydusify\'s e
     await client.putManifest(repo, 'v1', manifest.mediaType, Buffer.from(JSON.stringify(manifest)));
     ref = `${reg.host}/${repo}:v1`;
 
-    const root = path.join(dir, 'root');
-    const configPath = path.join(dir, 'config.toml');
-    fs.writeFileSync(configPath, `version = 1
-root = "${root}"
-address = "${dir}/nydus.sock"
-daemon_mode = "shared"
-[daemon]
-nydusd_config = "${path.join(REPO_ROOT, 'config', 'nydusd.json')}"
-[log]
-level = "debug"
-`);
-    snp = new Snapshotter(configPath, path.join(dir, 'nydus.sock'), path.join(dir, 'snapshotter.log'));
-    await snp.start();
-    ctd = await startContainerd({ snapshotterSocket: snp.address });
+    stack = await startSnapshotterStack({ dir });
+    ctd = stack.ctd;
   }, 20 * 60_000);
 
   afterAll(async () => {
-    await ctd?.stop();
-    await snp?.stop();
-    await client?.close();
-    if (dir) {
-      killPids(recordedDaemons(path.join(dir, 'root')).map((r) => r.pid)); // nydusd outlives the snapshotter
-      unmountBelow(dir);
-      fs.rmSync(dir, { recursive: true, force: true });
+    try {
+      await stack?.stop();
+    } finally {
+      await client?.close();
+      if (dir) {
+        unmountBelow(dir);
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+      await reg?.stop();
     }
-    await reg?.stop();
   }, 120_000);
 
   test('ctr-remote rpull + ctr run --snapshotter nydus: the container reads the image lazily', async () => {
@@ -203,5 +170,5 @@ level = "debug"
     expect(mounts.some((m) => m[1]?.startsWith(dir) && /fuse/.test(m[2] ?? ''))).toBe(true);
     const echo = await ctd!.ctr(['run', '--rm', '--snapshotter', 'nydus', ref, 'upstream-2', '/bin/busybox', 'echo', 'upstream-shape']);
     expect(echo.stdout.trim()).toBe('upstream-shape');
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 });

@@ -11,7 +11,7 @@
  *     from there (nydusd's localfs backend, `dir/<blob id>`): python3 chrooted into nydusd's mount,
  *     then through containerd and our snapshotter with a localfs nydusd template.
  */
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -21,9 +21,10 @@ import { decodeBootstrap } from '../src/format/decode';
 import { RegistryClient } from '../src/registry';
 import { CephS3, startCeph } from './helpers/ceph';
 import { describeWith } from './helpers/capabilities';
-import { Containerd, killPids, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
+import { Containerd, unmountBelow } from './helpers/containerd';
 import { REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, pushImage } from './helpers/images';
+import { SnapshotterStack, startSnapshotterStack } from './helpers/nydus-snapshotter';
 import { NydusdHandle, startNydusd } from './helpers/nydusd';
 import { startRegistry, TestRegistry } from './helpers/registry';
 
@@ -39,8 +40,8 @@ describeWith(['root', 'fuse', 'containerd', 'ceph', 'loop'], 'nydus image with b
   let dir: string;
   let ceph: CephS3 | undefined;
   let reg: TestRegistry | undefined;
+  let stack: SnapshotterStack | undefined;
   let ctd: Containerd | undefined;
-  let snp: import('node:child_process').ChildProcess | undefined;
   let root: string;
   let src: string;
   let blobIds: string[] = [];
@@ -62,34 +63,17 @@ describeWith(['root', 'fuse', 'containerd', 'ceph', 'loop'], 'nydus image with b
    * whatever ran before is stopped first. */
   async function startStack(template: string): Promise<void> {
     await stopStack();
-    const configPath = path.join(dir, 'config.toml');
-    fs.writeFileSync(configPath, `version = 1\nroot = "${root}"\naddress = "${dir}/nydus.sock"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${template}"\n[log]\nlevel = "debug"\n`);
-    const logFile = path.join(dir, 'snapshotter.log');
-    const out = fs.openSync(logFile, 'a');
-    snp = spawn(path.join(REPO_ROOT, 'bin', 'containerd-nydus-grpc'), ['--config', configPath], { stdio: ['ignore', out, out] });
-    fs.closeSync(out);
-    for (let i = 0; i < 600 && !fs.existsSync(path.join(dir, 'nydus.sock')); i++) {
-      if (snp.exitCode !== null) throw new Error(`snapshotter exited: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    ctd = await startContainerd({ snapshotterSocket: path.join(dir, 'nydus.sock') });
+    stack = await startSnapshotterStack({ dir, root, nydusdConfig: template });
+    ctd = stack.ctd;
   }
 
-  /** Stops containerd, the snapshotter and its nydusd; unmounts what they left below `root`. */
+  /** Stops containerd, the snapshotter and its nydusd (nothing left mounted); removes the state. */
   async function stopStack(): Promise<void> {
-    await ctd?.stop();
+    const s = stack;
+    stack = undefined;
     ctd = undefined;
-    if (snp && snp.exitCode === null && snp.signalCode === null) {
-      const gone = new Promise((r) => snp!.once('exit', r));
-      snp.kill('SIGKILL');
-      await gone;
-    }
-    snp = undefined;
-    if (root && fs.existsSync(path.join(root, 'metadata.db'))) killPids(recordedDaemons(root).map((r) => r.pid));
-    if (root && fs.existsSync(root)) {
-      unmountBelow(root);
-      fs.rmSync(root, { recursive: true, force: true });
-    }
+    await s?.stop();
+    if (root) fs.rmSync(root, { recursive: true, force: true });
   }
 
   beforeAll(async () => {
@@ -164,7 +148,7 @@ describeWith(['root', 'fuse', 'containerd', 'ceph', 'loop'], 'nydus image with b
       expect(r.user).toBe('nydus');
     }
     // The secret reached no log of the snapshotter or nydusd.
-    const logs = [path.join(dir, 'snapshotter.log'), ...fs.readdirSync(path.join(root, 'logs')).map((d) => path.join(root, 'logs', d, 'nydusd.log'))];
+    const logs = [stack!.logFile, ...fs.readdirSync(path.join(root, 'logs')).map((d) => path.join(root, 'logs', d, 'nydusd.log'))];
     for (const f of logs) expect(fs.readFileSync(f, 'utf8')).not.toContain(ceph!.secretKey);
   }, 30 * 60_000);
 

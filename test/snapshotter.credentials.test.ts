@@ -14,13 +14,14 @@
  * Timing-sensitive (token expiry); looped with
  *   for i in $(seq 20); do npx jest --runInBand test/snapshotter.credentials.test.ts || break; done
  */
-import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { Containerd, killPids, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
+import { Containerd, unmountBelow } from './helpers/containerd';
+import { SnapshotterStack, startSnapshotterStack } from './helpers/nydus-snapshotter';
 import { REPO_ROOT } from './helpers/fixtures';
 import { describeWith } from './helpers/capabilities';
 import { pushImage } from './helpers/images';
@@ -62,8 +63,8 @@ describeWith(NEEDS, 'private registry through containerd-nydus-grpc: credentials
   let root: string;
   let dockerDir: string;
   let reg: TestRegistry | undefined;
+  let stack: SnapshotterStack | undefined;
   let ctd: Containerd | undefined;
-  let snp: ChildProcess | undefined;
   let ref: string;
   /** `ps` and /proc/<pid>/environ samples taken during the container runs. */
   const samples: string[] = [];
@@ -74,7 +75,7 @@ describeWith(NEEDS, 'private registry through containerd-nydus-grpc: credentials
     fs.renameSync(`${file}.tmp`, file);
   };
 
-  const nydusdPids = (): number[] => recordedDaemons(root).map((r) => r.pid);
+  const nydusdPids = (): number[] => stack!.daemonPids();
 
   /** Samples process arguments and the environments of the snapshotter and nydusd every 500 ms until `done`. */
   async function sampleWhile<T>(p: Promise<T>): Promise<T> {
@@ -82,7 +83,7 @@ describeWith(NEEDS, 'private registry through containerd-nydus-grpc: credentials
     const sampler = (async () => {
       for (let i = 0; i < 600 && !finished; i++) {
         samples.push(execFileSync('ps', ['-eo', 'pid,args', '--width', '100000'], { encoding: 'utf8' }));
-        for (const pid of [snp!.pid!, ...nydusdPids()]) {
+        for (const pid of [stack!.snapshotter.proc!.pid!, ...nydusdPids()]) {
           try {
             samples.push(fs.readFileSync(`/proc/${pid}/environ`, 'latin1'));
             samples.push(fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1'));
@@ -106,7 +107,7 @@ describeWith(NEEDS, 'private registry through containerd-nydus-grpc: credentials
 
   function expectNoSecretAnywhere(): void {
     const places: [string, string][] = [];
-    for (const f of [...filesUnder(path.join(root, 'logs')), path.join(dir, 'snapshotter.log'), path.join(ctd!.dir, 'containerd.log')]) {
+    for (const f of [...filesUnder(path.join(root, 'logs')), stack!.logFile, path.join(ctd!.dir, 'containerd.log')]) {
       places.push([f, fs.readFileSync(f, 'latin1')]);
     }
     for (const f of ['metadata.db', 'metadata.db-wal']) {
@@ -140,47 +141,23 @@ describeWith(NEEDS, 'private registry through containerd-nydus-grpc: credentials
     template.device.backend.config.ca_cert_files = [reg.caCertPath];
     template.amplify_io = 65536;
     fs.writeFileSync(path.join(dir, 'nydusd.json'), JSON.stringify(template));
-    const configPath = path.join(dir, 'config.toml');
-    fs.writeFileSync(configPath, `version = 1
-root = "${root}"
-address = "${dir}/nydus.sock"
-daemon_mode = "shared"
-[daemon]
-nydusd_config = "${dir}/nydusd.json"
-[log]
-level = "debug"
-`);
-    const out = fs.openSync(path.join(dir, 'snapshotter.log'), 'a');
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/PASSWORD|SECRET|TOKEN|AUTH|_USER$/i.test(k)));
     // IMAGE_PULL_AUTH is a decoy with credentials the registry refuses: the snapshotter must neither
     // use it nor hand it to nydusd (upstream nydusd would apply it to every instance).
-    snp = spawn(path.join(REPO_ROOT, 'bin', 'containerd-nydus-grpc'), ['--config', configPath], {
-      stdio: ['ignore', out, out],
-      env: { ...env, DOCKER_CONFIG: dockerDir, IMAGE_PULL_AUTH: b64('decoy:decoy-password') },
-    });
-    fs.closeSync(out);
-    for (let i = 0; i < 600 && !fs.existsSync(path.join(dir, 'nydus.sock')); i++) {
-      if (snp.exitCode !== null) throw new Error(`snapshotter exited: ${fs.readFileSync(path.join(dir, 'snapshotter.log'), 'utf8').slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    ctd = await startContainerd({ snapshotterSocket: path.join(dir, 'nydus.sock') });
+    stack = await startSnapshotterStack({ dir, root, nydusdConfig: path.join(dir, 'nydusd.json'), env: { ...env, DOCKER_CONFIG: dockerDir, IMAGE_PULL_AUTH: b64('decoy:decoy-password') } });
+    ctd = stack.ctd;
   }, 30 * 60_000);
 
   afterAll(async () => {
-    await ctd?.stop();
-    if (snp && snp.exitCode === null) {
-      const exited = new Promise((r) => snp!.once('exit', r));
-      snp.kill('SIGKILL');
-      await exited;
+    try {
+      await stack?.stop();
+    } finally {
+      if (dir) {
+        unmountBelow(dir);
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+      await reg?.stop();
     }
-    if (root && fs.existsSync(path.join(root, 'metadata.db'))) {
-      killPids(nydusdPids());
-    }
-    if (dir) {
-      unmountBelow(dir);
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-    await reg?.stop();
   }, 120_000);
 
   test('lazy reads of a private image keep working across many token lifetimes; no secret leaks', async () => {
@@ -212,7 +189,7 @@ level = "debug"
 
   test('a password rotated in the docker config file reaches the running nydusd', async () => {
     const pids = nydusdPids();
-    const pushes = () => (fs.readFileSync(path.join(dir, 'snapshotter.log'), 'utf8').match(/registry credentials updated in the running nydusd/g) ?? []).length;
+    const pushes = () => (stack!.log().match(/registry credentials updated in the running nydusd/g) ?? []).length;
     const before = pushes();
     reg!.setPassword(PASSWORDS[1]);
     writeDockerConfig(PASSWORDS[1]);

@@ -14,7 +14,7 @@
  *  3. removing the pods and images unmounts the rafs instances and stops their nydusd; Cleanup
  *     leaves no mount and no daemon.
  */
-import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -25,10 +25,11 @@ import { RegistryClient } from '../src/registry';
 import { loadCriPackage } from '../src/snapshotter/cri-image-proxy';
 import { loadSnapshotsService } from '../src/snapshotter/service';
 import { describeWith } from './helpers/capabilities';
-import { Containerd, killPids, processesUnder, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
+import { Containerd, recordedDaemons, unmountBelow } from './helpers/containerd';
 import { CriClient, PodHandle } from './helpers/cri-client';
 import { REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, pushImage } from './helpers/images';
+import { SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack } from './helpers/nydus-snapshotter';
 import { startRegistry, TestRegistry } from './helpers/registry';
 
 const run = promisify(execFile);
@@ -113,8 +114,8 @@ describeWith(NEEDS, 'containerd CRI plugin drives containerd-nydus-grpc', () => 
   let sock: string;
   let reg: TestRegistry | undefined;
   let priv: TestRegistry | undefined;
+  let stack: SnapshotterStack | undefined;
   let ctd: Containerd | undefined;
-  let snp: ChildProcess | undefined;
   let cri: CriClient | undefined;
   let nydusRef: string;
   let ociRef: string;
@@ -125,7 +126,7 @@ describeWith(NEEDS, 'containerd CRI plugin drives containerd-nydus-grpc', () => 
   /** Every nydusd pid the snapshotter recorded during the tests. */
   const seenDaemons = new Set<number>();
 
-  const snapshotterLog = (): string => fs.readFileSync(path.join(dir, 'snapshotter.log'), 'utf8');
+  const snapshotterLog = (): string => stack!.log();
   const noteDaemons = (): void => recordedDaemons(root).forEach((d) => seenDaemons.add(d.pid));
 
   /** One pod with one container running `python3 -c SCRIPT` from `image`; returns its stdout lines. */
@@ -143,8 +144,6 @@ describeWith(NEEDS, 'containerd CRI plugin drives containerd-nydus-grpc', () => 
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sncri-'));
-    root = path.join(dir, 'root');
-    sock = path.join(dir, 'nydus.sock');
     reg = await startRegistry();
     priv = await startRegistry({ auth: 'basic', username: USER, password: PASSWORD });
     const pause = await pushImage(reg, 'pause', 'pause', '3.6');
@@ -173,34 +172,19 @@ describeWith(NEEDS, 'containerd CRI plugin drives containerd-nydus-grpc', () => 
       fs.writeFileSync(path.join(certs, r.host, 'hosts.toml'), `server = "${r.url}"\n[host."${r.url}"]\n  capabilities = ["pull", "resolve"]\n`);
     }
     const ctdDir = path.join(dir, 'ctd');
-    fs.writeFileSync(
-      path.join(dir, 'config.toml'),
-      `version = 1
-root = "${root}"
-address = "${sock}"
-daemon_mode = "multiple"
-[daemon]
-nydusd_config = "${path.join(REPO_ROOT, 'config', 'nydusd.json')}"
-[remote.auth]
-enable_cri_keychain = true
-image_service_address = "${ctdDir}/containerd.sock"
-[log]
-level = "debug"
-`,
-    );
     // No docker config and no credential variables: the CRI pull is the only source of credentials.
     const emptyDocker = path.join(dir, 'docker');
     fs.mkdirSync(emptyDocker, { mode: 0o700 });
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/PASSWORD|SECRET|TOKEN|AUTH|_USER$/i.test(k)));
-    const out = fs.openSync(path.join(dir, 'snapshotter.log'), 'a');
-    snp = spawn(path.join(REPO_ROOT, 'bin', 'containerd-nydus-grpc'), ['--config', path.join(dir, 'config.toml')], { stdio: ['ignore', out, out], env: { ...env, DOCKER_CONFIG: emptyDocker } });
-    fs.closeSync(out);
-    for (let i = 0; i < 600 && !fs.existsSync(sock); i++) {
-      if (snp.exitCode !== null) throw new Error(`snapshotter exited: ${snapshotterLog().slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    ctd = await startContainerd({ snapshotterSocket: sock, dir: ctdDir, cri: { sandboxImage: pause, registryConfigPath: certs } });
-    cri = new CriClient({ runtime: ctd.address, image: sock });
+    stack = await startSnapshotterStack({
+      dir,
+      daemonMode: 'multiple',
+      extraToml: `[remote.auth]\nenable_cri_keychain = true\nimage_service_address = "${ctdDir}/containerd.sock"`,
+      env: { ...env, DOCKER_CONFIG: emptyDocker },
+      containerd: { dir: ctdDir, cri: { sandboxImage: pause, registryConfigPath: certs } },
+    });
+    ({ root, ctd, address: sock } = stack);
+    cri = new CriClient({ runtime: ctd!.address, image: sock });
     expect((await cri.version()).runtime_name).toBe('containerd');
   }, 30 * 60_000);
 
@@ -210,24 +194,16 @@ level = "debug"
       await cri?.removePod(p.id).catch(() => undefined);
     }
     cri?.close();
-    await ctd?.stop();
-    if (snp && snp.exitCode === null) {
-      const exited = new Promise((r) => snp!.once('exit', r));
-      snp.kill('SIGKILL');
-      await exited;
+    try {
+      await stack?.stop();
+    } finally {
+      if (dir) {
+        unmountBelow(dir);
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+      await reg?.stop();
+      await priv?.stop();
     }
-    if (root) {
-      noteDaemons();
-      killPids(seenDaemons);
-    }
-    if (dir) {
-      // A daemon spawned just before the snapshotter was killed is not recorded yet (seen once).
-      killPids(processesUnder(dir));
-      unmountBelow(dir);
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-    await reg?.stop();
-    await priv?.stop();
   }, 180_000);
 
   test('1: a nydus image pulled and run through CRI only: lazy, right output, CRI labels reached the snapshotter', async () => {
@@ -257,7 +233,7 @@ level = "debug"
     // Blob layers were never downloaded: the snapshotter answered them as remote snapshots.
     expect(snaps.filter((s) => s.labels['containerd.io/snapshot/remote']).length).toBe(layers.blobs.length);
     expect(rafsMounts(root)).toHaveLength(1);
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('2a: a plain OCI image through CRI runs from overlay snapshots, without nydusd', async () => {
     const mountsBefore = rafsMounts(root);
@@ -268,7 +244,7 @@ level = "debug"
     expect(snaps.length).toBe(2); // the image's two layers, unpacked by containerd into our snapshots
     expect(snaps.every((s) => !s.labels['containerd.io/snapshot/remote'])).toBe(true);
     expect(rafsMounts(root)).toEqual(mountsBefore);
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('the CRI proxy forwards other image calls, and upstream errors of streaming calls, unchanged', async () => {
     const tags = (await cri!.listImages()).flatMap((i) => i.repo_tags);
@@ -283,7 +259,7 @@ level = "debug"
     });
     c.close();
     expect(err.code).toBe(grpc.status.UNIMPLEMENTED);
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('2b: a private nydus image; its credentials come only from PullImageRequest.auth and reach its nydusd', async () => {
     // Without credentials the registry refuses containerd: the image really is private.
@@ -311,7 +287,7 @@ level = "debug"
     const { stdout: ps } = await run('ps', ['-eo', 'args']);
     places.push(ps);
     expect(places.filter((t) => t.includes(PASSWORD) || t.includes(b64)).length).toBe(0);
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('3: removing the pods and the images unmounts the instances; Cleanup leaves no mount or daemon', async () => {
     noteDaemons();
@@ -342,5 +318,5 @@ level = "debug"
     for (let i = 0; i < 50 && ([...seenDaemons].some(alive) || recordedDaemons(root).length > 0); i++) await new Promise((r) => setTimeout(r, 100));
     expect([...seenDaemons].filter(alive)).toEqual([]);
     expect(recordedDaemons(root)).toEqual([]);
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 });

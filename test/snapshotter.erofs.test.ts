@@ -18,18 +18,34 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { Containerd, killPids, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
+import { Containerd, unmountBelow } from './helpers/containerd';
 import { describeWith } from './helpers/capabilities';
 import { compareTrees, snapshotTree, snapshotTreeAsync } from './helpers/erofs';
-import { REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, imageLayout } from './helpers/images';
-import { blobBytes, Converted, convertedImage, SnapshotterProcess } from './helpers/nydus-snapshotter';
+import { blobBytes, Converted, convertedImage, SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack } from './helpers/nydus-snapshotter';
 import { startRegistry, TestRegistry } from './helpers/registry';
 
 const run = promisify(execFile);
 const NEEDS = ['root', 'fuse', 'erofs', 'containerd'] as const;
 /** The test images' config sets only LANG, so PATH must come from the command line. */
 const ENV = ['--env', 'PATH=/usr/local/bin:/usr/bin:/bin'];
+/**
+ * The long-running process of the crash test. It keeps mapped, and so resident (drop_caches
+ * elsewhere on the machine skips mapped pages), everything a later `exec sleep` in its container
+ * reads: runc's user lookup reads /etc/passwd and /etc/group, then the `sleep` binary, the loader
+ * and libc (the last two python3 maps itself). /tmp/held says the pages are in.
+ */
+const HOLD = [
+  'import mmap, time',
+  'held = []',
+  "for p in ['/etc/passwd', '/etc/group', '/usr/bin/sleep']:",
+  "    with open(p, 'rb') as f:",
+  '        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)',
+  '        m[:]',
+  '        held.append(m)',
+  "open('/tmp/held', 'w').close()",
+  'time.sleep(600)',
+].join('\n');
 
 /** Mountpoints under `dir` whose filesystem is `fstype`, from /proc/self/mountinfo. */
 function mountsOfType(dir: string, fstype: string): string[] {
@@ -45,12 +61,12 @@ describeWith(NEEDS, 'kernel EROFS mode through containerd-nydus-grpc (fs_driver 
   let dir: string;
   let root: string;
   let reg: TestRegistry | undefined;
+  let stack: SnapshotterStack | undefined;
   let ctd: Containerd | undefined;
-  let snp: SnapshotterProcess | undefined;
   let ref: string;
   let image: Converted;
 
-  const daemonPids = (): number[] => recordedDaemons(root).map((r) => r.pid);
+  const daemonPids = (): number[] => stack!.daemonPids();
   /** The image's EROFS mounts, once there is one (a restarted daemon mounts it again within seconds). */
   const erofsMountAppears = async (): Promise<string[]> => {
     for (let i = 0; i < 600 && mountsOfType(path.join(root, 'mnt'), 'erofs').length === 0; i++) await new Promise((r) => setTimeout(r, 100));
@@ -59,40 +75,25 @@ describeWith(NEEDS, 'kernel EROFS mode through containerd-nydus-grpc (fs_driver 
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sne-'));
-    root = path.join(dir, 'root');
     reg = await startRegistry();
-    image = await convertedImage(reg);
-    ref = image.ref;
-    const configPath = path.join(dir, 'config.toml');
-    fs.writeFileSync(
-      configPath,
-      `version = 1
-root = "${root}"
-address = "${dir}/nydus.sock"
-daemon_mode = "shared"
-[daemon]
-nydusd_config = "${path.join(REPO_ROOT, 'config', 'nydusd.json')}"
-recover_policy = "restart"
-fs_driver = "erofs"
-[log]
-level = "debug"
-`,
-    );
-    snp = new SnapshotterProcess(configPath, path.join(dir, 'nydus.sock'), path.join(dir, 'snapshotter.log'));
-    await snp.start();
-    ctd = await startContainerd({ snapshotterSocket: snp.address });
+    const conv = await convertedImage(reg);
+    ({ ref } = conv);
+    image = conv;
+    stack = await startSnapshotterStack({ dir, daemon: { recover_policy: 'restart', fs_driver: 'erofs' } });
+    ({ root, ctd } = stack);
     reg.clearRequests();
   }, 30 * 60_000);
 
   afterAll(async () => {
-    await ctd?.stop();
-    await snp?.kill9();
-    if (root && fs.existsSync(path.join(root, 'metadata.db'))) killPids(daemonPids());
-    if (dir) {
-      unmountBelow(dir);
-      fs.rmSync(dir, { recursive: true, force: true });
+    try {
+      await stack?.stop();
+    } finally {
+      if (dir) {
+        unmountBelow(dir);
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+      await reg?.stop();
     }
-    await reg?.stop();
   }, 120_000);
 
   test('rpull is lazy; ctr run runs python3; /proc/mounts shows the image as an erofs mount', async () => {
@@ -107,17 +108,24 @@ level = "debug"
     expect(mountsOfType(root, 'fuse.rafs')).toEqual([]);
     expect(mountsOfType(path.join(root, 'socket'), 'fuse.nydus-blobs')).toHaveLength(1);
     expect(fs.readFileSync('/proc/mounts', 'utf8')).toMatch(new RegExp(` ${erofs[0]} erofs ro`));
-    expect(fs.readFileSync(path.join(dir, 'snapshotter.log'), 'utf8')).not.toMatch(/serving it over FUSE/);
+    expect(stack!.log()).not.toMatch(/serving it over FUSE/);
     expect(served()).toBeGreaterThan(0);
     expect(served()).toBeLessThan(image.blobs.reduce((a, b) => a + b.size, 0) * 0.3);
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('kill -9 of nydusd: the running container keeps what it read; the daemon comes back; new containers read the rest', async () => {
-    await ctd!.ctr(['run', '-d', ...ENV, '--snapshotter', 'nydus', ref, 'long-1', 'sleep', '600']);
+    await ctd!.ctr(['run', '-d', ...ENV, '--snapshotter', 'nydus', ref, 'long-1', 'python3', '-c', HOLD]);
     try {
-      // `ctr run -d` returns before runc's exec of `sleep` has paged it in: an exec that completes
-      // shows the container runs (and its pages are read) before nydusd is killed.
-      await ctd!.ctr(['tasks', 'exec', '--exec-id', 'e1', 'long-1', '/usr/bin/sleep', '0']);
+      // `ctr run -d` returns before the process has paged anything in: wait (bounded) for /tmp/held.
+      let held = false;
+      for (let i = 0; i < 100 && !held; i++) {
+        held = await ctd!.ctr(['tasks', 'exec', '--exec-id', `e1-${i}`, 'long-1', '/usr/bin/test', '-e', '/tmp/held']).then(
+          () => true,
+          () => false,
+        );
+        if (!held) await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(held).toBe(true);
       const [pid] = daemonPids();
       const [mnt] = mountsOfType(path.join(root, 'mnt'), 'erofs');
       process.kill(pid, 'SIGKILL');
@@ -127,9 +135,8 @@ level = "debug"
         newPid = daemonPids()[0];
       }
       expect(newPid).not.toBe(pid);
-      // Pages the container read before the crash are in the old EROFS mount's page cache: `sleep`,
-      // the loader and libc, which the running `sleep 600` maps (so no drop_caches elsewhere on the
-      // machine can evict them), start again.
+      // Pages the container read before the crash are in the old EROFS mount's page cache, held
+      // there by the running process (HOLD): `sleep` starts again.
       await ctd!.ctr(['tasks', 'exec', '--exec-id', 'e2', 'long-1', '/usr/bin/sleep', '0']);
       // A binary it never read was to come from the dead daemon's blob view.
       const unread = await ctd!.ctr(['tasks', 'exec', '--exec-id', 'e3', 'long-1', '/usr/bin/cat', '/etc/debian_version']).then(
@@ -152,7 +159,7 @@ level = "debug"
     } finally {
       await ctd!.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'long-1']).catch(() => undefined);
     }
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test("the image's tree under the EROFS mount equals the source image", async () => {
     const [mnt] = await erofsMountAppears();
@@ -166,5 +173,5 @@ level = "debug"
     expect(got.get(DEBIAN_2LAYER_CHANGES.bigFile)?.size).toBe(DEBIAN_2LAYER_CHANGES.bigFileSize);
     expect(got.has('/etc/motd')).toBe(false);
     expect(compareTrees(want, got, { ignore: (p) => p === '/' })).toEqual([]);
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 });

@@ -11,7 +11,7 @@
  * Timing-sensitive: run in a loop before trusting a change, e.g.
  *   for i in $(seq 10); do npx jest --runInBand test/snapshotter.failover.test.ts || break; done
  */
-import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -19,9 +19,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { NydusdClient } from '../src/daemon/client';
-import { Containerd, killPids, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
+import { Containerd, recordedDaemons, unmountBelow } from './helpers/containerd';
 import { debianRootfsDir, REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, patternBytes, pushImage } from './helpers/images';
+import { SnapshotterStack, startSnapshotterStack } from './helpers/nydus-snapshotter';
 import { freePort, startRegistry, TestRegistry } from './helpers/registry';
 import { describeWith } from './helpers/capabilities';
 import { slowFront } from './helpers/slow-front';
@@ -121,8 +122,8 @@ describeWith(NEEDS, 'nydusd failover and hot upgrade under containerd-nydus-grpc
   let root: string;
   let reg: TestRegistry | undefined;
   let front: Awaited<ReturnType<typeof slowFront>> | undefined;
+  let stack: SnapshotterStack | undefined;
   let ctd: Containerd | undefined;
-  let snp: ChildProcess | undefined;
   let ref: string;
   let metricsUrl: string;
   let systemSock: string;
@@ -151,7 +152,7 @@ describeWith(NEEDS, 'nydusd failover and hot upgrade under containerd-nydus-grpc
       }
       await sleep(100);
     }
-    throw new Error(`no new RUNNING nydusd after ${pid}; snapshotter log: ${fs.readFileSync(path.join(dir, 'snapshotter.log'), 'utf8').slice(-3000)}`);
+    throw new Error(`no new RUNNING nydusd after ${pid}; snapshotter log: ${stack!.log().slice(-3000)}`);
   }
 
   /** Starts the reading container; resolves with its summary once /tmp/stop is made in it. */
@@ -188,7 +189,6 @@ describeWith(NEEDS, 'nydusd failover and hot upgrade under containerd-nydus-grpc
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'snf-'));
-    root = path.join(dir, 'root');
     files = pickFiles(400);
     reg = await startRegistry();
     const src = await pushImage(reg, 'debian-2layer', 'oci/debian');
@@ -198,49 +198,27 @@ describeWith(NEEDS, 'nydusd failover and hot upgrade under containerd-nydus-grpc
     const port = await freePort();
     metricsUrl = `http://127.0.0.1:${port}/v1/metrics`;
     systemSock = path.join(dir, 'system.sock');
-    const configPath = path.join(dir, 'config.toml');
-    fs.writeFileSync(
-      configPath,
-      `version = 1
-root = "${root}"
-address = "${dir}/nydus.sock"
-daemon_mode = "shared"
-[daemon]
-nydusd_config = "${path.join(REPO_ROOT, 'config', 'nydusd.json')}"
-recover_policy = "failover"
-failover_policy = "resend"
-[system]
-enable = true
-address = "${systemSock}"
-[metrics]
-address = "127.0.0.1:${port}"
-[log]
-level = "debug"
-`,
-    );
-    const out = fs.openSync(path.join(dir, 'snapshotter.log'), 'a');
-    snp = spawn(path.join(REPO_ROOT, 'bin', 'containerd-nydus-grpc'), ['--config', configPath], { stdio: ['ignore', out, out] });
-    fs.closeSync(out);
-    for (let i = 0; i < 600 && !fs.existsSync(systemSock); i++) await sleep(50);
-    expect(fs.existsSync(systemSock)).toBe(true);
-    ctd = await startContainerd({ snapshotterSocket: path.join(dir, 'nydus.sock') });
-    await ctd.ctrRemote(['image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref]);
+    stack = await startSnapshotterStack({
+      dir,
+      daemon: { recover_policy: 'failover', failover_policy: 'resend' },
+      extraToml: `[system]\nenable = true\naddress = "${systemSock}"\n[metrics]\naddress = "127.0.0.1:${port}"`,
+      readyFiles: [systemSock],
+    });
+    ({ root, ctd } = stack);
+    await ctd!.ctrRemote(['image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref]);
   }, 30 * 60_000);
 
   afterAll(async () => {
-    await ctd?.stop();
-    if (snp && snp.exitCode === null) {
-      const gone = new Promise((r) => snp!.once('exit', r));
-      snp.kill('SIGKILL');
-      await gone;
+    try {
+      await stack?.stop();
+    } finally {
+      if (dir) {
+        unmountBelow(dir);
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+      await front?.close();
+      await reg?.stop();
     }
-    if (root && fs.existsSync(path.join(root, 'metadata.db'))) killPids(recordedDaemons(root).map((d) => d.pid));
-    if (dir) {
-      unmountBelow(dir);
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-    await front?.close();
-    await reg?.stop();
   }, 120_000);
 
   test('the shared nydusd serves every instance from one FUSE mount whose connection the snapshotter keeps', async () => {
@@ -249,7 +227,8 @@ level = "debug"
     expect(cmdline).toEqual(expect.arrayContaining(['--supervisor', '--mountpoint', path.join(root, 'mnt'), '--failover-policy', 'resend']));
     // fd 3 of nydusd and one descriptor of the snapshotter are the same /dev/fuse connection.
     expect(fs.readlinkSync(`/proc/${d.pid}/fd/3`)).toBe('/dev/fuse');
-    const mine = fs.readdirSync(`/proc/${snp!.pid}/fd`).filter((f) => fs.readlinkSync(`/proc/${snp!.pid}/fd/${f}`) === '/dev/fuse');
+    const snp = stack!.snapshotter.proc!.pid;
+    const mine = fs.readdirSync(`/proc/${snp}/fd`).filter((f) => fs.readlinkSync(`/proc/${snp}/fd/${f}`) === '/dev/fuse');
     expect(mine.length).toBe(1);
     const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(` ${path.join(root, 'mnt')} `) && l.includes('fuse.rafs'));
     expect(mounts).toHaveLength(1);

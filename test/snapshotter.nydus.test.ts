@@ -15,10 +15,9 @@ import * as grpc from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
 import { NydusdClient } from '../src/daemon/client';
 import { loadSnapshotsService } from '../src/snapshotter/service';
-import { Containerd, killPids, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
-import { REPO_ROOT } from './helpers/fixtures';
+import { Containerd, unmountBelow } from './helpers/containerd';
 import { DEBIAN_2LAYER_CHANGES } from './helpers/images';
-import { blobBytes, Converted, convertedImage, SnapshotterProcess } from './helpers/nydus-snapshotter';
+import { blobBytes, Converted, convertedImage, SnapshotterProcess, SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack } from './helpers/nydus-snapshotter';
 import { startRegistry, TestRegistry } from './helpers/registry';
 import { describeWith } from './helpers/capabilities';
 
@@ -32,54 +31,36 @@ describeWith(NEEDS, 'nydus image through containerd-nydus-grpc', () => {
   let dir: string;
   let root: string;
   let reg: TestRegistry | undefined;
+  let stack: SnapshotterStack | undefined;
   let ctd: Containerd | undefined;
   let snp: SnapshotterProcess | undefined;
   let ref: string;
   let image: Converted;
 
-  const daemonPids = (): number[] => recordedDaemons(root).map((r) => r.pid);
+  const daemonPids = (): number[] => stack!.daemonPids();
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'snn-'));
-    root = path.join(dir, 'root');
     reg = await startRegistry();
     const conv = await convertedImage(reg);
     ref = conv.ref;
     image = conv;
     fs.mkdirSync(path.join(dir, 'certs.d'));
-    const configPath = path.join(dir, 'config.toml');
-    fs.writeFileSync(
-      configPath,
-      `version = 1
-root = "${root}"
-address = "${dir}/nydus.sock"
-daemon_mode = "shared"
-[daemon]
-nydusd_config = "${path.join(REPO_ROOT, 'config', 'nydusd.json')}"
-recover_policy = "restart"
-[remote.mirrors_config]
-dir = "${dir}/certs.d"
-[log]
-level = "debug"
-`,
-    );
-    snp = new SnapshotterProcess(configPath, path.join(dir, 'nydus.sock'), path.join(dir, 'snapshotter.log'));
-    await snp.start();
-    ctd = await startContainerd({ snapshotterSocket: snp.address });
+    stack = await startSnapshotterStack({ dir, daemon: { recover_policy: 'restart' }, extraToml: `[remote.mirrors_config]\ndir = "${dir}/certs.d"` });
+    ({ root, ctd, snapshotter: snp } = stack);
     reg.clearRequests();
   }, 30 * 60_000);
 
   afterAll(async () => {
-    await ctd?.stop();
-    await snp?.kill9();
-    if (root && fs.existsSync(path.join(root, 'metadata.db'))) {
-      killPids(daemonPids());
+    try {
+      await stack?.stop();
+    } finally {
+      if (dir) {
+        unmountBelow(dir);
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+      await reg?.stop();
     }
-    if (dir) {
-      unmountBelow(dir);
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-    await reg?.stop();
   }, 120_000);
 
   test('ctr-remote rpull is lazy; python3 runs from the rafs mount; the registry served a small fraction of the blobs', async () => {
@@ -98,7 +79,7 @@ level = "debug"
     expect(JSON.parse(stdout)).toEqual({ sum: 45, py: 3, hello: DEBIAN_2LAYER_CHANGES.added['/opt/nydus-test/hello.txt'], motd: false });
     expect(served()).toBeGreaterThan(0);
     expect(served()).toBeLessThan(blobTotal * 0.3);
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('kill -9 of the snapshotter: the running container keeps running, new containers start', async () => {
     await ctd!.ctr(['run', '-d', ...ENV, '--snapshotter', 'nydus', ref, 'long-1', 'sleep', '600']);
@@ -124,7 +105,7 @@ level = "debug"
     }
     expect(out.trim()).toBe('after-restart');
     await ctd!.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'long-1']);
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('kill -9 of nydusd: the daemon manager restarts it and reads work again', async () => {
     const [pid] = daemonPids();
@@ -146,7 +127,7 @@ level = "debug"
         });
     }
     expect(out.trim()).toBe('2d711642');
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('a certs.d change is pushed to the running nydusd', async () => {
     const apiSock = (() => {
@@ -168,7 +149,7 @@ level = "debug"
       hosts = insts.flatMap((x) => x.mirrors.map((m) => m.host));
     }
     expect(hosts).toContain('http://127.0.0.1:9');
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   /**
    * Drives a snapshotter's gRPC API the way CRI's unpack and container creation do, mounts the
@@ -224,26 +205,21 @@ level = "debug"
     // This flow talks to the snapshotter directly, so containerd's metadata does not know its
     // snapshots, and containerd's garbage collector (run after the container removals above)
     // prunes snapshots it does not know from the backend: stop it first, as no later test uses it.
-    await ctd?.stop();
+    await stack!.stopContainerd();
     ctd = undefined;
     await criFlow(snp!.address, root, 'k8s.io');
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 
   test('dedicated mode: one nydusd per image, stopped when the image is removed', async () => {
-    const dRoot = path.join(dir, 'droot');
-    const configPath = path.join(dir, 'dedicated.toml');
-    fs.writeFileSync(configPath, `root = "${dRoot}"\naddress = "${dir}/dedicated.sock"\ndaemon_mode = "dedicated"\n[daemon]\nnydusd_config = "${path.join(REPO_ROOT, 'config', 'nydusd.json')}"\n`);
-    const dsn = new SnapshotterProcess(configPath, path.join(dir, 'dedicated.sock'), path.join(dir, 'dedicated.log'));
-    await dsn.start();
+    const dsn = await startSnapshotterStack({ dir, name: 'dedicated', root: path.join(dir, 'droot'), daemonMode: 'dedicated', containerd: false });
     try {
-      const pidsOf = (): number[] => recordedDaemons(dRoot).map((r) => r.pid);
-      expect(pidsOf()).toEqual([]); // nothing runs before an image needs it
-      await criFlow(dsn.address, dRoot, 'ded');
+      expect(dsn.daemonPids()).toEqual([]); // nothing runs before an image needs it
+      await criFlow(dsn.address, dsn.root, 'ded');
       // The image's daemon went with its bootstrap snapshot.
-      expect(pidsOf()).toEqual([]);
-      expect(fs.readFileSync(path.join(dir, 'dedicated.log'), 'utf8')).toMatch(/"daemon":"d\d+-[0-9a-f]+".*nydusd running/);
+      expect(dsn.daemonPids()).toEqual([]);
+      expect(dsn.log()).toMatch(/"daemon":"d\d+-[0-9a-f]+".*nydusd running/);
     } finally {
-      await dsn.kill9();
+      await dsn.stop();
     }
-  });
+  }, STACK_TEST_TIMEOUT_MS);
 });

@@ -1,15 +1,15 @@
 /**
- * /dev/fuse and the mount table: open a FUSE connection, mount it with the kernel's `fd=N` option,
- * find the connection's id, and take the mount down again.
+ * /dev/fuse: open a FUSE connection, mount it with the kernel's `fd=N` option, find the
+ * connection's id, and abort it. Unmounting is unmount.ts's job.
  *
  * Contract: `mountFuse` returns an open /dev/fuse descriptor whose first request is the kernel's
- * INIT, or throws one line naming what failed (and closes the descriptor). `detach` lazily
- * unmounts (`umount -l`, else `fusermount3 -uz`); `abortConnection` makes every pending and future
- * read of the descriptor fail with ENODEV, as closing the last descriptor of a connection would.
+ * INIT, or throws one line naming what failed (and closes the descriptor); `abortConnection` makes
+ * every pending and future read of the descriptor fail with ENODEV, as closing the last descriptor
+ * of a connection would.
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { mountAt } from './mount-table';
 
 export interface MountSpec {
   /** Where to mount (created when missing). */
@@ -71,25 +71,13 @@ export async function mountFuse(spec: MountSpec): Promise<number> {
   return fd;
 }
 
-/** Unescapes the octal escapes of /proc/self/mountinfo (`\040` for a space). */
-function unescape(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
 /**
- * The device (`0:NN`) of the FUSE mount at `dir`, from /proc/self/mountinfo without touching the
- * mount: its minor is the connection id under fusectl, and `0:NN` names its bdi in /sys/class/bdi.
+ * The device (`0:NN`) of the FUSE mount at `dir`: its minor is the connection id under fusectl, and
+ * `0:NN` names its bdi in /sys/class/bdi.
  */
 export function mountDevice(dir: string): string | undefined {
-  const want = path.resolve(dir);
-  let found: string | undefined;
-  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const f = line.split(' ');
-    const sep = f.indexOf('-');
-    if (f.length < 10 || unescape(f[4]) !== want || !f[sep + 1]?.startsWith('fuse')) continue;
-    found = f[2]; // the last mount at a path is the visible one
-  }
-  return found;
+  const m = mountAt(dir);
+  return m?.fsType.startsWith('fuse') ? m.device : undefined;
 }
 
 /**
@@ -104,15 +92,6 @@ export function setReadAhead(dev: string, kib: number): boolean {
   } catch {
     return false;
   }
-}
-
-/** Lazily unmounts `dir`; true when nothing is mounted there any more. */
-export async function detach(dir: string): Promise<boolean> {
-  for (const [cmd, args] of [['umount', ['-l', dir]], ['fusermount3', ['-uz', dir]]] as const) {
-    const r = await run(cmd, [...args], ['ignore', 'ignore', 'pipe']);
-    if (r.code === 0) return true;
-  }
-  return false;
 }
 
 const FUSECTL = '/sys/fs/fuse/connections';

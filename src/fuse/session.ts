@@ -24,7 +24,8 @@ import {
   fuse_getxattr_out, fuse_in_header, fuse_init_in, fuse_init_out, fuse_interrupt_in, fuse_open_in, fuse_open_out, fuse_out_header,
   fuse_read_in, fuse_release_in, fuse_statfs_out, FUSE_UNIQUE_RESEND, Init, Notify, Op, recAlign, Struct, WRITING_OPS,
 } from './abi';
-import { abortConnection, detach, mountDevice, mountFuse, setReadAhead } from './device';
+import { abortConnection, mountDevice, mountFuse, setReadAhead } from './device';
+import { detach } from './unmount';
 import { ReaderKind, Readers, startReaders } from './readers';
 import { logger } from '../util/log';
 

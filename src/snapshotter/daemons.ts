@@ -31,12 +31,13 @@
  *    credentials are resolved again and changed ones pushed with `PUT /api/v1/config
  *    {"registry_auth"}` to the running instance, without a remount.
  */
-import { ChildProcess, execFileSync, spawn, StdioOptions } from 'node:child_process';
+import { ChildProcess, spawn, StdioOptions } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { NydusdClient } from '../daemon/client';
-import { detach as detachFuse, mountFuse } from '../fuse/device';
+import { mountFuse } from '../fuse/device';
+import { detach, detachSync } from '../fuse/unmount';
 import { mirrorToJson } from '../mirrors/nydus-json';
 import type { MirrorsSync } from '../mirrors/push';
 import { apiHost, parseReference } from '../registry/reference';
@@ -139,18 +140,6 @@ function pidAlive(pid: number, apiSock: string): boolean {
   }
 }
 
-/** Detaches whatever is mounted at `dir` (a dead FUSE mount answers ENOTCONN until then). */
-function detach(dir: string): void {
-  for (const [cmd, args] of [['fusermount3', ['-uz', dir]], ['fusermount', ['-uz', dir]], ['umount', ['-l', dir]]] as const) {
-    try {
-      execFileSync(cmd, [...args], { stdio: 'ignore', timeout: 10_000 });
-      return;
-    } catch {
-      // Not mounted, or this helper is missing: try the next one.
-    }
-  }
-}
-
 /** The API socket of an upgraded daemon: api.sock, api-1.sock, api-2.sock... (the old one still listens). */
 function nextApiSock(sock: string): string {
   const m = /api(?:-(\d+))?\.sock$/.exec(path.basename(sock));
@@ -182,7 +171,7 @@ export class DaemonManager implements RafsMounter {
       } catch (e) {
         // A supervised daemon's FUSE mount whose connection died with both processes.
         if ((e as NodeJS.ErrnoException).code !== 'ENOTCONN') throw e;
-        detach(dir);
+        detachSync(dir);
         fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
       }
     }
@@ -218,7 +207,15 @@ export class DaemonManager implements RafsMounter {
     for (const rec of this.o.store.records<DaemonRecord>('daemon')) {
       const d: Daemon = { rec, client: new NydusdClient(rec.apiSock, 10_000) };
       this.daemons.set(rec.id, d);
-      const alive = pidAlive(rec.pid, rec.apiSock) && (await this.state(d)) === 'RUNNING';
+      if (rec.owner !== undefined && this.mine(d).length === 0) {
+        // A dedicated daemon whose image was never mounted in it (the snapshotter died while it
+        // started): nothing needs it, and nothing else would ever stop it.
+        log.warn({ daemon: rec.id, pid: rec.pid }, 'recorded dedicated nydusd serves no instance: stopping it');
+        await this.stopDaemon(d);
+        continue;
+      }
+      const running = pidAlive(rec.pid, rec.apiSock);
+      const alive = running && (await this.state(d)) === 'RUNNING';
       if (alive) {
         log.info({ daemon: rec.id, pid: rec.pid }, 'adopted running nydusd');
         this.o.metrics?.daemonEvents.inc({ nydusd_event: 'recovered' });
@@ -226,7 +223,10 @@ export class DaemonManager implements RafsMounter {
         // from nydusd (no SCM_RIGHTS in Node): this daemon is restarted, not failed over, if it dies.
         if (this.failover) log.warn({ daemon: rec.id }, 'adopted nydusd: its FUSE connection is not kept here; until its next restart it cannot fail over');
       } else if (this.o.recoverPolicy !== 'none') {
-        log.warn({ daemon: rec.id, pid: rec.pid }, 'recorded nydusd is gone: restarting it');
+        // Alive but not RUNNING: a start cut short by the previous snapshotter's death, or hung.
+        // Its replacement takes the same socket and mountpoints, so it must not live on beside it.
+        if (running) process.kill(rec.pid, 'SIGKILL');
+        log.warn({ daemon: rec.id, pid: rec.pid, killed: running }, running ? 'recorded nydusd does not answer RUNNING: restarting it' : 'recorded nydusd is gone: restarting it');
         await this.restart(d).catch((err: Error) => log.error({ daemon: rec.id, err: err.message }, 'restart failed'));
       }
       // Keep the daemon's mirrors in step with certs.d from now on.
@@ -341,10 +341,10 @@ export class DaemonManager implements RafsMounter {
   /** Clears a dead daemon's leftovers, spawns it again and remounts its instances. */
   private async restart(d: Daemon): Promise<void> {
     const mine = this.mine(d);
-    if (!this.failover) for (const i of mine) detach(i.mountpoint);
+    if (!this.failover) for (const i of mine) await detach(i.mountpoint);
     await this.spawnDaemon(d);
     for (const i of mine) {
-      if (!this.failover) fs.mkdirSync(i.mountpoint, { recursive: true });
+      if (!this.failover) await fs.promises.mkdir(i.mountpoint, { recursive: true });
       const a = await this.resolveAuth(i);
       await d.client.mount(this.apiPath(i), i.bootstrap, this.withAuth(this.withMirrors(i), a));
       this.authOf.set(i.snapshotId, a);
@@ -443,41 +443,49 @@ export class DaemonManager implements RafsMounter {
     if (d.fuseFd !== undefined) fs.closeSync(d.fuseFd);
     d.fuseFd = undefined;
     const root = this.mountRoot();
-    await detachFuse(root);
-    fs.rmSync(this.statePath(d), { force: true });
+    await detach(root);
+    await fs.promises.rm(this.statePath(d), { force: true });
     d.fuseFd = await mountFuse({ mountpoint: root, source: 'nydus', subtype: 'rafs', options: ['ro', 'allow_other', 'default_permissions'] });
   }
 
-  /** Spawns nydusd for `d` (on a new FUSE connection when supervised), waits for RUNNING and records it. */
+  /**
+   * Spawns nydusd for `d` (on a new FUSE connection when supervised) and waits for RUNNING. It is
+   * recorded as soon as it has a pid, as upstream does: a snapshotter killed while the daemon boots
+   * leaves a record (recover() and whoever stops daemons by PID find it), never an unknown process.
+   */
   private async spawnDaemon(d: Daemon): Promise<void> {
     if (this.failover) await this.openConnection(d);
-    const { proc } = await this.spawnProc(d, d.rec.apiSock);
+    const record = (pid: number): void => {
+      d.rec.pid = pid;
+      this.o.store.tx(() => this.o.store.putRecord('daemon', d.rec.id, d.rec));
+    };
+    const { proc } = await this.spawnProc(d, d.rec.apiSock, { onSpawned: record });
     d.proc = proc;
-    d.rec.pid = proc.pid ?? 0;
-    this.o.store.tx(() => this.o.store.putRecord('daemon', d.rec.id, d.rec));
   }
 
   /** Spawns nydusd on `apiSock` and waits for RUNNING (a successor: INIT, waiting for takeover). */
-  private async spawnProc(d: Daemon, apiSock: string, opts: { successor?: boolean; nydusdPath?: string } = {}): Promise<{ proc: ChildProcess; client: NydusdClient }> {
-    fs.mkdirSync(path.dirname(apiSock), { recursive: true, mode: 0o700 });
-    fs.rmSync(apiSock, { force: true });
+  private async spawnProc(d: Daemon, apiSock: string, opts: { successor?: boolean; nydusdPath?: string; onSpawned?: (pid: number) => void } = {}): Promise<{ proc: ChildProcess; client: NydusdClient }> {
+    await fs.promises.mkdir(path.dirname(apiSock), { recursive: true, mode: 0o700 });
+    await fs.promises.rm(apiSock, { force: true });
     const args = ['--apisock', apiSock, '--id', d.rec.id, '--log-level', this.o.logLevel];
     if (d.fuseFd !== undefined) {
       args.push('--mountpoint', this.mountRoot(), '--supervisor', this.statePath(d), '--failover-policy', this.o.failoverPolicy ?? 'resend');
       if (opts.successor) args.push('--upgrade');
     }
-    let out: number | 'inherit' = 'inherit';
+    let logFile: fs.promises.FileHandle | undefined;
     if (!this.o.logToStdout) {
       const logDir = path.join(this.o.root, 'logs', d.rec.id);
-      fs.mkdirSync(logDir, { recursive: true });
-      out = fs.openSync(path.join(logDir, 'nydusd.log'), 'a');
+      await fs.promises.mkdir(logDir, { recursive: true });
+      logFile = await fs.promises.open(path.join(logDir, 'nydusd.log'), 'a');
     }
+    const out = logFile?.fd ?? 'inherit';
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !CREDENTIAL_ENV.test(k)));
     // A supervised daemon gets the connection as its fd 3; this process keeps its own copy.
     const stdio: StdioOptions = d.fuseFd !== undefined ? ['ignore', out, out, d.fuseFd] : ['ignore', out, out];
     const bin = opts.nydusdPath ?? this.o.nydusdPath;
     const proc = spawn(bin, args, { stdio, detached: true, env });
-    if (typeof out === 'number') fs.closeSync(out);
+    if (proc.pid) opts.onSpawned?.(proc.pid);
+    await logFile?.close();
     proc.unref();
     const spawnError = new Promise<never>((_, reject) => proc.once('error', (e) => reject(new Error(`spawn ${bin}: ${e.message}`))));
     spawnError.catch(() => undefined);
@@ -510,7 +518,13 @@ export class DaemonManager implements RafsMounter {
       const rec: DaemonRecord = { id, pid: 0, apiSock: path.join(this.o.root, 'socket', id, 'api.sock') };
       if (this.o.mode === 'dedicated') rec.owner = snapshotId;
       const d: Daemon = { rec, client: new NydusdClient(rec.apiSock, 30_000) };
-      await this.spawnDaemon(d);
+      try {
+        await this.spawnDaemon(d);
+      } catch (err) {
+        // Recorded at spawn, it never came up (and spawnProc killed it): forget it.
+        this.o.store.tx(() => this.o.store.deleteRecord('daemon', id));
+        throw err;
+      }
       this.daemons.set(id, d);
       this.updateGauges();
       return d;
@@ -572,9 +586,11 @@ export class DaemonManager implements RafsMounter {
       const d = await this.daemonFor(meta.snapshotId);
       const mountpoint = path.join(this.o.root, 'mnt', meta.snapshotId);
       // Under a supervised daemon the directory is its FUSE mount's, made by the mount itself.
+      // Otherwise a mount left there (a dead daemon's) goes first; detach spawns nothing when
+      // mountinfo shows none, which is the usual case.
       if (!this.failover) {
-        detach(mountpoint);
-        fs.mkdirSync(mountpoint, { recursive: true });
+        await detach(mountpoint);
+        await fs.promises.mkdir(mountpoint, { recursive: true });
       }
       const at = this.apiPath({ mountpoint });
       const sent = (): NydusdJson => this.withAuth(this.withMirrors({ registry, config }), auth);
@@ -584,7 +600,7 @@ export class DaemonManager implements RafsMounter {
         // The daemon may still hold an instance there from before a snapshotter crash: replace it.
         log.warn({ snapshot: meta.snapshotId, err: (err as Error).message }, 'mount refused; replacing a stale instance');
         await d.client.umount(at).catch(() => undefined);
-        if (!this.failover) detach(mountpoint);
+        if (!this.failover) await detach(mountpoint);
         await d.client.mount(at, meta.bootstrap, sent());
       }
       this.authOf.set(meta.snapshotId, auth);
@@ -605,8 +621,8 @@ export class DaemonManager implements RafsMounter {
       const d = this.daemons.get(inst.daemonId);
       if (d) await d.client.umount(this.apiPath(inst)).catch((err: Error) => log.warn({ snapshot: snapshotId, err: err.message }, 'umount via API failed; detaching'));
       if (!this.failover) {
-        detach(inst.mountpoint);
-        fs.rmSync(inst.mountpoint, { recursive: true, force: true });
+        await detach(inst.mountpoint);
+        await fs.promises.rm(inst.mountpoint, { recursive: true, force: true });
       }
       this.o.store.tx(() => this.o.store.deleteRecord('instance', snapshotId));
       this.instances.delete(snapshotId);
@@ -643,7 +659,7 @@ export class DaemonManager implements RafsMounter {
     if (pidAlive(d.rec.pid, d.rec.apiSock)) process.kill(d.rec.pid, 'SIGKILL');
     if (d.fuseFd !== undefined) {
       // nydusd unmounted on SIGTERM; after a SIGKILL the mount is still there.
-      await detachFuse(this.mountRoot());
+      await detach(this.mountRoot());
       fs.closeSync(d.fuseFd);
       d.fuseFd = undefined;
     }

@@ -12,11 +12,13 @@
  *   await ctd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'nydus', ref]);
  *   await ctd.stop();   // kills tasks, stops containerd, unmounts and removes the temp dir
  */
-import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { ChildProcess, execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
+import { mountsBelow } from '../fuse/mount-table';
+import { detachSync } from '../fuse/unmount';
 
 export interface ContainerdOptions {
   /** Unix socket of the proxy snapshotter. */
@@ -118,16 +120,9 @@ ${cri ? '' : 'disabled_plugins = ["io.containerd.grpc.v1.cri"]'}
 ${cri ? criToml(dir, name, cri) : ''}`;
 }
 
-/** Mounts below `dir`, deepest first. */
 /** Lazily unmounts everything mounted at or below `dir`, deepest first; never throws. */
 export function unmountBelow(dir: string): void {
-  for (const m of mountsUnder(dir)) {
-    try {
-      execFileSync('umount', ['-l', m], { stdio: 'ignore' });
-    } catch {
-      // Already gone with its parent mount.
-    }
-  }
+  for (const m of mountsBelow(dir)) detachSync(m); // one already gone with its parent is skipped
 }
 
 /** The nydusd processes a snapshotter with state in `root` recorded in its metadata store (they
@@ -145,7 +140,6 @@ export function recordedDaemons(root: string): { pid: number; apiSock: string }[
   }
 }
 
-/** SIGKILLs each pid; one that is already gone is skipped. */
 /**
  * PIDs of processes whose command line names a path under `dir`: the daemons a snapshotter rooted
  * there spawned, including one spawned and not yet recorded when the snapshotter was killed.
@@ -163,6 +157,7 @@ export function processesUnder(dir: string): number[] {
   return out;
 }
 
+/** SIGKILLs each pid; one that is already gone is skipped. */
 export function killPids(pids: Iterable<number>): void {
   for (const pid of pids) {
     try {
@@ -171,15 +166,6 @@ export function killPids(pids: Iterable<number>): void {
       // Already gone.
     }
   }
-}
-
-function mountsUnder(dir: string): string[] {
-  return fs
-    .readFileSync('/proc/self/mounts', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[1])
-    .filter((m) => m && (m === dir || m.startsWith(dir + '/')))
-    .sort((a, b) => b.length - a.length);
 }
 
 async function waitReady(address: string, proc: ChildProcess, logFile: string): Promise<void> {

@@ -93,6 +93,12 @@ export interface SnapshotterOptions {
 /** Where nydusify puts the bootstrap inside the metadata layer (current and legacy paths). */
 const BOOTSTRAP_PATHS = ['image/image.boot', 'image.boot'];
 
+/** The first of `paths` that exists, looked up without blocking the event loop (the mount path). */
+async function firstFile(paths: string[]): Promise<string | undefined> {
+  for (const p of paths) if (await fs.promises.access(p).then(() => true, () => false)) return p;
+  return undefined;
+}
+
 export class Snapshotter {
   readonly root: string;
   private readonly store: MetaStore;
@@ -280,7 +286,7 @@ export class Snapshotter {
     let lowers: string[];
     let rafs: { bootstrap: string; snapshotId: string } | undefined;
     if (nydus) {
-      const bootstrap = BOOTSTRAP_PATHS.map((p) => path.join(this.dir(nydus.meta.id), 'fs', p)).find((p) => fs.existsSync(p));
+      const bootstrap = await firstFile(BOOTSTRAP_PATHS.map((p) => path.join(this.dir(nydus.meta.id), 'fs', p)));
       if (!bootstrap) throw failedPrecondition(`nydus bootstrap layer ${nydus.meta.name} has no image/image.boot: failed precondition`);
       const mnt = await this.rafs!.mount({ snapshotId: String(nydus.meta.id), bootstrap, labels: nydus.meta.labels });
       lowers = [...nydus.above.map((p) => path.join(this.dir(p.id), 'fs')), mnt];

@@ -9,11 +9,13 @@
  *   await s.client.mount(dir, bootstrapPath, config);
  *   afterAll(() => d.cleanup());
  */
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { NydusdClient, DaemonInfo } from '../../src/daemon/client';
+import { mountAt } from '../../src/fuse/mount-table';
+import { detachSync } from '../../src/fuse/unmount';
 import { REPO_ROOT } from './fixtures';
 
 export interface StartOptions {
@@ -53,21 +55,13 @@ export function nydusdBin(name = 'nydusd'): string {
   return path.join(REPO_ROOT, 'bin', name);
 }
 
-/** Lazy-unmounts `dir` if anything is mounted there; never throws. */
+/** Lazy-unmounts whatever is mounted at `dir` (up to two stacked mounts); never throws. */
 export function forceUnmount(dir: string): void {
-  for (const cmd of [['fusermount', ['-uz', dir]], ['umount', ['-l', dir]]] as const) {
-    try {
-      execFileSync(cmd[0], [...cmd[1]], { stdio: 'ignore', timeout: 10_000 });
-    } catch {
-      /* nothing mounted or already gone */
-    }
-  }
+  for (let i = 0; i < 2 && mountAt(dir); i++) if (!detachSync(dir)) break;
 }
 
 export function isMounted(dir: string): boolean {
-  const mi = fs.readFileSync('/proc/self/mountinfo', 'utf8');
-  const want = path.resolve(dir);
-  return mi.split('\n').some((l) => l.split(' ')[4] === want);
+  return mountAt(dir) !== undefined;
 }
 
 export async function startNydusd(opts: StartOptions): Promise<NydusdHandle> {
