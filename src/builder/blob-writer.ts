@@ -8,6 +8,12 @@
  * offsets are 4 KiB aligned.
  * With compressor `none` a chunk's compressed offset equals its uncompressed offset and the gaps
  * are zero-filled, so the blob file is directly an EROFS device the kernel can read.
+ *
+ * Hot and cold chunks (`coldPath`): the prefetch list's data must sit first in the blob, but a tar
+ * delivers files in its own order. Chunks added as cold are written to a side file; `sealData`
+ * (called before the tail, or implicitly by `append`/`finish`) appends that file after the hot
+ * chunks, in pieces (memory stays bounded), and moves the cold chunks' offsets and indexes behind
+ * the hot ones. Until then a chunk's offsets and index are provisional.
  */
 import { createHash, Hash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -28,7 +34,20 @@ export interface BlobWriterOptions {
   tempPath: string;
   table: BlobTable;
   dict?: ChunkDict;
+  /** Side file for cold chunks; without it every chunk is written in arrival order. */
+  coldPath?: string;
 }
+
+/** Where chunk data is being written: the blob itself, or the side file of cold chunks. */
+interface Segment {
+  path: string;
+  fd: number | null;
+  compressedEnd: number;
+  uncompressedEnd: number;
+  chunks: ChunkInfo[];
+}
+
+const COPY_PIECE = 1 << 20;
 
 export interface WrittenBlob {
   blob: BlobInfo;
@@ -39,19 +58,18 @@ export class BlobWriter {
   /** The layer's own blob; it enters the blob table with its first stored chunk. */
   private readonly blob: BlobInfo;
   private readonly own = new Map<string, ChunkInfo>();
-  /** This blob's own chunks by index (what the blob meta and `blob.digest` list). */
-  readonly stored: ChunkInfo[] = [];
   private readonly fromDict = new Map<ChunkInfo, ChunkInfo>();
   private readonly hash: Hash = createHash('sha256');
-  private fd: number | null = null;
-  private compressedEnd = 0;
-  private uncompressedEnd = 0;
+  private readonly main: Segment;
+  private cold: Segment | null;
   /** Digest of an all-zero full chunk, computed once: sparse and zero-filled files are common. */
   private zeroChunk: { data: Buffer; digest: Buffer } | null = null;
   /** Bytes of chunk data handed in, and bytes that dedup (own blob or dict) saved from storing. */
   stats = { inputBytes: 0, dedupBytes: 0, dictBytes: 0 };
 
   constructor(private readonly opts: BlobWriterOptions) {
+    this.main = { path: opts.tempPath, fd: null, compressedEnd: 0, uncompressedEnd: 0, chunks: [] };
+    this.cold = opts.coldPath ? { path: opts.coldPath, fd: null, compressedEnd: 0, uncompressedEnd: 0, chunks: [] } : null;
     this.blob = {
       blobId: '',
       compressor: opts.compressor,
@@ -68,8 +86,17 @@ export class BlobWriter {
     };
   }
 
-  /** Stores (or finds) one chunk of file data and returns its chunk info. */
-  add(data: Buffer): ChunkInfo {
+  /** This blob's own chunks by index (what the blob meta and `blob.digest` list); complete after `sealData`. */
+  get stored(): ChunkInfo[] {
+    return this.main.chunks;
+  }
+
+  /**
+   * Stores (or finds) one chunk of file data and returns its chunk info. `hot = false` stages it
+   * behind the hot chunks when the writer has a cold side file. A chunk already stored keeps its
+   * place (dedup wins over order).
+   */
+  add(data: Buffer, hot = true): ChunkInfo {
     const digest = this.digest(data);
     const key = chunkKey(digest, data.length);
     this.stats.inputBytes += data.length;
@@ -89,29 +116,66 @@ export class BlobWriter {
       }
       return ref;
     }
-    const chunk = this.store(digest, data);
+    const chunk = this.store(digest, data, hot || !this.cold ? this.main : this.cold);
     this.own.set(key, chunk);
     return chunk;
   }
 
+  /**
+   * Ends the chunk data: the cold chunks are appended behind the hot ones and renumbered. Returns
+   * the hot region's size in the blob (compressed bytes; all data when nothing was cold).
+   */
+  sealData(): number {
+    const cold = this.cold;
+    if (!cold) return this.main.compressedEnd;
+    this.cold = null;
+    const hotEnd = this.main.compressedEnd;
+    if (cold.fd === null) return hotEnd;
+    try {
+      const buf = Buffer.allocUnsafe(COPY_PIECE);
+      for (let pos = 0; pos < cold.compressedEnd; ) {
+        const n = fs.readSync(cold.fd, buf, 0, Math.min(buf.length, cold.compressedEnd - pos), pos);
+        if (n === 0) throw new Error(`${cold.path}: ended after ${pos} of ${cold.compressedEnd} bytes`);
+        this.write(this.main, buf.subarray(0, n));
+        pos += n;
+      }
+    } finally {
+      fs.closeSync(cold.fd);
+      fs.rmSync(cold.path, { force: true });
+    }
+    // With compressor none both ends are 4 KiB aligned and equal, so offsets move by the same amount.
+    const first = this.main.chunks.length;
+    const uShift = this.main.uncompressedEnd;
+    cold.chunks.forEach((c, i) => {
+      c.index = first + i;
+      c.compressedOffset += hotEnd;
+      c.uncompressedOffset += uShift;
+    });
+    this.main.chunks.push(...cold.chunks);
+    this.main.uncompressedEnd += cold.uncompressedEnd;
+    this.blob.uncompressedSize = this.main.uncompressedEnd;
+    return hotEnd;
+  }
+
   /** Closes the blob file; null when no chunk was stored (the file is removed). */
   finish(): WrittenBlob | null {
-    if (this.fd === null) return null;
-    fs.closeSync(this.fd);
-    this.fd = null;
+    this.sealData();
+    if (this.main.fd === null) return null;
+    fs.closeSync(this.main.fd);
+    this.main.fd = null;
     this.blob.blobId = this.hash.digest('hex');
-    this.blob.compressedSize ||= this.compressedEnd;
+    this.blob.compressedSize ||= this.main.compressedEnd;
     return { blob: this.blob, tempPath: this.opts.tempPath };
   }
 
   /** The blob being written (null before its first chunk); its table fields may be set before `finish`. */
   get current(): BlobInfo | null {
-    return this.stored.length === 0 ? null : this.blob;
+    return this.main.chunks.length === 0 && !this.cold?.chunks.length ? null : this.blob;
   }
 
-  /** Bytes written so far (chunk data and appended sections). */
+  /** Bytes written so far to the blob (chunk data and appended sections; cold chunks after `sealData`). */
   get position(): number {
-    return this.compressedEnd;
+    return this.main.compressedEnd;
   }
 
   /** sha256 of everything written so far. */
@@ -121,15 +185,19 @@ export class BlobWriter {
 
   /** Adds bytes after the chunk data (tail sections); they count toward the blob's sha256. */
   append(buf: Buffer): void {
-    if (this.fd === null) this.fd = fs.openSync(this.opts.tempPath, 'w', 0o644);
-    this.write(buf);
+    this.sealData();
+    this.open(this.main);
+    this.write(this.main, buf);
   }
 
   /** Closes and deletes a partly written blob (after an error). */
   abort(): void {
-    if (this.fd !== null) fs.closeSync(this.fd);
-    this.fd = null;
-    fs.rmSync(this.opts.tempPath, { force: true });
+    for (const seg of [this.main, this.cold]) {
+      if (!seg) continue;
+      if (seg.fd !== null) fs.closeSync(seg.fd);
+      seg.fd = null;
+      fs.rmSync(seg.path, { force: true });
+    }
   }
 
   private digest(data: Buffer): Buffer {
@@ -140,30 +208,37 @@ export class BlobWriter {
     return chunkDigest(this.opts.digester, data);
   }
 
-  private store(digest: Buffer, data: Buffer): ChunkInfo {
-    if (this.fd === null) this.fd = fs.openSync(this.opts.tempPath, 'w', 0o644);
-    const uncompressedOffset = this.uncompressedEnd;
+  private open(seg: Segment): number {
+    // The cold file is read back by sealData, so it is opened read-write.
+    if (seg.fd === null) seg.fd = fs.openSync(seg.path, seg === this.main ? 'w' : 'w+', 0o644);
+    return seg.fd;
+  }
+
+  private store(digest: Buffer, data: Buffer, seg: Segment): ChunkInfo {
+    this.open(seg);
+    const uncompressedOffset = seg.uncompressedEnd;
     const aligned = alignUp(data.length, BLOCK);
     let stored: Buffer;
     let compressed = false;
     let compressedOffset: number;
     if (this.opts.compressor === 'none') {
       // The compressed address space is the uncompressed one: write at the aligned offset.
-      this.pad(uncompressedOffset - this.compressedEnd);
+      this.pad(seg, uncompressedOffset - seg.compressedEnd);
       compressedOffset = uncompressedOffset;
       stored = data;
     } else {
-      compressedOffset = this.compressedEnd;
+      compressedOffset = seg.compressedEnd;
       const out = compressChunk(this.opts.compressor, data);
       stored = out.data;
       compressed = out.compressed;
     }
-    this.write(stored);
-    this.uncompressedEnd = uncompressedOffset + aligned;
-    this.blob.uncompressedSize = this.uncompressedEnd;
-    if (this.opts.compressor === 'none') this.pad(this.uncompressedEnd - this.compressedEnd);
-    const index = this.blob.chunkCount++;
-    if (index >= 1 << 24) throw new Error('more than 2^24 chunks in one blob');
+    this.write(seg, stored);
+    seg.uncompressedEnd = uncompressedOffset + aligned;
+    this.blob.uncompressedSize = this.main.uncompressedEnd + (this.cold?.uncompressedEnd ?? 0);
+    if (this.opts.compressor === 'none') this.pad(seg, seg.uncompressedEnd - seg.compressedEnd);
+    this.blob.chunkCount++;
+    const index = seg.chunks.length;
+    if (this.blob.chunkCount > 1 << 24) throw new Error('more than 2^24 chunks in one blob');
     const chunk: ChunkInfo = {
       digest,
       blobIndex: this.opts.table.indexOf(this.blob),
@@ -174,23 +249,25 @@ export class BlobWriter {
       uncompressedOffset,
       uncompressedSize: data.length,
     };
-    this.stored.push(chunk);
+    seg.chunks.push(chunk);
     return chunk;
   }
 
-  private pad(n: number): void {
+  private pad(seg: Segment, n: number): void {
     while (n > 0) {
       const piece = n > BLOCK ? ZEROS : ZEROS.subarray(0, n);
-      this.write(piece);
+      this.write(seg, piece);
       n -= piece.length;
     }
   }
 
-  private write(buf: Buffer): void {
+  /** Writes at the segment's end; only the blob itself is hashed (the cold file is hashed when appended). */
+  private write(seg: Segment, buf: Buffer): void {
+    const fd = this.open(seg);
     let off = 0;
-    while (off < buf.length) off += fs.writeSync(this.fd!, buf, off, buf.length - off);
-    this.hash.update(buf);
-    this.compressedEnd += buf.length;
+    while (off < buf.length) off += fs.writeSync(fd, buf, off, buf.length - off, seg === this.main ? null : seg.compressedEnd + off);
+    if (seg === this.main) this.hash.update(buf);
+    seg.compressedEnd += buf.length;
   }
 }
 
