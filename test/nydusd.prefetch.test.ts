@@ -9,12 +9,14 @@
  *   - an on-demand read of a chunk being prefetched joins the request in flight: no byte of the
  *     blob is requested twice, and the registry serves exactly the hot region;
  *   - laziness: the workload reads ~1% of the image and the registry serves the prefetch region
- *     plus at most one amplified read, no more.
+ *     plus at most one amplified read, no more;
+ *   - recording: `nydusctl prefetch-list` turns a trial run's reads into the list, in read order.
  *
  * The front holds blob GETs until the test lets them go (no timing assumption for "in flight").
  * Loop before trusting a change: for i in $(seq 20); do npx jest --runInBand test/nydusd.prefetch.test.ts || break; done
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
@@ -25,7 +27,7 @@ import { lookup } from '../src/format/walk';
 import type { ChunkInfo, Inode, RafsImage } from '../src/format/model';
 import { RegistryClient } from '../src/registry/client';
 import { debianRootfsDir, debianRootfsTar, REPO_ROOT } from './helpers/fixtures';
-import { NydusdHandle, startNydusd } from './helpers/nydusd';
+import { nydusdBin, NydusdHandle, startNydusd } from './helpers/nydusd';
 import { startRegistry, TestRegistry } from './helpers/registry';
 import { describeWith } from './helpers/capabilities';
 
@@ -258,6 +260,23 @@ describeWith(NEEDS, 'nydusd prefetch from a recorded file list (registry backend
     const own = perl.chunks!.reduce((s, c) => s + c.compressedSize, 0);
     expect(coldPulled).toBeGreaterThanOrEqual(own);
     expect(coldPulled).toBeLessThanOrEqual(own + AMPLIFY + (1 << 20));
+    await d.stop();
+  });
+
+  test('recording: nydusctl prefetch-list writes the files a trial run read, in first-read order', async () => {
+    const { d, mountpoint } = await start('record', { enable: false });
+    const order = ['/usr/lib/python3.11/json/decoder.py', '/etc/os-release', '/usr/lib/python3.11/json/__init__.py', '/usr/bin/dash'];
+    for (const p of [...order, order[0]]) await fsp.readFile(path.join(mountpoint, p));
+    // /etc/os-release is a symlink: the list names the file that holds the data.
+    const listed = order.map((p) => (p === '/etc/os-release' ? '/usr/lib/os-release' : p));
+    // A directory listing and a stat read no file data: they are not in the list.
+    await fsp.readdir(path.join(mountpoint, 'usr', 'lib'));
+    await fsp.stat(path.join(mountpoint, 'usr', 'bin', 'perl'));
+    const out = path.join(tmp, 'recorded.txt');
+    await promisify(execFile)(nydusdBin('nydusctl'), ['--sock', d.apisock, 'prefetch-list', '--output', out]);
+    expect(fs.readFileSync(out, 'utf8')).toBe(listed.map((p) => `${p}\n`).join(''));
+    const { stdout } = await promisify(execFile)(nydusdBin('nydusctl'), ['--sock', d.apisock, 'prefetch-list']);
+    expect(stdout).toBe(fs.readFileSync(out, 'utf8'));
     await d.stop();
   });
 });
