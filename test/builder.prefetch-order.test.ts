@@ -1,6 +1,7 @@
 /**
  * Issue 18, blob order: as upstream's builder (builder/src/core/prefetch.rs + layout.rs), the data
- * of the prefetch list's files comes first in the blob, contiguous, for tar and directory sources;
+ * of the prefetch list's files comes first in the blob, contiguous and in list order, for tar and
+ * directory sources;
  * the image still checks (every chunk against the blob meta) and reads back equal to its source
  * (unpack, and the kernel's EROFS mount for an uncompressed blob).
  */
@@ -20,8 +21,9 @@ const CHUNK = 0x10000;
 // Directories of the crafted tar with multi-chunk files, hard links and small files. (A hot file
 // whose data an earlier cold file already stored, or a hard link read first under a cold name,
 // keeps the chunks where they are: dedup wins over order.)
-const HOT = ['/etc', '/xattr', '/home/user'];
-const isHot = (p: string) => HOT.some((h) => p === h || p.startsWith(`${h}/`));
+// The list is not in tar order: /etc comes first in the tar, last in the list.
+const HOT = ['/home/user', '/xattr', '/etc'];
+const rankOf = (p: string) => HOT.findIndex((h) => p === h || p.startsWith(`${h}/`));
 
 let work: string;
 let srcTar: string;
@@ -51,21 +53,21 @@ async function build(name: string, source: 'tar' | 'dir', opts: { prefetch?: str
 }
 
 /** The blob's own chunks, split by whether a hot file references them, in blob order. */
-function layout(res: CreateResult): { hot: ChunkInfo[]; cold: ChunkInfo[] } {
-  const hot = new Set<ChunkInfo>();
+function layout(res: CreateResult): { hot: ChunkInfo[]; cold: ChunkInfo[]; rank: Map<ChunkInfo, number> } {
+  const rank = new Map<ChunkInfo, number>();
   const all = new Set<ChunkInfo>();
   for (const [p, inode] of entries(res.image.root)) {
     for (const c of inode.chunks ?? []) {
       all.add(c);
-      if (isHot(p)) hot.add(c);
+      if (rankOf(p) >= 0) rank.set(c, rankOf(p));
     }
   }
   const byOffset = (a: ChunkInfo, b: ChunkInfo) => a.compressedOffset - b.compressedOffset;
-  return { hot: [...hot].sort(byOffset), cold: [...all].filter((c) => !hot.has(c)).sort(byOffset) };
+  return { hot: [...rank.keys()].sort(byOffset), cold: [...all].filter((c) => !rank.has(c)).sort(byOffset), rank };
 }
 
 function expectHotFirst(res: CreateResult, aligned: boolean): void {
-  const { hot, cold } = layout(res);
+  const { hot, cold, rank } = layout(res);
   expect(hot.length).toBeGreaterThan(4);
   expect(cold.length).toBeGreaterThan(4);
   // Contiguous from offset 0: each hot chunk starts where the one before ended (4 KiB aligned without compression).
@@ -75,6 +77,10 @@ function expectHotFirst(res: CreateResult, aligned: boolean): void {
     end = aligned ? Math.ceil((c.compressedOffset + c.compressedSize) / 4096) * 4096 : c.compressedOffset + c.compressedSize;
   }
   expect(res.prefetchSize).toBe(end);
+  // In list order: every rank's chunks before the next rank's.
+  const ranks = hot.map((c) => rank.get(c)!);
+  expect(ranks).toEqual([...ranks].sort((a, b) => a - b));
+  expect(new Set(ranks)).toEqual(new Set([0, 1, 2]));
   expect(cold[0].compressedOffset).toBeGreaterThanOrEqual(end);
   // Chunk indexes follow blob order (the blob meta and digest arrays are indexed by them).
   const ordered = [...hot, ...cold];
@@ -131,5 +137,5 @@ test('no reordering without patterns or with "/": the blob is the one built with
   expect(hot.blobId).not.toBe(plain.blobId);
   // Same chunks, same sizes, another order: only the order changed.
   expect(hot.dataSize).toBe(plain.dataSize);
-  expect(fs.readdirSync(hot.blobDir).filter((f) => f.endsWith('.cold'))).toEqual([]);
+  expect(fs.readdirSync(hot.blobDir).filter((f) => f.endsWith('.cold') || f.endsWith('.hot'))).toEqual([]);
 });

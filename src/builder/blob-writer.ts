@@ -9,11 +9,12 @@
  * With compressor `none` a chunk's compressed offset equals its uncompressed offset and the gaps
  * are zero-filled, so the blob file is directly an EROFS device the kernel can read.
  *
- * Hot and cold chunks (`coldPath`): the prefetch list's data must sit first in the blob, but a tar
- * delivers files in its own order. Chunks added as cold are written to a side file; `sealData`
- * (called before the tail, or implicitly by `append`/`finish`) appends that file after the hot
- * chunks, in pieces (memory stays bounded), and moves the cold chunks' offsets and indexes behind
- * the hot ones. Until then a chunk's offsets and index are provisional.
+ * Staging (`stagePath`): the prefetch list's data must sit first in the blob, in list order, but a
+ * tar delivers files in its own order. Chunks are then written to two side files, hot (rank >= 0)
+ * and cold; `sealData` (called before the tail, or implicitly by `append`/`finish`) writes the hot
+ * chunks into the blob by rank (arrival order within a rank), then appends the cold file in 1 MiB
+ * pieces (memory stays bounded), and gives every chunk its final offsets and index. Until then a
+ * staged chunk's offsets and index are provisional.
  */
 import { createHash, Hash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -34,8 +35,8 @@ export interface BlobWriterOptions {
   tempPath: string;
   table: BlobTable;
   dict?: ChunkDict;
-  /** Side file for cold chunks; without it every chunk is written in arrival order. */
-  coldPath?: string;
+  /** Prefix of the side files for staged chunks (`.hot`, `.cold`); without it every chunk is written in arrival order. */
+  stagePath?: string;
 }
 
 /** Where chunk data is being written: the blob itself, or the side file of cold chunks. */
@@ -45,6 +46,8 @@ interface Segment {
   compressedEnd: number;
   uncompressedEnd: number;
   chunks: ChunkInfo[];
+  /** Hot side file: each chunk's rank. */
+  ranks: number[];
 }
 
 const COPY_PIECE = 1 << 20;
@@ -61,15 +64,16 @@ export class BlobWriter {
   private readonly fromDict = new Map<ChunkInfo, ChunkInfo>();
   private readonly hash: Hash = createHash('sha256');
   private readonly main: Segment;
-  private cold: Segment | null;
+  private staged: { hot: Segment; cold: Segment } | null;
   /** Digest of an all-zero full chunk, computed once: sparse and zero-filled files are common. */
   private zeroChunk: { data: Buffer; digest: Buffer } | null = null;
   /** Bytes of chunk data handed in, and bytes that dedup (own blob or dict) saved from storing. */
   stats = { inputBytes: 0, dedupBytes: 0, dictBytes: 0 };
 
   constructor(private readonly opts: BlobWriterOptions) {
-    this.main = { path: opts.tempPath, fd: null, compressedEnd: 0, uncompressedEnd: 0, chunks: [] };
-    this.cold = opts.coldPath ? { path: opts.coldPath, fd: null, compressedEnd: 0, uncompressedEnd: 0, chunks: [] } : null;
+    const segment = (p: string): Segment => ({ path: p, fd: null, compressedEnd: 0, uncompressedEnd: 0, chunks: [], ranks: [] });
+    this.main = segment(opts.tempPath);
+    this.staged = opts.stagePath ? { hot: segment(`${opts.stagePath}.hot`), cold: segment(`${opts.stagePath}.cold`) } : null;
     this.blob = {
       blobId: '',
       compressor: opts.compressor,
@@ -92,11 +96,11 @@ export class BlobWriter {
   }
 
   /**
-   * Stores (or finds) one chunk of file data and returns its chunk info. `hot = false` stages it
-   * behind the hot chunks when the writer has a cold side file. A chunk already stored keeps its
-   * place (dedup wins over order).
+   * Stores (or finds) one chunk of file data and returns its chunk info. When staging, `rank` is the
+   * file's place on the prefetch list (-1: not on it). A chunk already stored keeps its place
+   * (dedup wins over order).
    */
-  add(data: Buffer, hot = true): ChunkInfo {
+  add(data: Buffer, rank = 0): ChunkInfo {
     const digest = this.digest(data);
     const key = chunkKey(digest, data.length);
     this.stats.inputBytes += data.length;
@@ -116,45 +120,73 @@ export class BlobWriter {
       }
       return ref;
     }
-    const chunk = this.store(digest, data, hot || !this.cold ? this.main : this.cold);
+    const seg = !this.staged ? this.main : rank >= 0 ? this.staged.hot : this.staged.cold;
+    const chunk = this.store(digest, data, seg);
+    if (seg === this.staged?.hot) seg.ranks.push(rank);
     this.own.set(key, chunk);
     return chunk;
   }
 
   /**
-   * Ends the chunk data: the cold chunks are appended behind the hot ones and renumbered. Returns
-   * the hot region's size in the blob (compressed bytes; all data when nothing was cold).
+   * Ends the chunk data: hot chunks by rank, then the cold ones, with their final offsets and
+   * indexes. Returns the hot region's size in the blob (compressed bytes; 0 without staging).
    */
   sealData(): number {
-    const cold = this.cold;
-    if (!cold) return this.main.compressedEnd;
-    this.cold = null;
-    const hotEnd = this.main.compressedEnd;
-    if (cold.fd === null) return hotEnd;
+    const staged = this.staged;
+    if (!staged) return 0;
+    this.staged = null;
+    const { hot, cold } = staged;
     try {
-      const buf = Buffer.allocUnsafe(COPY_PIECE);
-      for (let pos = 0; pos < cold.compressedEnd; ) {
-        const n = fs.readSync(cold.fd, buf, 0, Math.min(buf.length, cold.compressedEnd - pos), pos);
-        if (n === 0) throw new Error(`${cold.path}: ended after ${pos} of ${cold.compressedEnd} bytes`);
-        this.write(this.main, buf.subarray(0, n));
-        pos += n;
+      const order = hot.chunks.map((_, i) => i).sort((x, y) => hot.ranks[x] - hot.ranks[y] || x - y);
+      for (const i of order) {
+        const c = hot.chunks[i];
+        const data = Buffer.allocUnsafe(c.compressedSize);
+        if (fs.readSync(hot.fd!, data, 0, data.length, c.compressedOffset) !== data.length) throw new Error(`${hot.path}: short read`);
+        this.place(c, data);
       }
+      const hotEnd = this.main.compressedEnd;
+      if (cold.fd !== null) {
+        const buf = Buffer.allocUnsafe(COPY_PIECE);
+        for (let pos = 0; pos < cold.compressedEnd; ) {
+          const n = fs.readSync(cold.fd, buf, 0, Math.min(buf.length, cold.compressedEnd - pos), pos);
+          if (n === 0) throw new Error(`${cold.path}: ended after ${pos} of ${cold.compressedEnd} bytes`);
+          this.write(this.main, buf.subarray(0, n));
+          pos += n;
+        }
+      }
+      // With compressor none both ends are 4 KiB aligned and equal, so offsets move by the same amount.
+      const first = this.main.chunks.length;
+      const uShift = this.main.uncompressedEnd;
+      cold.chunks.forEach((c, i) => {
+        c.index = first + i;
+        c.compressedOffset += hotEnd;
+        c.uncompressedOffset += uShift;
+      });
+      this.main.chunks.push(...cold.chunks);
+      this.main.uncompressedEnd += cold.uncompressedEnd;
+      this.blob.uncompressedSize = this.main.uncompressedEnd;
+      return hotEnd;
     } finally {
-      fs.closeSync(cold.fd);
-      fs.rmSync(cold.path, { force: true });
+      for (const seg of [hot, cold]) {
+        if (seg.fd !== null) fs.closeSync(seg.fd);
+        seg.fd = null;
+        fs.rmSync(seg.path, { force: true });
+      }
     }
-    // With compressor none both ends are 4 KiB aligned and equal, so offsets move by the same amount.
-    const first = this.main.chunks.length;
-    const uShift = this.main.uncompressedEnd;
-    cold.chunks.forEach((c, i) => {
-      c.index = first + i;
-      c.compressedOffset += hotEnd;
-      c.uncompressedOffset += uShift;
-    });
-    this.main.chunks.push(...cold.chunks);
-    this.main.uncompressedEnd += cold.uncompressedEnd;
-    this.blob.uncompressedSize = this.main.uncompressedEnd;
-    return hotEnd;
+  }
+
+  /** Writes a staged chunk's stored bytes at the end of the blob and gives it its final place. */
+  private place(c: ChunkInfo, stored: Buffer): void {
+    const m = this.main;
+    const uncompressedOffset = m.uncompressedEnd;
+    if (this.opts.compressor === 'none') this.pad(m, uncompressedOffset - m.compressedEnd);
+    c.compressedOffset = m.compressedEnd;
+    this.write(m, stored);
+    c.uncompressedOffset = uncompressedOffset;
+    m.uncompressedEnd = uncompressedOffset + alignUp(c.uncompressedSize, BLOCK);
+    if (this.opts.compressor === 'none') this.pad(m, m.uncompressedEnd - m.compressedEnd);
+    c.index = m.chunks.length;
+    m.chunks.push(c);
   }
 
   /** Closes the blob file; null when no chunk was stored (the file is removed). */
@@ -170,7 +202,7 @@ export class BlobWriter {
 
   /** The blob being written (null before its first chunk); its table fields may be set before `finish`. */
   get current(): BlobInfo | null {
-    return this.main.chunks.length === 0 && !this.cold?.chunks.length ? null : this.blob;
+    return this.blob.chunkCount === 0 ? null : this.blob;
   }
 
   /** Bytes written so far to the blob (chunk data and appended sections; cold chunks after `sealData`). */
@@ -192,7 +224,7 @@ export class BlobWriter {
 
   /** Closes and deletes a partly written blob (after an error). */
   abort(): void {
-    for (const seg of [this.main, this.cold]) {
+    for (const seg of [this.main, this.staged?.hot, this.staged?.cold]) {
       if (!seg) continue;
       if (seg.fd !== null) fs.closeSync(seg.fd);
       seg.fd = null;
@@ -234,7 +266,7 @@ export class BlobWriter {
     }
     this.write(seg, stored);
     seg.uncompressedEnd = uncompressedOffset + aligned;
-    this.blob.uncompressedSize = this.main.uncompressedEnd + (this.cold?.uncompressedEnd ?? 0);
+    this.blob.uncompressedSize = this.main.uncompressedEnd + (this.staged ? this.staged.hot.uncompressedEnd + this.staged.cold.uncompressedEnd : 0);
     if (this.opts.compressor === 'none') this.pad(seg, seg.uncompressedEnd - seg.compressedEnd);
     this.blob.chunkCount++;
     const index = seg.chunks.length;

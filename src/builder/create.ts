@@ -45,7 +45,7 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
   const dict = opts.chunkDict ? new ChunkDict(opts.chunkDict, digester) : undefined;
   // As upstream's builder: the prefetch files' data first in the blob, contiguous.
   const hot = hotMatcher(opts.prefetchFiles);
-  const writer = new BlobWriter({ compressor, digester, chunkSize, tempPath, table, dict, coldPath: hot ? `${tempPath}.cold` : undefined });
+  const writer = new BlobWriter({ compressor, digester, chunkSize, tempPath, table, dict, stagePath: hot ? tempPath : undefined });
   const ctx = { writer, chunkSize, onProgress: opts.onProgress, hot };
 
   let root: Inode;

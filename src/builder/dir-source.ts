@@ -16,7 +16,7 @@ export interface SourceContext {
   writer: BlobWriter;
   chunkSize: number;
   onProgress?: (bytes: number) => void;
-  /** Files of the prefetch list (their chunks go first); absent: every file is written in source order. */
+  /** Ranks files on the prefetch list (their chunks go first); absent: every file is written in source order. */
   hot?: HotMatcher | null;
 }
 
@@ -55,7 +55,7 @@ export function readDirectory(root: string, ctx: SourceContext): Inode {
           inode.children!.set(name, visit(child, fs.lstatSync(child, { bigint: true })));
         }
       } else if (kind === 'file') {
-        readFile(p, inode, ctx, buf, ctx.hot ? ctx.hot(path.relative(top, p).split(path.sep)) : true);
+        readFile(p, inode, ctx, buf, ctx.hot ? ctx.hot(path.relative(top, p).split(path.sep)) : 0);
       } else if (kind === 'symlink') {
         inode.target = fs.readlinkSync(p);
         inode.size = Buffer.byteLength(inode.target);
@@ -72,8 +72,8 @@ export function readDirectory(root: string, ctx: SourceContext): Inode {
   return visit(top, st);
 }
 
-function readFile(p: string, inode: Inode, ctx: SourceContext, buf: Buffer, hot: boolean): void {
-  const chunker = new FileChunker(ctx.writer, ctx.chunkSize, hot);
+function readFile(p: string, inode: Inode, ctx: SourceContext, buf: Buffer, rank: number): void {
+  const chunker = new FileChunker(ctx.writer, ctx.chunkSize, rank);
   const fd = fs.openSync(p, 'r');
   try {
     for (;;) {

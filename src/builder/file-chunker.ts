@@ -1,6 +1,7 @@
 /**
  * Cuts one file's data, arriving in pieces of any size, into fixed-size chunks (the last one
- * shorter) and hands each to the blob writer, marked hot (prefetch list, head of the blob) or not.
+ * shorter) and hands each to the blob writer with the file's prefetch rank (hot-files.ts; -1: not
+ * on the prefetch list).
  * Holds at most one chunk in memory.
  */
 import { ChunkInfo } from '../format/model';
@@ -15,7 +16,7 @@ export class FileChunker {
   constructor(
     private readonly writer: BlobWriter,
     private readonly chunkSize: number,
-    private readonly hot = true,
+    private readonly rank = 0,
   ) {}
 
   push(data: Buffer): void {
@@ -23,7 +24,7 @@ export class FileChunker {
     let off = 0;
     // Whole chunks straight from the input avoid a copy.
     while (this.fill === 0 && data.length - off >= this.chunkSize) {
-      this.chunks.push(this.writer.add(data.subarray(off, off + this.chunkSize), this.hot));
+      this.chunks.push(this.writer.add(data.subarray(off, off + this.chunkSize), this.rank));
       off += this.chunkSize;
     }
     while (off < data.length) {
@@ -54,7 +55,7 @@ export class FileChunker {
 
   private flush(): void {
     if (this.fill === 0) return;
-    this.chunks.push(this.writer.add(this.buf!.subarray(0, this.fill), this.hot));
+    this.chunks.push(this.writer.add(this.buf!.subarray(0, this.fill), this.rank));
     this.fill = 0;
   }
 }
