@@ -39,7 +39,7 @@ export interface BlobWriterOptions {
   stagePath?: string;
 }
 
-/** Where chunk data is being written: the blob itself, or the side file of cold chunks. */
+/** Where chunk data is being written: the blob itself, or a side file of staged (hot or cold) chunks. */
 interface Segment {
   path: string;
   fd: number | null;
@@ -241,7 +241,7 @@ export class BlobWriter {
   }
 
   private open(seg: Segment): number {
-    // The cold file is read back by sealData, so it is opened read-write.
+    // Side files are read back by sealData, so they are opened read-write.
     if (seg.fd === null) seg.fd = fs.openSync(seg.path, seg === this.main ? 'w' : 'w+', 0o644);
     return seg.fd;
   }
