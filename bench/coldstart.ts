@@ -12,6 +12,11 @@
  *             Go main serving Debian's stargz-snapshotter source as a proxy plugin), image converted
  *             by ctr-remote images convert --estargz --oci (kept in the fixtures cache)
  *   nydus     our ctr-remote images rpull --snapshotter nydus, then the same ctr run
+ *   nydus-prefetch   the same with prefetch from a recorded access pattern: a trial run of the
+ *             plain nydus image (before the link is shaped) records the files python reads
+ *             (`nydusctl prefetch-list`), nydusify converts the image again with that list as
+ *             --prefetch-patterns (those files first in the blob, in the prefetch table), and the
+ *             snapshotter's nydusd template has fs_prefetch enabled (the template otherwise the same)
  * Every measurement starts cold: a fresh containerd, a fresh snapshotter root and an empty blob
  * cache. Bytes are counted on the registry's side of the link. The nydus runs are broken into
  * phases (rpull's output lines as they arrive, the snapshotter's and nydusd's mount log lines,
@@ -19,7 +24,8 @@
  *
  *   node dist-bench/bench/coldstart.js            both images, writes bench-out/coldstart.md
  *   node dist-bench/bench/coldstart.js --demo     the small image only, one round (scripts/demo.sh)
- *   BENCH_ROUNDS=N (default 3), BENCH_MODES=nydus (only those modes, figures on stderr, no report),
+ *   BENCH_ROUNDS=N (default 3), BENCH_MODES=nydus,nydus-prefetch (only those modes, figures on stderr, no
+ *   report; with --demo a quick harness for the reads phase of the two nydus variants),
  *   BENCH_NYDUSD_CONFIG=FILE (the nydusd template, to try levers), BENCH_LOGS=DIR (keep logs)
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -43,7 +49,11 @@ const DATA_MB = Number(process.env.BENCH_DATA_MB ?? 700);
 /** The nydusd template the snapshotter uses (BENCH_NYDUSD_CONFIG, for trying levers such as amplify_io). */
 const NYDUSD_CONFIG = path.resolve(process.env.BENCH_NYDUSD_CONFIG ?? path.join(ROOT, 'config', 'nydusd.json'));
 /** BENCH_MODES=nydus (comma-separated) measures only those modes and prints their figures, no report. */
-const MODES = (process.env.BENCH_MODES ?? 'oci,stargz,nydus').split(',') as Mode[];
+const ALL_MODES: Mode[] = ['oci', 'stargz', 'nydus', 'nydus-prefetch'];
+const MODES = (process.env.BENCH_MODES ?? ALL_MODES.join(',')).split(',') as Mode[];
+for (const m of MODES) if (!ALL_MODES.includes(m)) throw new Error(`BENCH_MODES: unknown mode ${JSON.stringify(m)} (${ALL_MODES.join(', ')})`);
+/** fs_prefetch of the nydus-prefetch variant: upstream's keys; merged ranges of 1 MiB, 4 at once, the image's table only. */
+const FS_PREFETCH = { enable: true, threads_count: 4, merging_size: 1 << 20, prefetch_all: false };
 const NS = `nbench${process.pid % 100000}`;
 const HOST_IF = `nbh${process.pid % 100000}`;
 const NS_IF = `nbn${process.pid % 100000}`;
@@ -229,10 +239,24 @@ export async function startLink(): Promise<Link> {
 
 // ---------------------------------------------------------------- one cold start
 
-type Mode = 'oci' | 'nydus' | 'stargz';
-const SNAPSHOTTER: Record<Mode, string> = { oci: 'overlayfs', nydus: 'nydus', stargz: 'stargz' };
+type Mode = 'oci' | 'nydus' | 'stargz' | 'nydus-prefetch';
+const SNAPSHOTTER: Record<Mode, string> = { oci: 'overlayfs', nydus: 'nydus', stargz: 'stargz', 'nydus-prefetch': 'nydus' };
 /** The proxy plugin each run's containerd is configured with (OCI uses none of it: its name must not clash with overlayfs). */
-const PROXY_NAME: Record<Mode, string> = { oci: 'unused', nydus: 'nydus', stargz: 'stargz' };
+const PROXY_NAME: Record<Mode, string> = { oci: 'unused', nydus: 'nydus', stargz: 'stargz', 'nydus-prefetch': 'nydus' };
+const isNydus = (m: Mode): boolean => m === 'nydus' || m === 'nydus-prefetch';
+
+/** The nydusd template of the nydus-prefetch variant: the plain one with fs_prefetch enabled. */
+function prefetchTemplate(dir: string): string {
+  let base: Record<string, unknown>;
+  try {
+    base = JSON.parse(fs.readFileSync(NYDUSD_CONFIG, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`${NYDUSD_CONFIG}: the nydus-prefetch variant needs a JSON nydusd template: ${(e as Error).message}`);
+  }
+  const file = path.join(dir, 'nydusd-prefetch.json');
+  fs.writeFileSync(file, JSON.stringify({ ...base, fs_prefetch: FS_PREFETCH }, null, 2));
+  return file;
+}
 
 /** Where the time of a nydus cold start went, and what the container's reads cost. */
 interface Breakdown {
@@ -250,6 +274,8 @@ interface Breakdown {
   verifyMs: number;
   /** Compressed size of the bootstrap layer rpull downloaded. */
   bootstrapBytes: number;
+  /** Bytes nydusd's background prefetch had fetched when the first output came (uncompressed). */
+  prefetchBytes: number;
 }
 
 export interface Result {
@@ -354,15 +380,15 @@ function stargzBinary(): string {
 }
 
 /** Starts the snapshotter of `mode` (none for OCI: containerd's own overlayfs) and waits until it serves. */
-async function startSnapshotter(mode: Mode, work: string, certsDir: string, td: Teardown, daemonToml = ''): Promise<string> {
+async function startSnapshotter(mode: Mode, work: string, certsDir: string, td: Teardown, daemonToml = '', nydusdConfig = NYDUSD_CONFIG): Promise<string> {
   const sock = path.join(work, `${mode}.sock`);
   if (mode === 'oci') return sock;
   const out = fs.openSync(path.join(work, 'snapshotter.log'), 'a');
   let sn: ChildProcess;
-  if (mode === 'nydus') {
+  if (isNydus(mode)) {
     fs.writeFileSync(
       path.join(work, 'config.toml'),
-      `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${NYDUSD_CONFIG}"\n${daemonToml}\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "${process.env.BENCH_LOGS ? 'debug' : 'info'}"\n`,
+      `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${nydusdConfig}"\n${daemonToml}\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "${process.env.BENCH_LOGS ? 'debug' : 'info'}"\n`,
     );
     sn = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli', 'containerd-nydus-grpc.js'), '--config', path.join(work, 'config.toml')], { stdio: ['ignore', out, out] });
     td.add('snapshotter and its nydusd', () => stopSnapshotter(sn, path.join(work, 'root')));
@@ -373,7 +399,7 @@ async function startSnapshotter(mode: Mode, work: string, certsDir: string, td: 
   fs.closeSync(out);
   for (let i = 0; i < 300 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
   if (!fs.existsSync(sock)) throw new Error(`${mode} snapshotter did not start: ${fs.readFileSync(path.join(work, 'snapshotter.log'), 'utf8').slice(-1000)}`);
-  if (mode === 'nydus') {
+  if (isNydus(mode)) {
     // A deployed snapshotter has its shared nydusd up long before a pull: wait for it here too,
     // as the OCI run finds containerd's overlayfs snapshotter ready.
     let running = false;
@@ -389,8 +415,10 @@ async function startSnapshotter(mode: Mode, work: string, certsDir: string, td: 
 
 /** Runs the pull, then `ctr run`; resolves at the first output line of the python command. Whatever
  * it starts is registered in `td` as it starts, so a failure or Ctrl-C at any point undoes it.
- * `daemonToml`: extra keys of the snapshotter's [daemon] table (bench/erofs.ts: fs_driver). */
-export async function coldStart(link: Link, mode: Mode, ref: string, certsDir: string, td: Teardown, daemonToml = ''): Promise<Result> {
+ * `daemonToml`: extra keys of the snapshotter's [daemon] table (bench/erofs.ts: fs_driver).
+ * `opts.nydusdConfig`: the nydusd template (nydus modes); `opts.record`: after the first output,
+ * write the files the program read there with `nydusctl prefetch-list` (a trial run). */
+export async function coldStart(link: Link, mode: Mode, ref: string, certsDir: string, td: Teardown, daemonToml = '', opts: { nydusdConfig?: string; record?: string } = {}): Promise<Result> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), `cs-${mode}-`));
   td.add(`work dir ${work}`, () => {
     // BENCH_LOGS=DIR keeps the snapshotter's and nydusd's logs of each run for a closer look.
@@ -402,7 +430,7 @@ export async function coldStart(link: Link, mode: Mode, ref: string, certsDir: s
     unmountBelow(work);
     fs.rmSync(work, { recursive: true, force: true });
   });
-  const sock = await startSnapshotter(mode, work, certsDir, td, daemonToml);
+  const sock = await startSnapshotter(mode, work, certsDir, td, daemonToml, opts.nydusdConfig);
   const ctd = await startContainerd({ snapshotterSocket: sock, snapshotterName: PROXY_NAME[mode], dir: path.join(work, 'ctd') });
   td.add('containerd', () => ctd.stop());
   const before = link.txBytes();
@@ -412,7 +440,7 @@ export async function coldStart(link: Link, mode: Mode, ref: string, certsDir: s
   let pullLines: { at: number; line: string }[] = [];
   if (mode === 'oci') await ctd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'overlayfs', ref], 30 * 60_000);
   else if (mode === 'stargz') await timedLines('/usr/bin/ctr-remote', [...base, 'images', 'rpull', '--plain-http', '--snapshotter', 'stargz', ref], 30 * 60_000);
-  else pullLines = await timedLines(path.join(ROOT, 'bin', 'ctr-remote'), [...base, 'images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref], 30 * 60_000);
+  else if (isNydus(mode)) pullLines = await timedLines(path.join(ROOT, 'bin', 'ctr-remote'), [...base, 'images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref], 30 * 60_000);
   const pullSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const runStartMs = Date.now();
   const output = await new Promise<string>((resolve, reject) => {
@@ -435,7 +463,11 @@ export async function coldStart(link: Link, mode: Mode, ref: string, certsDir: s
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const endMs = startMs + seconds * 1000;
   const bytes = link.txBytes() - before;
-  const breakdown = mode === 'nydus' ? await nydusBreakdown(work, pullLines, startMs, runStartMs, endMs) : undefined;
+  const breakdown = isNydus(mode) ? await nydusBreakdown(work, pullLines, startMs, runStartMs, endMs) : undefined;
+  if (opts.record) {
+    const rec = recordedDaemons(path.join(work, 'root'))[0];
+    sh(path.join(ROOT, 'bin', 'nydusctl'), ['--sock', rec.apiSock, 'prefetch-list', '--output', opts.record]);
+  }
   return { seconds, pullSeconds, bytes, output, breakdown };
 }
 
@@ -477,6 +509,7 @@ async function nydusBreakdown(work: string, pullLines: { at: number; line: strin
   add("the program's reads until its first output", endMs - firstRead);
   const m = await nydusdGet(rec.apiSock, '/api/v1/metrics');
   const b = await nydusdGet(rec.apiSock, '/api/v1/metrics/backend');
+  const c = await nydusdGet(rec.apiSock, '/api/v1/metrics/blobcache');
   return {
     phases,
     readBytes: Number(m.data_read),
@@ -487,6 +520,7 @@ async function nydusBreakdown(work: string, pullLines: { at: number; line: strin
     decompressMs: Number(b.decompress_millis_total ?? NaN),
     verifyMs: Number(b.verify_millis_total ?? NaN),
     bootstrapBytes,
+    prefetchBytes: Number(c.prefetch_data_amount ?? 0),
   };
 }
 
@@ -509,6 +543,9 @@ interface Row {
   oci: Result;
   stargz: Result;
   nydus: Result;
+  /** The nydus-prefetch variant, and its recorded list (files, bytes of those files in the image). */
+  prefetch: Result;
+  list: { files: number; bytes: number };
   /** Every round's time, per mode, for the record. */
   rounds: Record<Mode, number[]>;
 }
@@ -521,69 +558,85 @@ function report(rows: Row[]): string {
   lines.push(
     `From \`pull\` to the first output of \`python3 -c ...\` in a new container, through a private containerd ${sh('containerd', ['--version']).split(' ')[2]} with runc; ` +
       `the registry sits behind a ${RATE_MBIT} Mbit/s link (tc htb on a veth pair). Each run starts cold (fresh containerd, snapshotter root and blob cache). ` +
-      'OCI: `ctr images pull` + overlayfs snapshotter. stargz: `ctr-remote images rpull` (Debian\'s) + the stargz snapshotter (bench/stargz-grpc, default configuration: prefetch and background fetch on), image converted by `ctr-remote images convert --estargz --oci`. ' +
+      'OCI: `ctr images pull` + overlayfs snapshotter. stargz: `ctr-remote images rpull` (Debian\'s) + the stargz snapshotter (bench/stargz-grpc, default configuration: prefetch and background fetch on), image converted by `ctr-remote images convert --estargz --oci` ' +
+      'without a prioritized-files record (`ctr-remote images optimize` was not run), so it prefetches only what its own heuristics pick. ' +
       'nydus: our `ctr-remote images rpull` + containerd-nydus-grpc (shared nydusd, config/nydusd.json), image converted by nydusify. ' +
-      `Median of ${rounds} round(s) (the lower middle one for an even count), the three modes interleaved in each round; bytes are counted on the registry's side of the link. ` +
+      `nydus+prefetch: the same image converted again with \`nydusify convert --prefetch-patterns\` fed the files a trial run of the plain nydus image read until the first output (\`nydusctl prefetch-list\`: ${rows.map((r) => `${r.image} ${r.list.files} files, ${mb(r.list.bytes)}`).join('; ')}), ` +
+      `so their data is the head of the blob and the image's prefetch table, and nydusd's \`fs_prefetch\` enabled (${JSON.stringify(FS_PREFETCH)}): it fetches that region in merged parallel requests from the mount on, while runc starts. ` +
+      'The record is the workload\'s own, so this row is the comparison with an *optimized* image; the stargz row has no record of its own (read the nydus row for the like-for-like comparison). ' +
+      `Median of ${rounds} round(s) (the lower middle one for an even count), the modes interleaved in each round; bytes are counted on the registry's side of the link. ` +
       `Load average of the machine (${os.cpus().length} cores) when the report was written: ${os.loadavg()[0].toFixed(1)} (1 min), ${os.loadavg()[2].toFixed(1)} (15 min); times are wall clock and grow with it.`,
   );
   lines.push('');
-  lines.push('| image | unpacked | OCI | stargz | nydus | nydus / stargz | nydus / OCI | bytes pulled OCI | stargz | nydus |');
-  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push('| image | unpacked | OCI | stargz | nydus | nydus+prefetch | nydus / stargz | nydus+prefetch / stargz | nydus / OCI | bytes pulled OCI | stargz | nydus | nydus+prefetch |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     lines.push(
-      `| ${r.image} | ${mb(r.unpacked)} | ${sec(r.oci.seconds)} | ${sec(r.stargz.seconds)} | ${sec(r.nydus.seconds)} | **${(r.nydus.seconds / r.stargz.seconds).toFixed(2)}x** | ${((r.nydus.seconds / r.oci.seconds) * 100).toFixed(1)} % | ${mb(r.oci.bytes)} | ${mb(r.stargz.bytes)} | ${mb(r.nydus.bytes)} |`,
+      `| ${r.image} | ${mb(r.unpacked)} | ${sec(r.oci.seconds)} | ${sec(r.stargz.seconds)} | ${sec(r.nydus.seconds)} | ${sec(r.prefetch.seconds)} | **${(r.nydus.seconds / r.stargz.seconds).toFixed(2)}x** | **${(r.prefetch.seconds / r.stargz.seconds).toFixed(2)}x** | ${((r.nydus.seconds / r.oci.seconds) * 100).toFixed(1)} % | ${mb(r.oci.bytes)} | ${mb(r.stargz.bytes)} | ${mb(r.nydus.bytes)} | ${mb(r.prefetch.bytes)} |`,
     );
   }
   lines.push('');
   lines.push('```');
-  const max = Math.max(...rows.flatMap((r) => [r.oci.seconds, r.stargz.seconds, r.nydus.seconds]));
+  const max = Math.max(...rows.flatMap((r) => [r.oci.seconds, r.stargz.seconds, r.nydus.seconds, r.prefetch.seconds]));
   for (const r of rows) {
-    for (const [k, v] of [['OCI   ', r.oci.seconds], ['stargz', r.stargz.seconds], ['nydus ', r.nydus.seconds]] as const) {
+    for (const [k, v] of [['OCI     ', r.oci.seconds], ['stargz  ', r.stargz.seconds], ['nydus   ', r.nydus.seconds], ['nydus+pf', r.prefetch.seconds]] as const) {
       lines.push(`${r.image.padEnd(6)} ${k} ${'#'.repeat(Math.max(1, Math.round((v / max) * 50))).padEnd(50)} ${sec(v)}`);
     }
   }
   lines.push('```');
   lines.push('');
+  // One column per image and nydus variant.
+  const cols = rows.flatMap((r) => [{ name: `${r.image} nydus`, res: r.nydus, r }, { name: `${r.image} +prefetch`, res: r.prefetch, r }]);
   lines.push('Where the nydus cold start goes (the median round; the phases add up to its time):');
   lines.push('');
-  lines.push(`| phase | ${rows.map((r) => r.image).join(' | ')} |`);
-  lines.push(`|---|${rows.map(() => '---:').join('|')}|`);
+  lines.push(`| phase | ${cols.map((c) => c.name).join(' | ')} |`);
+  lines.push(`|---|${cols.map(() => '---:').join('|')}|`);
   for (const [name] of rows[0].nydus.breakdown!.phases) {
-    lines.push(`| ${name} | ${rows.map((r) => sec(r.nydus.breakdown!.phases.find((p) => p[0] === name)?.[1] ?? 0)).join(' | ')} |`);
+    lines.push(`| ${name} | ${cols.map((c) => sec(c.res.breakdown!.phases.find((p) => p[0] === name)?.[1] ?? 0)).join(' | ')} |`);
   }
-  lines.push(`| **total** | ${rows.map((r) => `**${sec(r.nydus.seconds)}**`).join(' | ')} |`);
+  lines.push(`| **total** | ${cols.map((c) => `**${sec(c.res.seconds)}**`).join(' | ')} |`);
   lines.push('');
-  lines.push("The container's reads (nydusd's API right after the first output; network wait is summed over concurrent requests, decompression and verification are CPU time):");
+  lines.push(
+    "The container's reads (nydusd's API right after the first output; backend requests and bytes include the background prefetch; network wait is summed over concurrent requests, decompression and verification are CPU time):",
+  );
   lines.push('');
-  lines.push(`| | ${rows.map((r) => r.image).join(' | ')} |`);
-  lines.push(`|---|${rows.map(() => '---:').join('|')}|`);
-  const b = (f: (x: Breakdown, r: Row) => string): string => rows.map((r) => f(r.nydus.breakdown!, r)).join(' | ');
+  lines.push(`| | ${cols.map((c) => c.name).join(' | ')} |`);
+  lines.push(`|---|${cols.map(() => '---:').join('|')}|`);
+  const b = (f: (x: Breakdown, res: Result, r: Row) => string): string => cols.map((c) => f(c.res.breakdown!, c.res, c.r)).join(' | ');
   lines.push(`| bytes the program read (FUSE) | ${b((x) => mb(x.readBytes))} |`);
   lines.push(`| FUSE read requests | ${b((x) => String(x.fuseReads))} |`);
+  lines.push(`| prefetch list (files, their bytes) | ${cols.map((c) => (c.res === c.r.prefetch ? `${c.r.list.files}, ${mb(c.r.list.bytes)}` : '-')).join(' | ')} |`);
+  lines.push(`| prefetched in the background (uncompressed) | ${b((x) => mb(x.prefetchBytes))} |`);
   lines.push(`| backend requests | ${b((x) => String(x.backendRequests))} |`);
   lines.push(`| backend bytes (compressed chunks) | ${b((x) => mb(x.backendBytes))} |`);
   lines.push(`| waiting on the network | ${b((x) => `${x.backendWaitMs} ms`)} |`);
   lines.push(`| decompression | ${b((x) => `${x.decompressMs.toFixed(0)} ms`)} |`);
   lines.push(`| digest verification | ${b((x) => `${x.verifyMs.toFixed(0)} ms`)} |`);
   lines.push(`| bootstrap layer | ${b((x) => mb(x.bootstrapBytes))} |`);
-  lines.push(`| bytes pulled over the link (all requests) | ${b((_x, r) => mb(r.nydus.bytes))} |`);
-  lines.push(`| pulled / (read + bootstrap) | ${b((x, r) => `${(r.nydus.bytes / (x.readBytes + x.bootstrapBytes)).toFixed(2)}x`)} |`);
+  lines.push(`| bytes pulled over the link (all requests) | ${b((_x, res) => mb(res.bytes))} |`);
+  lines.push(`| pulled / (read + bootstrap) | ${b((x, res) => `${(res.bytes / (x.readBytes + x.bootstrapBytes)).toFixed(2)}x`)} |`);
   lines.push('');
-  lines.push(`Rounds (s): ${rows.map((r) => (['oci', 'stargz', 'nydus'] as const).map((m) => `${r.image} ${m} ${r.rounds[m].map((x) => x.toFixed(2)).join(', ')}`).join('; ')).join('; ')}.`);
+  const modes: [Mode, string][] = [['oci', 'oci'], ['stargz', 'stargz'], ['nydus', 'nydus'], ['nydus-prefetch', 'nydus+prefetch']];
+  lines.push(`Rounds (s): ${rows.map((r) => modes.map(([m, label]) => `${r.image} ${label} ${r.rounds[m].map((x) => x.toFixed(2)).join(', ')}`).join('; ')).join('; ')}.`);
   lines.push('');
   const checks: string[] = [];
   for (const r of rows) {
-    const ratio = r.nydus.seconds / r.stargz.seconds;
-    checks.push(`${r.image}: nydus at most 0.9x the stargz snapshotter: ${ratio <= 0.9 ? 'met' : 'NOT met'} (${ratio.toFixed(2)}x)`);
-    checks.push(`${r.image}: nydus at most 1.2 s: ${r.nydus.seconds <= 1.2 ? 'met' : 'NOT met'} (${sec(r.nydus.seconds)})`);
-    const x = r.nydus.breakdown!;
-    const pulled = r.nydus.bytes / (x.readBytes + x.bootstrapBytes);
-    checks.push(`${r.image}: bytes pulled at most 1.5x read + bootstrap: ${pulled <= 1.5 ? 'met' : 'NOT met'} (${pulled.toFixed(2)}x)`);
+    for (const [label, res] of [['nydus', r.nydus], ['nydus+prefetch', r.prefetch]] as const) {
+      const ratio = res.seconds / r.stargz.seconds;
+      checks.push(`${r.image}: ${label} at most 0.9x the stargz snapshotter: ${ratio <= 0.9 ? 'met' : 'NOT met'} (${ratio.toFixed(2)}x)`);
+      checks.push(`${r.image}: ${label} at most 1.2 s: ${res.seconds <= 1.2 ? 'met' : 'NOT met'} (${sec(res.seconds)})`);
+      const x = res.breakdown!;
+      const pulled = res.bytes / (x.readBytes + x.bootstrapBytes);
+      checks.push(`${r.image}: ${label} bytes pulled at most 1.5x read + bootstrap: ${pulled <= 1.5 ? 'met' : 'NOT met'} (${pulled.toFixed(2)}x)`);
+    }
   }
   if (rows.length > 1) {
     const small = rows[0];
     const large = rows[rows.length - 1];
-    checks.push(`flat in image size: large / small nydus time = ${(large.nydus.seconds / small.nydus.seconds).toFixed(2)} (stargz: ${(large.stargz.seconds / small.stargz.seconds).toFixed(2)}, OCI: ${(large.oci.seconds / small.oci.seconds).toFixed(2)})`);
+    const flat = (f: (r: Row) => number): string => (f(large) / f(small)).toFixed(2);
+    checks.push(
+      `flat in image size: large / small time = nydus ${flat((r) => r.nydus.seconds)}, nydus+prefetch ${flat((r) => r.prefetch.seconds)} (stargz: ${flat((r) => r.stargz.seconds)}, OCI: ${flat((r) => r.oci.seconds)})`,
+    );
   }
   lines.push('Targets (issue 18):');
   lines.push('');
@@ -643,23 +696,50 @@ async function main(): Promise<void> {
     // nydusd reaches this registry over plain HTTP, as containerd's hosts.toml says.
     fs.mkdirSync(path.join(certs, REG));
     fs.writeFileSync(path.join(certs, REG, 'hosts.toml'), `server = "http://${REG}"\n`);
+    const lists = fs.mkdtempSync(path.join(os.tmpdir(), 'coldstart-lists-'));
+    td.add('prefetch lists', () => fs.rmSync(lists, { recursive: true, force: true }));
+    const pfTemplate = prefetchTemplate(lists);
+    const nydusify = path.join(ROOT, 'dist', 'cli', 'nydusify.js');
     const images2 = [];
     for (const name of images) {
-      const refs: Record<Mode, string> = { oci: `${REG}/bench/${name}:oci`, nydus: `${REG}/bench/${name}:nydus`, stargz: `${REG}/bench/${name}:esgz` };
+      const refs: Record<Mode, string> = {
+        oci: `${REG}/bench/${name}:oci`,
+        nydus: `${REG}/bench/${name}:nydus`,
+        stargz: `${REG}/bench/${name}:esgz`,
+        'nydus-prefetch': `${REG}/bench/${name}:nydus-prefetch`,
+      };
       say(`${name}: pushing and converting (before the link is shaped)`);
       sh('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${layouts.get(name)!.dir}:latest`, `docker://${refs.oci}`]);
-      sh(process.execPath, [path.join(ROOT, 'dist', 'cli', 'nydusify.js'), 'convert', '--source', refs.oci, '--target', refs.nydus, '--plain-http']);
-      await convertEstargz(refs.oci, refs.stargz, layouts.get(name)!.dir, td);
-      images2.push({ image: name, unpacked: layouts.get(name)!.unpacked, refs });
+      sh(process.execPath, [nydusify, 'convert', '--source', refs.oci, '--target', refs.nydus, '--plain-http']);
+      if (MODES.includes('stargz')) await convertEstargz(refs.oci, refs.stargz, layouts.get(name)!.dir, td);
+      let list = { files: 0, bytes: 0 };
+      if (MODES.includes('nydus-prefetch')) {
+        // The trial run: the plain nydus image, unshaped link; what python read until its first output.
+        const file = path.join(lists, `${name}.txt`);
+        await measured(td, 'trial run', (scope) => coldStart(link, 'nydus', refs.nydus, certs, scope, '', { record: file }));
+        const paths = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean);
+        if (paths.length === 0) throw new Error(`${name}: the trial run recorded no reads`);
+        // Sizes from the Debian rootfs the image was built from (the data layer holds nothing python reads).
+        const size = (p: string): number => fs.lstatSync(path.join(FIXTURES, 'debian-rootfs', p), { throwIfNoEntry: false })?.size ?? 0;
+        list = { files: paths.length, bytes: paths.reduce((a, p) => a + size(p), 0) };
+        say(`${name}: trial run read ${list.files} files (${mb(list.bytes)}); converting with them as --prefetch-patterns`);
+        execFileSync(process.execPath, [nydusify, 'convert', '--source', refs.oci, '--target', refs['nydus-prefetch'], '--plain-http', '--prefetch-patterns'], {
+          input: fs.readFileSync(file),
+          stdio: ['pipe', 'ignore', 'pipe'],
+          timeout: 30 * 60_000,
+        });
+      }
+      images2.push({ image: name, unpacked: layouts.get(name)!.unpacked, refs, list });
     }
     link.shape();
     const rows: Row[] = [];
     for (const r of images2) {
-      const all: Record<Mode, Result[]> = { oci: [], stargz: [], nydus: [] };
+      const all: Record<Mode, Result[]> = { oci: [], stargz: [], nydus: [], 'nydus-prefetch': [] };
       for (let round = 1; round <= roundsWanted; round++) {
         for (const mode of MODES) {
           say(`${r.image}: ${mode} cold start over ${RATE_MBIT} Mbit/s (round ${round}/${roundsWanted})`);
-          const res = await measured(td, `${mode} run`, (scope) => coldStart(link, mode, r.refs[mode], certs, scope));
+          const opts = mode === 'nydus-prefetch' ? { nydusdConfig: pfTemplate } : {};
+          const res = await measured(td, `${mode} run`, (scope) => coldStart(link, mode, r.refs[mode], certs, scope, '', opts));
           // The stargz snapshotter keeps fetching whole layers in the background until it is gone;
           // the next run must not count the tail of that.
           await linkQuiet(link);
@@ -670,9 +750,19 @@ async function main(): Promise<void> {
         }
       }
       const pick = (xs: Result[]): Result => xs.find((x) => x.seconds === median(xs.map((y) => y.seconds)))!;
-      rows.push({ image: r.image, unpacked: r.unpacked, oci: pick(all.oci), stargz: pick(all.stargz), nydus: pick(all.nydus), rounds: { oci: all.oci.map((x) => x.seconds), stargz: all.stargz.map((x) => x.seconds), nydus: all.nydus.map((x) => x.seconds) } });
+      const times = (m: Mode): number[] => all[m].map((x) => x.seconds);
+      rows.push({
+        image: r.image,
+        unpacked: r.unpacked,
+        oci: pick(all.oci),
+        stargz: pick(all.stargz),
+        nydus: pick(all.nydus),
+        prefetch: pick(all['nydus-prefetch']),
+        list: r.list,
+        rounds: { oci: times('oci'), stargz: times('stargz'), nydus: times('nydus'), 'nydus-prefetch': times('nydus-prefetch') },
+      });
     }
-    if (MODES.length < 3) return;
+    if (ALL_MODES.some((m) => !MODES.includes(m))) return;
     const md = report(rows);
     if (!demo) {
       fs.mkdirSync(path.join(ROOT, 'bench-out'), { recursive: true });

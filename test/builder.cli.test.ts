@@ -74,6 +74,9 @@ test('create flags: --prefetch-files, --chunk-size, --blob, --output-json; inspe
   const out = JSON.parse(fs.readFileSync(json, 'utf8'));
   expect(out.blob_path).toBe(blob);
   expect(out.blob_size).toBe(fs.statSync(blob).size);
+  // The listed files' data is the head of the blob.
+  expect(out.prefetch_size).toBeGreaterThan(0);
+  expect(out.prefetch_size).toBeLessThan(out.data_size / 10);
   const image = decodeBootstrap(fs.readFileSync(boot));
   expect(image.chunkSize).toBe(0x4000);
   expect(image.prefetch).toEqual(['/etc/hostname', '/bin']);

@@ -1,7 +1,8 @@
 /**
  * `createLayer`: one source (directory or layer tar stream) -> one data blob + one layer bootstrap.
  *
- *   source ──> tree (dir-source / tar-source) ──> FileChunker ──> BlobWriter (dedup, compress, sha256)
+ *   source ──> tree (dir-source / tar-source) ──> FileChunker ──> BlobWriter (dedup, compress, sha256;
+ *                                                  prefetch files' chunks first, the rest staged behind them)
  *                                                                     │
  *   blob meta, chunk digests, [bootstrap], ToC (blob-tail) ──────────>├─> temp file ─rename─> blob
  *   tree + blob table ──> encodeBootstrap ──> bootstrapPath (unless inlined)
@@ -22,6 +23,7 @@ import { readDirectory } from './dir-source';
 import { readTar } from './tar-source';
 import { BuildError, errorMessage } from './errors';
 import { entryComponents } from './paths';
+import { hotMatcher } from './hot-files';
 import { CreateOptions, CreateResult, DEFAULT_CHUNK_SIZE, validateChunkSize } from './options';
 
 const log = logger('builder');
@@ -41,12 +43,16 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
     throw new Error(`chunk dict has chunk size ${opts.chunkDict.chunkSize}, the build uses ${chunkSize}`);
   }
   const dict = opts.chunkDict ? new ChunkDict(opts.chunkDict, digester) : undefined;
-  const writer = new BlobWriter({ compressor, digester, chunkSize, tempPath, table, dict });
-  const ctx = { writer, chunkSize, onProgress: opts.onProgress };
+  // As upstream's builder: the prefetch files' data first in the blob, contiguous.
+  const hot = hotMatcher(opts.prefetchFiles);
+  const writer = new BlobWriter({ compressor, digester, chunkSize, tempPath, table, dict, stagePath: hot ? tempPath : undefined });
+  const ctx = { writer, chunkSize, onProgress: opts.onProgress, hot };
 
   let root: Inode;
+  let prefetchSize: number;
   try {
     root = opts.source.kind === 'dir' ? readDirectory(opts.source.path, ctx) : await readTar(opts.source.stream, opts.source.gzip, ctx);
+    prefetchSize = hot ? writer.sealData() : 0;
   } catch (err) {
     writer.abort();
     throw err;
@@ -109,6 +115,7 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
     blobSize: written ? fs.statSync(blobPath!).size : 0,
     dataSize,
     uncompressedSize: blob?.uncompressedSize ?? 0,
+    prefetchSize: blob ? prefetchSize : 0,
   };
 }
 

@@ -10,11 +10,14 @@ import { encodeDev, splitGlibcDev } from './devices';
 import { FileChunker } from './file-chunker';
 import { BlobWriter } from './blob-writer';
 import { readTreeXattrs } from './xattrs';
+import type { HotMatcher } from './hot-files';
 
 export interface SourceContext {
   writer: BlobWriter;
   chunkSize: number;
   onProgress?: (bytes: number) => void;
+  /** Ranks files on the prefetch list (their chunks go first); absent: every file is written in source order. */
+  hot?: HotMatcher | null;
 }
 
 export function readDirectory(root: string, ctx: SourceContext): Inode {
@@ -29,6 +32,7 @@ export function readDirectory(root: string, ctx: SourceContext): Inode {
   const links = new Map<string, Inode>();
   const buf = Buffer.allocUnsafe(ctx.chunkSize);
 
+  const top = path.resolve(root);
   const visit = (p: string, st: fs.BigIntStats): Inode => {
     const kind = kindOf(st, p);
     if (kind !== 'dir' && st.nlink > 1n) {
@@ -51,7 +55,7 @@ export function readDirectory(root: string, ctx: SourceContext): Inode {
           inode.children!.set(name, visit(child, fs.lstatSync(child, { bigint: true })));
         }
       } else if (kind === 'file') {
-        readFile(p, inode, ctx, buf);
+        readFile(p, inode, ctx, buf, ctx.hot ? ctx.hot(path.relative(top, p).split(path.sep)) : 0);
       } else if (kind === 'symlink') {
         inode.target = fs.readlinkSync(p);
         inode.size = Buffer.byteLength(inode.target);
@@ -65,11 +69,11 @@ export function readDirectory(root: string, ctx: SourceContext): Inode {
     }
     return inode;
   };
-  return visit(path.resolve(root), st);
+  return visit(top, st);
 }
 
-function readFile(p: string, inode: Inode, ctx: SourceContext, buf: Buffer): void {
-  const chunker = new FileChunker(ctx.writer, ctx.chunkSize);
+function readFile(p: string, inode: Inode, ctx: SourceContext, buf: Buffer, rank: number): void {
+  const chunker = new FileChunker(ctx.writer, ctx.chunkSize, rank);
   const fd = fs.openSync(p, 'r');
   try {
     for (;;) {

@@ -1,6 +1,8 @@
 /**
  * Cuts one file's data, arriving in pieces of any size, into fixed-size chunks (the last one
- * shorter) and hands each to the blob writer. Holds at most one chunk in memory.
+ * shorter) and hands each to the blob writer with the file's prefetch rank (hot-files.ts; -1: not
+ * on the prefetch list).
+ * Holds at most one chunk in memory.
  */
 import { ChunkInfo } from '../format/model';
 import { BlobWriter } from './blob-writer';
@@ -14,6 +16,7 @@ export class FileChunker {
   constructor(
     private readonly writer: BlobWriter,
     private readonly chunkSize: number,
+    private readonly rank = 0,
   ) {}
 
   push(data: Buffer): void {
@@ -21,7 +24,7 @@ export class FileChunker {
     let off = 0;
     // Whole chunks straight from the input avoid a copy.
     while (this.fill === 0 && data.length - off >= this.chunkSize) {
-      this.chunks.push(this.writer.add(data.subarray(off, off + this.chunkSize)));
+      this.chunks.push(this.writer.add(data.subarray(off, off + this.chunkSize), this.rank));
       off += this.chunkSize;
     }
     while (off < data.length) {
@@ -52,7 +55,7 @@ export class FileChunker {
 
   private flush(): void {
     if (this.fill === 0) return;
-    this.chunks.push(this.writer.add(this.buf!.subarray(0, this.fill)));
+    this.chunks.push(this.writer.add(this.buf!.subarray(0, this.fill), this.rank));
     this.fill = 0;
   }
 }

@@ -20,7 +20,10 @@ export interface CreateOptions {
   digester?: Digester;
   /** Chunks found here are referenced, not stored again. */
   chunkDict?: RafsImage;
-  /** Absolute paths to put in the prefetch table, in order. */
+  /**
+   * Absolute paths to put in the prefetch table, in order. The data of the files they name (and of
+   * files below named directories) is written first in the blob, contiguous, unless one is `/`.
+   */
   prefetchFiles?: string[];
   /** Build time recorded in the bootstrap (seconds); default now, 0 for reproducible output. */
   buildTime?: number;
@@ -41,6 +44,8 @@ export interface CreateResult {
   dataSize: number;
   /** Bytes of the blob's uncompressed (4 KiB aligned) address space. */
   uncompressedSize: number;
+  /** Bytes at the head of the blob holding the prefetch files' chunks (0 without reordering). */
+  prefetchSize: number;
 }
 
 export const DEFAULT_CHUNK_SIZE = 0x100000;

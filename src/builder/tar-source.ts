@@ -129,7 +129,7 @@ async function addEntry(tree: TreeBuilder, h: Header, data: AsyncIterable<Buffer
     return;
   }
   if (kind === 'file') {
-    const chunker = new FileChunker(ctx.writer, ctx.chunkSize);
+    const chunker = new FileChunker(ctx.writer, ctx.chunkSize, ctx.hot ? ctx.hot(parts) : 0);
     if (sparse) {
       const reader = new SparseReader(chunker, sparse.realSize, where);
       for await (const buf of data) {

@@ -74,6 +74,8 @@ program
       blob_size: result.blobSize,
       data_size: result.dataSize,
       uncompressed_size: result.uncompressedSize,
+      // Ours: bytes at the head of the blob holding the prefetch list's files (docs/builder.md).
+      prefetch_size: result.prefetchSize,
       // The blob table's ids, and (as upstream) a blob written only to carry the bootstrap.
       blobs: [...new Set([...result.image.blobs.map((b) => b.blobId), ...(result.blobId ? [result.blobId] : [])])],
       fs_version: '6',

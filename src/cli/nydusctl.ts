@@ -6,6 +6,10 @@
  *   nydusctl -S SOCK mount -s BOOTSTRAP -c CONFIG -m MOUNTPOINT -t rafs
  *   nydusctl -S SOCK umount -m MOUNTPOINT
  *   nydusctl -S SOCK backend|cache|files|pattern [--id MOUNTPOINT]   (ours: per source, per file)
+ *   nydusctl -S SOCK [--id MOUNTPOINT] prefetch-list [-o FILE]       (ours: the files read so far, in
+ *       first-read order, one path a line: the input of `nydusify convert --prefetch-patterns`,
+ *       `nydus-image create --prefetch-files` and `nydusd --prefetch-files`; upstream has no such verb,
+ *       its snapshotter records the list with an NRI plugin instead)
  */
 import { Command } from 'commander';
 import * as fs from 'node:fs';
@@ -66,6 +70,16 @@ function human(what: string, b: any): string {
     default:
       return table([['ORDER', 'PATH', 'INO', 'READS', 'FIRST_ACCESS'], ...(b as Obj[]).map((f, i) => [i, f.path, f.ino, f.nr_read, new Date(f.first_access_time_secs * 1000 + f.first_access_time_nanos / 1e6).toISOString()])]);
   }
+}
+
+/** The access pattern as a prefetch list; one instance only (a list mixing images' paths means nothing). */
+function prefetchList(pattern: Obj[], id: string | undefined): string {
+  const mounts = [...new Set(pattern.map((p) => p.mountpoint as string))];
+  if (!id && mounts.length > 1) fail(`prefetch-list: the daemon serves ${mounts.length} instances (${mounts.join(', ')}); name one with --id`);
+  const paths = pattern.map((p) => p.path as string).filter((p) => p.startsWith('/'));
+  // The list is one path a line (upstream's format): a name holding a newline cannot be written.
+  for (const p of paths) if (p.includes('\n')) process.stderr.write(`nydusctl: warning: prefetch-list: ${JSON.stringify(p)} has a newline in its name; left out\n`);
+  return paths.filter((p) => !p.includes('\n')).map((p) => `${p}\n`).join('');
 }
 
 interface Globals {
@@ -175,6 +189,22 @@ async function main(): Promise<void> {
     .requiredOption('-m, --mountpoint <dir>', 'the instance to unmount')
     .action(async (o: { mountpoint: string }) => {
       await call(g(), 'DELETE', `/api/v1/mount?mountpoint=${encodeURIComponent(o.mountpoint)}`);
+    });
+  program
+    .command('prefetch-list')
+    .description('the files read so far, in first-read order, one path a line (a prefetch list for nydusify --prefetch-patterns)')
+    .option('-o, --output <file>', 'write the list there instead of stdout')
+    .action(async (o: { output?: string }) => {
+      const text = prefetchList((await call(g(), 'GET', PATHS.pattern + (g().id ? `?id=${encodeURIComponent(g().id!)}` : ''))) as Obj[], g().id);
+      if (!o.output) return void process.stdout.write(text);
+      const tmp = `${o.output}.${process.pid}.tmp`;
+      try {
+        fs.writeFileSync(tmp, text, { mode: 0o644 });
+        fs.renameSync(tmp, o.output);
+      } catch (e) {
+        fs.rmSync(tmp, { force: true });
+        fail(`--output: ${o.output}: ${(e as Error).message}`);
+      }
     });
   for (const what of ['backend', 'cache', 'files', 'pattern']) {
     program.command(what).description(`${what} metrics (per source, per file)`).action(() => show(g(), what));
