@@ -15,55 +15,32 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { NydusdClient } from '../src/daemon/client';
 import { RegistryClient } from '../src/registry';
-import { Containerd, killPids, recordedDaemons, startContainerd, unmountBelow } from './helpers/containerd';
+import { Containerd, recordedDaemons } from './helpers/containerd';
 import { REPO_ROOT } from './helpers/fixtures';
 import { pushImage } from './helpers/images';
-import { blobBytes, SnapshotterProcess } from './helpers/nydus-snapshotter';
+import { blobBytes, SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack } from './helpers/nydus-snapshotter';
 import { startRegistry, TestRegistry } from './helpers/registry';
 import { describeWith } from './helpers/capabilities';
 
-jest.setTimeout(20 * 60_000);
+jest.setTimeout(Math.max(20 * 60_000, STACK_TEST_TIMEOUT_MS));
 const run = promisify(execFile);
 const NEEDS = ['root', 'fuse', 'containerd'] as const;
 const ENV = ['--env', 'PATH=/usr/local/bin:/usr/bin:/bin'];
 const SCRIPT = 'import json, email.parser, http.client, sys; print(json.dumps({"py": sys.version_info[0], "mods": sorted(m for m in sys.modules if m in ("email.parser", "http.client"))}))';
 
-interface Setup {
-  dir: string;
-  root: string;
-  snp: SnapshotterProcess;
-  ctd: Containerd;
-}
-
 describeWith(NEEDS, 'prefetch from a recorded access pattern through containerd-nydus-grpc', () => {
   let work: string;
   let reg: TestRegistry;
   let src: string;
-  const setups: Setup[] = [];
+  const stacks: SnapshotterStack[] = [];
 
   /** A snapshotter (shared nydusd, this template) and a containerd of its own. */
-  async function setup(name: string, template: string): Promise<Setup> {
+  async function setup(name: string, template: string): Promise<SnapshotterStack & { ctd: Containerd }> {
     const dir = path.join(work, name);
-    const root = path.join(dir, 'root');
     fs.mkdirSync(path.join(dir, 'certs.d'), { recursive: true });
-    const configPath = path.join(dir, 'config.toml');
-    fs.writeFileSync(
-      configPath,
-      `version = 1\nroot = "${root}"\naddress = "${dir}/nydus.sock"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${template}"\n[remote.mirrors_config]\ndir = "${dir}/certs.d"\n`,
-    );
-    const snp = new SnapshotterProcess(configPath, path.join(dir, 'nydus.sock'), path.join(dir, 'snapshotter.log'));
-    await snp.start();
-    const s: Setup = { dir, root, snp, ctd: undefined as unknown as Containerd };
-    setups.push(s);
-    s.ctd = await startContainerd({ snapshotterSocket: snp.address });
-    return s;
-  }
-
-  async function teardown(s: Setup): Promise<void> {
-    await s.ctd?.stop();
-    await s.snp.kill9();
-    if (fs.existsSync(path.join(s.root, 'metadata.db'))) killPids(recordedDaemons(s.root).map((r) => r.pid));
-    unmountBelow(s.dir);
+    const stack = await startSnapshotterStack({ dir, nydusdConfig: template, extraToml: `[remote.mirrors_config]\ndir = ${JSON.stringify(path.join(dir, 'certs.d'))}` });
+    stacks.push(stack);
+    return stack as SnapshotterStack & { ctd: Containerd };
   }
 
   /** The nydus blobs of an image in the test registry, and what the registry served of them. */
@@ -86,7 +63,7 @@ describeWith(NEEDS, 'prefetch from a recorded access pattern through containerd-
   }, 30 * 60_000);
 
   afterAll(async () => {
-    for (const s of setups) await teardown(s);
+    for (const s of stacks) await s.stop();
     await reg?.stop();
     if (work) fs.rmSync(work, { recursive: true, force: true });
   }, 120_000);
@@ -109,7 +86,7 @@ describeWith(NEEDS, 'prefetch from a recorded access pattern through containerd-
     const paths = fs.readFileSync(list, 'utf8').split('\n').filter(Boolean);
     expect(paths.some((p) => /^\/usr\/lib\/python3.11\/email\/(__pycache__\/)?parser[.]/.test(p))).toBe(true);
     expect(paths.some((p) => /^\/usr\/bin\/python3/.test(p))).toBe(true);
-    await teardown(trial);
+    await trial.stop();
 
     // 2. Convert with the recorded list.
     // Asynchronously: the registry's recording front runs in this process.
