@@ -129,6 +129,20 @@ test('a corrupted directory fails only when it is listed, with the message the w
   expect(() => deep.children).toThrow(wholeError);
 });
 
+test('the prefetch table read by nid: the listed files without listing their directories; undefined when it names a directory', () => {
+  const img = sampleImage();
+  expect(openBootstrap(encodeBootstrap(img)).prefetchFiles()).toBeUndefined();
+  const boot = encodeBootstrap({ ...img, prefetch: ['/sub/deep/n1', '/a'] });
+  const whole = decodeBootstrap(boot);
+  const want = ['/sub/deep/n1', '/a'].map((p) => [...walk(whole)].find(([q]) => q === p)![1].chunks!.map(plainChunk));
+  // /sub/deep made unlistable (its `..` points at the root): a walk to name n1 would fail there.
+  const bad = Buffer.from(boot);
+  bad.writeBigUInt64LE(BigInt(bad.readUInt16LE(1024 + 14)), direntOf(bad, findDirNid(boot, '/sub/deep'), '..'));
+  const files = openBootstrap(bad).prefetchFiles()!;
+  expect(files.map((f) => f.chunks!.map(plainChunk))).toEqual(want);
+  expect(() => openBootstrap(bad).prefetch).toThrow(FormatError);
+});
+
 /** The nid of the directory at `p`, from the dirents (ino is not the nid). */
 function findDirNid(boot: Buffer, p: string): number {
   let nid = boot.readUInt16LE(1024 + 14);

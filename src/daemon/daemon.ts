@@ -31,6 +31,7 @@ import type { CertsWatcher } from '../mirrors/watcher';
 import type { MirrorSource } from '../fetch/mirror-set';
 import type { ProxySource } from '../fetch/proxy';
 import { collectGarbage } from './gc';
+import { OnDemandImage } from '../format/decode';
 import { IdleCollector } from './idle-gc';
 import { loadedMirrorSet, loadedP2pHub, loadedProxy, watcherModule } from './optional';
 import { prometheusText } from './prom';
@@ -176,8 +177,10 @@ export class Daemon {
     const inst: MountedInstance = { mountpoint: mp, bootstrap: path.resolve(bootstrap), config, rafs, fuse, pipeline, metrics, cache, prefetcher, mountedAt: new Date() };
     this.instances.set(mp, inst);
     log.info({ mountpoint: mp, bootstrap, entries: rafs.entryCount, blobs: rafs.blobs.length, backend: config.backend.type, fs_driver: driverOf(inst), ms: Math.round(performance.now() - t0) }, 'rafs instance mounted');
-    // After the answer is on its way: a full collection walks every mounted image's heap.
-    setImmediate(collectGarbage);
+    // An image decoded whole leaves megabytes of garbage: collect it after the answer is on its
+    // way. One opened on demand leaves little, and a full collection walks every mounted image's
+    // heap just as the container's first requests arrive: the idle collector takes it later.
+    if (!(rafs.image instanceof OnDemandImage)) setImmediate(collectGarbage);
     if (startPrefetch) prefetcher.start();
     return inst;
   }

@@ -8,7 +8,8 @@
  * paced to `bandwidth_rate` bytes/s over all workers. Already cached chunks are skipped. Errors are
  * logged, never fatal: a later on-demand read will try again.
  */
-import type { ChunkInfo } from '../format/model';
+import { OnDemandImage } from '../format/decode';
+import type { ChunkInfo, Inode } from '../format/model';
 import { BlobChunks } from '../fetch/pipeline';
 import type { PrefetchConfig } from './config';
 import type { RafsInstance } from './rafs';
@@ -58,7 +59,12 @@ export class Prefetcher {
   }
 
   private batches(): Batch[] {
-    const list = this.files ?? this.rafs.image.prefetch;
+    // The image's own table on an image decoded on demand is read by nid: naming its entries would
+    // decode most directories of the tree first (a walk that cost a quarter of a second of a cold
+    // start while the container's first reads waited). A table of regular files names no "/".
+    const image = this.rafs.image;
+    const direct = !this.files && image instanceof OnDemandImage ? image.prefetchFiles() : undefined;
+    const list = direct ? [] : (this.files ?? image.prefetch);
     const inlayAll = list.length === 1 && list[0] === '/';
     const rootAmongOthers = list.length > 1 && list.includes('/');
     const seen = new Set<string>();
@@ -69,16 +75,14 @@ export class Prefetcher {
       chunksByBlob.clear();
     };
     if (!inlayAll) {
-      for (const p of list) {
-        for (const f of this.rafs.filesUnder(p)) {
-          for (const c of f.chunks ?? []) {
-            const key = `${c.blobIndex}:${c.index}`;
-            if (seen.has(key)) continue;
-            seen.add(key);
-            const l = chunksByBlob.get(c.blobIndex) ?? [];
-            l.push(c);
-            chunksByBlob.set(c.blobIndex, l);
-          }
+      for (const f of direct ?? list.flatMap((p) => this.rafs.filesUnder(p))) {
+        for (const c of f.chunks ?? []) {
+          const key = `${c.blobIndex}:${c.index}`;
+          if (seen.has(key)) continue;
+          seen.add(key);
+          const l = chunksByBlob.get(c.blobIndex) ?? [];
+          l.push(c);
+          chunksByBlob.set(c.blobIndex, l);
         }
       }
       flush();

@@ -127,6 +127,21 @@ export class OnDemandImage implements RafsImage {
     return this.paths;
   }
 
+  /**
+   * The prefetch table's inodes read straight from their nids, with no walk of the tree to name
+   * them: what a prefetcher needs right after the mount. Undefined when the table names something
+   * other than a regular file (a directory's subtree needs the walk `prefetch` makes).
+   */
+  prefetchFiles(): Inode[] | undefined {
+    const files: Inode[] = [];
+    for (const nid of this.tree.sb.prefetchNids) {
+      const f = this.tree.fileAt(nid);
+      if (!f) return undefined;
+      files.push(f);
+    }
+    return files;
+  }
+
   /** Every row of the chunk info table (each chunk of each blob the image uses, once). */
   chunkRows(): IterableIterator<ChunkInfo> {
     return this.tree.sb.chunks.values();
@@ -554,6 +569,12 @@ class TreeReader {
       this.dirPaths.set(chain[i - 1], path);
     }
     return path === '/' ? `/${names[0]}` : `${path}/${names[0]}`;
+  }
+
+  /** Regular file `nid` on its own, checked, not joined to the tree (a hard link gets a second object); undefined for any other kind. */
+  fileAt(nid: number): Inode | undefined {
+    const raw = this.readInode(nid);
+    return raw.inode.kind === 'file' ? raw.inode : undefined;
   }
 
   /** Inode `nid`, checked; `parentNid` is the directory that reached it (on-demand directories list `..`). */
