@@ -280,14 +280,19 @@ function chunkKey(blobIndex: number, index: number): number {
   return blobIndex * L.MAX_CHUNK_INDEX + index;
 }
 
+/**
+ * The rows of the chunk info table, read from a copy of the table: a mounted image keeps the rows
+ * for as long as it is mounted, and the bootstrap around them can go once its tree is decoded.
+ */
 function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[]): Map<number, ChunkInfo> {
   const out = new Map<number, ChunkInfo>();
+  const table = Buffer.from(buf.subarray(off, off + size));
   for (let r = off; r < off + size; r += L.CHUNK_INFO_SIZE) {
     const where = (): string => `chunk info @${r}`;
     // The offsets first: the row's getters read them without this check.
     const uOff = u64(buf, r + L.CHUNK.uncompressedOffset, 'chunk info');
     const cOff = u64(buf, r + L.CHUNK.compressedOffset, 'chunk info');
-    const c = new ChunkRow(buf, r);
+    const c = new ChunkRow(table, r - off);
     const blobIndex = c.blobIndex;
     const uSize = c.uncompressedSize;
     const cSize = c.compressedSize;
@@ -302,7 +307,7 @@ function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[
     }
     const key = chunkKey(blobIndex, c.index);
     const prev = out.get(key) as ChunkRow | undefined;
-    if (prev && !(buf.compare(buf, r + L.CHUNK.digest, r + L.CHUNK.digest + 32, prev.at + L.CHUNK.digest, prev.at + L.CHUNK.digest + 32) === 0 &&
+    if (prev && !(table.compare(table, c.at + L.CHUNK.digest, c.at + L.CHUNK.digest + 32, prev.at + L.CHUNK.digest, prev.at + L.CHUNK.digest + 32) === 0 &&
       prev.uncompressedOffset === uOff && prev.compressedOffset === cOff && prev.compressedSize === cSize &&
       prev.uncompressedSize === uSize && prev.flags === c.flags)) {
       throw new FormatError(`two different rows for chunk ${c.index} of blob ${blobIndex}`, where());
@@ -313,10 +318,10 @@ function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[
 }
 
 /**
- * One row of the chunk info table, read from the bootstrap on each access (two fields per row: a
- * mounted image keeps one per chunk for as long as it is mounted). `readChunkTable` has checked
+ * One row of the chunk info table, read from the table's copy on each access (two fields per row:
+ * a mounted image keeps one per chunk for as long as it is mounted). `readChunkTable` has checked
  * every field before a row is handed out, so the getters read without checking again. The digest
- * is a view, not a copy (the row keeps the bootstrap buffer alive); the decoded tree gets plain copies.
+ * is a view, not a copy (the row keeps the table alive); the decoded tree gets plain copies.
  */
 class ChunkRow implements ChunkInfo {
   constructor(
@@ -388,13 +393,37 @@ class TreeReader {
 
   private readonly external = new Map<number, ExternalChunks | undefined>();
 
+  /** The bootstrap; an on-demand tree lets go of it once every directory has been listed. */
+  private held?: Buffer;
+  /** On demand: directories made but not listed yet. */
+  private unlisted = 0;
+  /** On demand: the files' chunk index arrays, copied out as their directories are listed. */
+  private readonly addrs = new ByteArena();
+  /** On demand: the prefetch table's nids, whose first path is remembered when they are reached. */
+  private readonly prefetchNids: Set<number>;
+
   constructor(
-    private readonly buf: Buffer,
+    buf: Buffer,
     readonly sb: Super,
     private readonly opts: DecodeOptions,
     /** Directories list their entries and files their chunks on first use (openBootstrap). */
     private readonly onDemand = false,
-  ) {}
+  ) {
+    this.held = buf;
+    this.prefetchNids = new Set(onDemand ? sb.prefetchNids : []);
+  }
+
+  private get buf(): Buffer {
+    if (!this.held) throw new Error('bootstrap already released: every directory was listed');
+    return this.held;
+  }
+
+  /** An on-demand directory was listed: with none left to list, nothing reads the bootstrap again. */
+  dirListed(): void {
+    if (--this.unlisted > 0) return;
+    this.held = undefined;
+    this.addrs.trim();
+  }
 
   private names(name: string): string {
     return this.opts.name ? this.opts.name(name) : name;
@@ -488,7 +517,7 @@ class TreeReader {
         // A tree kept while mounted remembers only what it needs later: hard links (one Inode for
         // every name) and directories (paths in messages); prefetch paths are found by findPaths.
         else if (!this.onDemand || (child.nlink ?? 0) > 1) this.leaves.set(e.nid, child);
-        if (!this.onDemand || child.kind === 'dir') this.reachedBy.set(e.nid, [nid, name]);
+        if (!this.onDemand || child.kind === 'dir' || this.prefetchNids.has(e.nid)) this.reachedBy.set(e.nid, [nid, name]);
         reached(raw, e.nid);
       }
       if (e.fileType !== FT_OF_KIND[child.kind]) throw new FormatError(`file type ${e.fileType} but inode is ${child.kind}`, where());
@@ -514,19 +543,22 @@ class TreeReader {
     });
   }
 
-  /** Walks an on-demand tree breadth first, listing its directories, until every wanted nid has a path. */
+  /**
+   * Lists an on-demand tree's directories breadth first until every wanted nid has been reached
+   * (listing remembers the first entry that reaches a prefetch table nid).
+   */
   private findPaths(root: OnDemandDir, wanted: Set<number>, found: Map<number, string>): void {
-    const queue: Array<[OnDemandDir, string]> = [[root, '/']];
-    const join = (dir: string, name: string): string => (dir === '/' ? `/${name}` : `${dir}/${name}`);
-    for (let q = 0; q < queue.length && found.size < wanted.size; q++) {
-      const [dir, p] = queue[q];
-      const children = dir.children;
-      for (const e of this.dirEntries(dir.raw, dir.nid)) {
-        if (!wanted.has(e.nid) || found.has(e.nid)) continue;
-        const name = e.name.toString('utf8');
-        if (name !== '.' && name !== '..') found.set(e.nid, join(p, name));
-      }
-      for (const [name, c] of children) if (c instanceof OnDemandDir) queue.push([c, join(p, name)]);
+    const missing = [...wanted].filter((nid) => !found.has(nid));
+    const queue: OnDemandDir[] = [root];
+    let k = 0;
+    for (let q = 0; q < queue.length; q++) {
+      while (k < missing.length && this.reachedBy.has(missing[k])) k++;
+      if (k === missing.length) break;
+      for (const c of queue[q].children.values()) if (c instanceof OnDemandDir) queue.push(c);
+    }
+    for (const nid of missing) {
+      const p = this.pathOf(nid);
+      if (p !== undefined) found.set(nid, p);
     }
   }
 
@@ -601,12 +633,15 @@ class TreeReader {
     const raw: RawInode = { inode, layout, u, bodyOff: off + isize + xsize };
     switch (kind) {
       case 'file':
-        if (this.onDemand) raw.inode = new OnDemandFile(this, inode, this.chunkIndexes(raw, where), nid);
+        if (this.onDemand) raw.inode = new OnDemandFile(this, inode, this.copyChunkIndexes(raw, where), nid);
         else inode.chunks = this.fileChunks(raw, where);
         break;
       case 'dir':
         this.checkFlat(raw, where);
-        if (this.onDemand) raw.inode = new OnDemandDir(this, raw, nid, parentNid);
+        if (this.onDemand) {
+          raw.inode = new OnDemandDir(this, raw, nid, parentNid);
+          this.unlisted++;
+        }
         else inode.children = new Map();
         break;
       case 'symlink':
@@ -688,12 +723,27 @@ class TreeReader {
     return { start, count };
   }
 
-  /** Chunk `i` of a file of `size` bytes whose index array starts at `start`: its chunk table row, checked. */
-  chunkAt(start: number, i: number, size: number, where: string): ChunkInfo {
+  /** A chunk-based file's index array, copied out of the bootstrap (`at` in the copies, `start` in the bootstrap). */
+  private copyChunkIndexes(raw: RawInode, where: string): FileChunkIndexes {
+    const { start, count } = this.chunkIndexes(raw, where);
+    return { start, count, at: count > 0 ? this.addrs.add(this.buf, start, count * L.CHUNK_ADDR_SIZE) : 0 };
+  }
+
+  /** Chunk `i` of an on-demand file, from its copied index array: its chunk table row, checked. */
+  fileChunkAt(at: number, start: number, i: number, size: number, where: string): ChunkInfo {
+    return this.chunkAt(this.addrs.bytes, at, start, i, size, where);
+  }
+
+  /**
+   * Chunk `i` of a file of `size` bytes whose index array starts at `from` in `addrs` (at `start`
+   * in the bootstrap, for messages): its chunk table row, checked.
+   */
+  private chunkAt(addrs: Buffer, from: number, start: number, i: number, size: number, where: string): ChunkInfo {
+    const a = from + i * L.CHUNK_ADDR_SIZE;
     const p = start + i * L.CHUNK_ADDR_SIZE;
-    const lo = this.buf.readUInt16LE(p + L.CHUNK_ADDR.blobAddrLo);
-    const hi = this.buf.readUInt16LE(p + L.CHUNK_ADDR.blobAddrHi);
-    const blk = this.buf.readUInt32LE(p + L.CHUNK_ADDR.blkAddr);
+    const lo = addrs.readUInt16LE(a + L.CHUNK_ADDR.blobAddrLo);
+    const hi = addrs.readUInt16LE(a + L.CHUNK_ADDR.blobAddrHi);
+    const blk = addrs.readUInt32LE(a + L.CHUNK_ADDR.blkAddr);
     const at = (): string => `${where} chunk index ${i} @${p}`;
     const dev = hi & 0xff;
     if (dev === 0 || dev > this.sb.blobs.length) throw new FormatError(`device id ${dev} names no blob`, at());
@@ -710,7 +760,7 @@ class TreeReader {
   private fileChunks(raw: RawInode, where: string): ChunkInfo[] {
     const { start, count } = this.chunkIndexes(raw, where);
     const chunks: ChunkInfo[] = new Array(count);
-    for (let i = 0; i < count; i++) chunks[i] = plainChunk(this.chunkAt(start, i, raw.inode.size, where));
+    for (let i = 0; i < count; i++) chunks[i] = plainChunk(this.chunkAt(this.buf, start, start, i, raw.inode.size, where));
     return chunks;
   }
 }
@@ -729,13 +779,16 @@ class OnDemandDir implements Inode {
   ino?: number;
   nlink?: number;
   private list?: Map<string, Inode>;
+  /** Where the entries are: let go once they are listed. */
+  private raw?: RawInode;
 
   constructor(
     private readonly tree: TreeReader,
-    readonly raw: RawInode,
+    raw: RawInode,
     readonly nid: number,
     private readonly parentNid: number,
   ) {
+    this.raw = raw;
     const i = raw.inode;
     this.mode = i.mode;
     this.uid = i.uid;
@@ -748,7 +801,11 @@ class OnDemandDir implements Inode {
   }
 
   get children(): Map<string, Inode> {
-    this.list ??= this.tree.listDir(this.raw, this.nid, this.parentNid);
+    if (!this.list) {
+      this.list = this.tree.listDir(this.raw!, this.nid, this.parentNid);
+      this.raw = undefined;
+      this.tree.dirListed();
+    }
     return this.list;
   }
 }
@@ -766,13 +823,15 @@ class OnDemandFile implements Inode {
   xattrs: Map<string, Buffer>;
   ino?: number;
   nlink?: number;
+  /** The chunk index array: `count` entries, at `at` in the tree's copies and `start` in the bootstrap. */
   private readonly start: number;
   private readonly count: number;
+  private readonly at: number;
 
   constructor(
     private readonly tree: TreeReader,
     from: Inode,
-    indexes: { start: number; count: number },
+    indexes: FileChunkIndexes,
     private readonly nid: number,
   ) {
     this.mode = from.mode;
@@ -785,6 +844,7 @@ class OnDemandFile implements Inode {
     this.ino = from.ino;
     this.start = indexes.start;
     this.count = indexes.count;
+    this.at = indexes.at;
   }
 
   get chunks(): ChunkInfo[] {
@@ -795,7 +855,40 @@ class OnDemandFile implements Inode {
     const end = Math.min(to, this.count);
     const out: ChunkInfo[] = new Array(Math.max(0, end - from));
     const where = `inode nid ${this.nid}`;
-    for (let k = from; k < end; k++) out[k - from] = this.tree.chunkAt(this.start, k, this.size, where);
+    for (let k = from; k < end; k++) out[k - from] = this.tree.fileChunkAt(this.at, this.start, k, this.size, where);
     return out;
+  }
+}
+
+/** Where a file's chunk index array is: `count` entries at `at` in the tree's copies, at `start` in the bootstrap. */
+interface FileChunkIndexes {
+  start: number;
+  count: number;
+  at: number;
+}
+
+/**
+ * Bytes appended one run after another into one growing buffer (the files' chunk index arrays of
+ * an on-demand tree: a few bytes each, too small for a Buffer apiece).
+ */
+class ByteArena {
+  bytes = Buffer.alloc(0);
+  private used = 0;
+
+  /** Copies `length` bytes of `src` from `start`; returns where they are in `bytes`. */
+  add(src: Buffer, start: number, length: number): number {
+    if (this.used + length > this.bytes.length) {
+      const grown = Buffer.alloc(Math.max(4096, 2 * (this.used + length)));
+      this.bytes.copy(grown, 0, 0, this.used);
+      this.bytes = grown;
+    }
+    src.copy(this.bytes, this.used, start, start + length);
+    this.used += length;
+    return this.used - length;
+  }
+
+  /** Gives back the room kept for growth (nothing is added after this). */
+  trim(): void {
+    if (this.used < this.bytes.length) this.bytes = Buffer.from(this.bytes.subarray(0, this.used));
   }
 }
