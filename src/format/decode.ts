@@ -41,7 +41,7 @@ interface Super {
   compressor: Compressor;
   digester: Digester;
   blobs: BlobInfo[];
-  chunks: Map<number, ChunkInfo>;
+  chunks: ChunkRows;
   prefetchNids: number[];
 }
 
@@ -284,7 +284,7 @@ function chunkKey(blobIndex: number, index: number): number {
  * The rows of the chunk info table, read from a copy of the table: a mounted image keeps the rows
  * for as long as it is mounted, and the bootstrap around them can go once its tree is decoded.
  */
-function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[]): Map<number, ChunkInfo> {
+function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[]): ChunkRows {
   const out = new Map<number, ChunkInfo>();
   const table = Buffer.from(buf.subarray(off, off + size));
   for (let r = off; r < off + size; r += L.CHUNK_INFO_SIZE) {
@@ -314,7 +314,37 @@ function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[
     }
     out.set(key, c);
   }
-  return out;
+  return new ChunkRows(out);
+}
+
+/**
+ * The chunk table's rows by key (`chunkKey`), held in two arrays sorted by key and searched by
+ * halving: a mounted image keeps them as long as it is mounted, and a Map costs several times the
+ * memory per row.
+ */
+class ChunkRows {
+  private readonly keys: Float64Array;
+  private readonly rows: ChunkInfo[];
+
+  constructor(byKey: Map<number, ChunkInfo>) {
+    this.keys = Float64Array.from(byKey.keys()).sort();
+    this.rows = Array.from(this.keys, (k) => byKey.get(k)!);
+  }
+
+  get(key: number): ChunkInfo | undefined {
+    let lo = 0;
+    let hi = this.keys.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.keys[mid] < key) lo = mid + 1;
+      else hi = mid;
+    }
+    return this.keys[lo] === key ? this.rows[lo] : undefined;
+  }
+
+  values(): IterableIterator<ChunkInfo> {
+    return this.rows.values();
+  }
 }
 
 /**
@@ -767,14 +797,12 @@ class TreeReader {
 
 /** A directory of an on-demand tree: its entries are read and checked the first time they are asked for. */
 class OnDemandDir implements Inode {
-  readonly kind = 'dir' as const;
   mode: number;
   uid: number;
   gid: number;
   mtime: number;
   mtimeNsec: number;
   size: number;
-  rdev = 0;
   xattrs: Map<string, Buffer>;
   ino?: number;
   nlink?: number;
@@ -800,6 +828,14 @@ class OnDemandDir implements Inode {
     this.ino = i.ino;
   }
 
+  // Constants on the prototype, not fields: one tree holds thousands of these.
+  get kind(): 'dir' {
+    return 'dir';
+  }
+  get rdev(): number {
+    return 0;
+  }
+
   get children(): Map<string, Inode> {
     if (!this.list) {
       this.list = this.tree.listDir(this.raw!, this.nid, this.parentNid);
@@ -812,14 +848,12 @@ class OnDemandDir implements Inode {
 
 /** A regular file of an on-demand tree: its chunk rows are looked up (and checked) per request. */
 class OnDemandFile implements Inode {
-  readonly kind = 'file' as const;
   mode: number;
   uid: number;
   gid: number;
   mtime: number;
   mtimeNsec: number;
   size: number;
-  rdev = 0;
   xattrs: Map<string, Buffer>;
   ino?: number;
   nlink?: number;
@@ -845,6 +879,13 @@ class OnDemandFile implements Inode {
     this.start = indexes.start;
     this.count = indexes.count;
     this.at = indexes.at;
+  }
+
+  get kind(): 'file' {
+    return 'file';
+  }
+  get rdev(): number {
+    return 0;
   }
 
   get chunks(): ChunkInfo[] {
