@@ -429,6 +429,8 @@ class TreeReader {
   private unlisted = 0;
   /** On demand: the files' chunk index arrays, copied out as their directories are listed. */
   private readonly addrs = new ByteArena();
+  /** On demand: the files' attributes. */
+  readonly files = new FileRows();
   /** On demand: the prefetch table's nids, whose first path is remembered when they are reached. */
   private readonly prefetchNids: Set<number>;
 
@@ -453,6 +455,7 @@ class TreeReader {
     if (--this.unlisted > 0) return;
     this.held = undefined;
     this.addrs.trim();
+    this.files.trim();
   }
 
   private names(name: string): string {
@@ -661,9 +664,10 @@ class TreeReader {
     const xattrs = this.onDemand && decoded.size === 0 ? NO_XATTRS : decoded;
     const inode: Inode = { kind, mode: mode & 0o7777, uid, gid, mtime, mtimeNsec, size, rdev: 0, xattrs, ino };
     const raw: RawInode = { inode, layout, u, bodyOff: off + isize + xsize };
+    const nlink = extended ? buf.readUInt32LE(off + L.EXTENDED.nlink) : buf.readUInt16LE(off + L.COMPACT.nlink);
     switch (kind) {
       case 'file':
-        if (this.onDemand) raw.inode = new OnDemandFile(this, inode, this.copyChunkIndexes(raw, where), nid);
+        if (this.onDemand) raw.inode = new OnDemandFile(this, this.files.add(inode, nlink, nid, this.copyChunkIndexes(raw, where)));
         else inode.chunks = this.fileChunks(raw, where);
         break;
       case 'dir':
@@ -671,8 +675,9 @@ class TreeReader {
         if (this.onDemand) {
           raw.inode = new OnDemandDir(this, raw, nid, parentNid);
           this.unlisted++;
+        } else {
+          inode.children = new Map();
         }
-        else inode.children = new Map();
         break;
       case 'symlink':
         if (size === 0 || size > L.MAX_SYMLINK) throw new FormatError(`symlink size ${size}`, where);
@@ -687,7 +692,7 @@ class TreeReader {
       default:
         if (size !== 0) throw new FormatError(`${kind} with size ${size}`, where);
     }
-    if (this.onDemand) raw.inode.nlink = extended ? buf.readUInt32LE(off + L.EXTENDED.nlink) : buf.readUInt16LE(off + L.COMPACT.nlink);
+    if (this.onDemand && kind !== 'file') raw.inode.nlink = nlink;
     return raw;
   }
 
@@ -846,40 +851,15 @@ class OnDemandDir implements Inode {
   }
 }
 
-/** A regular file of an on-demand tree: its chunk rows are looked up (and checked) per request. */
+/**
+ * A regular file of an on-demand tree: its attributes are a row of the tree's FileRows, its chunk
+ * rows are looked up (and checked) per request. Read-only: the attributes have no setters.
+ */
 class OnDemandFile implements Inode {
-  mode: number;
-  uid: number;
-  gid: number;
-  mtime: number;
-  mtimeNsec: number;
-  size: number;
-  xattrs: Map<string, Buffer>;
-  ino?: number;
-  nlink?: number;
-  /** The chunk index array: `count` entries, at `at` in the tree's copies and `start` in the bootstrap. */
-  private readonly start: number;
-  private readonly count: number;
-  private readonly at: number;
-
   constructor(
     private readonly tree: TreeReader,
-    from: Inode,
-    indexes: FileChunkIndexes,
-    private readonly nid: number,
-  ) {
-    this.mode = from.mode;
-    this.uid = from.uid;
-    this.gid = from.gid;
-    this.mtime = from.mtime;
-    this.mtimeNsec = from.mtimeNsec;
-    this.size = from.size;
-    this.xattrs = from.xattrs;
-    this.ino = from.ino;
-    this.start = indexes.start;
-    this.count = indexes.count;
-    this.at = indexes.at;
-  }
+    private readonly row: number,
+  ) {}
 
   get kind(): 'file' {
     return 'file';
@@ -887,17 +867,127 @@ class OnDemandFile implements Inode {
   get rdev(): number {
     return 0;
   }
+  get mode(): number {
+    return this.tree.files.u32At(this.row, U32.mode);
+  }
+  get uid(): number {
+    return this.tree.files.u32At(this.row, U32.uid);
+  }
+  get gid(): number {
+    return this.tree.files.u32At(this.row, U32.gid);
+  }
+  get mtime(): number {
+    return this.tree.files.f64At(this.row, F64.mtime);
+  }
+  get mtimeNsec(): number {
+    return this.tree.files.u32At(this.row, U32.mtimeNsec);
+  }
+  get size(): number {
+    return this.tree.files.f64At(this.row, F64.size);
+  }
+  get ino(): number {
+    return this.tree.files.u32At(this.row, U32.ino);
+  }
+  get nlink(): number {
+    return this.tree.files.u32At(this.row, U32.nlink);
+  }
+  get xattrs(): Map<string, Buffer> {
+    return this.tree.files.xattrsOf(this.row);
+  }
 
   get chunks(): ChunkInfo[] {
-    return this.chunkSlice(0, this.count);
+    return this.chunkSlice(0, this.tree.files.u32At(this.row, U32.count));
   }
 
   chunkSlice(from: number, to: number): ChunkInfo[] {
-    const end = Math.min(to, this.count);
+    const f = this.tree.files;
+    const end = Math.min(to, f.u32At(this.row, U32.count));
     const out: ChunkInfo[] = new Array(Math.max(0, end - from));
-    const where = `inode nid ${this.nid}`;
-    for (let k = from; k < end; k++) out[k - from] = this.tree.fileChunkAt(this.at, this.start, k, this.size, where);
+    const where = `inode nid ${f.u32At(this.row, U32.nid)}`;
+    const at = f.u32At(this.row, U32.at);
+    const start = f.u32At(this.row, U32.start);
+    const size = this.size;
+    for (let k = from; k < end; k++) out[k - from] = this.tree.fileChunkAt(at, start, k, size, where);
     return out;
+  }
+}
+
+/** Columns of a FileRows row that fit 32 bits. */
+const enum U32 {
+  mode,
+  uid,
+  gid,
+  mtimeNsec,
+  ino,
+  nlink,
+  nid,
+  /** Chunk index array: entries, offset in the tree's copies, offset in the bootstrap. */
+  count,
+  at,
+  start,
+  width,
+}
+
+/** Columns of a FileRows row that may not fit 32 bits. */
+const enum F64 {
+  mtime,
+  size,
+  width,
+}
+
+/**
+ * The regular files of an on-demand tree, a row each in two typed arrays (a walked Debian image has
+ * 10k files, each field of an object costs 8 bytes and most fit in 4); xattrs, rare, in a Map.
+ */
+class FileRows {
+  private n = 0;
+  private u32 = new Uint32Array(0);
+  private f64 = new Float64Array(0);
+  private readonly xattrs = new Map<number, Map<string, Buffer>>();
+
+  /** A row for `inode` (a decoded file, its fields checked); returns its number. */
+  add(inode: Inode, nlink: number, nid: number, indexes: FileChunkIndexes): number {
+    if (this.n * U32.width === this.u32.length) this.resize(Math.max(64, 2 * this.n));
+    const r = this.n++;
+    const u = r * U32.width;
+    this.u32[u + U32.mode] = inode.mode;
+    this.u32[u + U32.uid] = inode.uid;
+    this.u32[u + U32.gid] = inode.gid;
+    this.u32[u + U32.mtimeNsec] = inode.mtimeNsec;
+    this.u32[u + U32.ino] = inode.ino ?? 0;
+    this.u32[u + U32.nlink] = nlink;
+    this.u32[u + U32.nid] = nid;
+    this.u32[u + U32.count] = indexes.count;
+    this.u32[u + U32.at] = indexes.at;
+    this.u32[u + U32.start] = indexes.start;
+    this.f64[r * F64.width + F64.mtime] = inode.mtime;
+    this.f64[r * F64.width + F64.size] = inode.size;
+    if (inode.xattrs.size > 0) this.xattrs.set(r, inode.xattrs);
+    return r;
+  }
+
+  u32At(row: number, col: U32): number {
+    return this.u32[row * U32.width + col];
+  }
+  f64At(row: number, col: F64): number {
+    return this.f64[row * F64.width + col];
+  }
+  xattrsOf(row: number): Map<string, Buffer> {
+    return this.xattrs.get(row) ?? NO_XATTRS;
+  }
+
+  /** Gives back the room kept for growth (nothing is added after this). */
+  trim(): void {
+    this.resize(this.n);
+  }
+
+  private resize(rows: number): void {
+    const u32 = new Uint32Array(rows * U32.width);
+    u32.set(this.u32.subarray(0, this.n * U32.width));
+    const f64 = new Float64Array(rows * F64.width);
+    f64.set(this.f64.subarray(0, this.n * F64.width));
+    this.u32 = u32;
+    this.f64 = f64;
   }
 }
 
