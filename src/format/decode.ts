@@ -89,8 +89,10 @@ export function decodeBootstrap(buf: Buffer, opts: DecodeOptions = {}): RafsImag
  * file's chunk rows each time a range of them is asked for (`chunkSlice`), the prefetch table's
  * paths the first time `prefetch` is read. Every check `decodeBootstrap` makes is made, when the
  * part is reached: a malformed directory throws FormatError from `children`, not here. Inodes carry
- * their stored link count (`nlink`). Chunk rows are shared, read-only objects; the buffer stays
- * referenced for as long as the image is. RAFS v5 is refused: decode it with `decodeBootstrap`.
+ * their stored link count (`nlink`); regular files are read-only nodes. Chunk rows are shared,
+ * read-only objects over a copy of the chunk table. What the tree needs after a directory is listed
+ * is copied out of `buf` (files' attributes and chunk index arrays), so once every directory has
+ * been listed the image no longer references `buf`. RAFS v5 is refused: decode it with `decodeBootstrap`.
  */
 export function openBootstrap(buf: Buffer, opts: DecodeOptions = {}): OnDemandImage {
   if (isRafsV5(buf)) throw new FormatError('RAFS v5 bootstrap: no on-demand decoding', 'bootstrap');
