@@ -282,19 +282,14 @@ function chunkKey(blobIndex: number, index: number): number {
   return blobIndex * L.MAX_CHUNK_INDEX + index;
 }
 
-/**
- * The rows of the chunk info table, read from a copy of the table: a mounted image keeps the rows
- * for as long as it is mounted, and the bootstrap around them can go once its tree is decoded.
- */
 function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[]): ChunkRows {
-  const out = new Map<number, ChunkInfo>();
-  const table = Buffer.from(buf.subarray(off, off + size));
+  const out = new Map<number, ChunkRow>();
   for (let r = off; r < off + size; r += L.CHUNK_INFO_SIZE) {
     const where = (): string => `chunk info @${r}`;
     // The offsets first: the row's getters read them without this check.
     const uOff = u64(buf, r + L.CHUNK.uncompressedOffset, 'chunk info');
     const cOff = u64(buf, r + L.CHUNK.compressedOffset, 'chunk info');
-    const c = new ChunkRow(table, r - off);
+    const c = new ChunkRow(buf, r);
     const blobIndex = c.blobIndex;
     const uSize = c.uncompressedSize;
     const cSize = c.compressedSize;
@@ -308,29 +303,42 @@ function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[
       throw new FormatError(`compressed range ${cOff}+${cSize} outside blob ${blobIndex}`, where());
     }
     const key = chunkKey(blobIndex, c.index);
-    const prev = out.get(key) as ChunkRow | undefined;
-    if (prev && !(table.compare(table, c.at + L.CHUNK.digest, c.at + L.CHUNK.digest + 32, prev.at + L.CHUNK.digest, prev.at + L.CHUNK.digest + 32) === 0 &&
+    const prev = out.get(key);
+    if (prev && !(buf.compare(buf, r + L.CHUNK.digest, r + L.CHUNK.digest + 32, prev.at + L.CHUNK.digest, prev.at + L.CHUNK.digest + 32) === 0 &&
       prev.uncompressedOffset === uOff && prev.compressedOffset === cOff && prev.compressedSize === cSize &&
       prev.uncompressedSize === uSize && prev.flags === c.flags)) {
       throw new FormatError(`two different rows for chunk ${c.index} of blob ${blobIndex}`, where());
     }
     out.set(key, c);
   }
-  return new ChunkRows(out);
+  return new ChunkRows(out, buf, off, size);
 }
 
 /**
  * The chunk table's rows by key (`chunkKey`), held in two arrays sorted by key and searched by
  * halving: a mounted image keeps them as long as it is mounted, and a Map costs several times the
- * memory per row.
+ * memory per row. The rows read the bootstrap until `detach` moves them to a copy of the table.
  */
 class ChunkRows {
   private readonly keys: Float64Array;
-  private readonly rows: ChunkInfo[];
+  private readonly rows: ChunkRow[];
 
-  constructor(byKey: Map<number, ChunkInfo>) {
+  /** Where the rows read now, until `detach`. */
+  private table?: { buf: Buffer; off: number; size: number };
+
+  constructor(byKey: Map<number, ChunkRow>, buf: Buffer, off: number, size: number) {
     this.keys = Float64Array.from(byKey.keys()).sort();
     this.rows = Array.from(this.keys, (k) => byKey.get(k)!);
+    this.table = { buf, off, size };
+  }
+
+  /** Moves every row to a copy of the table, so that the bootstrap around it can go. */
+  detach(): void {
+    if (!this.table) return;
+    const { buf, off, size } = this.table;
+    const copy = Buffer.from(buf.subarray(off, off + size));
+    for (const r of this.rows) r.moveTo(copy, r.at - off);
+    this.table = undefined;
   }
 
   get(key: number): ChunkInfo | undefined {
@@ -350,16 +358,22 @@ class ChunkRows {
 }
 
 /**
- * One row of the chunk info table, read from the table's copy on each access (two fields per row:
- * a mounted image keeps one per chunk for as long as it is mounted). `readChunkTable` has checked
- * every field before a row is handed out, so the getters read without checking again. The digest
- * is a view, not a copy (the row keeps the table alive); the decoded tree gets plain copies.
+ * One row of the chunk info table, read from the bootstrap (or, once `ChunkRows.detach` has moved
+ * it, from a copy of the table) on each access: two fields per row, as a mounted image keeps one
+ * per chunk for as long as it is mounted. `readChunkTable` has checked every field before a row is
+ * handed out, so the getters read without checking again. The digest is a view, not a copy; the
+ * decoded tree gets plain copies.
  */
 class ChunkRow implements ChunkInfo {
   constructor(
-    private readonly buf: Buffer,
-    readonly at: number,
+    private buf: Buffer,
+    public at: number,
   ) {}
+
+  moveTo(buf: Buffer, at: number): void {
+    this.buf = buf;
+    this.at = at;
+  }
 
   get digest(): Buffer {
     return this.buf.subarray(this.at + L.CHUNK.digest, this.at + L.CHUNK.digest + 32);
@@ -456,6 +470,7 @@ class TreeReader {
   dirListed(): void {
     if (--this.unlisted > 0) return;
     this.held = undefined;
+    this.sb.chunks.detach();
     this.addrs.trim();
     this.files.trim();
   }
