@@ -283,8 +283,12 @@ function chunkKey(blobIndex: number, index: number): number {
 }
 
 function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[]): ChunkRows {
-  const out = new Map<number, ChunkRow>();
-  for (let r = off; r < off + size; r += L.CHUNK_INFO_SIZE) {
+  const n = size / L.CHUNK_INFO_SIZE;
+  const keys = new Float64Array(n);
+  const rows: ChunkRow[] = new Array(n);
+  let ascending = true;
+  for (let i = 0; i < n; i++) {
+    const r = off + i * L.CHUNK_INFO_SIZE;
     const where = (): string => `chunk info @${r}`;
     // The offsets first: the row's getters read them without this check.
     const uOff = u64(buf, r + L.CHUNK.uncompressedOffset, 'chunk info');
@@ -302,16 +306,37 @@ function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[
     if (cOff + cSize > blob.compressedSize) {
       throw new FormatError(`compressed range ${cOff}+${cSize} outside blob ${blobIndex}`, where());
     }
-    const key = chunkKey(blobIndex, c.index);
-    const prev = out.get(key);
-    if (prev && !(buf.compare(buf, r + L.CHUNK.digest, r + L.CHUNK.digest + 32, prev.at + L.CHUNK.digest, prev.at + L.CHUNK.digest + 32) === 0 &&
-      prev.uncompressedOffset === uOff && prev.compressedOffset === cOff && prev.compressedSize === cSize &&
-      prev.uncompressedSize === uSize && prev.flags === c.flags)) {
-      throw new FormatError(`two different rows for chunk ${c.index} of blob ${blobIndex}`, where());
-    }
-    out.set(key, c);
+    keys[i] = chunkKey(blobIndex, c.index);
+    rows[i] = c;
+    if (i > 0 && keys[i] <= keys[i - 1]) ascending = false;
   }
-  return new ChunkRows(out, buf, off, size);
+  // Builders write the rows in key order, each once: then there is nothing to sort or collapse.
+  if (ascending) return new ChunkRows(keys, rows, buf, off, size);
+  const order = Array.from(rows.keys()).sort((a, b) => keys[a] - keys[b] || a - b);
+  const uniqueKeys: number[] = [];
+  const unique: ChunkRow[] = [];
+  let conflict = -1;
+  for (const i of order) {
+    const last = unique.length - 1;
+    if (last < 0 || uniqueKeys[last] !== keys[i]) {
+      uniqueKeys.push(keys[i]);
+      unique.push(rows[i]);
+    } else if (!sameRow(buf, unique[last], rows[i]) && (conflict < 0 || i < conflict)) {
+      // The same chunk twice must be the same row; the first row (in table order) that differs is named.
+      conflict = i;
+    }
+  }
+  if (conflict >= 0) {
+    const c = rows[conflict];
+    throw new FormatError(`two different rows for chunk ${c.index} of blob ${c.blobIndex}`, `chunk info @${c.at}`);
+  }
+  return new ChunkRows(Float64Array.from(uniqueKeys), unique, buf, off, size);
+}
+
+function sameRow(buf: Buffer, a: ChunkRow, b: ChunkRow): boolean {
+  return buf.compare(buf, a.at + L.CHUNK.digest, a.at + L.CHUNK.digest + 32, b.at + L.CHUNK.digest, b.at + L.CHUNK.digest + 32) === 0 &&
+    a.uncompressedOffset === b.uncompressedOffset && a.compressedOffset === b.compressedOffset && a.compressedSize === b.compressedSize &&
+    a.uncompressedSize === b.uncompressedSize && a.flags === b.flags;
 }
 
 /**
@@ -326,9 +351,10 @@ class ChunkRows {
   /** Where the rows read now, until `detach`. */
   private table?: { buf: Buffer; off: number; size: number };
 
-  constructor(byKey: Map<number, ChunkRow>, buf: Buffer, off: number, size: number) {
-    this.keys = Float64Array.from(byKey.keys()).sort();
-    this.rows = Array.from(this.keys, (k) => byKey.get(k)!);
+  /** `keys` ascending, each once; `rows[i]` is the row of `keys[i]`. */
+  constructor(keys: Float64Array, rows: ChunkRow[], buf: Buffer, off: number, size: number) {
+    this.keys = keys;
+    this.rows = rows;
     this.table = { buf, off, size };
   }
 
