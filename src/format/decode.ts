@@ -90,9 +90,10 @@ export function decodeBootstrap(buf: Buffer, opts: DecodeOptions = {}): RafsImag
  * paths the first time `prefetch` is read. Every check `decodeBootstrap` makes is made, when the
  * part is reached: a malformed directory throws FormatError from `children`, not here. Inodes carry
  * their stored link count (`nlink`); regular files are read-only nodes. Chunk rows are shared,
- * read-only objects over a copy of the chunk table. What the tree needs after a directory is listed
- * is copied out of `buf` (files' attributes and chunk index arrays), so once every directory has
- * been listed the image no longer references `buf`. RAFS v5 is refused: decode it with `decodeBootstrap`.
+ * read-only objects. What the tree needs after a directory is listed is copied out of `buf` (files'
+ * attributes and chunk index arrays), so once every directory has been listed the chunk rows move to
+ * a copy of the chunk table and the image no longer references `buf`. RAFS v5 is refused: decode it
+ * with `decodeBootstrap`.
  */
 export function openBootstrap(buf: Buffer, opts: DecodeOptions = {}): OnDemandImage {
   if (isRafsV5(buf)) throw new FormatError('RAFS v5 bootstrap: no on-demand decoding', 'bootstrap');
@@ -591,7 +592,7 @@ class TreeReader {
         child = raw.inode;
         if (child.kind === 'dir') this.dirsSeen.add(e.nid);
         // A tree kept while mounted remembers only what it needs later: hard links (one Inode for
-        // every name) and directories (paths in messages); prefetch paths are found by findPaths.
+        // every name), directories (paths in messages) and the prefetch table's nids (their paths).
         else if (!this.onDemand || (child.nlink ?? 0) > 1) this.leaves.set(e.nid, child);
         if (!this.onDemand || child.kind === 'dir' || this.prefetchNids.has(e.nid)) this.reachedBy.set(e.nid, [nid, name]);
         reached(raw, e.nid);
