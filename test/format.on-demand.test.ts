@@ -2,8 +2,10 @@
  * openBootstrap (the tree decoded on demand, what nydusd mounts) against decodeBootstrap (the whole
  * tree at once): the same tree, entry by entry, for the Debian fixture built by our nydus-image, the
  * upstream-built fixture and a hand-built image with hard links, xattrs and a prefetch table; stored
- * link counts equal the ones the whole tree gives; and laziness shown by a corrupted directory that
- * only fails when it is listed.
+ * link counts equal the ones the whole tree gives; once every directory has been listed the tree no
+ * longer reads the bootstrap (its bytes zeroed, files' chunk rows and the prefetch paths unchanged);
+ * laziness shown by a corrupted directory that only fails when it is listed; chunk table rows out
+ * of key order or given twice.
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -12,6 +14,7 @@ import * as path from 'node:path';
 import { decodeBootstrap, openBootstrap } from '../src/format/decode';
 import { encodeBootstrap } from '../src/format/encode';
 import { walk } from '../src/format/walk';
+import * as L from '../src/format/layout';
 import { ChunkInfo, FormatError, Inode, RafsImage, newInode } from '../src/format/model';
 import { debianRootfsTar, REPO_ROOT, UPSTREAM_FIXTURES } from './helpers/fixtures';
 
@@ -43,13 +46,20 @@ function linkCounts(img: RafsImage): Map<number, number> {
 
 function expectSameImage(boot: Buffer): void {
   const whole = decodeBootstrap(boot);
-  const lazy = openBootstrap(boot);
-  expect(entries(lazy)).toEqual(entries(whole));
-  expect(lazy.prefetch).toEqual(whole.prefetch);
+  const bytes = Buffer.from(boot);
+  const lazy = openBootstrap(bytes);
+  const want = entries(whole);
+  expect(entries(lazy)).toEqual(want);
   expect(lazy.blobs).toEqual(whole.blobs);
   const nlink = linkCounts(whole);
   const wrong = [...walk(lazy)].filter(([, n]) => n.nlink !== nlink.get(n.ino!)).map(([p, n]) => `${p}: ${n.nlink}, whole tree ${nlink.get(n.ino!)}`);
   expect(wrong).toEqual([]);
+  // Every directory is listed now: what a mounted image still needs was copied out of the bootstrap.
+  bytes.fill(0);
+  expect(entries(lazy)).toEqual(want);
+  expect(lazy.prefetch).toEqual(whole.prefetch);
+  // The prefetch paths read first, before any directory was listed.
+  expect(openBootstrap(boot).prefetch).toEqual(whole.prefetch);
 }
 
 function sampleImage(): RafsImage {
@@ -141,6 +151,35 @@ test('the prefetch table read by nid: the listed files without listing their dir
   const files = openBootstrap(bad).prefetchFiles()!;
   expect(files.map((f) => f.chunks!.map(plainChunk))).toEqual(want);
   expect(() => openBootstrap(bad).prefetch).toThrow(FormatError);
+});
+
+test('a chunk info table out of key order, or with a chunk twice: found by key, a differing second row named', () => {
+  const boot = encodeBootstrap(sampleImage());
+  const off = Number(boot.readBigUInt64LE(L.EXT_SB_OFFSET + L.EXT.chunkTableOffset));
+  const row = (i: number) => off + i * L.CHUNK_INFO_SIZE;
+  // Rows 0 and 2 swapped: nothing else changes.
+  const swapped = Buffer.from(boot);
+  boot.copy(swapped, row(0), row(2), row(3));
+  boot.copy(swapped, row(2), row(0), row(1));
+  expect(entries(openBootstrap(swapped))).toEqual(entries(decodeBootstrap(boot)));
+  expectSameImage(swapped);
+  // Row 3 a copy of row 0: chunk 3 is then missing, found when a file using it is read.
+  const twice = Buffer.from(boot);
+  boot.copy(twice, row(3), row(0), row(1));
+  const lazy = openBootstrap(twice);
+  const missing = [...walk(lazy)].filter(([, n]) => {
+    try {
+      n.chunks;
+      return false;
+    } catch (e) {
+      return e instanceof FormatError && /chunk 3 of blob 0 missing from the chunk table/.test(e.message);
+    }
+  });
+  expect(missing).toHaveLength(1);
+  // ...and a copy that differs (its compressed size): both decoders name that row.
+  twice.writeUInt32LE(twice.readUInt32LE(row(3) + L.CHUNK.compressedSize) - 1, row(3) + L.CHUNK.compressedSize);
+  expect(() => openBootstrap(twice)).toThrow(`chunk info @${row(3)}: two different rows for chunk 0 of blob 0`);
+  expect(() => decodeBootstrap(twice)).toThrow(`chunk info @${row(3)}: two different rows for chunk 0 of blob 0`);
 });
 
 /** The nid of the directory at `p`, from the dirents (ino is not the nid). */

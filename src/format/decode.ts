@@ -41,7 +41,7 @@ interface Super {
   compressor: Compressor;
   digester: Digester;
   blobs: BlobInfo[];
-  chunks: Map<number, ChunkInfo>;
+  chunks: ChunkRows;
   prefetchNids: number[];
 }
 
@@ -89,8 +89,11 @@ export function decodeBootstrap(buf: Buffer, opts: DecodeOptions = {}): RafsImag
  * file's chunk rows each time a range of them is asked for (`chunkSlice`), the prefetch table's
  * paths the first time `prefetch` is read. Every check `decodeBootstrap` makes is made, when the
  * part is reached: a malformed directory throws FormatError from `children`, not here. Inodes carry
- * their stored link count (`nlink`). Chunk rows are shared, read-only objects; the buffer stays
- * referenced for as long as the image is. RAFS v5 is refused: decode it with `decodeBootstrap`.
+ * their stored link count (`nlink`); regular files are read-only nodes. Chunk rows are shared,
+ * read-only objects. What the tree needs after a directory is listed is copied out of `buf` (files'
+ * attributes and chunk index arrays), so once every directory has been listed the chunk rows move to
+ * a copy of the chunk table and the image no longer references `buf`. RAFS v5 is refused: decode it
+ * with `decodeBootstrap`.
  */
 export function openBootstrap(buf: Buffer, opts: DecodeOptions = {}): OnDemandImage {
   if (isRafsV5(buf)) throw new FormatError('RAFS v5 bootstrap: no on-demand decoding', 'bootstrap');
@@ -295,9 +298,13 @@ function chunkKey(blobIndex: number, index: number): number {
   return blobIndex * L.MAX_CHUNK_INDEX + index;
 }
 
-function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[]): Map<number, ChunkInfo> {
-  const out = new Map<number, ChunkInfo>();
-  for (let r = off; r < off + size; r += L.CHUNK_INFO_SIZE) {
+function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[]): ChunkRows {
+  const n = size / L.CHUNK_INFO_SIZE;
+  const keys = new Float64Array(n);
+  const rows: ChunkRow[] = new Array(n);
+  let ascending = true;
+  for (let i = 0; i < n; i++) {
+    const r = off + i * L.CHUNK_INFO_SIZE;
     const where = (): string => `chunk info @${r}`;
     // The offsets first: the row's getters read them without this check.
     const uOff = u64(buf, r + L.CHUNK.uncompressedOffset, 'chunk info');
@@ -315,29 +322,100 @@ function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[
     if (cOff + cSize > blob.compressedSize) {
       throw new FormatError(`compressed range ${cOff}+${cSize} outside blob ${blobIndex}`, where());
     }
-    const key = chunkKey(blobIndex, c.index);
-    const prev = out.get(key) as ChunkRow | undefined;
-    if (prev && !(buf.compare(buf, r + L.CHUNK.digest, r + L.CHUNK.digest + 32, prev.at + L.CHUNK.digest, prev.at + L.CHUNK.digest + 32) === 0 &&
-      prev.uncompressedOffset === uOff && prev.compressedOffset === cOff && prev.compressedSize === cSize &&
-      prev.uncompressedSize === uSize && prev.flags === c.flags)) {
-      throw new FormatError(`two different rows for chunk ${c.index} of blob ${blobIndex}`, where());
-    }
-    out.set(key, c);
+    keys[i] = chunkKey(blobIndex, c.index);
+    rows[i] = c;
+    if (i > 0 && keys[i] <= keys[i - 1]) ascending = false;
   }
-  return out;
+  // Builders write the rows in key order, each once: then there is nothing to sort or collapse.
+  if (ascending) return new ChunkRows(keys, rows, buf, off, size);
+  const order = Array.from(rows.keys()).sort((a, b) => keys[a] - keys[b] || a - b);
+  const uniqueKeys: number[] = [];
+  const unique: ChunkRow[] = [];
+  let conflict = -1;
+  for (const i of order) {
+    const last = unique.length - 1;
+    if (last < 0 || uniqueKeys[last] !== keys[i]) {
+      uniqueKeys.push(keys[i]);
+      unique.push(rows[i]);
+    } else if (!sameRow(buf, unique[last], rows[i]) && (conflict < 0 || i < conflict)) {
+      // The same chunk twice must be the same row; the first row (in table order) that differs is named.
+      conflict = i;
+    }
+  }
+  if (conflict >= 0) {
+    const c = rows[conflict];
+    throw new FormatError(`two different rows for chunk ${c.index} of blob ${c.blobIndex}`, `chunk info @${c.at}`);
+  }
+  return new ChunkRows(Float64Array.from(uniqueKeys), unique, buf, off, size);
+}
+
+function sameRow(buf: Buffer, a: ChunkRow, b: ChunkRow): boolean {
+  return buf.compare(buf, a.at + L.CHUNK.digest, a.at + L.CHUNK.digest + 32, b.at + L.CHUNK.digest, b.at + L.CHUNK.digest + 32) === 0 &&
+    a.uncompressedOffset === b.uncompressedOffset && a.compressedOffset === b.compressedOffset && a.compressedSize === b.compressedSize &&
+    a.uncompressedSize === b.uncompressedSize && a.flags === b.flags;
 }
 
 /**
- * One row of the chunk info table, read from the bootstrap on each access (two fields per row: a
- * mounted image keeps one per chunk for as long as it is mounted). `readChunkTable` has checked
- * every field before a row is handed out, so the getters read without checking again. The digest
- * is a view, not a copy (the row keeps the bootstrap buffer alive); the decoded tree gets plain copies.
+ * The chunk table's rows by key (`chunkKey`), held in two arrays sorted by key and searched by
+ * halving: a mounted image keeps them as long as it is mounted, and a Map costs several times the
+ * memory per row. The rows read the bootstrap until `detach` moves them to a copy of the table.
+ */
+class ChunkRows {
+  private readonly keys: Float64Array;
+  private readonly rows: ChunkRow[];
+
+  /** Where the rows read now, until `detach`. */
+  private table?: { buf: Buffer; off: number; size: number };
+
+  /** `keys` ascending, each once; `rows[i]` is the row of `keys[i]`. */
+  constructor(keys: Float64Array, rows: ChunkRow[], buf: Buffer, off: number, size: number) {
+    this.keys = keys;
+    this.rows = rows;
+    this.table = { buf, off, size };
+  }
+
+  /** Moves every row to a copy of the table, so that the bootstrap around it can go. */
+  detach(): void {
+    if (!this.table) return;
+    const { buf, off, size } = this.table;
+    const copy = Buffer.from(buf.subarray(off, off + size));
+    for (const r of this.rows) r.moveTo(copy, r.at - off);
+    this.table = undefined;
+  }
+
+  get(key: number): ChunkInfo | undefined {
+    let lo = 0;
+    let hi = this.keys.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.keys[mid] < key) lo = mid + 1;
+      else hi = mid;
+    }
+    return this.keys[lo] === key ? this.rows[lo] : undefined;
+  }
+
+  values(): IterableIterator<ChunkInfo> {
+    return this.rows.values();
+  }
+}
+
+/**
+ * One row of the chunk info table, read from the bootstrap (or, once `ChunkRows.detach` has moved
+ * it, from a copy of the table) on each access: two fields per row, as a mounted image keeps one
+ * per chunk for as long as it is mounted. `readChunkTable` has checked every field before a row is
+ * handed out, so the getters read without checking again. The digest is a view, not a copy; the
+ * decoded tree gets plain copies.
  */
 class ChunkRow implements ChunkInfo {
   constructor(
-    private readonly buf: Buffer,
-    readonly at: number,
+    private buf: Buffer,
+    public at: number,
   ) {}
+
+  moveTo(buf: Buffer, at: number): void {
+    this.buf = buf;
+    this.at = at;
+  }
 
   get digest(): Buffer {
     return this.buf.subarray(this.at + L.CHUNK.digest, this.at + L.CHUNK.digest + 32);
@@ -403,13 +481,41 @@ class TreeReader {
 
   private readonly external = new Map<number, ExternalChunks | undefined>();
 
+  /** The bootstrap; an on-demand tree lets go of it once every directory has been listed. */
+  private held?: Buffer;
+  /** On demand: directories made but not listed yet. */
+  private unlisted = 0;
+  /** On demand: the files' chunk index arrays, copied out as their directories are listed. */
+  private readonly addrs = new ByteArena();
+  /** On demand: the files' attributes. */
+  readonly files = new FileRows();
+  /** On demand: the prefetch table's nids, whose first path is remembered when they are reached. */
+  private readonly prefetchNids: Set<number>;
+
   constructor(
-    private readonly buf: Buffer,
+    buf: Buffer,
     readonly sb: Super,
     private readonly opts: DecodeOptions,
     /** Directories list their entries and files their chunks on first use (openBootstrap). */
     private readonly onDemand = false,
-  ) {}
+  ) {
+    this.held = buf;
+    this.prefetchNids = new Set(onDemand ? sb.prefetchNids : []);
+  }
+
+  private get buf(): Buffer {
+    if (!this.held) throw new Error('bootstrap already released: every directory was listed');
+    return this.held;
+  }
+
+  /** An on-demand directory was listed: with none left to list, nothing reads the bootstrap again. */
+  dirListed(): void {
+    if (--this.unlisted > 0) return;
+    this.held = undefined;
+    this.sb.chunks.detach();
+    this.addrs.trim();
+    this.files.trim();
+  }
 
   private names(name: string): string {
     return this.opts.name ? this.opts.name(name) : name;
@@ -501,9 +607,9 @@ class TreeReader {
         child = raw.inode;
         if (child.kind === 'dir') this.dirsSeen.add(e.nid);
         // A tree kept while mounted remembers only what it needs later: hard links (one Inode for
-        // every name) and directories (paths in messages); prefetch paths are found by findPaths.
+        // every name), directories (paths in messages) and the prefetch table's nids (their paths).
         else if (!this.onDemand || (child.nlink ?? 0) > 1) this.leaves.set(e.nid, child);
-        if (!this.onDemand || child.kind === 'dir') this.reachedBy.set(e.nid, [nid, name]);
+        if (!this.onDemand || child.kind === 'dir' || this.prefetchNids.has(e.nid)) this.reachedBy.set(e.nid, [nid, name]);
         reached(raw, e.nid);
       }
       if (e.fileType !== FT_OF_KIND[child.kind]) throw new FormatError(`file type ${e.fileType} but inode is ${child.kind}`, where());
@@ -529,19 +635,22 @@ class TreeReader {
     });
   }
 
-  /** Walks an on-demand tree breadth first, listing its directories, until every wanted nid has a path. */
+  /**
+   * Lists an on-demand tree's directories breadth first until every wanted nid has been reached
+   * (listing remembers the first entry that reaches a prefetch table nid).
+   */
   private findPaths(root: OnDemandDir, wanted: Set<number>, found: Map<number, string>): void {
-    const queue: Array<[OnDemandDir, string]> = [[root, '/']];
-    const join = (dir: string, name: string): string => (dir === '/' ? `/${name}` : `${dir}/${name}`);
-    for (let q = 0; q < queue.length && found.size < wanted.size; q++) {
-      const [dir, p] = queue[q];
-      const children = dir.children;
-      for (const e of this.dirEntries(dir.raw, dir.nid)) {
-        if (!wanted.has(e.nid) || found.has(e.nid)) continue;
-        const name = e.name.toString('utf8');
-        if (name !== '.' && name !== '..') found.set(e.nid, join(p, name));
-      }
-      for (const [name, c] of children) if (c instanceof OnDemandDir) queue.push([c, join(p, name)]);
+    const missing = [...wanted].filter((nid) => !found.has(nid));
+    const queue: OnDemandDir[] = [root];
+    let k = 0;
+    for (let q = 0; q < queue.length; q++) {
+      while (k < missing.length && this.reachedBy.has(missing[k])) k++;
+      if (k === missing.length) break;
+      for (const c of queue[q].children.values()) if (c instanceof OnDemandDir) queue.push(c);
+    }
+    for (const nid of missing) {
+      const p = this.pathOf(nid);
+      if (p !== undefined) found.set(nid, p);
     }
   }
 
@@ -573,8 +682,13 @@ class TreeReader {
 
   /** Regular file `nid` on its own, checked, not joined to the tree (a hard link gets a second object); undefined for any other kind. */
   fileAt(nid: number): Inode | undefined {
-    const raw = this.readInode(nid);
-    return raw.inode.kind === 'file' ? raw.inode : undefined;
+    // Released once every directory was listed: the caller then has the paths listing recorded.
+    if (!this.held) return undefined;
+    // The file type first (i_mode sits at the same offset in both inode forms): reading a
+    // directory's inode here would count it as one more to list, and the bootstrap would stay held.
+    const off = this.sb.metaAddr + nid * L.INODE_SLOT_SIZE;
+    if (!within(this.held, off, L.INODE_COMPACT_SIZE) || (this.held.readUInt16LE(off + L.COMPACT.mode) & L.S_IFMT) !== L.S_IFREG) return undefined;
+    return this.readInode(nid).inode;
   }
 
   /** Inode `nid`, checked; `parentNid` is the directory that reached it (on-demand directories list `..`). */
@@ -620,15 +734,20 @@ class TreeReader {
     const xattrs = this.onDemand && decoded.size === 0 ? NO_XATTRS : decoded;
     const inode: Inode = { kind, mode: mode & 0o7777, uid, gid, mtime, mtimeNsec, size, rdev: 0, xattrs, ino };
     const raw: RawInode = { inode, layout, u, bodyOff: off + isize + xsize };
+    const nlink = extended ? buf.readUInt32LE(off + L.EXTENDED.nlink) : buf.readUInt16LE(off + L.COMPACT.nlink);
     switch (kind) {
       case 'file':
-        if (this.onDemand) raw.inode = new OnDemandFile(this, inode, this.chunkIndexes(raw, where), nid);
+        if (this.onDemand) raw.inode = new OnDemandFile(this, this.files.add(inode, nlink, nid, this.copyChunkIndexes(raw, where)));
         else inode.chunks = this.fileChunks(raw, where);
         break;
       case 'dir':
         this.checkFlat(raw, where);
-        if (this.onDemand) raw.inode = new OnDemandDir(this, raw, nid, parentNid);
-        else inode.children = new Map();
+        if (this.onDemand) {
+          raw.inode = new OnDemandDir(this, raw, nid, parentNid);
+          this.unlisted++;
+        } else {
+          inode.children = new Map();
+        }
         break;
       case 'symlink':
         if (size === 0 || size > L.MAX_SYMLINK) throw new FormatError(`symlink size ${size}`, where);
@@ -643,7 +762,7 @@ class TreeReader {
       default:
         if (size !== 0) throw new FormatError(`${kind} with size ${size}`, where);
     }
-    if (this.onDemand) raw.inode.nlink = extended ? buf.readUInt32LE(off + L.EXTENDED.nlink) : buf.readUInt16LE(off + L.COMPACT.nlink);
+    if (this.onDemand && kind !== 'file') raw.inode.nlink = nlink;
     return raw;
   }
 
@@ -709,12 +828,27 @@ class TreeReader {
     return { start, count };
   }
 
-  /** Chunk `i` of a file of `size` bytes whose index array starts at `start`: its chunk table row, checked. */
-  chunkAt(start: number, i: number, size: number, where: string): ChunkInfo {
+  /** A chunk-based file's index array, copied out of the bootstrap (`at` in the copies, `start` in the bootstrap). */
+  private copyChunkIndexes(raw: RawInode, where: string): FileChunkIndexes {
+    const { start, count } = this.chunkIndexes(raw, where);
+    return { start, count, at: count > 0 ? this.addrs.add(this.buf, start, count * L.CHUNK_ADDR_SIZE) : 0 };
+  }
+
+  /** Chunk `i` of an on-demand file, from its copied index array: its chunk table row, checked. */
+  fileChunkAt(at: number, start: number, i: number, size: number, where: string): ChunkInfo {
+    return this.chunkAt(this.addrs.bytes, at, start, i, size, where);
+  }
+
+  /**
+   * Chunk `i` of a file of `size` bytes whose index array starts at `from` in `addrs` (at `start`
+   * in the bootstrap, for messages): its chunk table row, checked.
+   */
+  private chunkAt(addrs: Buffer, from: number, start: number, i: number, size: number, where: string): ChunkInfo {
+    const a = from + i * L.CHUNK_ADDR_SIZE;
     const p = start + i * L.CHUNK_ADDR_SIZE;
-    const lo = this.buf.readUInt16LE(p + L.CHUNK_ADDR.blobAddrLo);
-    const hi = this.buf.readUInt16LE(p + L.CHUNK_ADDR.blobAddrHi);
-    const blk = this.buf.readUInt32LE(p + L.CHUNK_ADDR.blkAddr);
+    const lo = addrs.readUInt16LE(a + L.CHUNK_ADDR.blobAddrLo);
+    const hi = addrs.readUInt16LE(a + L.CHUNK_ADDR.blobAddrHi);
+    const blk = addrs.readUInt32LE(a + L.CHUNK_ADDR.blkAddr);
     const at = (): string => `${where} chunk index ${i} @${p}`;
     const dev = hi & 0xff;
     if (dev === 0 || dev > this.sb.blobs.length) throw new FormatError(`device id ${dev} names no blob`, at());
@@ -731,32 +865,33 @@ class TreeReader {
   private fileChunks(raw: RawInode, where: string): ChunkInfo[] {
     const { start, count } = this.chunkIndexes(raw, where);
     const chunks: ChunkInfo[] = new Array(count);
-    for (let i = 0; i < count; i++) chunks[i] = plainChunk(this.chunkAt(start, i, raw.inode.size, where));
+    for (let i = 0; i < count; i++) chunks[i] = plainChunk(this.chunkAt(this.buf, start, start, i, raw.inode.size, where));
     return chunks;
   }
 }
 
 /** A directory of an on-demand tree: its entries are read and checked the first time they are asked for. */
 class OnDemandDir implements Inode {
-  readonly kind = 'dir' as const;
   mode: number;
   uid: number;
   gid: number;
   mtime: number;
   mtimeNsec: number;
   size: number;
-  rdev = 0;
   xattrs: Map<string, Buffer>;
   ino?: number;
   nlink?: number;
   private list?: Map<string, Inode>;
+  /** Where the entries are: let go once they are listed. */
+  private raw?: RawInode;
 
   constructor(
     private readonly tree: TreeReader,
-    readonly raw: RawInode,
+    raw: RawInode,
     readonly nid: number,
     private readonly parentNid: number,
   ) {
+    this.raw = raw;
     const i = raw.inode;
     this.mode = i.mode;
     this.uid = i.uid;
@@ -768,55 +903,193 @@ class OnDemandDir implements Inode {
     this.ino = i.ino;
   }
 
+  // Constants on the prototype, not fields: one tree holds thousands of these.
+  get kind(): 'dir' {
+    return 'dir';
+  }
+  get rdev(): number {
+    return 0;
+  }
+
   get children(): Map<string, Inode> {
-    this.list ??= this.tree.listDir(this.raw, this.nid, this.parentNid);
+    if (!this.list) {
+      this.list = this.tree.listDir(this.raw!, this.nid, this.parentNid);
+      this.raw = undefined;
+      this.tree.dirListed();
+    }
     return this.list;
   }
 }
 
-/** A regular file of an on-demand tree: its chunk rows are looked up (and checked) per request. */
+/**
+ * A regular file of an on-demand tree: its attributes are a row of the tree's FileRows, its chunk
+ * rows are looked up (and checked) per request. Read-only: the attributes have no setters.
+ */
 class OnDemandFile implements Inode {
-  readonly kind = 'file' as const;
-  mode: number;
-  uid: number;
-  gid: number;
-  mtime: number;
-  mtimeNsec: number;
-  size: number;
-  rdev = 0;
-  xattrs: Map<string, Buffer>;
-  ino?: number;
-  nlink?: number;
-  private readonly start: number;
-  private readonly count: number;
-
   constructor(
     private readonly tree: TreeReader,
-    from: Inode,
-    indexes: { start: number; count: number },
-    private readonly nid: number,
-  ) {
-    this.mode = from.mode;
-    this.uid = from.uid;
-    this.gid = from.gid;
-    this.mtime = from.mtime;
-    this.mtimeNsec = from.mtimeNsec;
-    this.size = from.size;
-    this.xattrs = from.xattrs;
-    this.ino = from.ino;
-    this.start = indexes.start;
-    this.count = indexes.count;
+    private readonly row: number,
+  ) {}
+
+  get kind(): 'file' {
+    return 'file';
+  }
+  get rdev(): number {
+    return 0;
+  }
+  get mode(): number {
+    return this.tree.files.u32At(this.row, U32.mode);
+  }
+  get uid(): number {
+    return this.tree.files.u32At(this.row, U32.uid);
+  }
+  get gid(): number {
+    return this.tree.files.u32At(this.row, U32.gid);
+  }
+  get mtime(): number {
+    return this.tree.files.f64At(this.row, F64.mtime);
+  }
+  get mtimeNsec(): number {
+    return this.tree.files.u32At(this.row, U32.mtimeNsec);
+  }
+  get size(): number {
+    return this.tree.files.f64At(this.row, F64.size);
+  }
+  get ino(): number {
+    return this.tree.files.u32At(this.row, U32.ino);
+  }
+  get nlink(): number {
+    return this.tree.files.u32At(this.row, U32.nlink);
+  }
+  get xattrs(): Map<string, Buffer> {
+    return this.tree.files.xattrsOf(this.row);
   }
 
   get chunks(): ChunkInfo[] {
-    return this.chunkSlice(0, this.count);
+    return this.chunkSlice(0, this.tree.files.u32At(this.row, U32.count));
   }
 
   chunkSlice(from: number, to: number): ChunkInfo[] {
-    const end = Math.min(to, this.count);
+    const f = this.tree.files;
+    const end = Math.min(to, f.u32At(this.row, U32.count));
     const out: ChunkInfo[] = new Array(Math.max(0, end - from));
-    const where = `inode nid ${this.nid}`;
-    for (let k = from; k < end; k++) out[k - from] = this.tree.chunkAt(this.start, k, this.size, where);
+    const where = `inode nid ${f.u32At(this.row, U32.nid)}`;
+    const at = f.u32At(this.row, U32.at);
+    const start = f.u32At(this.row, U32.start);
+    const size = this.size;
+    for (let k = from; k < end; k++) out[k - from] = this.tree.fileChunkAt(at, start, k, size, where);
     return out;
+  }
+}
+
+/** Columns of a FileRows row that fit 32 bits. */
+const enum U32 {
+  mode,
+  uid,
+  gid,
+  mtimeNsec,
+  ino,
+  nlink,
+  nid,
+  /** Chunk index array: entries, offset in the tree's copies, offset in the bootstrap. */
+  count,
+  at,
+  start,
+  width,
+}
+
+/** Columns of a FileRows row that may not fit 32 bits. */
+const enum F64 {
+  mtime,
+  size,
+  width,
+}
+
+/**
+ * The regular files of an on-demand tree, a row each in two typed arrays (a walked Debian image has
+ * 10k files, each field of an object costs 8 bytes and most fit in 4); xattrs, rare, in a Map.
+ */
+class FileRows {
+  private n = 0;
+  private u32 = new Uint32Array(0);
+  private f64 = new Float64Array(0);
+  private readonly xattrs = new Map<number, Map<string, Buffer>>();
+
+  /** A row for `inode` (a decoded file, its fields checked); returns its number. */
+  add(inode: Inode, nlink: number, nid: number, indexes: FileChunkIndexes): number {
+    if (this.n * U32.width === this.u32.length) this.resize(Math.max(64, 2 * this.n));
+    const r = this.n++;
+    const u = r * U32.width;
+    this.u32[u + U32.mode] = inode.mode;
+    this.u32[u + U32.uid] = inode.uid;
+    this.u32[u + U32.gid] = inode.gid;
+    this.u32[u + U32.mtimeNsec] = inode.mtimeNsec;
+    this.u32[u + U32.ino] = inode.ino ?? 0;
+    this.u32[u + U32.nlink] = nlink;
+    this.u32[u + U32.nid] = nid;
+    this.u32[u + U32.count] = indexes.count;
+    this.u32[u + U32.at] = indexes.at;
+    this.u32[u + U32.start] = indexes.start;
+    this.f64[r * F64.width + F64.mtime] = inode.mtime;
+    this.f64[r * F64.width + F64.size] = inode.size;
+    if (inode.xattrs.size > 0) this.xattrs.set(r, inode.xattrs);
+    return r;
+  }
+
+  u32At(row: number, col: U32): number {
+    return this.u32[row * U32.width + col];
+  }
+  f64At(row: number, col: F64): number {
+    return this.f64[row * F64.width + col];
+  }
+  xattrsOf(row: number): Map<string, Buffer> {
+    return this.xattrs.get(row) ?? NO_XATTRS;
+  }
+
+  /** Gives back the room kept for growth (nothing is added after this). */
+  trim(): void {
+    this.resize(this.n);
+  }
+
+  private resize(rows: number): void {
+    const u32 = new Uint32Array(rows * U32.width);
+    u32.set(this.u32.subarray(0, this.n * U32.width));
+    const f64 = new Float64Array(rows * F64.width);
+    f64.set(this.f64.subarray(0, this.n * F64.width));
+    this.u32 = u32;
+    this.f64 = f64;
+  }
+}
+
+/** Where a file's chunk index array is: `count` entries at `at` in the tree's copies, at `start` in the bootstrap. */
+interface FileChunkIndexes {
+  start: number;
+  count: number;
+  at: number;
+}
+
+/**
+ * Bytes appended one run after another into one growing buffer (the files' chunk index arrays of
+ * an on-demand tree: a few bytes each, too small for a Buffer apiece).
+ */
+class ByteArena {
+  bytes = Buffer.alloc(0);
+  private used = 0;
+
+  /** Copies `length` bytes of `src` from `start`; returns where they are in `bytes`. */
+  add(src: Buffer, start: number, length: number): number {
+    if (this.used + length > this.bytes.length) {
+      const grown = Buffer.alloc(Math.max(4096, 2 * (this.used + length)));
+      this.bytes.copy(grown, 0, 0, this.used);
+      this.bytes = grown;
+    }
+    src.copy(this.bytes, this.used, start, start + length);
+    this.used += length;
+    return this.used - length;
+  }
+
+  /** Gives back the room kept for growth (nothing is added after this). */
+  trim(): void {
+    if (this.used < this.bytes.length) this.bytes = Buffer.from(this.bytes.subarray(0, this.used));
   }
 }
