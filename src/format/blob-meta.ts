@@ -12,6 +12,7 @@
 import { decompressAny } from './codec';
 import { BlobInfo, Compressor, FormatError } from './model';
 import { COMPRESSION_ALGOS } from './layout';
+import { u64 } from './bytes';
 
 export const BLOB_META_MAGIC = 0xb10bb10b;
 export const BLOB_META_HEADER_SIZE = 0x1000;
@@ -87,12 +88,6 @@ export interface BlobMeta {
   zranContexts?: Buffer;
   /** The same blob meta in upstream's cache-file form (`parseBlobMetaCacheFile`). */
   cacheFile(): Buffer;
-}
-
-function u64(buf: Buffer, off: number, where: string): number {
-  const v = buf.readBigUInt64LE(off);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`value ${v} too large`, `${where} @${off}`);
-  return Number(v);
 }
 
 /** Header layout (`BlobCompressionContextHeader`, 4096 B): magic at 0 and again at 4092. */

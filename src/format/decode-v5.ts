@@ -14,6 +14,7 @@ import {
   CHUNK, CHUNK_INFO_SIZE, MAX_CHUNK_INDEX, MAX_NAME, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, SUPER_FLAGS,
 } from './layout';
 import { DIGEST_SIZE } from './digest';
+import { u64, within } from './bytes';
 
 export const RAFS_V5_MAGIC = 0x52414653;
 const V5 = {
@@ -76,16 +77,6 @@ const KIND_OF_IFMT = new Map<number, InodeKind>([
 ]);
 
 const align8 = (n: number): number => Math.ceil(n / V5.align) * V5.align;
-
-function u64(buf: Buffer, off: number, where: string): number {
-  const v = buf.readBigUInt64LE(off);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`value ${v} too large`, `${where} @${off}`);
-  return Number(v);
-}
-
-function within(buf: Buffer, off: number, size: number): boolean {
-  return Number.isSafeInteger(off) && off >= 0 && size >= 0 && off + size <= buf.length;
-}
 
 export function isRafsV5(buf: Buffer): boolean {
   return buf.length >= 4 && buf.readUInt32LE(0) === RAFS_V5_MAGIC;

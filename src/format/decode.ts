@@ -17,6 +17,8 @@ import { decodeXattrs, xattrSize } from './xattr';
 import { parseDir } from './dirent';
 import { decodeBootstrapV5, isRafsV5 } from './decode-v5';
 import type { BlobMetaChunk } from './blob-meta';
+import { u64, within } from './bytes';
+import { ChunkRows, chunkKey, readChunkTable } from './chunk-rows';
 
 const KIND_OF_IFMT = new Map<number, InodeKind>([
   [L.S_IFREG, 'file'],
@@ -165,17 +167,6 @@ export function chunkRowsPerBlob(buf: Buffer): Array<{ blob: BlobInfo; rows: num
   return sb.blobs.map((blob, i) => ({ blob, rows: rows[i] }));
 }
 
-/** A little-endian u64 that must be a safe integer; read as two halves (no BigInt per value: the chunk table has one per chunk). */
-function u64(buf: Buffer, off: number, where: string): number {
-  const hi = buf.readUInt32LE(off + 4);
-  if (hi > 0x1fffff) throw new FormatError(`value ${buf.readBigUInt64LE(off)} too large`, `${where} @${off}`);
-  return hi * 0x1_0000_0000 + buf.readUInt32LE(off);
-}
-
-function within(buf: Buffer, off: number, size: number): boolean {
-  return off >= 0 && size >= 0 && off + size <= buf.length;
-}
-
 function readSuper(buf: Buffer): Super {
   if (buf.length < L.BLOCK_SIZE || buf.length % L.BLOCK_SIZE !== 0) {
     throw new FormatError(`size ${buf.length} is not a non-zero multiple of ${L.BLOCK_SIZE}`, 'bootstrap');
@@ -292,160 +283,6 @@ function tocFields(buf: Buffer, e: number): Pick<BlobInfo, 'tocDigest' | 'tocSiz
   const digest = buf.subarray(e + L.BLOB.blobTocDigest, e + L.BLOB.blobTocDigest + 32);
   const size = buf.readUInt32LE(e + L.BLOB.blobTocSize);
   return digest.some((b) => b !== 0) || size !== 0 ? { tocDigest: digest.toString('hex'), tocSize: size } : {};
-}
-
-function chunkKey(blobIndex: number, index: number): number {
-  return blobIndex * L.MAX_CHUNK_INDEX + index;
-}
-
-function readChunkTable(buf: Buffer, off: number, size: number, blobs: BlobInfo[]): ChunkRows {
-  const n = size / L.CHUNK_INFO_SIZE;
-  const keys = new Float64Array(n);
-  const rows: ChunkRow[] = new Array(n);
-  let ascending = true;
-  for (let i = 0; i < n; i++) {
-    const r = off + i * L.CHUNK_INFO_SIZE;
-    const where = (): string => `chunk info @${r}`;
-    // The offsets first: the row's getters read them without this check.
-    const uOff = u64(buf, r + L.CHUNK.uncompressedOffset, 'chunk info');
-    const cOff = u64(buf, r + L.CHUNK.compressedOffset, 'chunk info');
-    const c = new ChunkRow(buf, r);
-    const blobIndex = c.blobIndex;
-    const uSize = c.uncompressedSize;
-    const cSize = c.compressedSize;
-    const blob = blobs[blobIndex];
-    if (!blob) throw new FormatError(`blob index ${blobIndex} not in the blob table`, where());
-    if (c.index >= L.MAX_CHUNK_INDEX) throw new FormatError(`chunk index ${c.index} exceeds 24 bits`, where());
-    if (uOff % L.BLOCK_SIZE !== 0 || uOff + uSize > blob.uncompressedSize) {
-      throw new FormatError(`uncompressed range ${uOff}+${uSize} outside blob ${blobIndex}`, where());
-    }
-    if (cOff + cSize > blob.compressedSize) {
-      throw new FormatError(`compressed range ${cOff}+${cSize} outside blob ${blobIndex}`, where());
-    }
-    keys[i] = chunkKey(blobIndex, c.index);
-    rows[i] = c;
-    if (i > 0 && keys[i] <= keys[i - 1]) ascending = false;
-  }
-  // Builders write the rows in key order, each once: then there is nothing to sort or collapse.
-  if (ascending) return new ChunkRows(keys, rows, buf, off, size);
-  const order = Array.from(rows.keys()).sort((a, b) => keys[a] - keys[b] || a - b);
-  const uniqueKeys: number[] = [];
-  const unique: ChunkRow[] = [];
-  let conflict = -1;
-  for (const i of order) {
-    const last = unique.length - 1;
-    if (last < 0 || uniqueKeys[last] !== keys[i]) {
-      uniqueKeys.push(keys[i]);
-      unique.push(rows[i]);
-    } else if (!sameRow(buf, unique[last], rows[i]) && (conflict < 0 || i < conflict)) {
-      // The same chunk twice must be the same row; the first row (in table order) that differs is named.
-      conflict = i;
-    }
-  }
-  if (conflict >= 0) {
-    const c = rows[conflict];
-    throw new FormatError(`two different rows for chunk ${c.index} of blob ${c.blobIndex}`, `chunk info @${c.at}`);
-  }
-  return new ChunkRows(Float64Array.from(uniqueKeys), unique, buf, off, size);
-}
-
-function sameRow(buf: Buffer, a: ChunkRow, b: ChunkRow): boolean {
-  return buf.compare(buf, a.at + L.CHUNK.digest, a.at + L.CHUNK.digest + 32, b.at + L.CHUNK.digest, b.at + L.CHUNK.digest + 32) === 0 &&
-    a.uncompressedOffset === b.uncompressedOffset && a.compressedOffset === b.compressedOffset && a.compressedSize === b.compressedSize &&
-    a.uncompressedSize === b.uncompressedSize && a.flags === b.flags;
-}
-
-/**
- * The chunk table's rows by key (`chunkKey`), held in two arrays sorted by key and searched by
- * halving: a mounted image keeps them as long as it is mounted, and a Map costs several times the
- * memory per row. The rows read the bootstrap until `detach` moves them to a copy of the table.
- */
-class ChunkRows {
-  private readonly keys: Float64Array;
-  private readonly rows: ChunkRow[];
-
-  /** Where the rows read now, until `detach`. */
-  private table?: { buf: Buffer; off: number; size: number };
-
-  /** `keys` ascending, each once; `rows[i]` is the row of `keys[i]`. */
-  constructor(keys: Float64Array, rows: ChunkRow[], buf: Buffer, off: number, size: number) {
-    this.keys = keys;
-    this.rows = rows;
-    this.table = { buf, off, size };
-  }
-
-  /** Moves every row to a copy of the table, so that the bootstrap around it can go. */
-  detach(): void {
-    if (!this.table) return;
-    const { buf, off, size } = this.table;
-    const copy = Buffer.from(buf.subarray(off, off + size));
-    for (const r of this.rows) r.moveTo(copy, r.at - off);
-    this.table = undefined;
-  }
-
-  get(key: number): ChunkInfo | undefined {
-    let lo = 0;
-    let hi = this.keys.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.keys[mid] < key) lo = mid + 1;
-      else hi = mid;
-    }
-    return this.keys[lo] === key ? this.rows[lo] : undefined;
-  }
-
-  values(): IterableIterator<ChunkInfo> {
-    return this.rows.values();
-  }
-}
-
-/**
- * One row of the chunk info table, read from the bootstrap (or, once `ChunkRows.detach` has moved
- * it, from a copy of the table) on each access: two fields per row, as a mounted image keeps one
- * per chunk for as long as it is mounted. `readChunkTable` has checked every field before a row is
- * handed out, so the getters read without checking again. The digest is a view, not a copy; the
- * decoded tree gets plain copies.
- */
-class ChunkRow implements ChunkInfo {
-  constructor(
-    private buf: Buffer,
-    public at: number,
-  ) {}
-
-  moveTo(buf: Buffer, at: number): void {
-    this.buf = buf;
-    this.at = at;
-  }
-
-  get digest(): Buffer {
-    return this.buf.subarray(this.at + L.CHUNK.digest, this.at + L.CHUNK.digest + 32);
-  }
-  get blobIndex(): number {
-    return this.buf.readUInt32LE(this.at + L.CHUNK.blobIndex);
-  }
-  get index(): number {
-    return this.buf.readUInt32LE(this.at + L.CHUNK.index);
-  }
-  get flags(): number {
-    return this.buf.readUInt32LE(this.at + L.CHUNK.flags);
-  }
-  get compressedOffset(): number {
-    return u53(this.buf, this.at + L.CHUNK.compressedOffset);
-  }
-  get compressedSize(): number {
-    return this.buf.readUInt32LE(this.at + L.CHUNK.compressedSize);
-  }
-  get uncompressedOffset(): number {
-    return u53(this.buf, this.at + L.CHUNK.uncompressedOffset);
-  }
-  get uncompressedSize(): number {
-    return this.buf.readUInt32LE(this.at + L.CHUNK.uncompressedSize);
-  }
-}
-
-/** A little-endian u64 already known to be a safe integer. */
-function u53(buf: Buffer, off: number): number {
-  return buf.readUInt32LE(off + 4) * 0x1_0000_0000 + buf.readUInt32LE(off);
 }
 
 /** A chunk as the decoded model holds it: its own fields and its own digest bytes. */

@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import * as binding from 'zstd-napi/binding';
 import { FormatError } from './model';
+import { u64 } from './bytes';
 
 export const TOC_NAME = 'rafs.blob.toc';
 /** Section names upstream writes (`storage/src/meta/toc.rs`). */
@@ -52,12 +53,6 @@ export interface Toc {
   digest: string;
   /** Bytes of entry array plus tar header (`blob_toc_size`). */
   size: number;
-}
-
-function u64(buf: Buffer, off: number, where: string): number {
-  const v = buf.readBigUInt64LE(off);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`value ${v} too large`, `${where} @${off}`);
-  return Number(v);
 }
 
 /** Octal tar number field (NUL/space padded). */
