@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { median } from './measure';
-import { Daemon, findStat, localfsConfig, startDaemon, stopDaemon, unmount, writeDataFile } from './read';
+import { bigFileImage, Daemon, findStat, localfsConfig, startDaemon, stopDaemon, unmount } from './read';
 import { coldThenWarm, readSeries, ReadSeries } from './support/read-passes';
 import { buildLayout, coldStart, measured, REG, Result, startLink } from './coldstart';
 import { Teardown } from './support/teardown';
@@ -117,14 +117,7 @@ async function partFind(work: string, mounts: string[], lines: string[]): Promis
 }
 
 async function partRead(work: string, mounts: string[], lines: string[]): Promise<void> {
-  const dataDir = path.join(work, 'data');
-  fs.mkdirSync(dataDir);
-  const bigFile = path.join(dataDir, 'big.bin');
-  writeDataFile(bigFile, FILE_MIB);
-  const blobs = path.join(work, 'blobs');
-  const boot = path.join(work, 'big.boot');
-  execFileSync('node', [NYDUS_IMAGE, 'create', '-B', boot, '-D', blobs, dataDir], { stdio: 'ignore' });
-  const blob = path.join(blobs, fs.readdirSync(blobs)[0]);
+  const { bigFile, boot, blobs, blob } = bigFileImage(work, FILE_MIB);
   const native = readSeries();
   const ny: Record<Mode, ReadSeries> = { erofs: readSeries(), fuse: readSeries() };
   const residentAtCold: number[] = [];

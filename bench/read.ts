@@ -104,6 +104,18 @@ export function writeDataFile(file: string, mib: number): void {
   fs.closeSync(fd);
 }
 
+/** A `mib` MiB data file under `<work>/data`, built by our nydus-image into `<work>/big.boot` and one blob in `<work>/blobs`. */
+export function bigFileImage(work: string, mib: number): { bigFile: string; boot: string; blobs: string; blob: string } {
+  const dataDir = path.join(work, 'data');
+  fs.mkdirSync(dataDir);
+  const bigFile = path.join(dataDir, 'big.bin');
+  writeDataFile(bigFile, mib);
+  const blobs = path.join(work, 'blobs');
+  const boot = path.join(work, 'big.boot');
+  execFileSync('node', [NYDUS_IMAGE, 'create', '-B', boot, '-D', blobs, dataDir], { stdio: 'ignore' });
+  return { bigFile, boot, blobs, blob: path.join(blobs, fs.readdirSync(blobs)[0]) };
+}
+
 const f2 = (x: number) => x.toFixed(2);
 const f3 = (x: number) => x.toFixed(3);
 
@@ -183,13 +195,7 @@ async function stopFloor(proc: ChildProcess): Promise<void> {
  * native `cat` and to the FUSE transport floor, all in the same rounds.
  */
 async function partRead(work: string, mounts: string[], lines: string[]): Promise<void> {
-  const dataDir = path.join(work, 'data');
-  fs.mkdirSync(dataDir);
-  const bigFile = path.join(dataDir, 'big.bin');
-  writeDataFile(bigFile, FILE_MIB);
-  const blobs = path.join(work, 'blobs');
-  execFileSync('node', [NYDUS_IMAGE, 'create', '-B', path.join(work, 'big.boot'), '-D', blobs, dataDir], { stdio: 'ignore' });
-  const blob = path.join(blobs, fs.readdirSync(blobs)[0]);
+  const { bigFile, blobs, blob } = bigFileImage(work, FILE_MIB);
   fs.writeFileSync(path.join(work, 'big.json'), JSON.stringify(localfsConfig(blobs, path.join(work, 'cache-big'))));
   const native = readSeries();
   const fl = readSeries();
