@@ -27,7 +27,8 @@
  *   node dist-bench/bench/coldstart.js --demo     the small image only, one round (scripts/demo.sh)
  *   BENCH_ROUNDS=N (default 3), BENCH_MODES=nydus,nydus-prefetch (only those modes, figures on stderr, no
  *   report; with --demo a quick harness for the reads phase of the two nydus variants),
- *   BENCH_NYDUSD_CONFIG=FILE (the nydusd template, to try levers), BENCH_LOGS=DIR (keep logs)
+ *   BENCH_NYDUSD_CONFIG=FILE (the nydusd template, to try levers), BENCH_LOGS=DIR (keep logs),
+ *   BENCH_FS_PREFETCH='{...}' (the prefetch variants' fs_prefetch, JSON, to try prefetch settings)
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -53,7 +54,7 @@ const NYDUSD_CONFIG = path.resolve(process.env.BENCH_NYDUSD_CONFIG ?? path.join(
 const ALL_MODES: Mode[] = ['oci', 'stargz', 'nydus', 'nydus-prefetch', 'nydus-prefetch-go'];
 const MODES = (process.env.BENCH_MODES ?? ALL_MODES.join(',')).split(',') as Mode[];
 for (const m of MODES) if (!ALL_MODES.includes(m)) throw new Error(`BENCH_MODES: unknown mode ${JSON.stringify(m)} (${ALL_MODES.join(', ')})`);
-/** fs_prefetch of the nydus-prefetch variant: upstream's keys; merged ranges of 1 MiB, 4 at once, the image's table only. */
+/** fs_prefetch of the prefetch variants: upstream's keys; merged ranges of 1 MiB, 4 at once, the image's table only. */
 const FS_PREFETCH = process.env.BENCH_FS_PREFETCH ? JSON.parse(process.env.BENCH_FS_PREFETCH) : { enable: true, threads_count: 4, merging_size: 1 << 20, prefetch_all: false };
 const NS = `nbench${process.pid % 100000}`;
 const HOST_IF = `nbh${process.pid % 100000}`;
