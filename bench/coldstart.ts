@@ -16,7 +16,8 @@
  *             plain nydus image (before the link is shaped) records the files python reads
  *             (`nydusctl prefetch-list`), nydusify converts the image again with that list as
  *             --prefetch-patterns (those files first in the blob, in the prefetch table), and the
- *             snapshotter's nydusd template has fs_prefetch enabled (the template otherwise the same)
+ *             snapshotter's nydusd template has fs_prefetch enabled (the template otherwise the same),
+ *             and the snapshotter mounts the image on pull (`[snapshot] mount_on_pull`)
  *   nydus-prefetch-go   the same, pulled with Debian's ctr-remote (the stargz row's Go client)
  * Every measurement starts cold: a fresh containerd, a fresh snapshotter root and an empty blob
  * cache. Bytes are counted on the registry's side of the link. The nydus runs are broken into
@@ -28,7 +29,8 @@
  *   BENCH_ROUNDS=N (default 3), BENCH_MODES=nydus,nydus-prefetch (only those modes, figures on stderr, no
  *   report; with --demo a quick harness for the reads phase of the two nydus variants),
  *   BENCH_NYDUSD_CONFIG=FILE (the nydusd template, to try levers), BENCH_LOGS=DIR (keep logs),
- *   BENCH_FS_PREFETCH='{...}' (the prefetch variants' fs_prefetch, JSON, to try prefetch settings)
+ *   BENCH_FS_PREFETCH='{...}' (the prefetch variants' fs_prefetch, JSON, to try prefetch settings),
+ *   BENCH_MOUNT_ON_PULL=0 (the prefetch variants without the snapshotter's mount_on_pull)
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -55,6 +57,10 @@ const ALL_MODES: Mode[] = ['oci', 'stargz', 'nydus', 'nydus-prefetch', 'nydus-pr
 const MODES = (process.env.BENCH_MODES ?? ALL_MODES.join(',')).split(',') as Mode[];
 for (const m of MODES) if (!ALL_MODES.includes(m)) throw new Error(`BENCH_MODES: unknown mode ${JSON.stringify(m)} (${ALL_MODES.join(', ')})`);
 /** fs_prefetch of the prefetch variants: upstream's keys; merged ranges of 1 MiB, 4 at once, the image's table only. */
+/** The prefetch variants run the snapshotter with `[snapshot] mount_on_pull` (BENCH_MOUNT_ON_PULL=0: without). */
+const MOUNT_ON_PULL = process.env.BENCH_MOUNT_ON_PULL !== '0';
+/** The program's binary in the image: its first read marks the exec. */
+const PROGRAM_BINARY = /\/bin\/python3[.0-9]*$/;
 const FS_PREFETCH = process.env.BENCH_FS_PREFETCH ? JSON.parse(process.env.BENCH_FS_PREFETCH) : { enable: true, threads_count: 4, merging_size: 1 << 20, prefetch_all: false };
 const NS = `nbench${process.pid % 100000}`;
 const HOST_IF = `nbh${process.pid % 100000}`;
@@ -383,7 +389,7 @@ function stargzBinary(): string {
 }
 
 /** Starts the snapshotter of `mode` (none for OCI: containerd's own overlayfs) and waits until it serves. */
-async function startSnapshotter(mode: Mode, work: string, certsDir: string, td: Teardown, daemonToml = '', nydusdConfig = NYDUSD_CONFIG): Promise<string> {
+async function startSnapshotter(mode: Mode, work: string, certsDir: string, td: Teardown, daemonToml = '', nydusdConfig = NYDUSD_CONFIG, mountOnPull = false): Promise<string> {
   const sock = path.join(work, `${mode}.sock`);
   if (mode === 'oci') return sock;
   const out = fs.openSync(path.join(work, 'snapshotter.log'), 'a');
@@ -391,7 +397,7 @@ async function startSnapshotter(mode: Mode, work: string, certsDir: string, td: 
   if (isNydus(mode)) {
     fs.writeFileSync(
       path.join(work, 'config.toml'),
-      `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${nydusdConfig}"\n${daemonToml}\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "${process.env.BENCH_LOGS ? 'debug' : 'info'}"\n`,
+      `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${nydusdConfig}"\n${daemonToml}\n[snapshot]\nmount_on_pull = ${mountOnPull}\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "${process.env.BENCH_LOGS ? 'debug' : 'info'}"\n`,
     );
     sn = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli', 'containerd-nydus-grpc.js'), '--config', path.join(work, 'config.toml')], { stdio: ['ignore', out, out] });
     td.add('snapshotter and its nydusd', () => stopSnapshotter(sn, path.join(work, 'root')));
@@ -419,9 +425,10 @@ async function startSnapshotter(mode: Mode, work: string, certsDir: string, td: 
 /** Runs the pull, then `ctr run`; resolves at the first output line of the python command. Whatever
  * it starts is registered in `td` as it starts, so a failure or Ctrl-C at any point undoes it.
  * `daemonToml`: extra keys of the snapshotter's [daemon] table (bench/erofs.ts: fs_driver).
- * `opts.nydusdConfig`: the nydusd template (nydus modes); `opts.record`: after the first output,
- * write the files the program read there with `nydusctl prefetch-list` (a trial run). */
-export async function coldStart(link: Link, mode: Mode, ref: string, certsDir: string, td: Teardown, daemonToml = '', opts: { nydusdConfig?: string; record?: string } = {}): Promise<Result> {
+ * `opts.nydusdConfig`: the nydusd template (nydus modes); `opts.mountOnPull`: the snapshotter's
+ * `[snapshot] mount_on_pull`; `opts.record`: after the first output, write the files the program
+ * read there with `nydusctl prefetch-list` (a trial run). */
+export async function coldStart(link: Link, mode: Mode, ref: string, certsDir: string, td: Teardown, daemonToml = '', opts: { nydusdConfig?: string; record?: string; mountOnPull?: boolean } = {}): Promise<Result> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), `cs-${mode}-`));
   td.add(`work dir ${work}`, () => {
     // BENCH_LOGS=DIR keeps the snapshotter's and nydusd's logs of each run for a closer look.
@@ -433,7 +440,7 @@ export async function coldStart(link: Link, mode: Mode, ref: string, certsDir: s
     unmountBelow(work);
     fs.rmSync(work, { recursive: true, force: true });
   });
-  const sock = await startSnapshotter(mode, work, certsDir, td, daemonToml, opts.nydusdConfig);
+  const sock = await startSnapshotter(mode, work, certsDir, td, daemonToml, opts.nydusdConfig, opts.mountOnPull);
   const ctd = await startContainerd({ snapshotterSocket: sock, snapshotterName: PROXY_NAME[mode], dir: path.join(work, 'ctd') });
   td.add('containerd', () => ctd.stop());
   const before = link.txBytes();
@@ -509,10 +516,22 @@ async function nydusBreakdown(work: string, pullLines: { at: number; line: strin
   if (!managerMount || !nydusdMount || !Number.isFinite(firstRead)) throw new Error(`nydus run: mount or read times missing from the logs and the API (mounted: ${!!managerMount}, reads: ${pattern.length})`);
   const mountedAt = Number(managerMount.time);
   const mountMs = Number(nydusdMount.ms ?? 0);
-  add('ctr run: create, Prepare until nydusd mounts', mountedAt - runStartMs - mountMs);
-  add('nydusd mount (bootstrap load + FUSE mount)', mountMs);
-  add('runc create + start until the first read', firstRead - mountedAt);
-  add("the program's reads until its first output", endMs - firstRead);
+  // The program's exec: the first read of the python binary (the kernel reads its ELF header).
+  const exec = Math.min(...pattern.filter((p) => PROGRAM_BINARY.test((p as { path?: string }).path ?? '')).map((p) => p.first_access_time_secs * 1000 + p.first_access_time_nanos / 1e6));
+  if (mountedAt > runStartMs) {
+    add('ctr run: create, Prepare until nydusd mounts', mountedAt - runStartMs - mountMs);
+    add('nydusd mount (bootstrap load + FUSE mount)', mountMs);
+    add("container create until the image's first read", firstRead - mountedAt);
+  } else {
+    // mount_on_pull: the mount ran during the pull, off the path measured here.
+    add("ctr run: create until the image's first read (mounted during the pull)", firstRead - runStartMs);
+  }
+  if (Number.isFinite(exec) && exec >= firstRead) {
+    add("task create + start until the program's exec", exec - firstRead);
+    add('the program until its first output', endMs - exec);
+  } else {
+    add("task create + start and the program until its first output", endMs - firstRead);
+  }
   const m = await nydusdGet(rec.apiSock, '/api/v1/metrics');
   const b = await nydusdGet(rec.apiSock, '/api/v1/metrics/backend');
   const c = await nydusdGet(rec.apiSock, '/api/v1/metrics/blobcache');
@@ -571,6 +590,7 @@ function report(rows: Row[]): string {
       'nydus: our `ctr-remote images rpull` + containerd-nydus-grpc (shared nydusd, config/nydusd.json), image converted by nydusify. ' +
       `nydus+prefetch: the same image converted again with \`nydusify convert --prefetch-patterns\` fed the files a trial run of the plain nydus image read until the first output (\`nydusctl prefetch-list\`: ${rows.map((r) => `${r.image} ${r.list.files} files, ${mb(r.list.bytes)}`).join('; ')}), ` +
       `so their data is the head of the blob and the image's prefetch table, and nydusd's \`fs_prefetch\` enabled (${JSON.stringify(FS_PREFETCH)}): it fetches that region in merged parallel requests from the mount on, while runc starts. ` +
+      (MOUNT_ON_PULL ? 'The prefetch rows also set the snapshotter\'s `[snapshot] mount_on_pull`: the image is mounted (and its prefetch started) when the pull commits its bootstrap layer, as the stargz snapshotter mounts during its pull, not at the container\'s Prepare. ' : '') +
       'The record is the workload\'s own, so this row is the comparison with an *optimized* image; the stargz row has no record of its own (read the nydus row for the like-for-like comparison). ' +
       'nydus+prefetch, Go client: the same, pulled with Debian\'s `ctr-remote images rpull` (the stargz row\'s client) instead of ours, so the two lazy snapshotters are compared behind one client; our ctr-remote\'s own start-up (Node.js and its modules) is the difference between the two prefetch rows. ' +
       `Median of ${rounds} round(s) (the lower middle one for an even count), the modes interleaved in each round; bytes are counted on the registry's side of the link. ` +
@@ -753,7 +773,7 @@ async function main(): Promise<void> {
       for (let round = 1; round <= roundsWanted; round++) {
         for (const mode of MODES) {
           say(`${r.image}: ${mode} cold start over ${RATE_MBIT} Mbit/s (round ${round}/${roundsWanted})`);
-          const opts = isPrefetch(mode) ? { nydusdConfig: pfTemplate } : {};
+          const opts = isPrefetch(mode) ? { nydusdConfig: pfTemplate, mountOnPull: MOUNT_ON_PULL } : {};
           const res = await measured(td, `${mode} run`, (scope) => coldStart(link, mode, r.refs[mode], certs, scope, '', opts));
           // The stargz snapshotter keeps fetching whole layers in the background until it is gone;
           // the next run must not count the tail of that.

@@ -149,6 +149,14 @@ address = "127.0.0.1:9110"`,
     expect(() => parseConfig('', 'x.toml', { fsDriver: 'fscache' })).toThrow(/^x\.toml: daemon\.fs_driver: "fscache" needs the kernel's EROFS on-demand fscache \(CONFIG_EROFS_FS_ONDEMAND\).*; use fs_driver = "erofs"/);
   });
 
+  test('[snapshot] mount_on_pull (ours) is off by default, taken without a warning, and must be a boolean', () => {
+    expect(parseConfig('', 'x.toml').snapshot.mountOnPull).toBe(false);
+    const c = parseConfig('[snapshot]\nmount_on_pull = true', 'x.toml');
+    expect(c.snapshot.mountOnPull).toBe(true);
+    expect(c.warnings).toEqual([]);
+    expect(() => parseConfig('[snapshot]\nmount_on_pull = "yes"', 'x.toml')).toThrow(/^x\.toml: snapshot\.mount_on_pull: /);
+  });
+
   test('fs_driver "erofs" with recover_policy "failover" keeps erofs and recovers by restart, with one warning line', () => {
     const c = parseConfig('daemon_mode = "shared"\n[daemon]\nfs_driver = "erofs"\nrecover_policy = "failover"', 'x.toml');
     expect(c.daemon.fsDriver).toBe('erofs');

@@ -4,9 +4,11 @@
  *   1. trial run: the plain nydus image (prefetch off, as config/nydusd.json ships), python runs in
  *      a container; `nydusctl prefetch-list` records the files it read from the shared nydusd;
  *   2. `nydusify convert --prefetch-patterns < list` builds the optimized image;
- *   3. a fresh snapshotter whose nydusd_config template enables fs_prefetch (upstream's knob) runs
- *      the same command from it: nydusd prefetched the list at mount, the output is the same, the
- *      registry served less than in the trial and a small part of the image (laziness).
+ *   3. a fresh snapshotter whose nydusd_config template enables fs_prefetch (upstream's knob), with
+ *      `[snapshot] mount_on_pull` (ours), pulls it: the image is mounted by the pull, before any
+ *      container; then it runs the same command from it: nydusd prefetched the list at mount, the
+ *      output is the same, the registry served less than in the trial and a small part of the
+ *      image (laziness).
  */
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -14,6 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { NydusdClient } from '../src/daemon/client';
+import { mountAt, mountsBelow } from '../src/fuse/mount-table';
 import { RegistryClient } from '../src/registry';
 import { Containerd, recordedDaemons } from './helpers/containerd';
 import { REPO_ROOT } from './helpers/fixtures';
@@ -35,10 +38,10 @@ describeWith(NEEDS, 'prefetch from a recorded access pattern through containerd-
   const stacks: SnapshotterStack[] = [];
 
   /** A snapshotter (shared nydusd, this template) and a containerd of its own. */
-  async function setup(name: string, template: string): Promise<SnapshotterStack & { ctd: Containerd }> {
+  async function setup(name: string, template: string, extraToml = ''): Promise<SnapshotterStack & { ctd: Containerd }> {
     const dir = path.join(work, name);
     fs.mkdirSync(path.join(dir, 'certs.d'), { recursive: true });
-    const stack = await startSnapshotterStack({ dir, nydusdConfig: template, extraToml: `[remote.mirrors_config]\ndir = ${JSON.stringify(path.join(dir, 'certs.d'))}` });
+    const stack = await startSnapshotterStack({ dir, nydusdConfig: template, extraToml: `${extraToml}\n[remote.mirrors_config]\ndir = ${JSON.stringify(path.join(dir, 'certs.d'))}` });
     stacks.push(stack);
     return stack as SnapshotterStack & { ctd: Containerd };
   }
@@ -98,9 +101,15 @@ describeWith(NEEDS, 'prefetch from a recorded access pattern through containerd-
     const template = path.join(work, 'nydusd-prefetch.json');
     const base = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'config', 'nydusd.json'), 'utf8'));
     fs.writeFileSync(template, JSON.stringify({ ...base, fs_prefetch: { enable: true, threads_count: 4, merging_size: 1 << 20, prefetch_all: false } }));
-    const opt = await setup('optimized', template);
+    const opt = await setup('optimized', template, '[snapshot]\nmount_on_pull = true');
     reg.clearRequests();
     await opt.ctd.ctrRemote(['image', 'rpull', '--plain-http', '--snapshotter', 'nydus', optimized]);
+    // Mounted by the pull (in the background after the bootstrap layer's Commit), no container yet.
+    const mountedByPull = () => mountsBelow(path.join(opt.root, 'mnt')).some((m) => mountAt(m)?.fsType.startsWith('fuse'));
+    const logged = () => /image mounted on pull/.test(opt.log());
+    for (let i = 0; i < 300 && !(mountedByPull() && logged()); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(mountedByPull()).toBe(true);
+    expect(logged()).toBe(true);
     const second = await opt.ctd.ctr(['run', '--rm', ...ENV, '--snapshotter', 'nydus', optimized, 'optimized', 'python3', '-c', SCRIPT]);
     expect(second.stdout).toBe(first.stdout);
     expect(JSON.parse(second.stdout)).toEqual({ py: 3, mods: ['email.parser', 'http.client'] });

@@ -17,6 +17,8 @@
  *   [metrics]     address = "127.0.0.1:9110"         # Prometheus at /v1/metrics; "" = off
  *   [system]      enable, address = "/run/containerd-nydus/system.sock"   # system.ts: hot upgrade
  *   [snapshot]    enable_nydus_overlayfs, nydus_overlayfs_path, enable_kata_volume  # kata-mounts.ts
+ *                 mount_on_pull = false   # ours, not upstream's: mount an image when its bootstrap layer
+ *                                         # is committed, not at the container's Prepare (snapshotter.ts)
  *
  * Every other key of upstream's config (src/snapshotter/upstream-keys.ts) is validated as upstream
  * does and, where this implementation behaves differently, named in one warning line each
@@ -49,7 +51,7 @@ export interface SnapshotterConfig {
   /** The system controller (src/snapshotter/system.ts): hot upgrade and the daemon list. */
   system: { enable: boolean; address: string };
   /** [snapshot]: mounts for VM runtimes (kata-mounts.ts). */
-  snapshot: { enableNydusOverlayfs: boolean; nydusOverlayfsPath: string; enableKataVolume: boolean };
+  snapshot: { enableNydusOverlayfs: boolean; nydusOverlayfsPath: string; enableKataVolume: boolean; mountOnPull: boolean };
   /** One line per upstream key accepted but not honoured here (the CLI logs them at start). */
   warnings: string[];
 }
@@ -158,6 +160,7 @@ function snapshotKeys(t: Reader): SnapshotterConfig['snapshot'] {
     enableNydusOverlayfs: t.bool('enable_nydus_overlayfs', false),
     nydusOverlayfsPath: t.str('nydus_overlayfs_path', 'nydus-overlayfs') || 'nydus-overlayfs',
     enableKataVolume: t.bool('enable_kata_volume', false),
+    mountOnPull: t.bool('mount_on_pull', false),
   };
 }
 

@@ -83,6 +83,7 @@ export async function runSnapshotter(cfg: SnapshotterConfig): Promise<RunningSna
     rafs: daemons,
     cache: cfg.cache.disable ? undefined : { dir: cfg.cache.dir, maxBytes: cfg.cache.maxSizeMb * 1024 * 1024 },
     nydusOverlayfs: vm.nydusOverlayfs,
+    mountOnPull: cfg.snapshot.mountOnPull,
   });
   let criProxy: CriImageProxy | undefined;
   const grpcServer = await serveSnapshots(sn, cfg.address, metrics, (server) => {

@@ -11,7 +11,11 @@
  *     Prepare commits an empty snapshot under the target chainID itself and answers AlreadyExists,
  *     so containerd never downloads the blob.
  *  4. The nydus bootstrap layer (`nydus-bootstrap`) is small: it is prepared like a plain layer and
- *     containerd unpacks `image/image.boot` into it.
+ *     containerd unpacks `image/image.boot` into it. With `mount_on_pull` (ours, off by default as
+ *     upstream mounts in step 5) its Commit starts the rafs mount in the background, so nydusd's
+ *     mount and prefetch run while the pull finishes and the container is created; step 5 then
+ *     finds the instance mounted (or joins the mount under way). A failure is logged, and step 5
+ *     mounts again.
  *  5. Running a container: `Prepare("ns/9/<id>", parent top chainID)`. If a parent in the chain is
  *     a nydus bootstrap layer, the rafs mounter mounts its bootstrap in nydusd and the overlay's
  *     lowerdir is that rafs mountpoint, so files are fetched on first read. With
@@ -88,6 +92,8 @@ export interface SnapshotterOptions {
    * `nydus_overlayfs_path`.
    */
   nydusOverlayfs?: { helper: string };
+  /** `[snapshot] mount_on_pull`: mount an image when its bootstrap layer is committed (step 4). */
+  mountOnPull?: boolean;
 }
 
 /** Where nydusify puts the bootstrap inside the metadata layer (current and legacy paths). */
@@ -105,6 +111,9 @@ export class Snapshotter {
   private readonly rafs?: RafsMounter;
   private readonly cache?: { dir: string; maxBytes: number };
   private readonly nydusOverlayfs?: { helper: string };
+  private readonly mountOnPull: boolean;
+  /** Mounts started by a bootstrap layer's Commit, by snapshot id, until they settle. */
+  private readonly premounts = new Map<number, Promise<void>>();
   private readonly snapshotsDir: string;
 
   constructor(opts: SnapshotterOptions) {
@@ -112,6 +121,7 @@ export class Snapshotter {
     this.rafs = opts.rafs;
     this.cache = opts.cache;
     this.nydusOverlayfs = opts.nydusOverlayfs;
+    this.mountOnPull = opts.mountOnPull ?? false;
     this.snapshotsDir = path.join(this.root, 'snapshots');
     fs.mkdirSync(this.snapshotsDir, { recursive: true, mode: 0o700 });
     this.store = opts.store ?? new MetaStore(path.join(this.root, 'metadata.db'));
@@ -161,12 +171,29 @@ export class Snapshotter {
     if (rec.kind !== 'ACTIVE') throw failedPrecondition(`snapshot ${key} is not active: failed precondition`);
     const usage = await diskUsage(path.join(this.dir(rec.id), 'fs'));
     // The layer labels given at Prepare (nydus markers, image reference) stay unless Commit restates them.
-    this.store.tx(() => this.store.commit(key, name, { ...L.inherited(rec.labels), ...labels }, usage.size, usage.inodes));
+    const committed = this.store.tx(() => this.store.commit(key, name, { ...L.inherited(rec.labels), ...labels }, usage.size, usage.inodes));
     fs.rmSync(path.join(this.dir(rec.id), 'work'), { recursive: true, force: true });
+    if (this.rafs && this.mountOnPull && L.isNydusBootstrap(committed.labels)) this.premount(committed.id, committed.labels);
+  }
+
+  /** Step 4's mount on pull, in the background; Commit has answered already. */
+  private premount(id: number, labels: Record<string, string>): void {
+    const run = async (): Promise<void> => {
+      const bootstrap = await firstFile(BOOTSTRAP_PATHS.map((p) => path.join(this.dir(id), 'fs', p)));
+      if (!bootstrap) return;
+      await this.rafs!.mount({ snapshotId: String(id), bootstrap, labels });
+      log.info({ snapshot: id }, 'image mounted on pull');
+    };
+    const p = run()
+      .catch((err: Error) => log.warn({ snapshot: id, err: err.message }, 'mount on pull failed; the container\'s Prepare mounts again'))
+      .finally(() => this.premounts.delete(id));
+    this.premounts.set(id, p);
   }
 
   async remove(key: string): Promise<void> {
     const rec = this.store.tx(() => this.store.remove(key));
+    // A mount on pull still under way would otherwise land after this Remove, owned by no snapshot.
+    await this.premounts.get(rec.id);
     if (this.rafs && this.rafs.mounted().includes(String(rec.id))) await this.rafs.umount(String(rec.id));
     await fs.promises.rm(this.dir(rec.id), { recursive: true, force: true });
   }

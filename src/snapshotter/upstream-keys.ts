@@ -115,6 +115,8 @@ const SCHEMA: Schema = {
     enable_kata_volume: leaf('bool'),
     sync_remove: leaf('bool', (v) => (v === false ? 'a snapshot\'s resources are always removed at Remove (as with sync_remove = true)' : undefined)),
     enable_overlayfs_volatile: leaf('bool', whenTrue('the "volatile" overlay option is not added to writable snapshots')),
+    // Not upstream's: this snapshotter's own key (config.ts, snapshotter.ts "mount on pull").
+    mount_on_pull: leaf('bool'),
   },
   cache_manager: {
     disable: leaf('bool'),
