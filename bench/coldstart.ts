@@ -30,7 +30,8 @@
  *   report; with --demo a quick harness for the reads phase of the two nydus variants),
  *   BENCH_NYDUSD_CONFIG=FILE (the nydusd template, to try levers), BENCH_LOGS=DIR (keep logs),
  *   BENCH_FS_PREFETCH='{...}' (the prefetch variants' fs_prefetch, JSON, to try prefetch settings),
- *   BENCH_MOUNT_ON_PULL=0 (the prefetch variants without the snapshotter's mount_on_pull)
+ *   BENCH_MOUNT_ON_PULL=0 (the prefetch variants without the snapshotter's mount_on_pull),
+ *   BENCH_NYDUSD_PATH=FILE (the nydusd the snapshotter starts, e.g. a wrapper that profiles it)
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -57,6 +58,8 @@ const ALL_MODES: Mode[] = ['oci', 'stargz', 'nydus', 'nydus-prefetch', 'nydus-pr
 const MODES = (process.env.BENCH_MODES ?? ALL_MODES.join(',')).split(',') as Mode[];
 for (const m of MODES) if (!ALL_MODES.includes(m)) throw new Error(`BENCH_MODES: unknown mode ${JSON.stringify(m)} (${ALL_MODES.join(', ')})`);
 /** fs_prefetch of the prefetch variants: upstream's keys; merged ranges of 1 MiB, 4 at once, the image's table only. */
+/** BENCH_NYDUSD_PATH: the nydusd the snapshotter starts (a wrapper that profiles or traces it). */
+const NYDUSD_PATH = process.env.BENCH_NYDUSD_PATH;
 /** The prefetch variants run the snapshotter with `[snapshot] mount_on_pull` (BENCH_MOUNT_ON_PULL=0: without). */
 const MOUNT_ON_PULL = process.env.BENCH_MOUNT_ON_PULL !== '0';
 /** The program's binary in the image: its first read marks the exec. */
@@ -397,7 +400,7 @@ async function startSnapshotter(mode: Mode, work: string, certsDir: string, td: 
   if (isNydus(mode)) {
     fs.writeFileSync(
       path.join(work, 'config.toml'),
-      `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${nydusdConfig}"\n${daemonToml}\n[snapshot]\nmount_on_pull = ${mountOnPull}\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "${process.env.BENCH_LOGS ? 'debug' : 'info'}"\n`,
+      `version = 1\nroot = "${work}/root"\naddress = "${sock}"\ndaemon_mode = "shared"\n[daemon]\nnydusd_config = "${nydusdConfig}"\n${NYDUSD_PATH ? `nydusd_path = "${NYDUSD_PATH}"\n` : ''}${daemonToml}\n[snapshot]\nmount_on_pull = ${mountOnPull}\n[remote.mirrors_config]\ndir = "${certsDir}"\n[log]\nlevel = "${process.env.BENCH_LOGS ? 'debug' : 'info'}"\n`,
     );
     sn = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli', 'containerd-nydus-grpc.js'), '--config', path.join(work, 'config.toml')], { stdio: ['ignore', out, out] });
     td.add('snapshotter and its nydusd', () => stopSnapshotter(sn, path.join(work, 'root')));

@@ -153,6 +153,19 @@ test('the prefetch table read by nid: the listed files without listing their dir
   expect(() => openBootstrap(bad).prefetch).toThrow(FormatError);
 });
 
+test('a file the prefetch table read by nid is the object its directory lists later: one row per file', () => {
+  const lazy = openBootstrap(encodeBootstrap({ ...sampleImage(), prefetch: ['/sub/deep/n1', '/a'] }));
+  const [n1, a] = lazy.prefetchFiles()!;
+  const root = lazy.root.children!;
+  const sub = root.get('sub')!.children!;
+  const deep = sub.get('deep')!.children!;
+  expect(root.get('a')).toBe(a);
+  expect(deep.get('n1')).toBe(n1);
+  // Every file these three listings reached holds one row, the two read early included.
+  const reached = new Set([...root.values(), ...sub.values(), ...deep.values()].filter((n) => n.kind === 'file'));
+  expect(lazy.fileRows).toBe(reached.size);
+});
+
 test('a chunk info table out of key order, or with a chunk twice: found by key, a differing second row named', () => {
   const boot = encodeBootstrap(sampleImage());
   const off = Number(boot.readBigUInt64LE(L.EXT_SB_OFFSET + L.EXT.chunkTableOffset));

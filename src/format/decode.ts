@@ -148,6 +148,11 @@ export class OnDemandImage implements RafsImage {
     return files;
   }
 
+  /** Rows of file attributes held: one per regular file reached so far (memory). */
+  get fileRows(): number {
+    return this.tree.files.length;
+  }
+
   /** Every row of the chunk info table (each chunk of each blob the image uses, once). */
   chunkRows(): IterableIterator<ChunkInfo> {
     return this.tree.sb.chunks.values();
@@ -317,6 +322,8 @@ export class TreeReader {
   private readonly dirPaths = new Map<number, string>();
   private readonly leaves = new Map<number, Inode>();
   private readonly dirsSeen = new Set<number>();
+  /** On demand: files `fileAt` read before their directory was listed; the listing takes them over. */
+  private readonly readEarly = new Map<number, Inode>();
 
   private readonly external = new Map<number, ExternalChunks | undefined>();
 
@@ -438,18 +445,21 @@ export class TreeReader {
       if (children.has(name)) throw new FormatError('duplicate name', where());
       let child: Inode;
       const leaf = this.leaves.get(e.nid);
+      const early = leaf ? undefined : this.readEarly.get(e.nid);
       if (leaf) {
         child = leaf;
       } else {
         if (this.dirsSeen.has(e.nid)) throw new FormatError(`directory nid ${e.nid} reached twice (cycle)`, where());
-        const raw = this.readInode(e.nid, nid);
-        child = raw.inode;
+        // A prefetched file keeps its object (and its one row of `files`) when its directory lists it.
+        const raw = early ? undefined : this.readInode(e.nid, nid);
+        child = early ?? raw!.inode;
+        this.readEarly.delete(e.nid);
         if (child.kind === 'dir') this.dirsSeen.add(e.nid);
         // A tree kept while mounted remembers only what it needs later: hard links (one Inode for
         // every name), directories (paths in messages) and the prefetch table's nids (their paths).
         else if (!this.onDemand || (child.nlink ?? 0) > 1) this.leaves.set(e.nid, child);
         if (!this.onDemand || child.kind === 'dir' || this.prefetchNids.has(e.nid)) this.reachedBy.set(e.nid, [nid, name]);
-        reached(raw, e.nid);
+        if (raw) reached(raw, e.nid);
       }
       if (e.fileType !== FT_OF_KIND[child.kind]) throw new FormatError(`file type ${e.fileType} but inode is ${child.kind}`, where());
       children.set(this.names(name), child);
@@ -519,7 +529,10 @@ export class TreeReader {
     return path === '/' ? `/${names[0]}` : `${path}/${names[0]}`;
   }
 
-  /** Regular file `nid` on its own, checked, not joined to the tree (a hard link gets a second object); undefined for any other kind. */
+  /**
+   * Regular file `nid` on its own, checked, before its directory is listed (the listing then takes
+   * this object over); undefined for any other kind.
+   */
   fileAt(nid: number): Inode | undefined {
     // Released once every directory was listed: the caller then has the paths listing recorded.
     if (!this.held) return undefined;
@@ -527,7 +540,11 @@ export class TreeReader {
     // directory's inode here would count it as one more to list, and the bootstrap would stay held.
     const off = this.sb.metaAddr + nid * L.INODE_SLOT_SIZE;
     if (!within(this.held, off, L.INODE_COMPACT_SIZE) || (this.held.readUInt16LE(off + L.COMPACT.mode) & L.S_IFMT) !== L.S_IFREG) return undefined;
-    return this.readInode(nid).inode;
+    const known = this.leaves.get(nid) ?? this.readEarly.get(nid);
+    if (known) return known;
+    const f = this.readInode(nid).inode;
+    this.readEarly.set(nid, f);
+    return f;
   }
 
   /** Inode `nid`, checked; `parentNid` is the directory that reached it (on-demand directories list `..`). */

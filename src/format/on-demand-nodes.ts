@@ -153,6 +153,11 @@ export class FileRows {
   private f64 = new Float64Array(0);
   private readonly xattrs = new Map<number, Map<string, Buffer>>();
 
+  /** Rows held. */
+  get length(): number {
+    return this.n;
+  }
+
   /** A row for `inode` (a decoded file, its fields checked); returns its number. */
   add(inode: Inode, nlink: number, nid: number, indexes: FileChunkIndexes): number {
     if (this.n * U32.width === this.u32.length) this.resize(Math.max(64, 2 * this.n));
