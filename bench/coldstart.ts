@@ -521,12 +521,15 @@ async function nydusBreakdown(work: string, pullLines: { at: number; line: strin
   const mountMs = Number(nydusdMount.ms ?? 0);
   // The program's exec: the first read of the python binary (the kernel reads its ELF header).
   const exec = Math.min(...pattern.filter((p) => PROGRAM_BINARY.test((p as { path?: string }).path ?? '')).map((p) => p.first_access_time_secs * 1000 + p.first_access_time_nanos / 1e6));
-  if (mountedAt > runStartMs) {
+  if (mountedAt - mountMs >= runStartMs) {
     add('ctr run: create, Prepare until nydusd mounts', mountedAt - runStartMs - mountMs);
     add('nydusd mount (bootstrap load + FUSE mount)', mountMs);
     add("container create until the image's first read", firstRead - mountedAt);
+  } else if (mountedAt > runStartMs) {
+    // mount_on_pull: the mount began during the pull; only its rest is on the path.
+    add('nydusd mount on pull, its part after the pull', mountedAt - runStartMs);
+    add("container create until the image's first read", firstRead - mountedAt);
   } else {
-    // mount_on_pull: the mount ran during the pull, off the path measured here.
     add("ctr run: create until the image's first read (mounted during the pull)", firstRead - runStartMs);
   }
   if (Number.isFinite(exec) && exec >= firstRead) {
