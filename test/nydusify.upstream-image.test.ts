@@ -27,8 +27,8 @@ import { createLayer, mergeLayers } from '../src/builder';
 import { encodeBootstrap } from '../src/format/encode';
 import { RegistryClient } from '../src/registry';
 import { describeWith } from './helpers/capabilities';
-import { Containerd, unmountBelow } from './helpers/containerd';
-import { SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack } from './helpers/nydus-snapshotter';
+import { Containerd } from './helpers/containerd';
+import { SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack, stopAndRemove } from './helpers/nydus-snapshotter';
 import { REPO_ROOT } from './helpers/fixtures';
 import { pushImage } from './helpers/images';
 import { startRegistry, TestRegistry } from './helpers/registry';
@@ -145,13 +145,9 @@ describeWith(['root', 'fuse', 'containerd'], 'an image in upstream nydusify\'s e
 
   afterAll(async () => {
     try {
-      await stack?.stop();
+      await stopAndRemove(stack, dir);
     } finally {
       await client?.close();
-      if (dir) {
-        unmountBelow(dir);
-        fs.rmSync(dir, { recursive: true, force: true });
-      }
       await reg?.stop();
     }
   }, 120_000);

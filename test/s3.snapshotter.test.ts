@@ -21,10 +21,10 @@ import { decodeBootstrap } from '../src/format/decode';
 import { RegistryClient } from '../src/registry';
 import { CephS3, startCeph } from './helpers/ceph';
 import { describeWith } from './helpers/capabilities';
-import { Containerd, unmountBelow } from './helpers/containerd';
+import { Containerd } from './helpers/containerd';
 import { REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, pushImage } from './helpers/images';
-import { SnapshotterStack, startSnapshotterStack } from './helpers/nydus-snapshotter';
+import { SnapshotterStack, startSnapshotterStack, stopAndRemove } from './helpers/nydus-snapshotter';
 import { NydusdHandle, startNydusd } from './helpers/nydusd';
 import { startRegistry, TestRegistry } from './helpers/registry';
 
@@ -85,13 +85,12 @@ describeWith(['root', 'fuse', 'containerd', 'ceph', 'loop'], 'nydus image with b
   }, 40 * 60_000);
 
   afterAll(async () => {
-    await stopStack();
-    if (dir) {
-      unmountBelow(dir);
-      fs.rmSync(dir, { recursive: true, force: true });
+    try {
+      await stopAndRemove(stack, dir);
+    } finally {
+      await reg?.stop();
+      await ceph?.stop();
     }
-    await reg?.stop();
-    await ceph?.stop();
   }, 180_000);
 
   test('acceptance 1: nydusify --backend-type s3; containerd runs it lazily from the bucket; the registry served no blob bytes', async () => {

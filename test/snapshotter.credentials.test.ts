@@ -20,8 +20,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { Containerd, unmountBelow } from './helpers/containerd';
-import { SnapshotterStack, startSnapshotterStack } from './helpers/nydus-snapshotter';
+import { Containerd } from './helpers/containerd';
+import { SnapshotterStack, startSnapshotterStack, stopAndRemove } from './helpers/nydus-snapshotter';
 import { REPO_ROOT } from './helpers/fixtures';
 import { describeWith } from './helpers/capabilities';
 import { pushImage } from './helpers/images';
@@ -150,12 +150,8 @@ describeWith(NEEDS, 'private registry through containerd-nydus-grpc: credentials
 
   afterAll(async () => {
     try {
-      await stack?.stop();
+      await stopAndRemove(stack, dir);
     } finally {
-      if (dir) {
-        unmountBelow(dir);
-        fs.rmSync(dir, { recursive: true, force: true });
-      }
       await reg?.stop();
     }
   }, 120_000);

@@ -25,11 +25,11 @@ import { RegistryClient } from '../src/registry';
 import { loadCriPackage } from '../src/snapshotter/cri-image-proxy';
 import { loadSnapshotsService } from '../src/snapshotter/service';
 import { describeWith } from './helpers/capabilities';
-import { Containerd, recordedDaemons, unmountBelow } from './helpers/containerd';
+import { Containerd, recordedDaemons } from './helpers/containerd';
 import { CriClient, PodHandle } from './helpers/cri-client';
 import { REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, pushImage } from './helpers/images';
-import { SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack } from './helpers/nydus-snapshotter';
+import { SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack, stopAndRemove } from './helpers/nydus-snapshotter';
 import { startRegistry, TestRegistry } from './helpers/registry';
 
 const run = promisify(execFile);
@@ -195,12 +195,8 @@ describeWith(NEEDS, 'containerd CRI plugin drives containerd-nydus-grpc', () => 
     }
     cri?.close();
     try {
-      await stack?.stop();
+      await stopAndRemove(stack, dir);
     } finally {
-      if (dir) {
-        unmountBelow(dir);
-        fs.rmSync(dir, { recursive: true, force: true });
-      }
       await reg?.stop();
       await priv?.stop();
     }

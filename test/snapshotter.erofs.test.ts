@@ -18,11 +18,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { Containerd, unmountBelow } from './helpers/containerd';
+import { Containerd } from './helpers/containerd';
 import { describeWith } from './helpers/capabilities';
 import { compareTrees, snapshotTree, snapshotTreeAsync } from './helpers/erofs';
 import { DEBIAN_2LAYER_CHANGES, imageLayout } from './helpers/images';
-import { blobBytes, Converted, convertedImage, SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack } from './helpers/nydus-snapshotter';
+import { blobBytes, Converted, convertedImage, SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack, stopAndRemove } from './helpers/nydus-snapshotter';
 import { startRegistry, TestRegistry } from './helpers/registry';
 
 const run = promisify(execFile);
@@ -86,12 +86,8 @@ describeWith(NEEDS, 'kernel EROFS mode through containerd-nydus-grpc (fs_driver 
 
   afterAll(async () => {
     try {
-      await stack?.stop();
+      await stopAndRemove(stack, dir);
     } finally {
-      if (dir) {
-        unmountBelow(dir);
-        fs.rmSync(dir, { recursive: true, force: true });
-      }
       await reg?.stop();
     }
   }, 120_000);

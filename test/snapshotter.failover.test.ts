@@ -19,10 +19,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { NydusdClient } from '../src/daemon/client';
-import { Containerd, recordedDaemons, unmountBelow } from './helpers/containerd';
+import { Containerd, recordedDaemons } from './helpers/containerd';
 import { debianRootfsDir, REPO_ROOT } from './helpers/fixtures';
 import { DEBIAN_2LAYER_CHANGES, patternBytes, pushImage } from './helpers/images';
-import { SnapshotterStack, startSnapshotterStack } from './helpers/nydus-snapshotter';
+import { SnapshotterStack, startSnapshotterStack, stopAndRemove } from './helpers/nydus-snapshotter';
 import { freePort, startRegistry, TestRegistry } from './helpers/registry';
 import { describeWith } from './helpers/capabilities';
 import { slowFront } from './helpers/slow-front';
@@ -210,12 +210,8 @@ describeWith(NEEDS, 'nydusd failover and hot upgrade under containerd-nydus-grpc
 
   afterAll(async () => {
     try {
-      await stack?.stop();
+      await stopAndRemove(stack, dir);
     } finally {
-      if (dir) {
-        unmountBelow(dir);
-        fs.rmSync(dir, { recursive: true, force: true });
-      }
       await front?.close();
       await reg?.stop();
     }

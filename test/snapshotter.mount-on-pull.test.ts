@@ -52,20 +52,20 @@ describe('mount_on_pull', () => {
   afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
 
   /** Unpacks a bootstrap layer as containerd does: Prepare, write image/image.boot, Commit. */
-  async function pullBootstrap(sn: Snapshotter, name = 'ns/2/sha256:meta'): Promise<string> {
+  async function pullBootstrap(sn: Snapshotter, name = 'ns/2/sha256:meta'): Promise<{ meta: string; id: string }> {
     const [m] = await sn.prepare('ns/1/extract-meta', '', { [NYDUS_BOOTSTRAP]: 'true' });
     fs.mkdirSync(path.join(m.source, 'image'));
     fs.writeFileSync(path.join(m.source, 'image', 'image.boot'), 'bootstrap');
     await sn.commit(name, 'ns/1/extract-meta', {});
-    return name;
+    // The bind mount's source is snapshots/<id>/fs.
+    return { meta: name, id: path.basename(path.dirname(m.source)) };
   }
 
   test('on: the bootstrap layer\'s Commit mounts the image; the container\'s Prepare gets that mount as its lower dir', async () => {
     const rafs = new RecordingMounter(root);
     const sn = new Snapshotter({ root, rafs, mountOnPull: true });
     try {
-      const meta = await pullBootstrap(sn);
-      const id = String(sn.stat(meta).id);
+      const { meta, id } = await pullBootstrap(sn);
       await until(() => rafs.mounted().length === 1);
       expect(rafs.calls).toEqual([`mount ${id} snapshots/${id}/fs/image/image.boot`]);
       const [ov] = await sn.prepare('ns/3/ctr', meta, {});
@@ -79,7 +79,7 @@ describe('mount_on_pull', () => {
     const rafs = new RecordingMounter(root);
     const sn = new Snapshotter({ root, rafs });
     try {
-      const meta = await pullBootstrap(sn);
+      const { meta } = await pullBootstrap(sn);
       await new Promise((r) => setTimeout(r, 200));
       expect(rafs.calls).toEqual([]);
       await sn.prepare('ns/3/ctr', meta, {});
@@ -108,8 +108,7 @@ describe('mount_on_pull', () => {
     rafs.gate = new Promise((r) => (open = r));
     const sn = new Snapshotter({ root, rafs, mountOnPull: true });
     try {
-      const meta = await pullBootstrap(sn);
-      const id = String(sn.stat(meta).id);
+      const { meta, id } = await pullBootstrap(sn);
       await until(() => rafs.calls.length === 1);
       const removed = sn.remove(meta);
       await settle();
@@ -128,14 +127,14 @@ describe('mount_on_pull', () => {
     rafs.fail = new Error('registry unreachable');
     const sn = new Snapshotter({ root, rafs, mountOnPull: true });
     try {
-      const meta = await pullBootstrap(sn);
+      const { meta, id } = await pullBootstrap(sn);
       await until(() => rafs.calls.length === 1);
       await settle();
       expect(sn.stat(meta).kind).toBe('COMMITTED');
       rafs.fail = undefined;
       const [ov] = await sn.prepare('ns/3/ctr', meta, {});
       expect(rafs.calls).toHaveLength(2);
-      expect(ov.options.some((o) => o.startsWith('lowerdir=') && o.endsWith(path.join('mnt', String(sn.stat(meta).id))))).toBe(true);
+      expect(ov.options.some((o) => o === `lowerdir=${path.join(root, 'mnt', id)}`)).toBe(true);
     } finally {
       sn.close();
     }

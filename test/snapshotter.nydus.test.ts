@@ -15,9 +15,9 @@ import * as grpc from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
 import { NydusdClient } from '../src/daemon/client';
 import { loadSnapshotsService } from '../src/snapshotter/service';
-import { Containerd, unmountBelow } from './helpers/containerd';
+import { Containerd } from './helpers/containerd';
 import { DEBIAN_2LAYER_CHANGES } from './helpers/images';
-import { blobBytes, Converted, convertedImage, SnapshotterProcess, SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack } from './helpers/nydus-snapshotter';
+import { blobBytes, Converted, convertedImage, SnapshotterProcess, SnapshotterStack, STACK_TEST_TIMEOUT_MS, startSnapshotterStack, stopAndRemove } from './helpers/nydus-snapshotter';
 import { startRegistry, TestRegistry } from './helpers/registry';
 import { describeWith } from './helpers/capabilities';
 
@@ -53,12 +53,8 @@ describeWith(NEEDS, 'nydus image through containerd-nydus-grpc', () => {
 
   afterAll(async () => {
     try {
-      await stack?.stop();
+      await stopAndRemove(stack, dir);
     } finally {
-      if (dir) {
-        unmountBelow(dir);
-        fs.rmSync(dir, { recursive: true, force: true });
-      }
       await reg?.stop();
     }
   }, 120_000);

@@ -223,3 +223,18 @@ export async function startSnapshotterStack(o: StackOptions): Promise<Snapshotte
   }
   return stack;
 }
+
+/**
+ * The end of a stack test: stops `stack` (if it started), then unmounts whatever is left below
+ * `dir` and removes it, also when the stop failed (its error is still thrown).
+ */
+export async function stopAndRemove(stack: SnapshotterStack | undefined, dir: string | undefined): Promise<void> {
+  try {
+    await stack?.stop();
+  } finally {
+    if (dir) {
+      unmountBelow(dir);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+}
