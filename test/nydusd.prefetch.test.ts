@@ -234,6 +234,41 @@ describeWith(NEEDS, 'nydusd prefetch from a recorded file list (registry backend
     await d.stop();
   });
 
+  test('a mount that fails after prefetch started stops the prefetch', async () => {
+    front.reset();
+    front.hold();
+    // A regular file where the mountpoint should be: the image loads, prefetch starts, the FUSE
+    // mount fails.
+    const notDir = path.join(tmp, 'mnt-file');
+    fs.writeFileSync(notDir, '');
+    const d = await startNydusd({ dir: path.join(tmp, 'daemon-fail') });
+    daemons.push(d);
+    try {
+      const config = {
+        device: {
+          backend: { type: 'registry', config: { scheme: 'http', host: front.host, repo: REPO, timeout: 30, retry_limit: 1 } },
+          cache: { type: 'blobcache', config: { work_dir: path.join(tmp, 'cache-fail') } },
+        },
+        mode: 'direct',
+        // Small merged requests: the hot region is many times threads_count of them.
+        fs_prefetch: { enable: true, threads_count: THREADS, merging_size: MERGE / 4, prefetch_all: false },
+      };
+      const outcome = await d.client.mount(notDir, boot, config).then(
+        () => 'mounted',
+        (e: Error) => e.message,
+      );
+      expect(outcome).not.toBe('mounted');
+      front.release();
+      // Whatever the prefetcher had in flight when the mount failed, and nothing after it: the hot
+      // region is many more merged requests than threads_count.
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(Math.ceil(hotEnd / (MERGE / 4))).toBeGreaterThan(4 * THREADS);
+      expect(front.gets.length).toBeLessThanOrEqual(THREADS);
+    } finally {
+      await d.stop();
+    }
+  });
+
   test('laziness: the workload reads ~1% and the registry serves the prefetch region plus at most one amplified read', async () => {
     front.reset();
     const { d, mountpoint } = await start('lazy', { enable: true, threads_count: THREADS, merging_size: 1 << 20, prefetch_all: false });

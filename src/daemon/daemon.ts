@@ -151,6 +151,14 @@ export class Daemon {
       await closeSources(sources);
       throw new ApiFault(400, 'InvalidBootstrap', `${bootstrap}: ${(e as Error).message}`);
     }
+    if (!this.supervised && cleanStaleMount(mp) === 'live') {
+      await closeSources(sources);
+      throw new ApiFault(409, 'MountpointBusy', `${mp}: something is already mounted there`);
+    }
+    // Prefetch needs the image, not the mount: its first requests (whose answers take longest on a
+    // busy registry) go out while the FUSE or kernel mount is made, as upstream starts it at import.
+    const prefetcher = new Prefetcher(rafs, config.fsPrefetch, prefetchFiles);
+    if (startPrefetch) prefetcher.start();
     let fuse: FuseMount | ErofsMount;
     try {
       if (this.supervised) {
@@ -163,17 +171,16 @@ export class Daemon {
         this.supervised.root.attach(name, index, f);
         this.supervised.attached(name, index);
       } else {
-        if (cleanStaleMount(mp) === 'live') throw new ApiFault(409, 'MountpointBusy', `${mp}: something is already mounted there`);
         const kernel = config.cache.type === 'erofs' ? await tryKernelMount(rafs, mp, bootstrap, this.blobViewOf()) : undefined;
         const f = kernel ?? new FuseMount(rafs, mp, () => this.idleGc.touch());
         fuse = f;
         if (!kernel) await (f as FuseMount).mount();
       }
     } catch (e) {
+      await prefetcher.stop();
       await closeSources(sources);
       throw e;
     }
-    const prefetcher = new Prefetcher(rafs, config.fsPrefetch, prefetchFiles);
     const inst: MountedInstance = { mountpoint: mp, bootstrap: path.resolve(bootstrap), config, rafs, fuse, pipeline, metrics, cache, prefetcher, mountedAt: new Date() };
     this.instances.set(mp, inst);
     log.info({ mountpoint: mp, bootstrap, entries: rafs.entryCount, blobs: rafs.blobs.length, backend: config.backend.type, fs_driver: driverOf(inst), ms: Math.round(performance.now() - t0) }, 'rafs instance mounted');
@@ -181,7 +188,6 @@ export class Daemon {
     // way. One opened on demand leaves little, and a full collection walks every mounted image's
     // heap just as the container's first requests arrive: the idle collector takes it later.
     if (!(rafs.image instanceof OnDemandImage)) setImmediate(collectGarbage);
-    if (startPrefetch) prefetcher.start();
     return inst;
   }
 
