@@ -92,7 +92,7 @@ interface Node {
 
 /** A session for a whole supervised daemon (src/daemon/fuse-root.ts), with the settings of an instance's own. */
 export function daemonSession(fs: FuseFs, mountpoint: string, onActivity: () => void): FuseSession {
-  return new FuseSession(fs, { mountpoint, cacheTimeoutS: CACHE_TIMEOUT_S, readers: readerChoice(), onActivity });
+  return new FuseSession(fs, { mountpoint, cacheTimeoutS: CACHE_TIMEOUT_S, readers: readerChoice(), onActivity, zeroMessageOpen: true });
 }
 
 export class FuseMount implements FuseFs {
@@ -101,6 +101,8 @@ export class FuseMount implements FuseFs {
   /** Open directories' listings by handle, with the node each belongs to. */
   private readonly dirs = new Map<number, { nodeid: number; list: readonly DirEntry[] }>();
   private nextFh = 1;
+  /** The listing READDIR with no handle of ours used last (the tree never changes under a mount). */
+  private lastListing?: { inode: Inode; list: readonly DirEntry[] };
   /** Every node by id, built on the first request for a node id not handed out here. */
   private byId?: Map<number, Node>;
   private readonly rootIno: number;
@@ -113,7 +115,7 @@ export class FuseMount implements FuseFs {
     /** Called on every FUSE request (the daemon's idle collector watches for quiet). */
     private readonly onActivity: () => void = () => undefined,
     /** Session settings besides the defaults (tests mount without `ro` or pick readers). */
-    private readonly sessionOptions: Pick<SessionOptions, 'mountOptions' | 'readers'> = {},
+    private readonly sessionOptions: Pick<SessionOptions, 'mountOptions' | 'readers' | 'zeroMessageOpen'> = {},
   ) {
     const root = rafs.image.root;
     this.rootIno = rafs.inodeNumber(root);
@@ -126,7 +128,8 @@ export class FuseMount implements FuseFs {
   }
 
   async mount(): Promise<void> {
-    const s = new FuseSession(this, { mountpoint: this.mountpoint, cacheTimeoutS: CACHE_TIMEOUT_S, readers: readerChoice(), onActivity: this.onActivity, ...this.sessionOptions });
+    // As upstream's rafs: opens carry no state here, so the kernel need not ask for them.
+    const s = new FuseSession(this, { mountpoint: this.mountpoint, cacheTimeoutS: CACHE_TIMEOUT_S, readers: readerChoice(), onActivity: this.onActivity, zeroMessageOpen: true, ...this.sessionOptions });
     await s.mount();
     this.session = s;
   }
@@ -270,8 +273,12 @@ export class FuseMount implements FuseFs {
   readdir(nodeid: number, fh: number): readonly DirEntry[] {
     const d = this.dirs.get(fh);
     if (d?.nodeid === nodeid) return d.list;
-    // A handle from a previous nydusd (its number may be in use here for another directory).
-    return this.listing(nodeid);
+    // Handle 0 (zero-message OPENDIR: the kernel pages through a directory in several READDIRs) or
+    // one from a previous nydusd (its number may be in use here for another directory): the last
+    // listing is kept for the next page.
+    const inode = this.node(nodeid).inode;
+    if (this.lastListing?.inode !== inode) this.lastListing = { inode, list: this.listing(nodeid) };
+    return this.lastListing.list;
   }
 
   releasedir(_nodeid: number, fh: number): void {

@@ -12,7 +12,7 @@ const log = logger('mounts');
 
 /**
  * If `dir` holds a FUSE mount whose daemon is gone, detach it. A live mount (one that answers
- * stat) is left alone and reported, since mounting over it would hide it. Blocking, but it reads
+ * statfs) is left alone and reported, since mounting over it would hide it. Blocking, but it reads
  * only mountinfo unless something is mounted at `dir`.
  */
 export function cleanStaleMount(dir: string): 'none' | 'cleaned' | 'live' {
@@ -21,7 +21,9 @@ export function cleanStaleMount(dir: string): 'none' | 'cleaned' | 'live' {
   try {
     fs.statSync(dir);
     if (!type.startsWith('fuse')) return 'live';
-    fs.readdirSync(dir);
+    // STATFS always reaches the daemon: stat may be answered from the attribute cache and a
+    // directory listing from the kernel's (zero-message OPENDIR, FOPEN_CACHE_DIR).
+    fs.statfsSync(dir);
     return 'live';
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;

@@ -174,6 +174,8 @@ export const Init = {
   DO_READDIRPLUS: 1 << 13,
   READDIRPLUS_AUTO: 1 << 14,
   ASYNC_DIO: 1 << 15,
+  /** The kernel takes ENOSYS to OPEN as "no OPEN/RELEASE needed on this connection". */
+  NO_OPEN_SUPPORT: 1 << 17,
   PARALLEL_DIROPS: 1 << 18,
   ABORT_ERROR: 1 << 21,
   MAX_PAGES: 1 << 22,

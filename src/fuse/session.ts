@@ -124,6 +124,15 @@ export interface SessionOptions {
   onActivity?: () => void;
   /** FOPEN_* flags of every OPEN reply (default KEEP_CACHE; the blob view asks DIRECT_IO). */
   openFlags?: number;
+  /**
+   * Upstream rafs's ZERO_MESSAGE_OPEN and ZERO_MESSAGE_OPENDIR: where the kernel offers it
+   * (NO_OPEN_SUPPORT, NO_OPENDIR_SUPPORT), OPEN and OPENDIR are answered ENOSYS, after which the
+   * kernel opens files and directories of this connection without asking (no OPEN, RELEASE,
+   * OPENDIR or RELEASEDIR) and keeps their pages and listings as with KEEP_CACHE and CACHE_DIR;
+   * FLUSH is answered ENOSYS too, which ends FLUSHes. Only for filesystems whose opens carry no
+   * state: READ and READDIR then come with handle 0.
+   */
+  zeroMessageOpen?: boolean;
   /** INIT flags wanted besides the defaults (the blob view asks ASYNC_DIO: parallel direct reads). */
   extraInit?: number;
   /**
@@ -153,6 +162,9 @@ const WANTED = Init.ASYNC_READ | Init.EXPORT_SUPPORT | Init.DO_READDIRPLUS | Ini
 
 export class FuseSession {
   private fd = -1;
+  /** zeroMessageOpen in force for files / directories (the kernel offered it). */
+  private zeroOpen = false;
+  private zeroOpendir = false;
   private readers?: Readers;
   private initDone?: (n: Negotiated) => void;
   private dev?: string;
@@ -358,6 +370,7 @@ export class FuseSession {
       case Op.READLINK:
         return this.reply(unique, 0, f.readlink(nodeid));
       case Op.OPEN: {
+        if (this.zeroOpen) return this.reply(unique, -errno.ENOSYS);
         const fh = f.open(nodeid, decode(fuse_open_in, arg).flags as number);
         return this.replyStruct(unique, fuse_open_out, { fh, open_flags: this.opts.openFlags ?? Fopen.KEEP_CACHE });
       }
@@ -367,6 +380,7 @@ export class FuseSession {
         f.release(nodeid, decode(fuse_release_in, arg).fh as number);
         return this.reply(unique, 0);
       case Op.OPENDIR:
+        if (this.zeroOpendir) return this.reply(unique, -errno.ENOSYS);
         // The listing never changes: the kernel may keep it (FOPEN_CACHE_DIR) across opens.
         return this.replyStruct(unique, fuse_open_out, { fh: f.opendir(nodeid), open_flags: Fopen.KEEP_CACHE | Fopen.CACHE_DIR });
       case Op.READDIR:
@@ -394,8 +408,8 @@ export class FuseSession {
       case Op.DESTROY:
         return this.reply(unique, 0);
       case Op.FLUSH:
-        // Nothing is ever dirty; answering 0 keeps close(2) quiet.
-        return this.reply(unique, 0);
+        // Nothing is ever dirty: close(2) stays quiet either way; ENOSYS also ends the FLUSHes.
+        return this.reply(unique, this.opts.zeroMessageOpen ? -errno.ENOSYS : 0);
       default:
         return this.reply(unique, -(WRITING_OPS.has(op) ? errno.EROFS : errno.ENOSYS));
     }
@@ -433,6 +447,8 @@ export class FuseSession {
       max_pages: maxPages,
     });
     this.negotiated = n;
+    this.zeroOpen = !!this.opts.zeroMessageOpen && (i.flags & Init.NO_OPEN_SUPPORT) !== 0;
+    this.zeroOpendir = !!this.opts.zeroMessageOpen && (i.flags & Init.NO_OPENDIR_SUPPORT) !== 0;
     log.debug({ mountpoint: this.opts.mountpoint, protocol: `${n.major}.${i.minor}`, maxPages, maxReadahead: i.max_readahead }, 'FUSE INIT');
     this.initDone?.(n);
   }
