@@ -53,9 +53,9 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
   let nydusLayers: Layer[];
 
   /** Runs ./bin/ctr-remote against the test containerd; never rejects. */
-  const ctrRemote = (args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; stdout: string; stderr: string }> =>
+  const ctrRemote = (args: string[], env: NodeJS.ProcessEnv = process.env, namespace = ctd!.namespace): Promise<{ code: number; stdout: string; stderr: string }> =>
     new Promise((resolve) => {
-      execFile(path.join(REPO_ROOT, 'bin', 'ctr-remote'), ['-a', ctd!.address, '-n', ctd!.namespace, ...args], { env, timeout: 10 * 60_000, maxBuffer: 1 << 24 }, (err, stdout, stderr) =>
+      execFile(path.join(REPO_ROOT, 'bin', 'ctr-remote'), ['-a', ctd!.address, '-n', namespace, ...args], { env, timeout: 10 * 60_000, maxBuffer: 1 << 24 }, (err, stdout, stderr) =>
         resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout, stderr }),
       );
     });
@@ -119,6 +119,24 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
     expect(r.stdout).toMatch(/^layer-sha256:[0-9a-f]{64}: done \(\d+ bytes\)$/m);
     const out = await ctd!.ctr(['run', '--rm', '--snapshotter', 'nydus', ociRef, 'ctrr-oci-1', '/bin/busybox', 'sh', '-c', 'echo plain-$((6*7))']);
     expect(out.stdout.trim()).toBe('plain-42');
+  });
+
+  test('an image another namespace holds pulls into a second one without its bytes being fetched again', async () => {
+    const first = await ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ociRef]);
+    expect(first.code).toBe(0);
+    const layers = [...first.stdout.matchAll(/^layer-(sha256:[0-9a-f]{64}): /gm)].map((m) => m[1]);
+    expect(layers.length).toBeGreaterThan(0);
+    const gets = layers.map(blobGets);
+    // containerd shares content between namespaces: its content store answers the ingest's STAT with
+    // the whole size, and the layer is committed in the new namespace without a GET or a byte sent.
+    const r = await ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ociRef], process.env, 'second');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    for (const l of layers) expect(r.stdout).toMatch(new RegExp(`^layer-${l}: done \\(\\d+ bytes\\)$`, 'm'));
+    expect(r.stdout).toMatch(/total: 0\.0 MiB/);
+    expect(layers.map(blobGets)).toEqual(gets);
+    const out = await run('ctr', ['--address', ctd!.address, '-n', 'second', 'run', '--runc-root', ctd!.runcRoot, '--rm', '--snapshotter', 'nydus', ociRef, 'ctrr-ns2-1', '/bin/busybox', 'sh', '-c', 'echo second-$((6*7))'], { timeout: 120_000 });
+    expect(out.stdout.trim()).toBe('second-42');
   });
 
   test('an unknown reference ends with one line naming it', async () => {

@@ -7,7 +7,9 @@
  * Contract: methods resolve with the response object (proto-loader shape: snake_case fields,
  * int64 as strings) or reject with a `ContainerdError` that keeps the gRPC code and names the
  * service and method. `writeContent` streams a blob into the content store and resolves once it
- * is committed under `expected`; content that is already there is not sent again.
+ * is committed under `expected`; content that is already there is not sent again, nor fetched
+ * when its source is given as a function (containerd already holding the bytes, e.g. pulled into
+ * another namespace, answers the opening STAT with the whole size).
  */
 import * as fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
@@ -116,10 +118,11 @@ export class ContainerdClient {
   }
 
   /**
-   * Writes `data` (a Buffer or a stream of Buffers) as blob `expected` of `size` bytes, under the
-   * ingest `ref`, committing it with `labels`. `onBytes` hears progress.
+   * Writes `data` (a Buffer, or a function that opens the bytes: called only when containerd needs
+   * them) as blob `expected` of `size` bytes, under the ingest `ref`, committing it with `labels`.
+   * `onBytes` hears progress.
    */
-  async writeContent(ref: string, expected: string, size: number, data: Buffer | AsyncIterable<Buffer>, labels: Record<string, string>, onBytes?: (n: number) => void, retried = false): Promise<void> {
+  async writeContent(ref: string, expected: string, size: number, data: Buffer | (() => Promise<Buffer | AsyncIterable<Buffer>>), labels: Record<string, string>, onBytes?: (n: number) => void, retried = false): Promise<void> {
     const op = 'content.Write';
     const stream = this.clients.content.Write(this.md()) as grpc.ClientDuplexStream<object, { offset: string; digest: string }>;
     const pending: { resolve: (r: { offset: string; digest: string }) => void; reject: (e: Error) => void }[] = [];
@@ -140,13 +143,19 @@ export class ContainerdClient {
       // STAT opens the ingest. Bytes left by an interrupted pull are discarded once (no resume).
       const st = await send({ action: 'STAT', ref, total: size, expected });
       let offset = 0;
-      if (Number(st.offset) > 0 && !retried) {
+      // The whole blob is there already: containerd's content store holds these bytes for another
+      // namespace and shares them (its default policy). Commit without sending, as containerd's own
+      // fetch does (remotes/handlers.go).
+      const complete = Number(st.offset) === size && st.digest === expected;
+      if (Number(st.offset) > 0 && !complete && !retried) {
         stream.end();
         await this.call('content', 'Abort', { ref }).catch(() => undefined);
         return await this.writeContent(ref, expected, size, data, labels, onBytes, true);
       }
-      if (Number(st.offset) > 0) throw new ContainerdError(grpc.status.ABORTED, op, `ingest ${ref} is busy (another pull of the same blob?)`);
-      const chunks: AsyncIterable<Buffer> | Buffer[] = Buffer.isBuffer(data) ? [data] : data;
+      if (Number(st.offset) > 0 && !complete) throw new ContainerdError(grpc.status.ABORTED, op, `ingest ${ref} is busy (another pull of the same blob?)`);
+      const bytes = complete ? [] : Buffer.isBuffer(data) ? data : await data();
+      const chunks: AsyncIterable<Buffer> | Buffer[] = Buffer.isBuffer(bytes) ? [bytes] : bytes;
+      if (complete) offset = size;
       for await (const chunk of chunks) {
         for (let i = 0; i < chunk.length; i += WRITE_CHUNK) {
           const part = chunk.subarray(i, i + WRITE_CHUNK);

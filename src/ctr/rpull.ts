@@ -228,12 +228,12 @@ async function unpackLayer(ctd: ContainerdClient, reg: RegistryClient, o: RpullO
     throw err;
   }
   try {
-    if (await ctd.contentInfo(j.layer.digest)) {
-      j.early?.cancel();
-    } else {
-      const blob = j.early ? await j.early.bytes : ((await reg.getBlob(j.repo, j.layer.digest)) as AsyncIterable<Buffer>);
-      await ctd.writeContent(`layer-${j.layer.digest}`, j.layer.digest, j.layer.size, blob, j.source, (n) => o.progress.bytes(n));
+    if (!(await ctd.contentInfo(j.layer.digest))) {
+      const early = j.early;
+      const open = early ? () => early.bytes : async () => (await reg.getBlob(j.repo, j.layer.digest)) as AsyncIterable<Buffer>;
+      await ctd.writeContent(`layer-${j.layer.digest}`, j.layer.digest, j.layer.size, open, j.source, (n) => o.progress.bytes(n));
     }
+    j.early?.cancel(); // stops an early download containerd turned out not to need (no-op once it is read)
     const applied = (await ctd.call('diff', 'Apply', { diff: toCtd(j.layer), mounts }, APPLY_TIMEOUT_MS)).applied as Descriptor;
     if (applied.digest !== j.diffId) throw new Error(`layer ${j.layer.digest}: unpacked to ${applied.digest}, but the config says ${j.diffId}`);
     try {
