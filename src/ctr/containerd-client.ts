@@ -1,7 +1,7 @@
 /**
  * A client for containerd's own gRPC API (the services `ctr` uses): content, images, leases,
- * snapshots and diff, loaded from proto/containerd-services.json (containerd v1.6's definitions,
- * see containerd-protos.ts). Every call carries the
+ * snapshots and diff, from proto/containerd-services.json (containerd v1.6's definitions, see
+ * containerd-protos.ts and containerd-services.ts). Every call carries the
  * namespace header, and the lease header once `withLease` is set, as containerd's Go client does.
  *
  * Contract: methods resolve with the response object (proto-loader shape: snake_case fields,
@@ -11,10 +11,8 @@
  * when its source is given as a function (containerd already holding the bytes, e.g. pulled into
  * another namespace, answers the opening STAT with the whole size).
  */
-import * as fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { DESCRIPTOR_FILE, SERVICES } from './containerd-protos';
+import { loadServiceDefinitions } from './containerd-services';
 
 const NAMESPACE_HEADER = 'containerd-namespace';
 const LEASE_HEADER = 'containerd-lease';
@@ -46,21 +44,7 @@ export interface Mount {
   options: string[];
 }
 
-type Service = grpc.ServiceClientConstructor;
 type AnyClient = grpc.Client & Record<string, Function>;
-
-function loadServices(): Record<(typeof SERVICES)[number], Service> {
-  const json = JSON.parse(fs.readFileSync(DESCRIPTOR_FILE, 'utf8')) as Parameters<typeof protoLoader.fromJSON>[0];
-  const def = protoLoader.fromJSON(json, { keepCase: true, longs: String, enums: String, defaults: true });
-  const s = (grpc.loadPackageDefinition(def) as any).containerd.services; // eslint-disable-line @typescript-eslint/no-explicit-any
-  return {
-    content: s.content.v1.Content,
-    images: s.images.v1.Images,
-    leases: s.leases.v1.Leases,
-    snapshots: s.snapshots.v1.Snapshots,
-    diff: s.diff.v1.Diff,
-  };
-}
 
 export class ContainerdClient {
   private readonly clients: Record<string, AnyClient> = {};
@@ -70,9 +54,9 @@ export class ContainerdClient {
     readonly address: string,
     readonly namespace: string,
   ) {
-    const services = loadServices();
     const channel = new grpc.Channel(`unix://${address}`, grpc.credentials.createInsecure(), {});
-    for (const [name, Ctor] of Object.entries(services)) {
+    for (const [name, def] of Object.entries(loadServiceDefinitions())) {
+      const Ctor = grpc.makeGenericClientConstructor(def, name);
       this.clients[name] = new Ctor(`unix://${address}`, grpc.credentials.createInsecure(), { channelOverride: channel }) as AnyClient;
     }
   }
