@@ -1,6 +1,6 @@
 /**
- * grpc-js service definitions of the containerd services ctr-remote calls, built straight from the
- * protobuf.js JSON descriptor (proto/containerd-services.json, see containerd-protos.ts).
+ * The methods of the containerd services ctr-remote calls (path and message codecs, the shape of a
+ * grpc-js service definition), built straight from the protobuf.js JSON descriptor (proto/containerd-services.json, see containerd-protos.ts).
  *
  * Contract: the same messages on the wire and the same objects in and out as proto-loader's
  * `fromJSON(json, { keepCase: true, longs: String, enums: String, defaults: true })` gives:
@@ -12,7 +12,6 @@
  */
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
-import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 import { DESCRIPTOR_FILE, SERVICES } from './containerd-protos';
 
 /** The parts of protobuf.js (the copy proto-loader depends on) used here. */
@@ -35,11 +34,24 @@ interface PbRoot {
   lookupService(path: string): { methodsArray: PbMethod[] };
 }
 
+/** A method: its HTTP/2 path, whether it streams, and its messages' codecs. */
+export interface RpcMethod {
+  path: string;
+  requestStream: boolean;
+  responseStream: boolean;
+  requestSerialize(v: object): Buffer;
+  requestDeserialize(b: Buffer): object;
+  responseSerialize(v: object): Buffer;
+  responseDeserialize(b: Buffer): object;
+}
+
+export type ServiceName = (typeof SERVICES)[number];
+
 /** proto-loader's conversion options, as ctr-remote always passed them. */
 const TO_OBJECT = { keepCase: true, longs: String, enums: String, defaults: true };
 
 /** Package path of each service in the descriptor. */
-const SERVICE_PATH: Record<(typeof SERVICES)[number], string> = {
+const SERVICE_PATH: Record<ServiceName, string> = {
   content: 'containerd.services.content.v1.Content',
   images: 'containerd.services.images.v1.Images',
   leases: 'containerd.services.leases.v1.Leases',
@@ -58,14 +70,14 @@ function deserializer(t: PbType): (b: Buffer) => object {
   return (b) => t.toObject(t.decode(b), TO_OBJECT);
 }
 
-/** One grpc-js service definition per service, keyed as SERVICES names them. */
-export function loadServiceDefinitions(): Record<(typeof SERVICES)[number], ServiceDefinition> {
+/** The methods of each service, keyed as SERVICES names them. */
+export function loadServiceDefinitions(): Record<ServiceName, Record<string, RpcMethod>> {
   // protobuf.js without its .proto parser: the descriptor is JSON already.
   const pb = createRequire(require.resolve('@grpc/proto-loader'))('protobufjs/light') as { Root: { fromJSON(j: object): PbRoot } };
   const root = pb.Root.fromJSON(JSON.parse(fs.readFileSync(DESCRIPTOR_FILE, 'utf8')) as object);
-  const out = {} as Record<(typeof SERVICES)[number], ServiceDefinition>;
+  const out = {} as Record<ServiceName, Record<string, RpcMethod>>;
   for (const name of SERVICES) {
-    const def: Record<string, MethodDefinition<object, object>> = {};
+    const def: Record<string, RpcMethod> = {};
     for (const m of root.lookupService(SERVICE_PATH[name]).methodsArray) {
       m.resolve();
       def[m.name] = {

@@ -24,11 +24,11 @@
  */
 import * as crypto from 'node:crypto';
 import type { Readable } from 'node:stream';
-import * as grpc from '@grpc/grpc-js';
 import { Credentials, RegistryClient, formatReference, parseReference, referenceTarget } from '../registry';
 import { choosePlatform, formatPlatform, parsePlatform, DEFAULT_PLATFORM } from '../registry/platform';
 import { Descriptor as OciDescriptor, ImageConfig, ImageIndex, ImageManifest, isIndex } from '../registry/media';
 import { ContainerdClient, ContainerdError, Descriptor, Mount } from './containerd-client';
+import { Status } from './grpc-client';
 import type { TransportOptions } from '../registry/transport';
 import { chainIds, layerSnapshotLabels } from './snapshot-labels';
 import { NYDUS_BOOTSTRAP } from '../snapshotter/labels';
@@ -62,12 +62,12 @@ async function checkSnapshotter(ctd: ContainerdClient, name: string): Promise<vo
     await ctd.call('snapshots', 'Stat', { snapshotter: name, key: `ctr-remote-probe-${uniquePart()}` }, 30_000);
   } catch (err) {
     if (!(err instanceof ContainerdError)) throw err;
-    if (err.code === grpc.status.NOT_FOUND) return;
+    if (err.code === Status.NOT_FOUND) return;
     if (/not loaded/.test(err.details)) throw new Error(`snapshotter "${name}" is not loaded in containerd at ${ctd.address} (see ctr plugin ls)`);
-    if (err.code === grpc.status.UNAVAILABLE) {
-      const why = err.details.replace(/\s*Resolution note:.*$/s, '');
-      // grpc-js names our socket when containerd itself is not there; otherwise containerd could
-      // not reach the (proxy) snapshotter.
+    if (err.code === Status.UNAVAILABLE) {
+      const why = err.details;
+      // Our gRPC client's connection error names the socket when containerd itself is not there;
+      // otherwise containerd could not reach the (proxy) snapshotter.
       if (why.includes(ctd.address)) throw new Error(`cannot reach containerd at ${ctd.address}: ${why}`);
       throw new Error(`snapshotter "${name}" is unavailable in containerd at ${ctd.address}: ${why}`);
     }
@@ -138,7 +138,7 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
     try {
       await ctd.call('images', 'Create', { image });
     } catch (err) {
-      if (!(err instanceof ContainerdError && err.code === grpc.status.ALREADY_EXISTS)) throw err;
+      if (!(err instanceof ContainerdError && err.code === Status.ALREADY_EXISTS)) throw err;
       await ctd.call('images', 'Update', { image, update_mask: { paths: ['target'] } });
     }
     o.progress.done(top.digest, Date.now() - started);
@@ -208,7 +208,7 @@ async function unpackLayer(ctd: ContainerdClient, reg: RegistryClient, o: RpullO
     ctd.call('snapshots', 'Stat', { snapshotter: sn, key: j.chainId }).then(
       () => true,
       (err) => {
-        if (err instanceof ContainerdError && err.code === grpc.status.NOT_FOUND) return false;
+        if (err instanceof ContainerdError && err.code === Status.NOT_FOUND) return false;
         throw err;
       },
     );
@@ -221,7 +221,7 @@ async function unpackLayer(ctd: ContainerdClient, reg: RegistryClient, o: RpullO
   try {
     mounts = (await ctd.call('snapshots', 'Prepare', { snapshotter: sn, key, parent: j.parent, labels: j.labels })).mounts;
   } catch (err) {
-    if (err instanceof ContainerdError && err.code === grpc.status.ALREADY_EXISTS && (await exists())) {
+    if (err instanceof ContainerdError && err.code === Status.ALREADY_EXISTS && (await exists())) {
       j.early?.cancel();
       return 'remote snapshot (not downloaded)';
     }
@@ -239,7 +239,7 @@ async function unpackLayer(ctd: ContainerdClient, reg: RegistryClient, o: RpullO
     try {
       await ctd.call('snapshots', 'Commit', { snapshotter: sn, name: j.chainId, key, labels: j.labels });
     } catch (err) {
-      if (err instanceof ContainerdError && err.code === grpc.status.ALREADY_EXISTS) {
+      if (err instanceof ContainerdError && err.code === Status.ALREADY_EXISTS) {
         await ctd.call('snapshots', 'Remove', { snapshotter: sn, key }).catch(() => undefined);
         return 'exists';
       }
