@@ -17,8 +17,8 @@
  *    further checks, so nobody else may be able to write it. Otherwise, as on any error reading
  *    or writing the cache, modules load from source as before and nothing is written.
  *  - Behaviour of the loaded code is unchanged: the same wrapper parameters, `require` and module
- *    objects as Node's loader, and `import()` inside a cached module uses Node's default loader.
- *    Files starting with `#!` and runs under the inspector or a policy are left to Node's loader.
+ *    objects as Node's loader. Files that may call `import()` (a vm.Script on Node 20 cannot),
+ *    files starting with `#!` and runs under the inspector or a policy are left to Node's loader.
  */
 import * as fs from 'node:fs';
 import Module from 'node:module';
@@ -50,6 +50,8 @@ interface Compiled {
 }
 
 const MAGIC = 'nydus-ts code cache 1\n';
+/** Anything that looks like `import(` (in code, a string or a comment: then the file is just not cached). */
+const DYNAMIC_IMPORT = /\bimport\s*\(/;
 
 /** The entry's key: what must not change for its bytecode to stay valid. */
 function fileKey(st: fs.Stats): string {
@@ -154,15 +156,11 @@ export function installCodeCache(dir: string, name: string): boolean {
     } catch {
       return nodeCompile.call(this, content, filename);
     }
-    if (content.startsWith('#!')) return nodeCompile.call(this, content, filename);
+    if (content.startsWith('#!') || DYNAMIC_IMPORT.test(content)) return nodeCompile.call(this, content, filename);
     const key = fileKey(st);
     const entry = old.get(filename);
     const cachedData = entry?.key === key ? entry.data : undefined;
-    const script = new vm.Script(Module.wrap(content), {
-      filename,
-      cachedData,
-      importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
-    } as vm.ScriptOptions);
+    const script = new vm.Script(Module.wrap(content), { filename, cachedData });
     const accepted = cachedData !== undefined && !script.cachedDataRejected;
     if (accepted) run.hits++;
     else if (cachedData) run.rejected++;
