@@ -51,6 +51,13 @@ test('the client\'s own service definitions encode and decode as proto-loader\'s
     ['images', 'Create', { image: { name: 'r', labels: {}, target: { media_type: 'm', digest: 'sha256:ab', size: '7' } } }, { image: { name: 'r', target: { digest: 'sha256:ab', size: '7' } } }],
     ['leases', 'Create', { id: 'l', labels: { 'containerd.io/gc.expire': '2026-12-03T00:00:00Z' } }, { lease: { id: 'l', created_at: { seconds: '7', nanos: 9 }, labels: {} } }],
     ['leases', 'Delete', { id: 'l' }, {}],
+    // Edge values: negative and 64-bit numbers, defaults given explicitly, enum by number and by an
+    // unknown name, bytes as base64, empty lists and maps, a 200 kB payload.
+    ['content', 'Write', { action: 2, ref: '', total: '-5', offset: '9007199254740993', expected: '', labels: {}, data: 'aGVsbG8=' },
+      { action: 'NOPE', offset: -1, total: '18446744073709551615', digest: '' }],
+    ['content', 'Write', { action: 'WRITE', ref: 'r', offset: 0, data: Buffer.alloc(200_000, 1) }, { action: 1 }],
+    ['snapshots', 'Prepare', { snapshotter: 'n', key: 'k', labels: {} }, { mounts: [] }],
+    ['diff', 'Apply', { diff: { digest: 'sha256:x' }, mounts: [], payloads: {} }, { applied: null }],
   ];
   for (const [service, method, req, res] of cases) {
     const m = ours[service as keyof typeof ours][method];
@@ -64,4 +71,26 @@ test('the client\'s own service definitions encode and decode as proto-loader\'s
     expect(Buffer.from(m.responseSerialize(res)).equals(Buffer.from(answer))).toBe(true);
     expect(m.responseDeserialize(answer)).toEqual(t.responseDeserialize(answer));
   }
+});
+
+test('every method\'s messages: an empty request and an empty answer give what proto-loader gives', () => {
+  const def = protoLoader.fromJSON(JSON.parse(fs.readFileSync(DESCRIPTOR_FILE, 'utf8')), { keepCase: true, longs: String, enums: String, defaults: true });
+  const ours = loadServiceDefinitions();
+  let n = 0;
+  for (const [service, methods] of Object.entries(ours)) {
+    const theirs = def[`containerd.services.${service}.v1.${service[0].toUpperCase()}${service.slice(1)}`] as grpc.ServiceDefinition;
+    expect(Object.keys(methods).sort()).toEqual(Object.keys(theirs).sort());
+    for (const [name, m] of Object.entries(methods)) {
+      const t = theirs[name];
+      expect([service, name, Buffer.from(m.requestSerialize({})).toString('hex')]).toEqual([service, name, Buffer.from(t.requestSerialize({})).toString('hex')]);
+      expect(m.requestDeserialize(Buffer.alloc(0))).toEqual(t.requestDeserialize(Buffer.alloc(0)));
+      expect(m.responseDeserialize(Buffer.alloc(0))).toEqual(t.responseDeserialize(Buffer.alloc(0)));
+      n++;
+    }
+  }
+  expect(n).toBeGreaterThan(20);
+  // A field of the wrong shape is refused as protobuf.js refuses it.
+  const prepare = ours.snapshots.Prepare;
+  expect(() => prepare.requestSerialize({ labels: 'x' })).toThrow('.containerd.services.snapshots.v1.PrepareSnapshotRequest.labels: object expected');
+  expect(() => ours.diff.Apply.requestSerialize({ mounts: {} })).toThrow('.containerd.services.diff.v1.ApplyRequest.mounts: array expected');
 });

@@ -48,10 +48,11 @@ function httpToGrpc(status: number): number {
   return Status.UNKNOWN;
 }
 
-function frame(msg: Buffer): Buffer {
+/** A message's 5-byte prefix: not compressed, then its length. */
+function prefix(msg: Buffer): Buffer {
   const head = Buffer.alloc(5);
   head.writeUInt32BE(msg.length, 1);
-  return Buffer.concat([head, msg]);
+  return head;
 }
 
 function decodeMessage(raw: string | string[] | undefined): string {
@@ -112,7 +113,10 @@ export class GrpcCall extends EventEmitter {
   }
 
   write(msg: Buffer): void {
-    if (!this.done) this.stream.write(frame(msg));
+    if (this.done) return;
+    // Prefix and message written apart: a 1 MiB WRITE is not copied once more to join them.
+    this.stream.write(prefix(msg));
+    this.stream.write(msg);
   }
 
   /** Half-closes: no more requests. */
