@@ -2,8 +2,8 @@
  * The V8 code cache of src/util/code-cache.ts, in child processes running the built dist/ (fresh
  * module caches): a second run compiles from the cache and behaves the same; a module whose file
  * changed (even with its size and mtime restored, as npm's fixed mtimes would leave it) is
- * compiled from source and its new code runs; data V8 refuses (other flags) and a damaged cache
- * file are ignored and replaced; a failed run writes nothing; a directory that is group- or
+ * compiled from source and its new code runs, its old entry replaced; entries of removed files
+ * are dropped; data V8 refuses (other flags) and a damaged cache file are ignored and replaced; a failed run writes nothing; a directory that is group- or
  * world-accessible, owned by someone else, a symlink or impossible to create disables the cache
  * and the modules load as before. Module semantics (require, require.resolve, require.main,
  * __filename, __dirname, stack traces) are unchanged under the cache, and a file calling import()
@@ -42,6 +42,14 @@ function run(dir: string, opts: { exit?: number; flags?: string[] } = {}): RunRe
 }
 
 const cacheFile = (dir: string): string => path.join(dir, `probe-${process.version}-${process.arch}.bin`);
+
+/** The files a cache file has entries for (its index: a magic line, a 4-byte length, JSON). */
+function indexedFiles(dir: string): string[] {
+  const buf = fs.readFileSync(cacheFile(dir));
+  const start = buf.indexOf('\n') + 1;
+  const len = buf.readUInt32LE(start);
+  return (JSON.parse(buf.toString('utf8', start + 4, start + 4 + len)) as { file: string }[]).map((e) => e.file);
+}
 
 beforeAll(() => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'codecache-'));
@@ -116,9 +124,33 @@ test('a changed module is compiled from source even with its size and mtime rest
     const changed = run(dir);
     expect(changed).toMatchObject({ value: 'B2', stats: { hits: 1, misses: 1, rejected: 0 } });
     expect(run(dir)).toMatchObject({ value: 'B2', stats: { hits: 2, misses: 0, rejected: 0 } });
+    // The rewritten file holds one entry per module: the stale one was replaced, not kept beside.
+    expect(indexedFiles(dir).filter((f) => f === path.join(mods, 'b.js'))).toHaveLength(1);
   } finally {
     fs.writeFileSync(b, text);
   }
+});
+
+test('entries of files that are gone are dropped when the cache is written again', () => {
+  const dir = path.join(work, 'cache-gone');
+  const extra = path.join(mods, 'extra.js');
+  fs.writeFileSync(extra, 'module.exports = 1;\n');
+  const withExtra = path.join(work, 'run-extra.js');
+  fs.writeFileSync(withExtra, [
+    `const { installCodeCache } = require(${JSON.stringify(CACHE_MODULE)});`,
+    "installCodeCache(process.env.CC_DIR, 'probe');",
+    `require(${JSON.stringify(extra)});`,
+    '',
+  ].join('\n'));
+  try {
+    expect(spawnSync('node', [withExtra], { env: { ...process.env, CC_DIR: dir }, timeout: 60_000 }).status).toBe(0);
+    expect(indexedFiles(dir)).toContain(extra);
+  } finally {
+    fs.rmSync(extra);
+  }
+  run(dir); // a and b are new: the file is written again, without the entry of extra.js
+  expect(indexedFiles(dir).sort()).toEqual([path.join(mods, 'a.js'), path.join(mods, 'b.js')]);
+  expect(run(dir).stats).toEqual({ hits: 2, misses: 0, rejected: 0 });
 });
 
 test('data V8 refuses and a damaged cache file are ignored and replaced; a failed run writes nothing', () => {

@@ -7,7 +7,8 @@
  *  - The cache is one file, `<dir>/<name>-<node version>-<arch>.bin`, written at exit (atomically,
  *    mode 0600) by a run that ends with status 0 and compiled a module the file had no usable entry
  *    for. It holds V8's cached data as of exit, so it includes the functions compiled while the
- *    command ran, not only the modules' top levels.
+ *    command ran, not only the modules' top levels. Entries of files that are gone or changed are
+ *    dropped when it is written.
  *  - An entry is used only for the same path whose size, mtime and ctime (a file written again
  *    always gets a new ctime, even when a tool such as npm fixes its mtime) are unchanged; V8
  *    itself rejects data of another V8 version or flags. A rejected or stale entry is compiled
@@ -171,7 +172,15 @@ export function installCodeCache(dir: string, name: string): boolean {
   };
   process.once('exit', (code) => {
     if (code !== 0 || compiled.every((c) => c.reused)) return;
-    const entries = new Map(old);
+    // Entries of files this run did not load stay while their files are unchanged (another
+    // command path may need them); those of removed or rewritten files go.
+    const entries = new Map([...old].filter(([file, e]) => {
+      try {
+        return fileKey(fs.statSync(file)) === e.key;
+      } catch {
+        return false;
+      }
+    }));
     for (const c of compiled) {
       try {
         entries.set(c.file, { file: c.file, key: c.key, data: c.reused ?? c.script.createCachedData() });
