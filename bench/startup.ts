@@ -22,10 +22,9 @@
  *    cold start ~0.6 s more than Debian's Go client): the cold-start benchmark's small image
  *    (bench/coldstart.ts buildLayout, converted by nydusify) from docker-registry on 127.0.0.1 into
  *    a private containerd 1.6 with containerd-nydus-grpc. Wall and CPU time (user + system, all
- *    threads) of the whole command for this build, this build without its code cache
- *    (NYDUS_CODE_CACHE=off), BENCH_STARTUP_BEFORE's build and Debian's Go ctr-remote, rounds
- *    interleaved; after each pull `ctr images rm --sync` removes the image, its content and
- *    snapshots, so every pull finds containerd empty. The code cache is warmed by one pull first.
+ *    threads) of the whole command for this build, BENCH_STARTUP_BEFORE's build and Debian's Go
+ *    ctr-remote, rounds interleaved; after each pull `ctr images rm --sync` removes the image, its
+ *    content and snapshots, so every pull finds containerd empty.
  *    BENCH_STARTUP_PARTS=C (or A,B,C) runs only those parts.
  * Writes bench-out/startup.md.
  */
@@ -244,10 +243,8 @@ async function partRpull(work: string, lines: string[], td: Teardown): Promise<v
   await waitFor('containerd-nydus-grpc', () => fs.existsSync(sock), 30_000);
   const ctd = await startContainerd({ snapshotterSocket: sock, dir: path.join(work, 'ctd') });
   td.add('containerd', () => ctd.stop());
-  const cacheDir = path.join(work, 'code-cache');
   const clients: { name: string; argv: string[]; env: Record<string, string> }[] = [
-    { name: 'this build', argv: [process.execPath, path.join(ROOT, 'dist', 'cli', 'ctr-remote.js')], env: { NYDUS_CODE_CACHE: cacheDir } },
-    { name: 'this build, no code cache', argv: [process.execPath, path.join(ROOT, 'dist', 'cli', 'ctr-remote.js')], env: { NYDUS_CODE_CACHE: 'off' } },
+    { name: 'this build', argv: [process.execPath, path.join(ROOT, 'dist', 'cli', 'ctr-remote.js')], env: {} },
     ...(BEFORE ? [{ name: `before: ${BEFORE}`, argv: [process.execPath, path.join(path.resolve(BEFORE), 'dist', 'cli', 'ctr-remote.js')], env: {} }] : []),
     { name: "Debian's Go ctr-remote", argv: ['/usr/bin/ctr-remote'], env: {} },
   ];
@@ -257,7 +254,7 @@ async function partRpull(work: string, lines: string[], td: Teardown): Promise<v
     execFileSync('ctr', ['-a', ctd.address, '-n', ctd.namespace, 'images', 'rm', '--sync', ref], { stdio: 'ignore', timeout: 60_000 });
     return t;
   };
-  pull(clients[0]); // writes the code cache, as any first pull on a machine does
+  pull(clients[0]); // the first pull after containerd started is not one of the rounds
   const rounds = ROUNDS * 2;
   for (let i = 0; i < rounds; i++) {
     for (const c of i % 2 ? [...runs].reverse() : runs) {
@@ -268,18 +265,18 @@ async function partRpull(work: string, lines: string[], td: Teardown): Promise<v
   }
   const ours = runs[0];
   const go = runs[runs.length - 1];
-  const before = BEFORE ? runs[2] : undefined;
+  const before = BEFORE ? runs[1] : undefined;
   lines.push(
     '',
     '### ctr-remote images rpull: a real pull',
     '',
-    `The cold-start benchmark's small image (nydusify-converted; bootstrap layer ${bootstrapSize(ctd.address, ref, clients[0])}) from docker-registry on 127.0.0.1 into a private containerd 1.6 with containerd-nydus-grpc, the whole \`ctr-remote images rpull --plain-http --snapshotter nydus\` command: wall time and CPU time (user + system of all its threads). Median of ${rounds} pulls per client, interleaved; after each pull \`ctr images rm --sync\` empties containerd again. The code cache was written by one pull before the rounds.`,
+    `The cold-start benchmark's small image (nydusify-converted; bootstrap layer ${bootstrapSize(ctd.address, ref, clients[0])}) from docker-registry on 127.0.0.1 into a private containerd 1.6 with containerd-nydus-grpc, the whole \`ctr-remote images rpull --plain-http --snapshotter nydus\` command: wall time and CPU time (user + system of all its threads). Median of ${rounds} pulls per client, interleaved; after each pull \`ctr images rm --sync\` empties containerd again; one pull before the rounds is not counted.`,
     '',
     '| client | wall | CPU |',
     '|---|---:|---:|',
     ...runs.map((c) => `| ${c.name} | ${ms(median(c.wall))} | ${ms(median(c.cpu))} |`),
     '',
-    `This build / Go client: wall **${(median(ours.wall) / median(go.wall)).toFixed(2)}x**, our time above Go's ${ms(median(ours.wall) - median(go.wall))}; code cache on / off: wall ${(median(ours.wall) / median(runs[1].wall)).toFixed(2)}x, CPU ${(median(ours.cpu) / median(runs[1].cpu)).toFixed(2)}x.`,
+    `This build / Go client: wall **${(median(ours.wall) / median(go.wall)).toFixed(2)}x**, our time above Go's ${ms(median(ours.wall) - median(go.wall))}; CPU ${(median(ours.cpu) / median(go.cpu)).toFixed(2)}x.`,
     ...(before ? [`This build / before: wall **${(median(ours.wall) / median(before.wall)).toFixed(2)}x** (${ms(median(before.wall) - median(ours.wall))} less), CPU **${(median(ours.cpu) / median(before.cpu)).toFixed(2)}x**; before / Go client: ${(median(before.wall) / median(go.wall)).toFixed(2)}x, its time above Go's ${ms(median(before.wall) - median(go.wall))}.`] : []),
     '',
     `Pulls (ms): ${runs.map((c) => `${c.name}: wall ${roundsMs(c.wall)}; CPU ${roundsMs(c.cpu)}`).join('; ')}.`,

@@ -13,23 +13,18 @@
  * load only commander, and a pull starts its first request sooner (cold start, docs/benchmarks.md).
  */
 import { Command } from 'commander';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { setFlagsFromString } from 'node:v8';
-import { installCodeCache } from '../util/code-cache';
 
 const DEFAULT_ADDRESS = '/run/containerd/containerd.sock';
 
 /**
- * What a pull needs loaded sooner and exits sooner with (docs/ctr-remote.md "Start-up"): the V8 code
- * cache for the modules it loads (NYDUS_CODE_CACHE: a directory, or `off`), and no optimizing
- * compile of undici's WebAssembly HTTP parser, which runs on a background thread the process exit
- * waits for (0.1-0.5 s) and is not worth it for the few responses a pull parses.
+ * No optimizing compile of undici's WebAssembly HTTP parser: V8 would recompile it with TurboFan on
+ * a background thread after a few responses (0.3-0.6 s of CPU), and the process exit waits for that
+ * job; the parser's baseline code is fast enough for the few responses a pull parses
+ * (docs/ctr-remote.md "Start-up"). Set before undici compiles the parser at the first request.
  */
-function startFast(): void {
+function noWasmTierUp(): void {
   setFlagsFromString('--wasm-tiering-budget=2000000000');
-  const dir = process.env.NYDUS_CODE_CACHE ?? path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'nydus-ts');
-  if (dir !== 'off') installCodeCache(dir, 'ctr-remote');
 }
 
 function fail(msg: string): never {
@@ -59,7 +54,7 @@ images
   .option('--platform <os/arch>', 'platform to pull from an index', 'linux/amd64')
   .action(async (ref: string, o: { plainHttp?: boolean; user?: string; tlscacert?: string; tlscert?: string; tlskey?: string; skipVerify?: boolean; snapshotter: string; platform: string }) => {
     const g = program.opts<{ address: string; namespace: string }>();
-    startFast();
+    noWasmTierUp();
     const [{ parseUserPass }, { ContainerdClient }, { Progress }, { rpull }] = await Promise.all([
       import('../registry/credentials'), import('../ctr/containerd-client'), import('../ctr/progress'), import('../ctr/rpull'),
     ]);
