@@ -187,4 +187,15 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toBe(`ctr-remote: snapshotter "nosuch" is not loaded in containerd at ${ctd!.address} (see ctr plugin ls)`);
   });
+
+  test('a failed pull leaves no lease behind (the lease is made beside the first requests)', async () => {
+    const bad = await ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nosuch', ociRef]);
+    expect(bad.code).toBe(1);
+    const missing = await ctrRemote(['images', 'rpull', '--plain-http', `${reg!.host}/nope/missing:latest`]);
+    expect(missing.code).toBe(1);
+    const ok = await ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nydus', nydusRef]);
+    expect(ok.code).toBe(0);
+    const leases = await ctd!.ctr(['leases', 'ls', '-q']);
+    expect(leases.stdout.split('\n').filter((l) => l.startsWith('ctr-remote-'))).toEqual([]);
+  });
 });

@@ -4,9 +4,9 @@
  * own pull + unpack (client.Pull, unpacker.go), done from here:
  *
  *  1. resolve the reference at the registry (an index is resolved to the platform's manifest), while
- *     containerd is asked whether it knows the snapshotter;
- *  2. inside a lease, write config, manifest (and index) to the content store with the GC labels
- *     that tie them together;
+ *     containerd is asked whether it knows the snapshotter and creates the lease;
+ *  2. inside the lease, write config (fetched while the lease is made), manifest (and index) to the
+ *     content store with the GC labels that tie them together;
  *  3. for each layer, bottom up: its chain ID exists → skip; else Prepare
  *     `extract-<unique> <chainID>` with the layer labels (snapshot-labels.ts). AlreadyExists means
  *     the snapshotter committed a remote snapshot (a nydus blob): nothing is downloaded. Otherwise
@@ -82,6 +82,12 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
   const reg = new RegistryClient({ registry: r.registry, insecure: o.plainHttp, credentials: o.credentials, ...o.tls });
   const leaseId = `ctr-remote-${uniquePart()}`;
   let leased = false;
+  // The lease is created beside the first requests, one round trip less on the way; their errors
+  // are the ones reported, and a lease created for a pull that fails is deleted below.
+  const lease = ctd.call('leases', 'Create', { id: leaseId, labels: { 'containerd.io/gc.expire': new Date(Date.now() + LEASE_EXPIRY_MS).toISOString() } }).then(() => {
+    leased = true;
+  });
+  lease.catch(() => undefined);
   let early = new Map<string, EarlyDownload>();
   try {
     const [top] = await Promise.all([reg.getManifestRaw(r.repository, referenceTarget(r)), checkSnapshotter(ctd, o.snapshotter)]);
@@ -96,16 +102,16 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
     const target: Descriptor = { media_type: top.mediaType, digest: top.digest, size: String(top.body.length) };
     o.progress.line(`${name}: resolved ${top.digest}`);
 
-    await ctd.call('leases', 'Create', { id: leaseId, labels: { 'containerd.io/gc.expire': new Date(Date.now() + LEASE_EXPIRY_MS).toISOString() } });
-    leased = true;
-    ctd.withLease(leaseId);
-
     const source = { [`containerd.io/distribution.source.${r.registry}`]: r.repository };
     const m = manifest.json as ImageManifest;
     early = earlyBootstraps(reg, r.repository, m.layers);
-    const configBuf = await reg.getBlobBuffer(r.repository, m.config.digest);
-    const config = JSON.parse(configBuf.toString('utf8')) as ImageConfig;
-    const diffIds = config.rootfs?.diff_ids ?? [];
+    const config = reg.getBlobBuffer(r.repository, m.config.digest); // beside the lease, if it is still on its way
+    config.catch(() => undefined);
+    await lease;
+    ctd.withLease(leaseId);
+    const configBuf = await config;
+    const image = JSON.parse(configBuf.toString('utf8')) as ImageConfig;
+    const diffIds = image.rootfs?.diff_ids ?? [];
     if (diffIds.length !== m.layers.length) throw new Error(`${name}: ${m.layers.length} layers but ${diffIds.length} diff_ids in the config`);
     // Children first, so a parent's GC labels never point at content written after it.
     await ctd.writeContent(`config-${m.config.digest}`, m.config.digest, configBuf.length, configBuf, source);
@@ -121,7 +127,7 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
       o.progress.item('index', top.digest, 'done');
     }
 
-    o.progress.line(`unpacking ${formatPlatform({ os: config.os, architecture: config.architecture, variant: config.variant })} ${manifest.digest}...`);
+    o.progress.line(`unpacking ${formatPlatform({ os: image.os, architecture: image.architecture, variant: image.variant })} ${manifest.digest}...`);
     const chain = chainIds(diffIds);
     const ctx = { ref: name, manifestDigest: manifest.digest, layers: m.layers.map((l) => l.digest) };
     for (let i = 0; i < m.layers.length; i++) {
@@ -134,18 +140,19 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
     }
     await ctd.setContentLabels(m.config.digest, { [`containerd.io/gc.ref.snapshot.${o.snapshotter}`]: chain[chain.length - 1] ?? '' });
 
-    const image = { name, labels: {}, target };
+    const record = { name, labels: {}, target };
     try {
-      await ctd.call('images', 'Create', { image });
+      await ctd.call('images', 'Create', { image: record });
     } catch (err) {
       if (!(err instanceof ContainerdError && err.code === Status.ALREADY_EXISTS)) throw err;
-      await ctd.call('images', 'Update', { image, update_mask: { paths: ['target'] } });
+      await ctd.call('images', 'Update', { image: record, update_mask: { paths: ['target'] } });
     }
     o.progress.done(top.digest, Date.now() - started);
     return target;
   } finally {
     for (const e of early.values()) e.cancel();
     ctd.withLease(undefined);
+    await lease.catch(() => undefined);
     if (leased) await ctd.call('leases', 'Delete', { id: leaseId }).catch(() => undefined);
     await reg.close();
   }
