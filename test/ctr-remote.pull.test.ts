@@ -188,6 +188,17 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
     expect(r.stderr.trim()).toBe(`ctr-remote: snapshotter "nosuch" is not loaded in containerd at ${ctd!.address} (see ctr plugin ls)`);
   });
 
+  test('undici\'s WebAssembly HTTP parser stays on baseline code through a pull (no TurboFan job for exit to wait on)', async () => {
+    await ctd!.ctr(['images', 'rm', '--sync', ociRef]).catch(() => undefined);
+    // V8 names each wasm function it compiles and the tier. With budget 1000 the parser tiers up
+    // within a pull unless ctr-remote raises the budget (the build before this setting: 7 TurboFan
+    // compiles in such a pull).
+    const r = await run(process.execPath, ['--trace-wasm-compilation-times', '--wasm-tiering-budget=1000', path.join(REPO_ROOT, 'dist', 'cli', 'ctr-remote.js'), '-a', ctd!.address, '-n', ctd!.namespace, 'images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ociRef], { timeout: 10 * 60_000, maxBuffer: 1 << 24 });
+    expect(r.stdout).toMatch(/^done: sha256:/m);
+    expect(r.stdout).toMatch(/using Liftoff/);
+    expect(r.stdout).not.toMatch(/using TurboFan/);
+  });
+
   test('a failed pull leaves no lease behind (the lease is made beside the first requests)', async () => {
     const bad = await ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nosuch', ociRef]);
     expect(bad.code).toBe(1);
