@@ -46,6 +46,7 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
   let dir: string;
   let reg: TestRegistry | undefined;
   let authReg: TestRegistry | undefined;
+  let tokenReg: TestRegistry | undefined;
   let sn: RunningSnapshotter | undefined;
   let ctd: Containerd | undefined;
   let ociRef: string;
@@ -83,6 +84,7 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
     await sn?.close(true);
     await reg?.stop();
     await authReg?.stop();
+    await tokenReg?.stop();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 
@@ -197,6 +199,33 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
     expect(r.stdout).toMatch(/^done: sha256:/m);
     expect(r.stdout).toMatch(/using Liftoff/);
     expect(r.stdout).not.toMatch(/using TurboFan/);
+  });
+
+  test('no GET /v2/ before the manifest: an open registry answers it directly, a token registry with its 401', async () => {
+    await ctd!.ctr(['images', 'rm', '--sync', ociRef]).catch(() => undefined);
+    reg!.clearRequests();
+    const open = await ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ociRef]);
+    expect(open.code).toBe(0);
+    const seen = reg!.requests();
+    expect(seen[0]).toMatchObject({ method: 'GET', path: '/v2/oci/busybox/manifests/latest', status: 200 });
+    expect(seen.filter((q) => q.path === '/v2/')).toEqual([]);
+    tokenReg = await startRegistry({ auth: 'token', username: 'bob', password: 'tok-pw' });
+    const ref = await pushImage(tokenReg, 'busybox', 'private/busybox');
+    tokenReg.clearRequests();
+    const noDockerConfig = { ...process.env, DOCKER_CONFIG: path.join(dir, 'no-docker-config') };
+    const tls = ['--tlscacert', tokenReg.caCertPath!]; // the token realm's https certificate
+    const r = await ctrRemote(['images', 'rpull', '--plain-http', ...tls, '--user', 'bob:tok-pw', ref], noDockerConfig);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const t = tokenReg.requests();
+    expect(t.filter((q) => q.path === '/v2/')).toEqual([]);
+    expect(t[0]).toMatchObject({ path: '/v2/private/busybox/manifests/latest', status: 401, authorized: false });
+    expect(t[1]).toMatchObject({ path: '/v2/private/busybox/manifests/latest', status: 200, authorized: true });
+    expect(tokenReg.tokenRequests().filter((q) => q.status === 200).length).toBeGreaterThan(0);
+    const wrong = await ctrRemote(['images', 'rpull', '--plain-http', ...tls, '--user', 'bob:wrong', ref], noDockerConfig);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr.trim().split('\n')).toHaveLength(1);
+    expect(wrong.stderr).not.toContain('wrong');
   });
 
   test('a failed pull leaves no lease behind (the lease is made beside the first requests)', async () => {

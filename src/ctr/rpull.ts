@@ -79,7 +79,9 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
   const started = Date.now();
   const r = parseReference(o.ref);
   const name = formatReference(r);
-  const reg = new RegistryClient({ registry: r.registry, insecure: o.plainHttp, credentials: o.credentials, ...o.tls });
+  // No GET /v2/ first: the manifest request learns the challenge from its 401 if there is one, as
+  // containerd's resolver does (one round trip less against an open registry).
+  const reg = new RegistryClient({ registry: r.registry, insecure: o.plainHttp, credentials: o.credentials, ...o.tls, probeChallenge: false });
   const leaseId = `ctr-remote-${uniquePart()}`;
   let leased = false;
   // The lease is created beside the first requests, one round trip less on the way; their errors
