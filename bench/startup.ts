@@ -205,16 +205,23 @@ function stopProcess(p: ChildProcess): Promise<void> {
   });
 }
 
-/** Wall and CPU seconds (user + system of the command and its threads) of one run of `argv`. */
+/**
+ * Wall and CPU seconds (user + system of the command and its threads) of one run of `argv`, taken
+ * inside a bash around the command alone: spawning from this process costs a child far more here
+ * than the command itself (seconds on the loaded machine, and bash's children times start above
+ * zero), so both are differences of readings just before and after the command.
+ */
 function timedRun(argv: string[], env: NodeJS.ProcessEnv): { wall: number; cpu: number } {
-  const t0 = process.hrtime.bigint();
-  // bash's `times` prints the children's user and system time on its second line.
-  const r = spawnSync('bash', ['-c', '"$@" >/dev/null; rc=$?; times; exit $rc', 'bash', ...argv], { env, encoding: 'utf8', timeout: 120_000 });
-  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const r = spawnSync('bash', ['-c', 'times; s=$EPOCHREALTIME; "$@" >/dev/null; rc=$?; e=$EPOCHREALTIME; times; echo "$s $e"; exit $rc', 'bash', ...argv], { env, encoding: 'utf8', timeout: 120_000 });
   if (r.status !== 0) throw new Error(`${argv.join(' ')}: exit ${r.status}: ${r.stderr.trim().slice(-400)}`);
-  const m = /(\d+)m([\d.]+)s (\d+)m([\d.]+)s\s*$/.exec(r.stdout.trim());
-  if (!m) throw new Error(`no times in ${JSON.stringify(r.stdout)}`);
-  return { wall, cpu: Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) * 60 + Number(m[4]) };
+  const lines = r.stdout.trim().split('\n');
+  const children = (line: string): number => {
+    const m = /^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$/.exec(line.trim());
+    if (!m) throw new Error(`no times in ${JSON.stringify(r.stdout)}`);
+    return Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) * 60 + Number(m[4]);
+  };
+  const [s, e] = lines[4].split(' ').map(Number);
+  return { wall: e - s, cpu: children(lines[3]) - children(lines[1]) };
 }
 
 /** Part C: real pulls with each client (see the header). */
