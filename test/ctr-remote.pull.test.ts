@@ -46,6 +46,7 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
   let dir: string;
   let reg: TestRegistry | undefined;
   let authReg: TestRegistry | undefined;
+  let tokenReg: TestRegistry | undefined;
   let sn: RunningSnapshotter | undefined;
   let ctd: Containerd | undefined;
   let ociRef: string;
@@ -53,9 +54,9 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
   let nydusLayers: Layer[];
 
   /** Runs ./bin/ctr-remote against the test containerd; never rejects. */
-  const ctrRemote = (args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; stdout: string; stderr: string }> =>
+  const ctrRemote = (args: string[], env: NodeJS.ProcessEnv = process.env, namespace = ctd!.namespace): Promise<{ code: number; stdout: string; stderr: string }> =>
     new Promise((resolve) => {
-      execFile(path.join(REPO_ROOT, 'bin', 'ctr-remote'), ['-a', ctd!.address, '-n', ctd!.namespace, ...args], { env, timeout: 10 * 60_000, maxBuffer: 1 << 24 }, (err, stdout, stderr) =>
+      execFile(path.join(REPO_ROOT, 'bin', 'ctr-remote'), ['-a', ctd!.address, '-n', namespace, ...args], { env, timeout: 10 * 60_000, maxBuffer: 1 << 24 }, (err, stdout, stderr) =>
         resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout, stderr }),
       );
     });
@@ -83,6 +84,7 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
     await sn?.close(true);
     await reg?.stop();
     await authReg?.stop();
+    await tokenReg?.stop();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 
@@ -119,6 +121,24 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
     expect(r.stdout).toMatch(/^layer-sha256:[0-9a-f]{64}: done \(\d+ bytes\)$/m);
     const out = await ctd!.ctr(['run', '--rm', '--snapshotter', 'nydus', ociRef, 'ctrr-oci-1', '/bin/busybox', 'sh', '-c', 'echo plain-$((6*7))']);
     expect(out.stdout.trim()).toBe('plain-42');
+  });
+
+  test('an image another namespace holds pulls into a second one without its bytes being fetched again', async () => {
+    const first = await ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ociRef]);
+    expect(first.code).toBe(0);
+    const layers = [...first.stdout.matchAll(/^layer-(sha256:[0-9a-f]{64}): /gm)].map((m) => m[1]);
+    expect(layers.length).toBeGreaterThan(0);
+    const gets = layers.map(blobGets);
+    // containerd shares content between namespaces: its content store answers the ingest's STAT with
+    // the whole size, and the layer is committed in the new namespace without a GET or a byte sent.
+    const r = await ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ociRef], process.env, 'second');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    for (const l of layers) expect(r.stdout).toMatch(new RegExp(`^layer-${l}: done \\(\\d+ bytes\\)$`, 'm'));
+    expect(r.stdout).toMatch(/total: 0\.0 MiB/);
+    expect(layers.map(blobGets)).toEqual(gets);
+    const out = await run('ctr', ['--address', ctd!.address, '-n', 'second', 'run', '--runc-root', ctd!.runcRoot, '--rm', '--snapshotter', 'nydus', ociRef, 'ctrr-ns2-1', '/bin/busybox', 'sh', '-c', 'echo second-$((6*7))'], { timeout: 120_000 });
+    expect(out.stdout.trim()).toBe('second-42');
   });
 
   test('an unknown reference ends with one line naming it', async () => {
@@ -168,5 +188,54 @@ describeWith(NEEDS, 'ctr-remote images rpull', () => {
     const r = await ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nosuch', ociRef]);
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toBe(`ctr-remote: snapshotter "nosuch" is not loaded in containerd at ${ctd!.address} (see ctr plugin ls)`);
+  });
+
+  test('undici\'s WebAssembly HTTP parser stays on baseline code through a pull (no TurboFan job for exit to wait on)', async () => {
+    await ctd!.ctr(['images', 'rm', '--sync', ociRef]).catch(() => undefined);
+    // V8 names each wasm function it compiles and the tier. With budget 1000 the parser tiers up
+    // within a pull unless ctr-remote raises the budget (the build before this setting: 7 TurboFan
+    // compiles in such a pull).
+    const r = await run(process.execPath, ['--trace-wasm-compilation-times', '--wasm-tiering-budget=1000', path.join(REPO_ROOT, 'dist', 'cli', 'ctr-remote.js'), '-a', ctd!.address, '-n', ctd!.namespace, 'images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ociRef], { timeout: 10 * 60_000, maxBuffer: 1 << 24 });
+    expect(r.stdout).toMatch(/^done: sha256:/m);
+    expect(r.stdout).toMatch(/using Liftoff/);
+    expect(r.stdout).not.toMatch(/using TurboFan/);
+  });
+
+  test('no GET /v2/ before the manifest: an open registry answers it directly, a token registry with its 401', async () => {
+    await ctd!.ctr(['images', 'rm', '--sync', ociRef]).catch(() => undefined);
+    reg!.clearRequests();
+    const open = await ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nydus', ociRef]);
+    expect(open.code).toBe(0);
+    const seen = reg!.requests();
+    expect(seen[0]).toMatchObject({ method: 'GET', path: '/v2/oci/busybox/manifests/latest', status: 200 });
+    expect(seen.filter((q) => q.path === '/v2/')).toEqual([]);
+    tokenReg = await startRegistry({ auth: 'token', username: 'bob', password: 'tok-pw' });
+    const ref = await pushImage(tokenReg, 'busybox', 'private/busybox');
+    tokenReg.clearRequests();
+    const noDockerConfig = { ...process.env, DOCKER_CONFIG: path.join(dir, 'no-docker-config') };
+    const tls = ['--tlscacert', tokenReg.caCertPath!]; // the token realm's https certificate
+    const r = await ctrRemote(['images', 'rpull', '--plain-http', ...tls, '--user', 'bob:tok-pw', ref], noDockerConfig);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const t = tokenReg.requests();
+    expect(t.filter((q) => q.path === '/v2/')).toEqual([]);
+    expect(t[0]).toMatchObject({ path: '/v2/private/busybox/manifests/latest', status: 401, authorized: false });
+    expect(t[1]).toMatchObject({ path: '/v2/private/busybox/manifests/latest', status: 200, authorized: true });
+    expect(tokenReg.tokenRequests().filter((q) => q.status === 200).length).toBeGreaterThan(0);
+    const wrong = await ctrRemote(['images', 'rpull', '--plain-http', ...tls, '--user', 'bob:wrong', ref], noDockerConfig);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr.trim().split('\n')).toHaveLength(1);
+    expect(wrong.stderr).not.toContain('wrong');
+  });
+
+  test('a failed pull leaves no lease behind (the lease is made beside the first requests)', async () => {
+    const bad = await ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nosuch', ociRef]);
+    expect(bad.code).toBe(1);
+    const missing = await ctrRemote(['images', 'rpull', '--plain-http', `${reg!.host}/nope/missing:latest`]);
+    expect(missing.code).toBe(1);
+    const ok = await ctrRemote(['images', 'rpull', '--plain-http', '--snapshotter', 'nydus', nydusRef]);
+    expect(ok.code).toBe(0);
+    const leases = await ctd!.ctr(['leases', 'ls', '-q']);
+    expect(leases.stdout.split('\n').filter((l) => l.startsWith('ctr-remote-'))).toEqual([]);
   });
 });

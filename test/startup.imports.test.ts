@@ -1,7 +1,8 @@
 /**
  * What the command-line path loads (issue 18, fixed start-up costs; bench/startup.ts measures the
  * time): `ctr-remote --help` loads commander and nothing of gRPC, undici or pino; the modules rpull
- * loads before its first request leave pino out; util/log loads pino with the first line logged,
+ * loads before its first request leave out pino, grpc-js and proto-loader (ctr-remote speaks gRPC
+ * through src/ctr/grpc-client.ts) and undici's package entry; util/log loads pino with the first line logged,
  * and that line is still redacted JSON. Runs the built dist/ in child processes (fresh module caches).
  */
 import { spawnSync } from 'node:child_process';
@@ -29,12 +30,15 @@ test('ctr-remote --help loads commander only: no gRPC, protobuf, undici or pino'
   for (const heavy of ['@grpc/grpc-js', '@grpc/proto-loader', 'protobufjs', 'undici', 'pino']) expect([heavy, pk.has(heavy)]).toEqual([heavy, false]);
 });
 
-test('the modules rpull loads before its first request leave pino out', () => {
+test('the modules rpull loads before its first request: no pino, grpc-js, proto-loader or undici\'s fetch', () => {
   const err = run("for (const m of ['registry/credentials', 'ctr/containerd-client', 'ctr/progress', 'ctr/rpull']) require('./dist/' + m);");
   const pk = packagesOf(err);
-  expect(pk.has('@grpc/grpc-js')).toBe(true);
   expect(pk.has('undici')).toBe(true);
-  expect(pk.has('pino')).toBe(false);
+  for (const heavy of ['pino', '@grpc/grpc-js', '@grpc/proto-loader']) expect([heavy, pk.has(heavy)]).toEqual([heavy, false]);
+  // undici's Agent and request() only, not its package entry (fetch, WebSocket, mocks, caches).
+  const files = [...pk].filter((f) => f.includes('undici'));
+  expect(files).toEqual(['undici']);
+  expect(/LOADED (\[.*\])/.exec(err)![1]).not.toMatch(/undici\/(index\.js|lib\/web\/)/);
 });
 
 test('util/log loads pino with the first line logged, and the line is JSON with credentials redacted', () => {

@@ -16,6 +16,14 @@ import { Command } from 'commander';
 
 const DEFAULT_ADDRESS = '/run/containerd/containerd.sock';
 
+/**
+ * V8 flag for a pull: no optimizing compile of undici's WebAssembly HTTP parser. V8 would recompile
+ * it with TurboFan on a background thread after a few responses (0.3-0.6 s of CPU), and the process
+ * exit waits for that job; the parser's baseline code is fast enough for the few responses a pull
+ * parses (docs/ctr-remote.md "Start-up"). Set before undici compiles the parser at the first request.
+ */
+const NO_WASM_TIER_UP = '--wasm-tiering-budget=2000000000';
+
 function fail(msg: string): never {
   process.stderr.write(`ctr-remote: ${msg.split('\n')[0]}\n`);
   process.exit(1);
@@ -43,9 +51,10 @@ images
   .option('--platform <os/arch>', 'platform to pull from an index', 'linux/amd64')
   .action(async (ref: string, o: { plainHttp?: boolean; user?: string; tlscacert?: string; tlscert?: string; tlskey?: string; skipVerify?: boolean; snapshotter: string; platform: string }) => {
     const g = program.opts<{ address: string; namespace: string }>();
-    const [{ parseUserPass }, { ContainerdClient }, { Progress }, { rpull }] = await Promise.all([
-      import('../registry/credentials'), import('../ctr/containerd-client'), import('../ctr/progress'), import('../ctr/rpull'),
+    const [{ parseUserPass }, { ContainerdClient }, { Progress }, { rpull }, v8] = await Promise.all([
+      import('../registry/credentials'), import('../ctr/containerd-client'), import('../ctr/progress'), import('../ctr/rpull'), import('node:v8'),
     ]);
+    v8.setFlagsFromString(NO_WASM_TIER_UP);
     const ctd = new ContainerdClient(g.address, g.namespace);
     try {
       const credentials = o.user !== undefined ? parseUserPass(o.user, '--user') : undefined;

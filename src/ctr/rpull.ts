@@ -4,9 +4,9 @@
  * own pull + unpack (client.Pull, unpacker.go), done from here:
  *
  *  1. resolve the reference at the registry (an index is resolved to the platform's manifest), while
- *     containerd is asked whether it knows the snapshotter;
- *  2. inside a lease, write config, manifest (and index) to the content store with the GC labels
- *     that tie them together;
+ *     containerd is asked whether it knows the snapshotter and creates the lease;
+ *  2. inside the lease, write config (fetched while the lease is made), manifest (and index) to the
+ *     content store with the GC labels that tie them together;
  *  3. for each layer, bottom up: its chain ID exists → skip; else Prepare
  *     `extract-<unique> <chainID>` with the layer labels (snapshot-labels.ts). AlreadyExists means
  *     the snapshotter committed a remote snapshot (a nydus blob): nothing is downloaded. Otherwise
@@ -24,11 +24,11 @@
  */
 import * as crypto from 'node:crypto';
 import type { Readable } from 'node:stream';
-import * as grpc from '@grpc/grpc-js';
 import { Credentials, RegistryClient, formatReference, parseReference, referenceTarget } from '../registry';
 import { choosePlatform, formatPlatform, parsePlatform, DEFAULT_PLATFORM } from '../registry/platform';
 import { Descriptor as OciDescriptor, ImageConfig, ImageIndex, ImageManifest, isIndex } from '../registry/media';
 import { ContainerdClient, ContainerdError, Descriptor, Mount } from './containerd-client';
+import { Status } from './grpc-client';
 import type { TransportOptions } from '../registry/transport';
 import { chainIds, layerSnapshotLabels } from './snapshot-labels';
 import { NYDUS_BOOTSTRAP } from '../snapshotter/labels';
@@ -62,12 +62,12 @@ async function checkSnapshotter(ctd: ContainerdClient, name: string): Promise<vo
     await ctd.call('snapshots', 'Stat', { snapshotter: name, key: `ctr-remote-probe-${uniquePart()}` }, 30_000);
   } catch (err) {
     if (!(err instanceof ContainerdError)) throw err;
-    if (err.code === grpc.status.NOT_FOUND) return;
+    if (err.code === Status.NOT_FOUND) return;
     if (/not loaded/.test(err.details)) throw new Error(`snapshotter "${name}" is not loaded in containerd at ${ctd.address} (see ctr plugin ls)`);
-    if (err.code === grpc.status.UNAVAILABLE) {
-      const why = err.details.replace(/\s*Resolution note:.*$/s, '');
-      // grpc-js names our socket when containerd itself is not there; otherwise containerd could
-      // not reach the (proxy) snapshotter.
+    if (err.code === Status.UNAVAILABLE) {
+      const why = err.details;
+      // Our gRPC client's connection error names the socket when containerd itself is not there;
+      // otherwise containerd could not reach the (proxy) snapshotter.
       if (why.includes(ctd.address)) throw new Error(`cannot reach containerd at ${ctd.address}: ${why}`);
       throw new Error(`snapshotter "${name}" is unavailable in containerd at ${ctd.address}: ${why}`);
     }
@@ -79,9 +79,17 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
   const started = Date.now();
   const r = parseReference(o.ref);
   const name = formatReference(r);
-  const reg = new RegistryClient({ registry: r.registry, insecure: o.plainHttp, credentials: o.credentials, ...o.tls });
+  // No GET /v2/ first: the manifest request learns the challenge from its 401 if there is one, as
+  // containerd's resolver does (one round trip less against an open registry).
+  const reg = new RegistryClient({ registry: r.registry, insecure: o.plainHttp, credentials: o.credentials, ...o.tls, probeChallenge: false });
   const leaseId = `ctr-remote-${uniquePart()}`;
   let leased = false;
+  // The lease is created beside the first requests, one round trip less on the way; their errors
+  // are the ones reported, and a lease created for a pull that fails is deleted below.
+  const lease = ctd.call('leases', 'Create', { id: leaseId, labels: { 'containerd.io/gc.expire': new Date(Date.now() + LEASE_EXPIRY_MS).toISOString() } }).then(() => {
+    leased = true;
+  });
+  lease.catch(() => undefined);
   let early = new Map<string, EarlyDownload>();
   try {
     const [top] = await Promise.all([reg.getManifestRaw(r.repository, referenceTarget(r)), checkSnapshotter(ctd, o.snapshotter)]);
@@ -96,16 +104,16 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
     const target: Descriptor = { media_type: top.mediaType, digest: top.digest, size: String(top.body.length) };
     o.progress.line(`${name}: resolved ${top.digest}`);
 
-    await ctd.call('leases', 'Create', { id: leaseId, labels: { 'containerd.io/gc.expire': new Date(Date.now() + LEASE_EXPIRY_MS).toISOString() } });
-    leased = true;
-    ctd.withLease(leaseId);
-
     const source = { [`containerd.io/distribution.source.${r.registry}`]: r.repository };
     const m = manifest.json as ImageManifest;
     early = earlyBootstraps(reg, r.repository, m.layers);
-    const configBuf = await reg.getBlobBuffer(r.repository, m.config.digest);
-    const config = JSON.parse(configBuf.toString('utf8')) as ImageConfig;
-    const diffIds = config.rootfs?.diff_ids ?? [];
+    const config = reg.getBlobBuffer(r.repository, m.config.digest); // beside the lease, if it is still on its way
+    config.catch(() => undefined);
+    await lease;
+    ctd.withLease(leaseId);
+    const configBuf = await config;
+    const image = JSON.parse(configBuf.toString('utf8')) as ImageConfig;
+    const diffIds = image.rootfs?.diff_ids ?? [];
     if (diffIds.length !== m.layers.length) throw new Error(`${name}: ${m.layers.length} layers but ${diffIds.length} diff_ids in the config`);
     // Children first, so a parent's GC labels never point at content written after it.
     await ctd.writeContent(`config-${m.config.digest}`, m.config.digest, configBuf.length, configBuf, source);
@@ -121,7 +129,7 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
       o.progress.item('index', top.digest, 'done');
     }
 
-    o.progress.line(`unpacking ${formatPlatform({ os: config.os, architecture: config.architecture, variant: config.variant })} ${manifest.digest}...`);
+    o.progress.line(`unpacking ${formatPlatform({ os: image.os, architecture: image.architecture, variant: image.variant })} ${manifest.digest}...`);
     const chain = chainIds(diffIds);
     const ctx = { ref: name, manifestDigest: manifest.digest, layers: m.layers.map((l) => l.digest) };
     for (let i = 0; i < m.layers.length; i++) {
@@ -134,18 +142,19 @@ export async function rpull(ctd: ContainerdClient, o: RpullOptions): Promise<Des
     }
     await ctd.setContentLabels(m.config.digest, { [`containerd.io/gc.ref.snapshot.${o.snapshotter}`]: chain[chain.length - 1] ?? '' });
 
-    const image = { name, labels: {}, target };
+    const record = { name, labels: {}, target };
     try {
-      await ctd.call('images', 'Create', { image });
+      await ctd.call('images', 'Create', { image: record });
     } catch (err) {
-      if (!(err instanceof ContainerdError && err.code === grpc.status.ALREADY_EXISTS)) throw err;
-      await ctd.call('images', 'Update', { image, update_mask: { paths: ['target'] } });
+      if (!(err instanceof ContainerdError && err.code === Status.ALREADY_EXISTS)) throw err;
+      await ctd.call('images', 'Update', { image: record, update_mask: { paths: ['target'] } });
     }
     o.progress.done(top.digest, Date.now() - started);
     return target;
   } finally {
     for (const e of early.values()) e.cancel();
     ctd.withLease(undefined);
+    await lease.catch(() => undefined);
     if (leased) await ctd.call('leases', 'Delete', { id: leaseId }).catch(() => undefined);
     await reg.close();
   }
@@ -208,7 +217,7 @@ async function unpackLayer(ctd: ContainerdClient, reg: RegistryClient, o: RpullO
     ctd.call('snapshots', 'Stat', { snapshotter: sn, key: j.chainId }).then(
       () => true,
       (err) => {
-        if (err instanceof ContainerdError && err.code === grpc.status.NOT_FOUND) return false;
+        if (err instanceof ContainerdError && err.code === Status.NOT_FOUND) return false;
         throw err;
       },
     );
@@ -221,25 +230,25 @@ async function unpackLayer(ctd: ContainerdClient, reg: RegistryClient, o: RpullO
   try {
     mounts = (await ctd.call('snapshots', 'Prepare', { snapshotter: sn, key, parent: j.parent, labels: j.labels })).mounts;
   } catch (err) {
-    if (err instanceof ContainerdError && err.code === grpc.status.ALREADY_EXISTS && (await exists())) {
+    if (err instanceof ContainerdError && err.code === Status.ALREADY_EXISTS && (await exists())) {
       j.early?.cancel();
       return 'remote snapshot (not downloaded)';
     }
     throw err;
   }
   try {
-    if (await ctd.contentInfo(j.layer.digest)) {
-      j.early?.cancel();
-    } else {
-      const blob = j.early ? await j.early.bytes : ((await reg.getBlob(j.repo, j.layer.digest)) as AsyncIterable<Buffer>);
-      await ctd.writeContent(`layer-${j.layer.digest}`, j.layer.digest, j.layer.size, blob, j.source, (n) => o.progress.bytes(n));
+    if (!(await ctd.contentInfo(j.layer.digest))) {
+      const early = j.early;
+      const open = early ? () => early.bytes : async () => (await reg.getBlob(j.repo, j.layer.digest)) as AsyncIterable<Buffer>;
+      await ctd.writeContent(`layer-${j.layer.digest}`, j.layer.digest, j.layer.size, open, j.source, (n) => o.progress.bytes(n));
     }
+    j.early?.cancel(); // stops an early download containerd turned out not to need (no-op once it is read)
     const applied = (await ctd.call('diff', 'Apply', { diff: toCtd(j.layer), mounts }, APPLY_TIMEOUT_MS)).applied as Descriptor;
     if (applied.digest !== j.diffId) throw new Error(`layer ${j.layer.digest}: unpacked to ${applied.digest}, but the config says ${j.diffId}`);
     try {
       await ctd.call('snapshots', 'Commit', { snapshotter: sn, name: j.chainId, key, labels: j.labels });
     } catch (err) {
-      if (err instanceof ContainerdError && err.code === grpc.status.ALREADY_EXISTS) {
+      if (err instanceof ContainerdError && err.code === Status.ALREADY_EXISTS) {
         await ctd.call('snapshots', 'Remove', { snapshotter: sn, key }).catch(() => undefined);
         return 'exists';
       }

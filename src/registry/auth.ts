@@ -1,7 +1,9 @@
 /**
  * Registry authentication (distribution's token spec and RFC 7617 Basic):
  *  - learn the registry's challenge once (GET /v2/ answering 401 with WWW-Authenticate, or 200 when
- *    the registry is open), or from any 401 a request gets;
+ *    the registry is open), or from any 401 a request gets; with `probe` false there is no GET /v2/:
+ *    requests go without credentials until a 401 names the challenge (as containerd's resolver
+ *    does: one round trip less against an open registry, as many against one that wants auth);
  *  - Bearer: fetch a token from the realm for the exact scope set, cache it per scope set until
  *    shortly before it expires, share in-flight fetches;
  *  - Basic: the configured user and password.
@@ -77,6 +79,7 @@ export class Authenticator {
     private readonly baseUrl: string,
     private readonly transport: Transport,
     private creds: ResolvedCredentials | undefined,
+    private readonly probe = true,
   ) {}
 
   /** New credentials (rotated password): cached headers are dropped, the next request asks again. */
@@ -122,6 +125,7 @@ export class Authenticator {
   }
 
   private getChallenge(): Promise<Challenge> {
+    if (!this.challenge && !this.probe) return Promise.resolve({ scheme: 'none', params: {} }); // until a 401 tells
     if (!this.challenge) {
       this.challenge = this.ping().catch((e) => {
         this.challenge = undefined;

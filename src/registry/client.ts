@@ -30,6 +30,11 @@ export interface RegistryClientOptions extends TransportOptions {
   credentials?: Credentials;
   /** Do not read the docker config file (explicit or no credentials only). */
   noDockerConfig?: boolean;
+  /**
+   * false: no GET /v2/ before the first request to learn the registry's challenge; the first 401
+   * teaches it (auth.ts). For a client whose first request goes alone (ctr-remote's manifest).
+   */
+  probeChallenge?: boolean;
 }
 
 export interface Manifest {
@@ -83,7 +88,7 @@ export class RegistryClient {
     this.baseUrl = `${this.transport.scheme}://${apiHost(opts.registry)}`;
     const creds = opts.credentials ?? (opts.noDockerConfig ? undefined : dockerConfigCredentials(opts.registry));
     this.creds = resolveCredentials(creds);
-    this.auth = new Authenticator(this.registry, this.baseUrl, this.transport, this.creds);
+    this.auth = new Authenticator(this.registry, this.baseUrl, this.transport, this.creds, opts.probeChallenge ?? true);
   }
 
   /** Replaces the credentials (a rotated password); cached tokens are dropped. */

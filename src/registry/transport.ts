@@ -11,8 +11,21 @@
  */
 import * as fs from 'node:fs';
 import { rootCertificates } from 'node:tls';
-import { Agent, Dispatcher, request } from 'undici';
+import type { Agent as AgentType, Dispatcher } from 'undici';
 import { RegistryError } from './errors';
+
+/*
+ * undici's package entry loads all of undici (fetch, WebSocket, mocks, caches: ~110 modules, and
+ * through its cookie code Node's own bundled copy of undici); a registry client needs its Agent and
+ * `request` only. Loading those two files alone takes a command's start-up ~0.1 s less
+ * (docs/ctr-remote.md "Start-up"). undici is pinned to an exact version (package.json), and
+ * test/registry.client.test.ts runs this path against a real registry.
+ */
+/* eslint-disable @typescript-eslint/no-require-imports */
+const Agent = require('undici/lib/dispatcher/agent') as typeof AgentType;
+const apiRequest = require('undici/lib/api/api-request') as (this: Dispatcher, opts: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>;
+const { parseURL } = require('undici/lib/core/util') as { parseURL(url: string): URL };
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 export interface TransportOptions {
   /** Plain HTTP (insecure registries). */
@@ -55,7 +68,7 @@ export class Transport {
   readonly scheme: 'http' | 'https';
   readonly timeoutMs: number;
   readonly retryLimit: number;
-  private readonly agent: Agent;
+  private readonly agent: AgentType;
   private readonly userAgent: string;
 
   constructor(opts: TransportOptions = {}) {
@@ -80,10 +93,12 @@ export class Transport {
     });
   }
 
-  /** One attempt, no redirects followed, no retry. */
+  /** One attempt, no redirects followed, no retry (undici's `request(url, { dispatcher })`). */
   send(o: SendOptions): Promise<Dispatcher.ResponseData> {
-    return request(o.url, {
-      dispatcher: this.agent,
+    const url = parseURL(o.url);
+    return apiRequest.call(this.agent, {
+      origin: url.origin,
+      path: url.search ? `${url.pathname}${url.search}` : url.pathname,
       method: o.method,
       headers: { 'user-agent': this.userAgent, ...o.headers },
       body: o.body,
