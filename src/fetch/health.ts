@@ -7,7 +7,8 @@
  * proxy is probed all the time (2xx/3xx). Probing pauses while the source has been idle for
  * `pauseAfterIdleMs` (nydus: 300 s) and resumes on the next request.
  */
-import { Dispatcher, request } from 'undici';
+import type { Dispatcher } from 'undici';
+import { request } from '../util/http-agent';
 import { logger } from '../util/log';
 
 const log = logger('health');

@@ -17,7 +17,8 @@
  * `MirrorSet` holds the live list and swaps it on a config push, keeping the health of unchanged
  * mirrors.
  */
-import { Agent, Dispatcher, request } from 'undici';
+import type { Dispatcher } from 'undici';
+import { Agent, request, requestOn } from '../util/http-agent';
 import * as fs from 'node:fs';
 import type { MirrorConfig } from '../mirrors/types';
 import { describeRealm, mayCarryCredentials } from '../registry/auth';
@@ -119,7 +120,7 @@ export async function getRange(
     let res: Dispatcher.ResponseData;
     try {
       res = path
-        ? await dispatcher.request({ origin: target, path, method: 'GET', headers: hdrs, signal })
+        ? await requestOn(dispatcher, { origin: target, path, method: 'GET', headers: hdrs, signal })
         : await request(target, { method: 'GET', headers: hdrs, signal, dispatcher });
     } catch (e) {
       if (signal?.aborted) throw e;

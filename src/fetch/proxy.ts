@@ -14,7 +14,7 @@
  *  - unhealthy: `fallback` reads from the origin, otherwise the read fails at once with
  *    "proxy is not healthy and fallback is disabled".
  */
-import { Agent } from 'undici';
+import { Agent } from '../util/http-agent';
 import type { ProxyConfig } from '../mirrors/types';
 import { logger } from '../util/log';
 import { Health, HealthSnapshot, pingStatus } from './health';

@@ -12,20 +12,8 @@
 import * as fs from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import type { Agent as AgentType, Dispatcher } from 'undici';
+import { Agent, request } from '../util/http-agent';
 import { RegistryError } from './errors';
-
-/*
- * undici's package entry loads all of undici (fetch, WebSocket, mocks, caches: ~110 modules, and
- * through its cookie code Node's own bundled copy of undici); a registry client needs its Agent and
- * `request` only. Loading those two files alone takes a command's start-up ~0.1 s less
- * (docs/ctr-remote.md "Start-up"). undici is pinned to an exact version (package.json), and
- * test/registry.client.test.ts runs this path against a real registry.
- */
-/* eslint-disable @typescript-eslint/no-require-imports */
-const Agent = require('undici/lib/dispatcher/agent') as typeof AgentType;
-const apiRequest = require('undici/lib/api/api-request') as (this: Dispatcher, opts: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>;
-const { parseURL } = require('undici/lib/core/util') as { parseURL(url: string): URL };
-/* eslint-enable @typescript-eslint/no-require-imports */
 
 export interface TransportOptions {
   /** Plain HTTP (insecure registries). */
@@ -93,12 +81,10 @@ export class Transport {
     });
   }
 
-  /** One attempt, no redirects followed, no retry (undici's `request(url, { dispatcher })`). */
+  /** One attempt, no redirects followed, no retry. */
   send(o: SendOptions): Promise<Dispatcher.ResponseData> {
-    const url = parseURL(o.url);
-    return apiRequest.call(this.agent, {
-      origin: url.origin,
-      path: url.search ? `${url.pathname}${url.search}` : url.pathname,
+    return request(o.url, {
+      dispatcher: this.agent,
       method: o.method,
       headers: { 'user-agent': this.userAgent, ...o.headers },
       body: o.body,
