@@ -73,6 +73,9 @@ export class SnapshotterProcess {
   ) {}
 
   async start(): Promise<void> {
+    // A socket left by a snapshotter killed before at the same address would pass for ready, and
+    // the new one removes it just before it listens: containerd could dial in between (ENOENT).
+    for (const f of [this.address, ...this.readyFiles]) fs.rmSync(f, { force: true });
     const out = fs.openSync(this.logFile, 'a');
     this.proc = spawn(path.join(REPO_ROOT, 'bin', 'containerd-nydus-grpc'), ['--config', this.configPath], { stdio: ['ignore', out, out], env: this.env });
     fs.closeSync(out);
