@@ -140,17 +140,19 @@ describeWith(NEEDS, 'nydusd prefetch from a recorded file list (registry backend
   let workloadFiles: Array<[string, Inode]>;
   const daemons: NydusdHandle[] = [];
 
+  /** The daemon config of test `name`: the registry through the front, a cache of its own. */
+  const configFor = (name: string, fsPrefetch: object) => ({
+    device: {
+      backend: { type: 'registry', config: { scheme: 'http', host: front.host, repo: REPO, timeout: 30, retry_limit: 1 } },
+      cache: { type: 'blobcache', config: { work_dir: path.join(tmp, `cache-${name}`) } },
+    },
+    mode: 'direct',
+    amplify_io: AMPLIFY,
+    fs_prefetch: fsPrefetch,
+  });
   const start = (name: string, fsPrefetch: object) => {
     const mountpoint = path.join(tmp, `mnt-${name}`);
-    const config = {
-      device: {
-        backend: { type: 'registry', config: { scheme: 'http', host: front.host, repo: REPO, timeout: 30, retry_limit: 1 } },
-        cache: { type: 'blobcache', config: { work_dir: path.join(tmp, `cache-${name}`) } },
-      },
-      mode: 'direct',
-      amplify_io: AMPLIFY,
-      fs_prefetch: fsPrefetch,
-    };
+    const config = configFor(name, fsPrefetch);
     return startNydusd({ dir: path.join(tmp, `daemon-${name}`), config, bootstrap: boot, mountpoint }).then((d) => {
       daemons.push(d);
       return { d, mountpoint };
@@ -244,15 +246,8 @@ describeWith(NEEDS, 'nydusd prefetch from a recorded file list (registry backend
     const d = await startNydusd({ dir: path.join(tmp, 'daemon-fail') });
     daemons.push(d);
     try {
-      const config = {
-        device: {
-          backend: { type: 'registry', config: { scheme: 'http', host: front.host, repo: REPO, timeout: 30, retry_limit: 1 } },
-          cache: { type: 'blobcache', config: { work_dir: path.join(tmp, 'cache-fail') } },
-        },
-        mode: 'direct',
-        // Small merged requests: the hot region is many times threads_count of them.
-        fs_prefetch: { enable: true, threads_count: THREADS, merging_size: MERGE / 4, prefetch_all: false },
-      };
+      // Small merged requests: the hot region is many times threads_count of them.
+      const config = configFor('fail', { enable: true, threads_count: THREADS, merging_size: MERGE / 4, prefetch_all: false });
       const outcome = await d.client.mount(notDir, boot, config).then(
         () => 'mounted',
         (e: Error) => e.message,

@@ -11,7 +11,7 @@
  */
 import * as fs from 'node:fs';
 import { rootCertificates } from 'node:tls';
-import type { Agent as AgentType, Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { Agent, request } from '../util/http-agent';
 import { RegistryError } from './errors';
 
@@ -56,7 +56,7 @@ export class Transport {
   readonly scheme: 'http' | 'https';
   readonly timeoutMs: number;
   readonly retryLimit: number;
-  private readonly agent: AgentType;
+  private readonly agent: Agent;
   private readonly userAgent: string;
 
   constructor(opts: TransportOptions = {}) {
