@@ -135,6 +135,11 @@ export class Snapshotter {
     return path.join(this.snapshotsDir, String(id));
   }
 
+  /** The bootstrap file unpacked into bootstrap layer `id`, if there is one. */
+  private bootstrapOf(id: number): Promise<string | undefined> {
+    return firstFile(BOOTSTRAP_PATHS.map((p) => path.join(this.dir(id), 'fs', p)));
+  }
+
   async prepare(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
     const target = labels[L.TARGET_REF];
     if (target && this.rafs && L.isNydusBlob(labels)) {
@@ -179,7 +184,7 @@ export class Snapshotter {
   /** Step 4's mount on pull, in the background; Commit has answered already. */
   private premount(id: number, labels: Record<string, string>): void {
     const run = async (): Promise<void> => {
-      const bootstrap = await firstFile(BOOTSTRAP_PATHS.map((p) => path.join(this.dir(id), 'fs', p)));
+      const bootstrap = await this.bootstrapOf(id);
       if (!bootstrap) return;
       await this.rafs!.mount({ snapshotId: String(id), bootstrap, labels });
       log.info({ snapshot: id }, 'image mounted on pull');
@@ -313,7 +318,7 @@ export class Snapshotter {
     let lowers: string[];
     let rafs: { bootstrap: string; snapshotId: string } | undefined;
     if (nydus) {
-      const bootstrap = await firstFile(BOOTSTRAP_PATHS.map((p) => path.join(this.dir(nydus.meta.id), 'fs', p)));
+      const bootstrap = await this.bootstrapOf(nydus.meta.id);
       if (!bootstrap) throw failedPrecondition(`nydus bootstrap layer ${nydus.meta.name} has no image/image.boot: failed precondition`);
       const mnt = await this.rafs!.mount({ snapshotId: String(nydus.meta.id), bootstrap, labels: nydus.meta.labels });
       lowers = [...nydus.above.map((p) => path.join(this.dir(p.id), 'fs')), mnt];
