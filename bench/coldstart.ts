@@ -31,7 +31,8 @@
  *   BENCH_NYDUSD_CONFIG=FILE (the nydusd template, to try levers), BENCH_LOGS=DIR (keep logs),
  *   BENCH_FS_PREFETCH='{...}' (the prefetch variants' fs_prefetch, JSON, to try prefetch settings),
  *   BENCH_MOUNT_ON_PULL=0 (the prefetch variants without the snapshotter's mount_on_pull),
- *   BENCH_NYDUSD_PATH=FILE (the nydusd the snapshotter starts, e.g. a wrapper that profiles it)
+ *   BENCH_NYDUSD_PATH=FILE (the nydusd the snapshotter starts, e.g. a wrapper that profiles it),
+ *   BENCH_PF_DRIVER=erofs (the prefetch variants with that snapshotter fs_driver: kernel EROFS mode)
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -60,6 +61,8 @@ for (const m of MODES) if (!ALL_MODES.includes(m)) throw new Error(`BENCH_MODES:
 /** fs_prefetch of the prefetch variants: upstream's keys; merged ranges of 1 MiB, 4 at once, the image's table only. */
 /** BENCH_NYDUSD_PATH: the nydusd the snapshotter starts (a wrapper that profiles or traces it). */
 const NYDUSD_PATH = process.env.BENCH_NYDUSD_PATH;
+/** BENCH_PF_DRIVER: the snapshotter's fs_driver for the prefetch variants (default: its own default, fusedev). */
+const PF_DRIVER = process.env.BENCH_PF_DRIVER;
 /** The prefetch variants run the snapshotter with `[snapshot] mount_on_pull` (BENCH_MOUNT_ON_PULL=0: without). */
 const MOUNT_ON_PULL = process.env.BENCH_MOUNT_ON_PULL !== '0';
 /** The program's binary in the image: its first read marks the exec. */
@@ -786,7 +789,8 @@ async function main(): Promise<void> {
         for (const mode of MODES) {
           say(`${r.image}: ${mode} cold start over ${RATE_MBIT} Mbit/s (round ${round}/${roundsWanted})`);
           const opts = isPrefetch(mode) ? { nydusdConfig: pfTemplate, mountOnPull: MOUNT_ON_PULL } : {};
-          const res = await measured(td, `${mode} run`, (scope) => coldStart(link, mode, r.refs[mode], certs, scope, '', opts));
+          const driver = isPrefetch(mode) && PF_DRIVER ? `fs_driver = "${PF_DRIVER}"` : '';
+          const res = await measured(td, `${mode} run`, (scope) => coldStart(link, mode, r.refs[mode], certs, scope, driver, opts));
           // The stargz snapshotter keeps fetching whole layers in the background until it is gone;
           // the next run must not count the tail of that.
           await linkQuiet(link);

@@ -62,7 +62,7 @@ test('check --blob-dir verifies every chunk digest of the upstream blob', () => 
   expect(run(['check', UPSTREAM_BOOT])).toMatch(/: ok: 3 inodes, 2 files, 2 chunks in 1 blobs/);
 });
 
-test('create flags: --prefetch-files, --chunk-size, --blob, --output-json; inspect counts our image', async () => {
+test('create flags: --prefetch-files, --chunk-size, --blob, --output-json, the default digester; inspect counts our image', async () => {
   const tar = path.join(work, 'k.tar');
   await writeTar(tar, everyKindEntries(0x4000));
   const list = path.join(work, 'prefetch.txt');
@@ -80,6 +80,8 @@ test('create flags: --prefetch-files, --chunk-size, --blob, --output-json; inspe
   const image = decodeBootstrap(fs.readFileSync(boot));
   expect(image.chunkSize).toBe(0x4000);
   expect(image.prefetch).toEqual(['/etc/hostname', '/bin']);
+  // No --digester: blake3, upstream nydus-image's default.
+  expect(image.blobs[0].digester).toBe('blake3');
   const report = JSON.parse(run(['inspect', '--bootstrap', boot, '--json', '--no-tree']));
   expect(report.tree).toBeUndefined();
   expect(report.counts).toMatchObject({ chardev: 2, blockdev: 1, fifo: 1, hardlinkedInodes: 2 });

@@ -99,7 +99,7 @@ test('unpack and check refuse a blob whose bytes were changed, naming blob and c
   b[0] ^= 0x55;
   fs.writeSync(fd, b, 0, 1, 3);
   fs.closeSync(fd);
-  await expect(checkBootstrap(boot, blobDir)).rejects.toThrow(new RegExp(`blob ${res.blobId} chunk #0 at offset 0: sha256 digest mismatch`));
+  await expect(checkBootstrap(boot, blobDir)).rejects.toThrow(new RegExp(`blob ${res.blobId} chunk #0 at offset 0: blake3 digest mismatch`));
   const out = path.join(work, 'never.tar');
   const r = spawnSync(NYDUS_IMAGE, ['unpack', '--bootstrap', boot, '--blob-dir', blobDir, '--output', out], { encoding: 'utf8' });
   expect(r.status).not.toBe(0);

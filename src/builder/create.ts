@@ -32,7 +32,7 @@ export async function createLayer(opts: CreateOptions): Promise<CreateResult> {
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   validateChunkSize(chunkSize);
   const compressor = opts.compressor ?? 'zstd';
-  const digester = opts.digester ?? 'sha256';
+  const digester = opts.digester ?? 'blake3';
   if (!opts.blobPath && !opts.blobDir) throw new Error('either a blob file or a blob directory is required');
   if (!opts.inlineBootstrap && !opts.bootstrapPath) throw new Error('a bootstrap path is required unless the bootstrap is inlined into the blob');
   const outDir = opts.blobDir ?? path.dirname(path.resolve(opts.blobPath!));

@@ -106,8 +106,13 @@ export class BlobCacheFile {
     this.stats.corrupt++;
   }
 
-  async flush(): Promise<void> {
+  /** Resolves when the writes started so far have ended (written or failed). */
+  async written(): Promise<void> {
     await Promise.allSettled([...this.pending]);
+  }
+
+  async flush(): Promise<void> {
+    await this.written();
     await this.fh.datasync();
     this.map.flush();
   }

@@ -54,7 +54,7 @@ program
   .option('--features <list>', "comma-separated: blob-toc (always written here)")
   .addOption(new Option('--compressor <c>', 'chunk compressor').choices(['zstd', 'none', 'lz4_block']).default('zstd'))
   .option('--chunk-size <size>', 'chunk size, power of two 0x1000..0x1000000', `0x${DEFAULT_CHUNK_SIZE.toString(16)}`)
-  .addOption(new Option('--digester <d>', 'chunk digest').choices(['sha256', 'blake3']).default('sha256'))
+  .addOption(new Option('--digester <d>', 'chunk digest').choices(['sha256', 'blake3']).default('blake3'))
   .option('--chunk-dict <bootstrap>', 'bootstrap whose chunks are referenced instead of stored again ([bootstrap=]PATH)')
   .option('--prefetch-files <list>', "file with one absolute path per line to prefetch ('-' for stdin)")
   .addOption(new Option('--prefetch-policy <p>', 'fs: prefetch paths read from stdin, one per line').choices(['fs', 'blob', 'none']).default('none'))

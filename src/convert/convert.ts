@@ -266,7 +266,7 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
   const build: BuildSettings = {
     compressor: opts.compressor ?? 'zstd',
     chunkSize: opts.chunkSize ?? DEFAULT_CHUNK_SIZE,
-    digester: opts.digester ?? 'sha256',
+    digester: opts.digester ?? 'blake3',
     chunkDict: opts.chunkDictPath ? readChunkDict(opts.chunkDictPath) : undefined,
     prefetchFiles: opts.prefetchPatterns,
   };

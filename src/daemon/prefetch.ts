@@ -142,6 +142,9 @@ export class Prefetcher {
       }
     };
     await Promise.all(Array.from({ length: Math.max(1, this.cfg.threadsCount) }, worker));
+    // A read resolves once its bytes are verified, before they reach the cache file; prefetch has
+    // ended (prefetch_end_time_millis) only when what it fetched is in the cache.
+    for (const blob of new Set(all.map((b) => b.bc.blob))) await (await this.rafs.pipeline.cache.get(blob)).written();
     this.progress.endMs = Date.now();
     log.info({ bytes: this.progress.bytes, batches: this.progress.batches, errors: this.progress.errors, ms: this.progress.endMs - this.progress.beginMs }, 'prefetch finished');
   }
