@@ -25,10 +25,9 @@ import * as path from 'node:path';
 import { decodeBootstrap } from '../src/format/decode';
 import { lookup } from '../src/format/walk';
 import type { ChunkInfo, Inode, RafsImage } from '../src/format/model';
-import { RegistryClient } from '../src/registry/client';
 import { debianRootfsDir, debianRootfsTar, REPO_ROOT } from './helpers/fixtures';
 import { nydusdBin, NydusdHandle, startNydusd } from './helpers/nydusd';
-import { startRegistry, TestRegistry } from './helpers/registry';
+import { pushBlobFile, startRegistry, TestRegistry } from './helpers/registry';
 import { describeWith } from './helpers/capabilities';
 
 const NEEDS = ['root', 'fuse'] as const;
@@ -175,10 +174,7 @@ describeWith(NEEDS, 'nydusd prefetch from a recorded file list (registry backend
     hotChunks = workloadFiles.flatMap(([, n]) => n.chunks ?? []).filter((c) => !seen.has(c.index) && seen.add(c.index));
     hotEnd = Math.max(...hotChunks.map((c) => c.compressedOffset + c.compressedSize));
     reg = await startRegistry();
-    const client = new RegistryClient({ registry: reg.host, insecure: true, noDockerConfig: true });
-    const blob = image.blobs[0];
-    const file = path.join(blobs, blob.blobId);
-    await client.pushBlob(REPO, `sha256:${blob.blobId}`, file, fs.statSync(file).size);
+    await pushBlobFile(reg, REPO, blobs, image.blobs[0].blobId);
     fs.rmSync(blobs, { recursive: true });
     front = await gateFront(new URL(reg.url));
   }, 900_000);

@@ -18,10 +18,9 @@ import * as path from 'node:path';
 import { decodeBootstrap } from '../src/format/decode';
 import { lookup } from '../src/format/walk';
 import type { ChunkInfo, RafsImage } from '../src/format/model';
-import { RegistryClient } from '../src/registry/client';
 import { debianRootfsDir, debianRootfsTar, REPO_ROOT } from './helpers/fixtures';
 import { describeTree, NydusdHandle, startNydusd } from './helpers/nydusd';
-import { startRegistry, TestRegistry } from './helpers/registry';
+import { pushBlobFile, startRegistry, TestRegistry } from './helpers/registry';
 import { describeWith } from './helpers/capabilities';
 
 const NEEDS = ['root', 'fuse'] as const;
@@ -120,10 +119,7 @@ describeWith(NEEDS, 'nydusd over a registry backend (Debian image)', () => {
     expect(image.blobs).toHaveLength(1);
     expect(image.blobs[0].uncompressedSize).toBeGreaterThan(150 << 20);
     reg = await startRegistry();
-    const client = new RegistryClient({ registry: reg.host, insecure: true, noDockerConfig: true });
-    const blob = image.blobs[0];
-    const file = path.join(blobs, blob.blobId);
-    await client.pushBlob(REPO, `sha256:${blob.blobId}`, file, fs.statSync(file).size);
+    await pushBlobFile(reg, REPO, blobs, image.blobs[0].blobId);
     fs.rmSync(blobs, { recursive: true });
   }, 900_000);
 

@@ -17,6 +17,7 @@ import * as https from 'node:https';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { RegistryClient } from '../../src/registry/client';
 
 export interface RequestRecord {
   method: string;
@@ -387,4 +388,11 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
 /** A registry that mirrors `originUrl` (pull-through cache); pushes to it are refused by design. */
 export function pullThroughCache(originUrl: string, opts: Omit<RegistryOptions, 'proxyRemoteUrl'> = {}): Promise<TestRegistry> {
   return startRegistry({ ...opts, proxyRemoteUrl: originUrl });
+}
+
+/** Pushes the blob file a build wrote (`<blobDir>/<blobId>`) to `repo`, as digest sha256:<blobId>. */
+export async function pushBlobFile(reg: TestRegistry, repo: string, blobDir: string, blobId: string): Promise<void> {
+  const client = new RegistryClient({ registry: reg.host, insecure: true, noDockerConfig: true });
+  const file = path.join(blobDir, blobId);
+  await client.pushBlob(repo, `sha256:${blobId}`, file, fs.statSync(file).size);
 }
