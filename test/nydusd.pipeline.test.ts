@@ -84,6 +84,15 @@ afterEach(async () => {
 
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
+test('BlobChunks: rows in index and offset order are taken as given; others are sorted by compressed offset, a chunk listed twice once', () => {
+  const inOrder = tb.chunks.slice(0, 4);
+  expect(BlobChunks.fromChunks(tb.blob, inOrder).ordered).toBe(inOrder);
+  const [a, b, c] = tb.chunks;
+  const shuffled = BlobChunks.fromChunks(tb.blob, [c, a, b, a]);
+  expect(shuffled.ordered).toEqual([a, b, c]);
+  expect([a, b, c].map((x) => shuffled.position(x))).toEqual([0, 1, 2]);
+});
+
 test('a read fetches only the chunks it needs, verifies and caches them; the next read is a cache hit', async () => {
   const src = new Recording('origin', new LocalFsSource({ dir: blobDir }));
   const { p, metrics, cache } = setup('w1', [src]);

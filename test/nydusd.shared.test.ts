@@ -116,6 +116,17 @@ describeWith(NEEDS, 'shared nydusd: two images mounted through the API', () => {
     await expect(bad).rejects.toThrow('config: device.backend.config.dir: expected a string, got number');
     await expect(d.client.mount(path.join(tmp, 'mnt-c'), path.join(tmp, 'missing.boot'), cfg())).rejects.toThrow(/missing\.boot: bootstrap file not found/);
     await expect(d.client.umount(path.join(tmp, 'nowhere'))).rejects.toBeInstanceOf(ApiError);
+    // The FUSE mount is made while the bootstrap loads: a bootstrap that fails leaves nothing mounted.
+    const junk = path.join(tmp, 'junk.boot');
+    fs.writeFileSync(junk, Buffer.alloc(8192, 7));
+    const mntC = path.join(tmp, 'mnt-c');
+    d.mountpoints.add(mntC);
+    await expect(d.client.mount(mntC, junk, cfg())).rejects.toThrow(/InvalidBootstrap|junk\.boot/);
+    expect(isMounted(mntC)).toBe(false);
+    await d.client.mount(mntC, image('a'), cfg());
+    expect(fs.existsSync(path.join(mntC, 'bin', 'busybox'))).toBe(true);
+    await d.client.umount(mntC);
+    expect(isMounted(mntC)).toBe(false);
     const nf = await d.client.request('GET', '/api/v1/nothing');
     expect(nf.status).toBe(404);
     expect(nf.body).toMatchObject({ code: 'NotFound' });

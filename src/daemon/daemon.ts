@@ -21,6 +21,7 @@ import { logger, setLogLevel } from '../util/log';
 import { ApiFault, ApiServer, ApiRequest } from './api';
 import { ConfigError, NydusdConfig, parseNydusdConfig, parseNydusdConfigText } from './config';
 import { FuseMount } from './fuse';
+import { discardPremount, premountFuse } from '../fuse/session';
 import { BlobView } from './blob-view';
 import { ErofsMount, tryKernelMount } from './erofs-mount';
 import { cleanStaleMount } from './mounts';
@@ -139,21 +140,23 @@ export class Daemon {
     if (this.instances.has(mp)) throw new ApiFault(409, 'AlreadyExists', `${mp}: already mounted by this daemon`);
     if (this.state === 'STOPPED') throw new ApiFault(503, 'Stopping', 'daemon is shutting down');
     if (!fs.existsSync(bootstrap)) throw new ApiFault(400, 'InvalidSource', `${bootstrap}: bootstrap file not found`);
+    if (!this.supervised && cleanStaleMount(mp) === 'live') throw new ApiFault(409, 'MountpointBusy', `${mp}: something is already mounted there`);
     const metrics = new FetchMetrics();
     const cache = this.cacheFor(config.cache.workDir);
     const sources = buildSources(config, { metrics, certs: this.mirrorsWatch?.certs, ...this.opts.deps });
     const pipeline = new ChunkPipeline({ cache, sources, metrics, amplifyIo: config.amplifyIo, validateCache: config.digestValidate || config.cache.validate });
+    // A FUSE mount needs nothing from the image: mount(8) (20-40 ms, a process of its own) runs
+    // while the bootstrap loads, and the session answers the kernel's INIT once the image is ready.
+    const premounted = !this.supervised && config.cache.type !== 'erofs' ? premountFuse({ mountpoint: mp }) : undefined;
+    premounted?.catch(() => undefined);
     let rafs: RafsInstance;
     try {
       rafs = await RafsInstance.load(bootstrap, pipeline);
       loadedP2pHub()?.attachPeers(sources, rafs.blobs, () => pipeline.sources());
     } catch (e) {
+      if (premounted) await discardPremount(mp, premounted);
       await closeSources(sources);
       throw new ApiFault(400, 'InvalidBootstrap', `${bootstrap}: ${(e as Error).message}`);
-    }
-    if (!this.supervised && cleanStaleMount(mp) === 'live') {
-      await closeSources(sources);
-      throw new ApiFault(409, 'MountpointBusy', `${mp}: something is already mounted there`);
     }
     // Prefetch needs the image, not the mount: its first requests (whose answers take longest on a
     // busy registry) go out while the FUSE or kernel mount is made, as upstream starts it at import.
@@ -174,7 +177,7 @@ export class Daemon {
         const kernel = config.cache.type === 'erofs' ? await tryKernelMount(rafs, mp, bootstrap, this.blobViewOf()) : undefined;
         const f = kernel ?? new FuseMount(rafs, mp, () => this.idleGc.touch());
         fuse = f;
-        if (!kernel) await (f as FuseMount).mount();
+        if (!kernel) await (f as FuseMount).mount(premounted);
       }
     } catch (e) {
       await prefetcher.stop();

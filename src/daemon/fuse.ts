@@ -127,10 +127,11 @@ export class FuseMount implements FuseFs {
     return this.session;
   }
 
-  async mount(): Promise<void> {
+  /** Mounts and serves; `premounted`: a connection `premountFuse` made at this mountpoint with the default options. */
+  async mount(premounted?: Promise<number>): Promise<void> {
     // As upstream's rafs: opens carry no state here, so the kernel need not ask for them.
     const s = new FuseSession(this, { mountpoint: this.mountpoint, cacheTimeoutS: CACHE_TIMEOUT_S, readers: readerChoice(), onActivity: this.onActivity, zeroMessageOpen: true, ...this.sessionOptions });
-    await s.mount();
+    await s.mount(premounted);
     this.session = s;
   }
 

@@ -3,7 +3,10 @@
  * request (src/fuse/abi.ts), asks the filesystem (`FuseFs`, node-id based) and writes the reply.
  *
  * Contract:
- *  - `mount()` resolves once the kernel's INIT is answered; `adopt(fd)` does the same on a
+ *  - `mount()` resolves once the kernel's INIT is answered; `mount(premountFuse(opts))` serves a
+ *    connection mounted ahead (mount(8) runs while the caller gets its filesystem ready; until then
+ *    the kernel holds the mount's requests), and `discardPremount` undoes one never served;
+ *    `adopt(fd)` does the same on a
  *    connection another process mounted, and `adopt(fd, {negotiated, policy})` serves one a previous
  *    daemon already initialized (no INIT; FUSE_NOTIFY_RESEND per policy); `unmount()` detaches the
  *    mount, waits for the readers to see the connection end, and closes the descriptor (idempotent);
@@ -191,14 +194,8 @@ export class FuseSession {
     return this.opts.mountpoint;
   }
 
-  async mount(): Promise<Negotiated> {
-    const fd = await mountFuse({
-      mountpoint: this.opts.mountpoint,
-      source: this.opts.source ?? 'nydus',
-      subtype: this.opts.subtype ?? 'rafs',
-      options: this.opts.mountOptions ?? ['ro', 'allow_other', 'default_permissions'],
-    });
-    return this.serve(fd);
+  async mount(premounted?: Promise<number>): Promise<Negotiated> {
+    return this.serve(await (premounted ?? premountFuse(this.opts)));
   }
 
   /**
@@ -547,4 +544,22 @@ function cstring(b: Buffer, at: number): string {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+/** Mounts the connection `mount()` would, without serving it: resolves with its /dev/fuse descriptor. */
+export function premountFuse(opts: Pick<SessionOptions, 'mountpoint' | 'source' | 'subtype' | 'mountOptions'>): Promise<number> {
+  return mountFuse({
+    mountpoint: opts.mountpoint,
+    source: opts.source ?? 'nydus',
+    subtype: opts.subtype ?? 'rafs',
+    options: opts.mountOptions ?? ['ro', 'allow_other', 'default_permissions'],
+  });
+}
+
+/** Undoes a `premountFuse` that will not be served: detaches the mount and closes its descriptor. */
+export async function discardPremount(mountpoint: string, premounted: Promise<number>): Promise<void> {
+  const fd = await premounted.catch(() => -1);
+  if (fd < 0) return;
+  if (!(await detach(mountpoint))) log.warn({ mountpoint }, 'lazy unmount of an unused FUSE mount failed');
+  fs.closeSync(fd);
 }
