@@ -147,8 +147,10 @@ export class Daemon {
     const pipeline = new ChunkPipeline({ cache, sources, metrics, amplifyIo: config.amplifyIo, validateCache: config.digestValidate || config.cache.validate });
     // A FUSE mount needs nothing from the image: mount(8) (20-40 ms, a process of its own) runs
     // while the bootstrap loads, and the session answers the kernel's INIT once the image is ready.
+    // Kernel EROFS mode needs the daemon's blob view mounted: that too is made meanwhile (once per daemon).
     const premounted = !this.supervised && config.cache.type !== 'erofs' ? premountFuse({ mountpoint: mp }) : undefined;
     premounted?.catch(() => undefined);
+    if (!this.supervised && config.cache.type === 'erofs') this.blobViewOf().start().catch(() => undefined);
     let rafs: RafsInstance;
     try {
       rafs = await RafsInstance.load(bootstrap, pipeline);
