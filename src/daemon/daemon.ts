@@ -22,6 +22,7 @@ import { ApiFault, ApiServer, ApiRequest } from './api';
 import { ConfigError, NydusdConfig, parseNydusdConfig, parseNydusdConfigText } from './config';
 import { FuseMount } from './fuse';
 import { discardPremount, premountFuse } from '../fuse/session';
+import { EROFS_MAGIC, SB, SB_OFFSET } from '../format/layout';
 import { BlobView } from './blob-view';
 import { ErofsMount, tryKernelMount } from './erofs-mount';
 import { cleanStaleMount } from './mounts';
@@ -147,10 +148,11 @@ export class Daemon {
     const pipeline = new ChunkPipeline({ cache, sources, metrics, amplifyIo: config.amplifyIo, validateCache: config.digestValidate || config.cache.validate });
     // A FUSE mount needs nothing from the image: mount(8) (20-40 ms, a process of its own) runs
     // while the bootstrap loads, and the session answers the kernel's INIT once the image is ready.
-    // Kernel EROFS mode needs the daemon's blob view mounted: that too is made meanwhile (once per daemon).
+    // Kernel EROFS mode needs the daemon's blob view mounted: that too is made meanwhile (once per
+    // daemon), for a bootstrap that can be mounted so (a RAFS v5 one is served over FUSE, no view).
     const premounted = !this.supervised && config.cache.type !== 'erofs' ? premountFuse({ mountpoint: mp }) : undefined;
     premounted?.catch(() => undefined);
-    if (!this.supervised && config.cache.type === 'erofs') this.blobViewOf().start().catch(() => undefined);
+    if (!this.supervised && config.cache.type === 'erofs' && startsAsRafsV6(bootstrap)) this.blobViewOf().start().catch(() => undefined);
     let rafs: RafsInstance;
     try {
       rafs = await RafsInstance.load(bootstrap, pipeline);
@@ -530,4 +532,18 @@ function mirrorSourcesOf(list: readonly ChunkSource[]): MirrorSource[] {
 
 async function closeSources(sources: readonly ChunkSource[]): Promise<void> {
   for (const s of sources) await s.close?.().catch(() => undefined);
+}
+
+/** Whether `file` begins as a RAFS v6 bootstrap (the EROFS magic in its superblock), read without loading it. */
+function startsAsRafsV6(file: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(file, 'r');
+    const b = Buffer.alloc(4);
+    return fs.readSync(fd, b, 0, 4, SB_OFFSET + SB.magic) === 4 && b.readUInt32LE(0) === EROFS_MAGIC;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
 }
