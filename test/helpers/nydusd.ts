@@ -32,6 +32,8 @@ export interface StartOptions {
   wrap?: string[];
   /** Give up waiting for RUNNING after this many ms (default 60 s). */
   startTimeoutMs?: number;
+  /** Variables added to (or, when undefined, removed from) the test's environment for nydusd. */
+  env?: Record<string, string | undefined>;
 }
 
 export interface NydusdHandle {
@@ -81,7 +83,9 @@ export async function startNydusd(opts: StartOptions): Promise<NydusdHandle> {
   args.push(...(opts.extraArgs ?? []));
   const logFd = fs.openSync(logFile, 'a');
   const argv = [...(opts.wrap ?? []), nydusdBin(), ...args];
-  const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', logFd, logFd] });
+  const env = opts.env ? { ...process.env, ...opts.env } : process.env;
+  for (const [k, v] of Object.entries(opts.env ?? {})) if (v === undefined) delete env[k];
+  const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', logFd, logFd], env });
   fs.closeSync(logFd);
   const exited = new Promise<number | string>((resolve) => proc.on('exit', (code, sig) => resolve(code ?? sig ?? -1)));
   let gone = false;
