@@ -167,10 +167,10 @@ function folioPages(file: string): number | undefined {
   }
 }
 
-/** Starts the transport-floor filesystem (support/fuse-floor.js) serving `source` at `mnt`. */
-async function startFloor(source: string, mnt: string): Promise<ChildProcess> {
+/** Starts the transport-floor filesystem (support/fuse-floor.js) serving `source` at `mnt`; `extra`: its further arguments. */
+export async function startFloor(source: string, mnt: string, extra: string[] = []): Promise<ChildProcess> {
   // The pool sized as bin/_run sizes it for nydusd, so both read /dev/fuse the same way.
-  const proc = spawn('node', [FLOOR, source, mnt], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' } });
+  const proc = spawn('node', [FLOOR, source, mnt, ...extra], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' } });
   const up = await new Promise<boolean>((resolve) => {
     const timer = setTimeout(() => resolve(false), 30_000);
     proc.stdout!.on('data', (d: Buffer) => d.toString().includes('mounted') && (clearTimeout(timer), resolve(true)));
@@ -183,7 +183,7 @@ async function startFloor(source: string, mnt: string): Promise<ChildProcess> {
   return proc;
 }
 
-async function stopFloor(proc: ChildProcess): Promise<void> {
+export async function stopFloor(proc: ChildProcess): Promise<void> {
   const gone = new Promise((r) => proc.once('exit', r));
   proc.kill('SIGTERM');
   await Promise.race([gone, new Promise((r) => setTimeout(r, 10_000))]);

@@ -5,16 +5,24 @@
  * price of the kernel's FUSE path plus the session's hand-off to JavaScript, which nydusd pays too.
  * Usage: node fuse-floor.js SOURCE_FILE MOUNTPOINT [auto:N|poll:1|pool:N|worker:N] (default auto:2, as nydusd)
  * (prints "mounted", unmounts on SIGTERM).
+ *
+ * With `--blob-view NAME` instead of the reader argument it is the floor of kernel EROFS mode: the
+ * file is called NAME and the session has the blob view's settings (src/daemon/blob-view.ts:
+ * direct I/O, async direct reads, 1 MiB READs or more), so an EROFS mount over it with the file as
+ * its device costs what nydusd's blob view would cost if every chunk were already at hand.
  */
 import * as fs from 'node:fs';
 import { Attr, DirEntry, Entry, errno, FuseError, FuseFs, FuseSession, Statfs } from '../../src/fuse/session';
 import type { ReaderKind } from '../../src/fuse/readers';
+import { blobViewSession } from '../../src/daemon/blob-view';
 
-const [source, mountpoint, readerArg = 'auto:2'] = process.argv.slice(2);
-if (!source || !mountpoint) {
-  process.stderr.write('usage: fuse-floor SOURCE_FILE MOUNTPOINT [auto:N|poll:1|pool:N|worker:N]\n');
+const [source, mountpoint, readerArg = 'auto:2', viewName] = process.argv.slice(2);
+if (!source || !mountpoint || (readerArg === '--blob-view' && !viewName)) {
+  process.stderr.write('usage: fuse-floor SOURCE_FILE MOUNTPOINT [auto:N|poll:1|pool:N|worker:N | --blob-view NAME]\n');
   process.exit(2);
 }
+const blobView = readerArg === '--blob-view';
+const name = blobView ? viewName : 'data';
 const [kind, n] = readerArg.split(':');
 const data = fs.readFileSync(source);
 const now = Math.floor(Date.now() / 1000);
@@ -25,7 +33,7 @@ const file = attr(2, 0o100444, data.length, 1);
 const enoent = () => new FuseError(errno.ENOENT);
 
 const floor: FuseFs = {
-  lookup: (parent: number, name: string): Entry | undefined => (parent === 1 && name === 'data' ? { nodeid: 2, attr: file } : undefined),
+  lookup: (parent: number, wanted: string): Entry | undefined => (parent === 1 && wanted === name ? { nodeid: 2, attr: file } : undefined),
   forget: () => undefined,
   getattr: (id: number) => (id === 1 ? root : file),
   readlink: () => {
@@ -38,7 +46,7 @@ const floor: FuseFs = {
   readdir: (): DirEntry[] => [
     { name: '.', ino: 1, type: 4 },
     { name: '..', ino: 1, type: 4 },
-    { name: 'data', ino: 2, type: 8 },
+    { name, ino: 2, type: 8 },
   ],
   releasedir: () => undefined,
   statfs: (): Statfs => ({ blocks: 0, files: 2, bsize: 4096, namelen: 255 }),
@@ -51,8 +59,11 @@ const floor: FuseFs = {
   },
 };
 
-// The same kernel-facing settings as nydusd's mounts (day-long caches, 1 MiB reads).
-const session = new FuseSession(floor, { mountpoint, cacheTimeoutS: 86400, readers: { kind: kind as ReaderKind, count: Number(n ?? 1) } });
+// The same kernel-facing settings as nydusd's mounts (day-long caches, 1 MiB reads), or its blob view's.
+const session = new FuseSession(
+  floor,
+  blobView ? { ...blobViewSession(), mountpoint } : { mountpoint, cacheTimeoutS: 86400, readers: { kind: kind as ReaderKind, count: Number(n ?? 1) } },
+);
 session.mount().then(
   () => process.stdout.write('mounted\n'),
   (e: Error) => {

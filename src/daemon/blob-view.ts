@@ -25,7 +25,7 @@ import * as path from 'node:path';
 import type { ChunkInfo } from '../format/model';
 import { BlobChunks, ChunkPipeline, ChunkSpan } from '../fetch/pipeline';
 import { Fopen, Init } from '../fuse/abi';
-import { Attr, DirEntry, Entry, errno, FuseError, FuseFs, FuseSession, ReadReply, Statfs } from '../fuse/session';
+import { Attr, DirEntry, Entry, errno, FuseError, FuseFs, FuseSession, ReadReply, SessionOptions, Statfs } from '../fuse/session';
 import { cleanStaleMount } from './mounts';
 import { logger } from '../util/log';
 
@@ -46,6 +46,25 @@ function maxPagesLimit(): number {
   } catch {
     return 256;
   }
+}
+
+/** The kernel-facing settings of a blob view's FUSE session (the benchmark's transport floor uses them too). */
+export function blobViewSession(): Omit<SessionOptions, 'mountpoint' | 'onActivity'> {
+  return {
+    source: 'nydus-blobs',
+    subtype: 'nydus-blobs',
+    cacheTimeoutS: CACHE_TIMEOUT_S,
+    maxPages: maxPagesLimit(),
+    openFlags: Fopen.DIRECT_IO,
+    // Direct reads of one request may then be in flight together (EROFS submits them async).
+    extraInit: Init.ASYNC_DIO,
+    // A signal to the reading task must not fail the read: EROFS would keep the page as EIO.
+    ignoreInterrupts: true,
+    readers: { kind: 'auto', count: 2 },
+    // Only root reads blob bytes (the files are 0400 root); the kernel's EROFS reads them with the
+    // credentials of whatever task faults a page in, hence allow_other.
+    mountOptions: ['ro', 'allow_other', 'default_permissions'],
+  };
 }
 
 interface Owner {
@@ -107,23 +126,7 @@ export class BlobView implements FuseFs {
   private async mount(): Promise<void> {
     if (cleanStaleMount(this.dir) === 'live') throw new Error(`${this.dir}: something is already mounted there (another nydusd's blob view?)`);
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    const s = new FuseSession(this, {
-      mountpoint: this.dir,
-      source: 'nydus-blobs',
-      subtype: 'nydus-blobs',
-      cacheTimeoutS: CACHE_TIMEOUT_S,
-      maxPages: maxPagesLimit(),
-      openFlags: Fopen.DIRECT_IO,
-      // Direct reads of one request may then be in flight together (EROFS submits them async).
-      extraInit: Init.ASYNC_DIO,
-      // A signal to the reading task must not fail the read: EROFS would keep the page as EIO.
-      ignoreInterrupts: true,
-      readers: { kind: 'auto', count: 2 },
-      // Only root reads blob bytes (the files are 0400 root); the kernel's EROFS reads them with the
-      // credentials of whatever task faults a page in, hence allow_other.
-      mountOptions: ['ro', 'allow_other', 'default_permissions'],
-      onActivity: this.onActivity,
-    });
+    const s = new FuseSession(this, { ...blobViewSession(), mountpoint: this.dir, onActivity: this.onActivity });
     await s.mount();
     this.session = s;
     log.info({ dir: this.dir, maxPages: s.negotiated?.maxPages }, 'blob view mounted');

@@ -73,6 +73,23 @@ function erofsBdis(): Set<string> {
 /** This process's EROFS mounts one at a time, so each finds its own bdi. */
 let mountQueue: Promise<unknown> = Promise.resolve();
 
+/**
+ * mount(2) of a RAFS v6 bootstrap as a file-backed EROFS at `mountpoint` over the device files
+ * `devices` (blob-table order), with the mount's read-ahead raised to READ_AHEAD_KB. Rejects with
+ * one line, leaving nothing mounted. (The read benchmark's floor mounts this way too.)
+ */
+export async function mountErofs(bootstrap: string, mountpoint: string, devices: string[]): Promise<void> {
+  fs.mkdirSync(mountpoint, { recursive: true });
+  const run = mountQueue.then(async () => {
+    const before = erofsBdis();
+    await mountSyscall(path.resolve(bootstrap), mountpoint, 'erofs', MS_RDONLY, options(devices));
+    return [...erofsBdis()].filter((b) => !before.has(b));
+  });
+  mountQueue = run.catch(() => undefined);
+  const fresh = await run;
+  if (fresh.length !== 1 || !setReadAhead(fresh[0], READ_AHEAD_KB)) log.warn({ mountpoint, bdis: fresh }, `could not set read_ahead_kb to ${READ_AHEAD_KB}; cold sequential reads arrive in 128 KiB pieces`);
+}
+
 export class ErofsMount {
   private mounted = false;
 
@@ -85,22 +102,13 @@ export class ErofsMount {
 
   async mount(): Promise<void> {
     const devices = this.rafs.blobs.map((bc) => this.view.add(this, bc, this.rafs.pipeline));
-    fs.mkdirSync(this.mountpoint, { recursive: true });
-    const run = mountQueue.then(async () => {
-      const before = erofsBdis();
-      await mountSyscall(path.resolve(this.bootstrap), this.mountpoint, 'erofs', MS_RDONLY, options(devices));
-      return [...erofsBdis()].filter((b) => !before.has(b));
-    });
-    mountQueue = run.catch(() => undefined);
-    let fresh: string[];
     try {
-      fresh = await run;
+      await mountErofs(this.bootstrap, this.mountpoint, devices);
     } catch (e) {
       this.view.remove(this);
       throw e;
     }
     this.mounted = true;
-    if (fresh.length !== 1 || !setReadAhead(fresh[0], READ_AHEAD_KB)) log.warn({ mountpoint: this.mountpoint, bdis: fresh }, `could not set read_ahead_kb to ${READ_AHEAD_KB}; cold sequential reads arrive in 128 KiB pieces`);
     log.info({ mountpoint: this.mountpoint, devices: devices.length }, 'kernel EROFS mount over the blob view');
   }
 
