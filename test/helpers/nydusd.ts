@@ -83,7 +83,7 @@ export async function startNydusd(opts: StartOptions): Promise<NydusdHandle> {
   args.push(...(opts.extraArgs ?? []));
   const logFd = fs.openSync(logFile, 'a');
   const argv = [...(opts.wrap ?? []), nydusdBin(), ...args];
-  const env = opts.env ? { ...process.env, ...opts.env } : process.env;
+  const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
   for (const [k, v] of Object.entries(opts.env ?? {})) if (v === undefined) delete env[k];
   const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', logFd, logFd], env });
   fs.closeSync(logFd);
