@@ -5,8 +5,9 @@
  *
  * Contract: `coldThenWarm` needs root (it drops the whole page cache); before the cold read it
  * records how many bytes of `resident` (default: the file itself) were still cached, so a report can
- * show the read really started cold; `between` runs after the cold read and before the warm passes
- * (a daemon's counters are read there).
+ * show the read really started cold; `prepare` runs between dropping the page cache and the cold read
+ * (support/free-memory.ts puts free memory in a known state there); `between` runs after the cold
+ * read and before the warm passes (a daemon's counters are read there).
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -55,11 +56,16 @@ export function warmPasses(file: string): { first: number; steady: number } {
 }
 
 /**
- * One round over `file`: page cache dropped, the bytes of `resident.file` still cached pushed to
+ * One round over `file`: page cache dropped, `prepare()`, the bytes of `resident.file` still cached pushed to
  * `resident.into`, the cold read, `between()`, then the warm passes; the times go into `s`.
  */
-export async function coldThenWarm(file: string, s: ReadSeries, opts: { resident?: { file: string; into: number[] }; between?: () => Promise<void> } = {}): Promise<void> {
+export async function coldThenWarm(
+  file: string,
+  s: ReadSeries,
+  opts: { resident?: { file: string; into: number[] }; prepare?: () => Promise<void>; between?: () => Promise<void> } = {},
+): Promise<void> {
   dropCaches();
+  await opts.prepare?.();
   if (opts.resident) opts.resident.into.push(residentBytes(opts.resident.file));
   s.cold.push(cat(file));
   await opts.between?.();
