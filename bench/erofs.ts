@@ -44,6 +44,7 @@ const f2 = (x: number) => x.toFixed(2);
  */
 const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
 const f3 = (x: number) => x.toFixed(3);
+const list = (xs: number[]) => xs.map(f2).join(', ');
 
 /** CPU time of a process so far (user + system, every thread), seconds (/proc/PID/stat). */
 function cpuSeconds(pid: number): number {
@@ -200,7 +201,6 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
     }
   }
   const probe = states.includes('warm') ? await freshPageCost(FILE_MIB) : undefined;
-  const list = (xs: number[]) => xs.map(f2).join(', ');
   lines.push(`### Sequential read of a ${FILE_MIB} MiB file`, '');
   lines.push(
     `\`cat\` of a ${FILE_MIB} MiB file (half random, half text; zstd, 1 MiB chunks, localfs blob), median of ${ROUNDS} rounds; native, erofs mode, FUSE mode and the floor one after the other in each round. ` +
@@ -221,38 +221,40 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
     );
   }
   const verdicts: string[] = [];
-  for (const st of states) {
-    const s = series[st];
-    const nc = median(s.native.cold);
-    const n1 = median(s.native.first);
-    const ns = median(s.native.steady);
-    const m = (mode: Mode, k: 'cold' | 'first' | 'steady') => median(s.ny[mode][k]);
-    const fl = (k: 'cold' | 'first' | 'steady') => median(s.floor[k]);
-    const pct = (x: number) => `${f2((100 * nc) / x)} %`;
-    lines.push(`#### Cold read, ${STATE_TEXT[st]}`, '');
-    lines.push('| case | native (s) | erofs mode (s) | FUSE mode (s) | floor (s) | erofs vs native | FUSE vs native | floor vs native |', '|---|---:|---:|---:|---:|---:|---:|---:|');
-    lines.push(`| cold | ${f3(nc)} | ${f3(m('erofs', 'cold'))} | ${f3(m('fuse', 'cold'))} | ${f3(fl('cold'))} | **${pct(m('erofs', 'cold'))}** of native throughput | ${pct(m('fuse', 'cold'))} | ${pct(fl('cold'))} |`);
-    lines.push(`| warm, first re-read | ${f3(n1)} | ${f3(m('erofs', 'first'))} | ${f3(m('fuse', 'first'))} | ${f3(fl('first'))} | **${f2(m('erofs', 'first') / n1)}x** native time | ${f2(m('fuse', 'first') / n1)}x | ${f2(fl('first') / n1)}x |`);
-    lines.push(`| warm, steady | ${f3(ns)} | ${f3(m('erofs', 'steady'))} | ${f3(m('fuse', 'steady'))} | ${f3(fl('steady'))} | **${f2(m('erofs', 'steady') / ns)}x** native time | ${f2(m('fuse', 'steady') / ns)}x | ${f2(fl('steady') / ns)}x |`);
-    const cold = nc / m('erofs', 'cold');
-    // 50 % of native throughput leaves the daemon 2 x native - floor seconds for its cold work.
-    const budget = 2 * nc - fl('cold');
-    lines.push(
-      '',
-      `Cold-read budget at 50 % of native: ${f3(2 * nc)} s, of which the floor takes ${f3(fl('cold'))} s, leaving ${f3(budget)} s for the daemon's cold work. ` +
-        `That work, per cold read: CPU seconds (user + system, all threads) erofs mode ${list(s.cpu.erofs)}, FUSE mode ${list(s.cpu.fuse)}; of it, decompressing and verifying chunks alone (the daemon's backend metrics), erofs mode ${s.compute.erofs.map((x) => (x / 1000).toFixed(3)).join(', ')} s, FUSE mode ${s.compute.fuse.map((x) => (x / 1000).toFixed(3)).join(', ')} s, on ${os.cpus().length} CPUs.`,
-      '',
-      `Rounds (s): native cold ${list(s.native.cold)}, first ${list(s.native.first)}, steady ${list(s.native.steady)}; erofs cold ${list(s.ny.erofs.cold)}, first ${list(s.ny.erofs.first)}, steady ${list(s.ny.erofs.steady)}; FUSE cold ${list(s.ny.fuse.cold)}, first ${list(s.ny.fuse.first)}, steady ${list(s.ny.fuse.steady)}; floor cold ${list(s.floor.cold)}, first ${list(s.floor.first)}, steady ${list(s.floor.steady)}.`,
-      '',
-    );
-    verdicts.push(`cold at least 50 % of native throughput with ${st} memory: ${cold >= 0.5 ? 'met' : 'NOT met'} (${f2(100 * cold)} %, ${f2(FILE_MIB / m('erofs', 'cold'))} MiB/s; the floor ${pct(fl('cold'))})`);
-  }
+  for (const st of states) verdicts.push(stateTable(st, series[st], lines));
   // Re-reads allocate nothing, so free memory's state does not touch them: every round counts.
   const all = (pick: (s: StateSeries) => number[]) => median(states.flatMap((st) => pick(series[st])));
   const first = all((s) => s.ny.erofs.first) / all((s) => s.native.first);
   const steady = all((s) => s.ny.erofs.steady) / all((s) => s.native.steady);
   verdicts.push(`warm re-read within 1.1x of native (medians of all ${states.length * ROUNDS} rounds): ${first <= 1.1 ? 'met' : 'NOT met'} (first re-read ${f2(first)}x, steady ${f2(steady)}x)`);
   lines.push(`Targets: ${verdicts.join('; ')}.`, '');
+}
+
+/** One memory state's table, budget and rounds of the cold read, appended to `lines`; returns its verdict. */
+function stateTable(st: MemState, s: StateSeries, lines: string[]): string {
+  const nc = median(s.native.cold);
+  const n1 = median(s.native.first);
+  const ns = median(s.native.steady);
+  const m = (mode: Mode, k: 'cold' | 'first' | 'steady') => median(s.ny[mode][k]);
+  const fl = (k: 'cold' | 'first' | 'steady') => median(s.floor[k]);
+  const pct = (x: number) => `${f2((100 * nc) / x)} %`;
+  lines.push(`#### Cold read, ${STATE_TEXT[st]}`, '');
+  lines.push('| case | native (s) | erofs mode (s) | FUSE mode (s) | floor (s) | erofs vs native | FUSE vs native | floor vs native |', '|---|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push(`| cold | ${f3(nc)} | ${f3(m('erofs', 'cold'))} | ${f3(m('fuse', 'cold'))} | ${f3(fl('cold'))} | **${pct(m('erofs', 'cold'))}** of native throughput | ${pct(m('fuse', 'cold'))} | ${pct(fl('cold'))} |`);
+  lines.push(`| warm, first re-read | ${f3(n1)} | ${f3(m('erofs', 'first'))} | ${f3(m('fuse', 'first'))} | ${f3(fl('first'))} | **${f2(m('erofs', 'first') / n1)}x** native time | ${f2(m('fuse', 'first') / n1)}x | ${f2(fl('first') / n1)}x |`);
+  lines.push(`| warm, steady | ${f3(ns)} | ${f3(m('erofs', 'steady'))} | ${f3(m('fuse', 'steady'))} | ${f3(fl('steady'))} | **${f2(m('erofs', 'steady') / ns)}x** native time | ${f2(m('fuse', 'steady') / ns)}x | ${f2(fl('steady') / ns)}x |`);
+  const cold = nc / m('erofs', 'cold');
+  // 50 % of native throughput leaves the daemon 2 x native - floor seconds for its cold work.
+  const budget = 2 * nc - fl('cold');
+  lines.push(
+    '',
+    `Cold-read budget at 50 % of native: ${f3(2 * nc)} s, of which the floor takes ${f3(fl('cold'))} s, leaving ${f3(budget)} s for the daemon's cold work. ` +
+      `That work, per cold read: CPU seconds (user + system, all threads) erofs mode ${list(s.cpu.erofs)}, FUSE mode ${list(s.cpu.fuse)}; of it, decompressing and verifying chunks alone (the daemon's backend metrics), erofs mode ${s.compute.erofs.map((x) => (x / 1000).toFixed(3)).join(', ')} s, FUSE mode ${s.compute.fuse.map((x) => (x / 1000).toFixed(3)).join(', ')} s, on ${os.cpus().length} CPUs.`,
+    '',
+    `Rounds (s): native cold ${list(s.native.cold)}, first ${list(s.native.first)}, steady ${list(s.native.steady)}; erofs cold ${list(s.ny.erofs.cold)}, first ${list(s.ny.erofs.first)}, steady ${list(s.ny.erofs.steady)}; FUSE cold ${list(s.ny.fuse.cold)}, first ${list(s.ny.fuse.first)}, steady ${list(s.ny.fuse.steady)}; floor cold ${list(s.floor.cold)}, first ${list(s.floor.first)}, steady ${list(s.floor.steady)}.`,
+    '',
+  );
+  return `cold at least 50 % of native throughput with ${st} memory: ${cold >= 0.5 ? 'met' : 'NOT met'} (${f2(100 * cold)} %, ${f2(FILE_MIB / m('erofs', 'cold'))} MiB/s; the floor ${pct(fl('cold'))})`;
 }
 
 /** One cold-then-warm pass of erofs mode's floor: EROFS over an in-memory blob view of `flat`. */
