@@ -165,7 +165,7 @@ async function partRead(work: string, mounts: string[], lines: string[]): Promis
   for (let r = 0; r < ROUNDS; r++) {
     for (const st of states) {
       const s = series[st];
-      const prepare = async (): Promise<void> => void (st === 'settled' ? await settleFreeMemory() : warmFreeMemory(WARM_MIB));
+      const prepare = async (): Promise<void> => (st === 'settled' ? settleFreeMemory() : warmFreeMemory(WARM_MIB));
       process.stderr.write(`erofs read: round ${r + 1}/${ROUNDS}, ${st} memory\n`);
       await coldThenWarm(bigFile, s.native, { prepare, resident: { file: bigFile, into: residentAtCold } });
       for (const mode of ['erofs', 'fuse'] as const) {

@@ -44,9 +44,9 @@ export function reportedBlockKiB(): number | undefined {
   return readNumber(REPORTED) === undefined || order === undefined ? undefined : 4 << order;
 }
 
-/** Waits until the guest has stopped reporting freed memory to the host; returns the seconds waited. */
-export async function settleFreeMemory(): Promise<number> {
-  if (readNumber(REPORTED) === undefined) return 0;
+/** Waits until the guest has stopped reporting freed memory to the host (at most MAX_WAIT_MS). */
+export async function settleFreeMemory(): Promise<void> {
+  if (readNumber(REPORTED) === undefined) return;
   const start = Date.now();
   let last = readNumber(REPORTED);
   let stillSince = Date.now();
@@ -58,7 +58,6 @@ export async function settleFreeMemory(): Promise<number> {
       stillSince = Date.now();
     } else if (Date.now() - stillSince >= QUIET_MS) break;
   }
-  return (Date.now() - start) / 1000;
 }
 
 /**
@@ -77,9 +76,9 @@ function touch(mib: number): { first: number; again: number } {
   return JSON.parse(out.toString()) as { first: number; again: number };
 }
 
-/** Writes and frees `mib` MiB of 2 MiB pages right before a read; returns the seconds it took. */
-export function warmFreeMemory(mib: number): number {
-  return touch(mib).first;
+/** Writes and frees `mib` MiB of 2 MiB pages right before a read. */
+export function warmFreeMemory(mib: number): void {
+  touch(mib);
 }
 
 /** First-write seconds of `mib` MiB of fresh 2 MiB pages: after memory settled, and right after being freed. */
